@@ -1,0 +1,159 @@
+// Package app assembles a chatd node: NATS and JetStream, storage, the chat
+// service, the STOMP-over-WebSocket server and the HTTP endpoints.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/storage/kvstore"
+	"github.com/chatd/chatd/stompws"
+)
+
+// App is a running chatd node.
+type App struct {
+	cfg   config.Config
+	log   *slog.Logger
+	bus   *natsbus.Bus
+	store storage.Store
+	chat  *chat.Service
+	stomp *stompws.Server
+	http  *http.Server
+	ln    net.Listener
+	serve chan error
+}
+
+// Start brings a node up: it returns once the node is ready to serve.
+func Start(ctx context.Context, cfg config.Config, version string, log *slog.Logger) (*App, error) {
+	name := cfg.ServerName
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	a := &App{cfg: cfg, log: log, serve: make(chan error, 1)}
+	if cfg.Dev {
+		log.Warn("DEV MODE: the CONNECT login header is trusted as the user id and rooms are joined on first use; " +
+			"never expose this server to untrusted users")
+	}
+	bus, err := natsbus.Start(ctx, natsbus.Options{
+		URL:          cfg.NATSURL,
+		DataDir:      cfg.DataDir,
+		ServerName:   name,
+		ClientListen: cfg.NATSListen,
+		ClientName:   "chatd " + name,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.bus = bus
+	fail := func(err error) (*App, error) {
+		a.closeBackends(context.Background())
+		return nil, err
+	}
+	msgs, err := bus.OpenMessageLog(ctx, natsbus.LogConfig{
+		Replicas:        1,
+		MaxAge:          cfg.HistoryMaxAge,
+		MaxPerRoom:      cfg.HistoryMaxPerRoom,
+		DuplicateWindow: cfg.DedupeWindow,
+		MaxMsgSize:      int32(cfg.MaxFrameSize + 4096),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	store, err := kvstore.Open(ctx, bus, kvstore.Config{Replicas: 1, Logger: log})
+	if err != nil {
+		return fail(err)
+	}
+	a.store = store
+	a.chat = chat.NewService(bus, msgs, store, chat.DevAuthenticator{}, chat.Config{AutoJoin: cfg.Dev, Logger: log})
+
+	sc := stompws.DefaultConfig()
+	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
+	sc.MaxSubscriptions = cfg.MaxSubscriptions
+	sc.HeartBeatSend, sc.HeartBeatRecv = cfg.HeartBeat, cfg.HeartBeat
+	sc.ServerName = "chatd/" + version
+	sc.Logger = log
+	a.stomp = stompws.NewServer(sc, a.chat)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", a.stomp)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", a.ready)
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fail(fmt.Errorf("listen on --http %s: %w", cfg.HTTPAddr, err))
+	}
+	a.ln = ln
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { a.serve <- a.http.Serve(ln) }()
+	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", "ws://"+ln.Addr().String()+"/ws",
+		"node", name, "nats", natsMode(cfg), "version", version)
+	return a, nil
+}
+
+func natsMode(cfg config.Config) string {
+	if cfg.NATSURL != "" {
+		return "external " + cfg.NATSURL
+	}
+	return "embedded, data in " + cfg.DataDir
+}
+
+func (a *App) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := a.bus.Ready(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Addr is the HTTP listen address (useful with port 0).
+func (a *App) Addr() string { return a.ln.Addr().String() }
+
+// Done reports the HTTP server stopping on its own.
+func (a *App) Done() <-chan error { return a.serve }
+
+// Shutdown stops accepting connections, tells every session to go (ERROR,
+// then WebSocket close 1012, which STOMP clients treat as "reconnect"),
+// waits for stored work, and stops NATS, which flushes JetStream.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.log.Info("shutting down", "sessions", a.stomp.Sessions())
+	var errs []error
+	if err := a.http.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := a.stomp.Shutdown(ctx, "server shutting down, reconnect"); err != nil {
+		errs = append(errs, err)
+	}
+	a.chat.Close()
+	errs = append(errs, a.closeBackends(ctx))
+	a.log.Info("shutdown complete")
+	return errors.Join(errs...)
+}
+
+func (a *App) closeBackends(ctx context.Context) error {
+	var errs []error
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	if a.bus != nil {
+		errs = append(errs, a.bus.Close(ctx))
+	}
+	return errors.Join(errs...)
+}

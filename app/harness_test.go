@@ -1,0 +1,288 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/app"
+	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/config"
+	"github.com/coder/websocket"
+	"github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
+)
+
+// node is one real chatd (embedded NATS and JetStream, real HTTP listener)
+// started in-process on a free port.
+type node struct {
+	t   testing.TB
+	cfg config.Config
+	app *app.App
+}
+
+func testConfig(t testing.TB) config.Config {
+	cfg, err := config.Parse([]string{"--dev", "--http", "127.0.0.1:0", "--data-dir", t.TempDir()})
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+func startNode(t testing.TB, mutate ...func(*config.Config)) *node {
+	t.Helper()
+	cfg := testConfig(t)
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	n := &node{t: t, cfg: cfg}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func (n *node) start() {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := app.Start(ctx, n.cfg, "test", testLogger())
+	if err != nil {
+		n.t.Fatalf("start chatd: %v", err)
+	}
+	n.app = a
+	// A restart keeps the data dir and the port, as an operator's would.
+	n.cfg.HTTPAddr = a.Addr()
+}
+
+func (n *node) stop() {
+	if n.app == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n.app.Shutdown(ctx); err != nil {
+		n.t.Errorf("shutdown: %v", err)
+	}
+	n.app = nil
+}
+
+func (n *node) restart() {
+	n.t.Helper()
+	n.stop()
+	n.start()
+}
+
+func (n *node) wsURL() string { return "ws://" + n.app.Addr() + "/ws" }
+
+// dialWS opens a real WebSocket to the node.
+func dialWS(t testing.TB, url string, subprotocols ...string) *websocket.Conn {
+	t.Helper()
+	if subprotocols == nil {
+		subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: subprotocols})
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	c.SetReadLimit(-1)
+	return c
+}
+
+// client is go-stomp's client over a real WebSocket.
+type client struct {
+	*stomp.Conn
+	t    testing.TB
+	user string
+	ws   *websocket.Conn
+}
+
+func dial(t testing.TB, n *node, user string, opts ...func(*stomp.Conn) error) *client {
+	t.Helper()
+	ws := dialWS(t, n.wsURL())
+	nc := websocket.NetConn(context.Background(), ws, websocket.MessageText)
+	all := append([]func(*stomp.Conn) error{stomp.ConnOpt.Login(user, ""), stomp.ConnOpt.Host("/")}, opts...)
+	sc, err := stomp.Connect(nc, all...)
+	if err != nil {
+		t.Fatalf("STOMP connect as %s: %v", user, err)
+	}
+	c := &client{Conn: sc, t: t, user: user, ws: ws}
+	t.Cleanup(func() { _ = sc.MustDisconnect(); _ = ws.CloseNow() })
+	return c
+}
+
+// subscribe subscribes and waits for the server's RECEIPT, so the
+// subscription is live when it returns.
+func (c *client) subscribe(dest string, opts ...func(*frame.Frame) error) *stomp.Subscription {
+	c.t.Helper()
+	// go-stomp has no receipt option on SUBSCRIBE; a receipted SEND to our own
+	// log queue works as a barrier because the server answers frames in order.
+	sub, err := c.Subscribe(dest, stomp.AckAuto, opts...)
+	if err != nil {
+		c.t.Fatalf("%s subscribe %s: %v", c.user, dest, err)
+	}
+	c.barrier()
+	return sub
+}
+
+// barrier returns once the server has handled every frame sent before it.
+func (c *client) barrier() {
+	c.t.Helper()
+	if err := c.Send("/app/chat.barrier.read", "application/json", []byte(`{"lastReadId":1}`), stomp.SendOpt.Receipt); err != nil {
+		c.t.Fatalf("%s barrier: %v", c.user, err)
+	}
+}
+
+func (c *client) post(room, text string, opts ...func(*frame.Frame) error) {
+	c.t.Helper()
+	body, _ := json.Marshal(map[string]string{"message": text})
+	opts = append(opts, stomp.SendOpt.Receipt)
+	if err := c.Send("/app/chat."+room, "application/json", body, opts...); err != nil {
+		c.t.Fatalf("%s post to %s: %v", c.user, room, err)
+	}
+}
+
+// next waits for the subscription's next MESSAGE.
+func next(t testing.TB, sub *stomp.Subscription) *stomp.Message {
+	t.Helper()
+	select {
+	case m, ok := <-sub.C:
+		if !ok {
+			t.Fatalf("subscription %s closed", sub.Destination())
+		}
+		if m.Err != nil {
+			t.Fatalf("subscription %s: %v", sub.Destination(), m.Err)
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no message on %s within 10s", sub.Destination())
+	}
+	return nil
+}
+
+// nextChat decodes the next room message.
+func nextChat(t testing.TB, sub *stomp.Subscription) chat.Message {
+	t.Helper()
+	m := next(t, sub)
+	var cm chat.Message
+	if err := json.Unmarshal(m.Body, &cm); err != nil {
+		t.Fatalf("decode %q: %v", m.Body, err)
+	}
+	return cm
+}
+
+// quiet asserts that nothing arrives on sub for a while. Used only to show
+// that something did NOT happen; every positive check waits for an event.
+func quiet(t testing.TB, sub *stomp.Subscription, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-sub.C:
+		if m != nil && m.Err == nil {
+			t.Fatalf("unexpected message on %s: %s", sub.Destination(), m.Body)
+		}
+	case <-time.After(d):
+	}
+}
+
+// rawConn speaks STOMP by hand, for malformed and edge-case frames.
+type rawConn struct {
+	t  testing.TB
+	ws *websocket.Conn
+	nc net.Conn
+	rd *frame.Reader
+}
+
+func dialRaw(t testing.TB, n *node, subprotocols ...string) *rawConn {
+	t.Helper()
+	ws := dialWS(t, n.wsURL(), subprotocols...)
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	nc := websocket.NetConn(context.Background(), ws, websocket.MessageText)
+	return &rawConn{t: t, ws: ws, nc: nc, rd: frame.NewReader(nc)}
+}
+
+func (r *rawConn) send(s string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.ws.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+		r.t.Fatalf("raw write: %v", err)
+	}
+}
+
+func (r *rawConn) connect(user string) {
+	r.t.Helper()
+	r.send("CONNECT\naccept-version:1.2\nhost:/\nlogin:" + user + "\n\n\x00")
+	f := r.frame()
+	if f.Command != "CONNECTED" {
+		r.t.Fatalf("want CONNECTED, got %s %v", f.Command, f.Header)
+	}
+}
+
+// frame reads the next frame, skipping heart-beats; frames may share or
+// span WebSocket messages.
+func (r *rawConn) frame() *frame.Frame {
+	r.t.Helper()
+	f, err := r.read(10 * time.Second)
+	if err != nil {
+		r.t.Fatalf("raw read: %v", err)
+	}
+	return f
+}
+
+func (r *rawConn) read(timeout time.Duration) (*frame.Frame, error) {
+	_ = r.nc.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		f, err := r.rd.Read()
+		if err != nil {
+			return nil, err
+		}
+		if f != nil {
+			return f, nil
+		}
+	}
+}
+
+// expectError reads frames until an ERROR and checks its message, then
+// checks the server closes the connection.
+func (r *rawConn) expectError(wantSubstr string) *frame.Frame {
+	r.t.Helper()
+	for {
+		f := r.frame()
+		if f.Command != "ERROR" {
+			continue
+		}
+		if msg := f.Header.Get("message"); !strings.Contains(msg, wantSubstr) {
+			r.t.Fatalf("ERROR message %q, want it to contain %q", msg, wantSubstr)
+		}
+		r.expectClosed()
+		return f
+	}
+}
+
+func (r *rawConn) expectClosed() {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	_ = r.nc.SetReadDeadline(deadline)
+	buf := make([]byte, 4096)
+	for {
+		if _, err := r.nc.Read(buf); err != nil {
+			if time.Now().After(deadline) {
+				r.t.Fatalf("connection still open 10s after ERROR")
+			}
+			return
+		}
+	}
+}
+
+func msgBody(text string) string { return fmt.Sprintf(`{"message":%q}`, text) }

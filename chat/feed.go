@@ -1,0 +1,375 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/stompws"
+	"github.com/nats-io/nats.go"
+)
+
+// roomFeed carries one room's messages to this node's subscribers.
+//
+// The stream republishes every message on chat.live.<room> once it is
+// stored, with its id and the id of the room's previous message. The feed
+// holds that core NATS subscription only while the node has subscribers to
+// the room, so a node never takes traffic for rooms nobody on it watches.
+// Core NATS may drop a message (a slow connection, a leader change); the
+// previous-id header shows the hole, and the feed fills it from the stream
+// before going on, so subscribers see every id once and in order. A message
+// lost at the very end of a burst has no successor to reveal it, so the feed
+// also checks the room's newest id a moment after each burst (the probe).
+type roomFeed struct {
+	svc   *Service
+	room  string
+	dest  string
+	sub   *nats.Subscription
+	probe *time.Timer
+
+	mu      sync.Mutex
+	last    uint64 // newest id this feed has handed out
+	members map[*stompws.Subscription]*roomSub
+	stopped bool
+}
+
+// roomSub is one subscription's place in the feed.
+type roomSub struct {
+	ss *stompws.Subscription
+	// last is the newest id delivered to this subscription.
+	last uint64
+	// While replaying, live messages wait in pending; if it overflows it is
+	// dropped and the replay reads them from the stream instead.
+	replaying bool
+	pending   []liveItem
+	overflow  bool
+	// note goes on the subscription's first MESSAGE (history gap or reset).
+	note []stompws.Header
+}
+
+type liveItem struct {
+	id  uint64
+	msg *stompws.Message
+}
+
+// maxPending bounds the live messages held for a subscription while it replays.
+const maxPending = 4096
+
+// joinFeed adds sub to the room's feed, starting the feed if needed. With
+// replay set, it first delivers the room's messages after since.
+func (s *Service) joinFeed(ctx context.Context, room string, sub *stompws.Subscription, since uint64, replay bool) (func(), error) {
+	s.mu.Lock()
+	f := s.feeds[room]
+	if f == nil {
+		f = &roomFeed{svc: s, room: room, dest: sub.Destination, members: map[*stompws.Subscription]*roomSub{}}
+		if err := f.start(ctx); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		s.feeds[room] = f
+	}
+	rs := &roomSub{ss: sub, replaying: replay}
+	f.mu.Lock()
+	f.members[sub] = rs
+	f.mu.Unlock()
+	s.mu.Unlock()
+	if replay {
+		s.async(func() { f.replay(rs, since) })
+	}
+	return func() { s.leaveFeed(f, sub) }, nil
+}
+
+func (s *Service) leaveFeed(f *roomFeed, sub *stompws.Subscription) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f.mu.Lock()
+	delete(f.members, sub)
+	empty := len(f.members) == 0
+	f.mu.Unlock()
+	if empty && s.feeds[f.room] == f {
+		delete(s.feeds, f.room)
+		f.stop()
+	}
+}
+
+// start reads the room's newest id, then subscribes: anything stored in
+// between shows up as a gap on the next message, or to the first probe.
+func (f *roomFeed) start(ctx context.Context) error {
+	latest, err := f.svc.msgs.Latest(ctx, f.room, 0)
+	if err != nil {
+		return fmt.Errorf("newest message of %s: %w", f.room, err)
+	}
+	if latest != nil {
+		f.last = latest.Seq
+	}
+	sub, err := f.svc.nc.Subscribe(natsbus.RoomLiveSubject(f.room), f.onLive)
+	if err != nil {
+		return fmt.Errorf("subscribe to room %s: %w", f.room, err)
+	}
+	// Republished messages may come in bursts; let NATS hold plenty before
+	// it drops (a drop is repaired from the stream, but costs a read).
+	_ = sub.SetPendingLimits(1<<16, 64<<20)
+	f.sub = sub
+	f.probe = time.AfterFunc(f.svc.cfg.ProbeDelay, f.runProbe)
+	return nil
+}
+
+func (f *roomFeed) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+	f.probe.Stop()
+	_ = f.sub.Unsubscribe()
+}
+
+func (f *roomFeed) onLive(m *nats.Msg) {
+	lm, err := natsbus.ParseLive(m)
+	if err != nil {
+		f.svc.log.Warn("ignoring malformed republished message", "room", f.room, "err", err)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped || lm.Seq <= f.last {
+		return
+	}
+	if lm.PrevSeq > f.last {
+		f.catchUpLocked(lm.Seq - 1)
+	}
+	if lm.Seq > f.last {
+		f.publishLocked(lm.StoredMsg)
+	}
+	f.probe.Reset(f.svc.cfg.ProbeDelay)
+}
+
+// runProbe delivers anything stored after the feed's newest id that never
+// arrived live.
+func (f *roomFeed) runProbe() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	latest, err := f.svc.msgs.Latest(ctx, f.room, 0)
+	if err != nil {
+		f.svc.log.Warn("room probe failed", "room", f.room, "err", err)
+		return
+	}
+	if latest == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.stopped && latest.Seq > f.last {
+		f.svc.log.Debug("room probe found missed messages", "room", f.room, "from", f.last, "to", latest.Seq)
+		f.catchUpLocked(latest.Seq)
+	}
+}
+
+// catchUpLocked reads from the stream what the feed missed, up to id.
+func (f *roomFeed) catchUpLocked(upTo uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for f.last < upTo {
+		batch, err := f.svc.msgs.After(ctx, f.room, f.last, replayBatch)
+		if err != nil {
+			f.svc.log.Warn("room catch-up failed", "room", f.room, "after", f.last, "err", err)
+			return
+		}
+		if len(batch) == 0 {
+			return
+		}
+		for _, sm := range batch {
+			if sm.Seq > upTo {
+				return
+			}
+			f.publishLocked(sm)
+		}
+	}
+}
+
+// publishLocked hands one stored message to every subscriber, encoded once.
+func (f *roomFeed) publishLocked(sm natsbus.StoredMsg) {
+	f.last = sm.Seq
+	msgs, err := f.svc.encode(context.Background(), f.room, f.dest, []natsbus.StoredMsg{sm})
+	if err != nil {
+		f.svc.log.Error("encode room message", "room", f.room, "id", sm.Seq, "err", err)
+		return
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	item := liveItem{id: sm.Seq, msg: msgs[0]}
+	for _, rs := range f.members {
+		if rs.replaying {
+			if rs.overflow {
+				continue
+			}
+			if len(rs.pending) >= maxPending {
+				rs.pending, rs.overflow = nil, true
+				continue
+			}
+			rs.pending = append(rs.pending, item)
+			continue
+		}
+		rs.deliver(item)
+	}
+}
+
+func (rs *roomSub) deliver(it liveItem) {
+	if it.id <= rs.last {
+		return
+	}
+	rs.last = it.id
+	if rs.note != nil {
+		rs.ss.Deliver(it.msg, rs.note...)
+		rs.note = nil
+		return
+	}
+	rs.ss.Deliver(it.msg)
+}
+
+// encode turns stored messages into MESSAGE frames with unread counts.
+func (s *Service) encode(ctx context.Context, room, dest string, stored []natsbus.StoredMsg) ([]*stompws.Message, error) {
+	sts := make([]storedMessage, 0, len(stored))
+	refs := make([]storage.MessageRef, 0, len(stored))
+	for _, sm := range stored {
+		st, err := decodeStored(sm)
+		if err != nil {
+			s.log.Warn("skipping undecodable message", "err", err)
+			continue
+		}
+		sts = append(sts, st)
+		refs = append(refs, storage.MessageRef{ID: sm.Seq, Sender: st.UserID})
+	}
+	unread, err := s.store.Unread(ctx, room, refs)
+	if err != nil {
+		return nil, fmt.Errorf("unread counts: %w", err)
+	}
+	out := make([]*stompws.Message, 0, len(sts))
+	for i, st := range sts {
+		m, err := stompMessage(dest, Message{
+			ID: refs[i].ID, RoomID: room, UserID: st.UserID, Message: st.Message,
+			UnreadCount: unread[i], CreatedAt: st.CreatedAt,
+		}, st.Headers)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// replay delivers the room's stored messages after since, then switches the
+// subscription to live delivery with no gap and no duplicate: live messages
+// that arrive meanwhile wait in pending, and whatever of them the replay
+// already delivered is skipped by id.
+func (f *roomFeed) replay(rs *roomSub, since uint64) {
+	ctx := rs.ss.Session().Context()
+	cursor, note, err := f.replayStart(ctx, since)
+	if err != nil {
+		f.svc.log.Warn("replay failed", "room", f.room, "since", since, "err", err)
+		rs.ss.Session().Close(&stompws.Error{Message: "history unavailable, resubscribe"})
+		return
+	}
+	f.mu.Lock()
+	rs.note = note
+	f.mu.Unlock()
+	for {
+		batch, err := f.svc.msgs.After(ctx, f.room, cursor, replayBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				f.svc.log.Warn("replay read failed", "room", f.room, "after", cursor, "err", err)
+				rs.ss.Session().Close(&stompws.Error{Message: "history unavailable, resubscribe"})
+			}
+			return
+		}
+		msgs, err := f.svc.encode(ctx, f.room, f.dest, batch)
+		if err != nil {
+			f.svc.log.Error("replay encode failed", "room", f.room, "err", err)
+			rs.ss.Session().Close(&stompws.Error{Message: "internal error"})
+			return
+		}
+		for i, m := range msgs {
+			f.mu.Lock()
+			extra := rs.note
+			rs.note = nil
+			f.mu.Unlock()
+			if err := rs.ss.DeliverWait(ctx, m, extra...); err != nil {
+				return // the subscription or session ended
+			}
+			cursor = batch[i].Seq
+		}
+		if len(batch) > 0 {
+			cursor = batch[len(batch)-1].Seq
+		}
+		if len(batch) == replayBatch {
+			continue
+		}
+		// Caught up with the stream: switch to live under the feed's lock.
+		f.mu.Lock()
+		if _, still := f.members[rs.ss]; !still {
+			f.mu.Unlock()
+			return
+		}
+		if rs.overflow {
+			rs.pending, rs.overflow = nil, false
+			f.mu.Unlock()
+			continue
+		}
+		rs.last = cursor
+		for _, it := range rs.pending {
+			rs.deliver(it)
+		}
+		rs.pending, rs.replaying = nil, false
+		f.mu.Unlock()
+		return
+	}
+}
+
+// History headers on a subscription's first MESSAGE (docs/protocol.md).
+const (
+	historyHeader        = "history"
+	historyFirstIDHeader = "history-first-id"
+	historyGap           = "gap"   // messages after since-id are no longer held
+	historyReset         = "reset" // since-id is from an earlier life of the stream
+)
+
+// replayStart decides where a replay begins and whether the client must be
+// told that the history it asks for is incomplete.
+func (f *roomFeed) replayStart(ctx context.Context, since uint64) (uint64, []stompws.Header, error) {
+	st, err := f.svc.msgs.State(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	first, err := f.svc.msgs.After(ctx, f.room, 0, 1)
+	if err != nil {
+		return 0, nil, err
+	}
+	firstID := st.First
+	if len(first) > 0 {
+		firstID = first[0].Seq
+	}
+	note := func(kind string) []stompws.Header {
+		return []stompws.Header{{Name: historyHeader, Value: kind}, {Name: historyFirstIDHeader, Value: strconv.FormatUint(firstID, 10)}}
+	}
+	switch {
+	case since > st.Last || since != 0 && since+1 < st.Epoch:
+		// Ids from another life of the stream name nothing here: everything
+		// the room holds is new to this client.
+		return 0, note(historyReset), nil
+	case since+1 < st.First && st.First > st.Epoch:
+		return since, note(historyGap), nil
+	}
+	if max := f.svc.msgs.Config().MaxPerRoom; max > 0 && len(first) > 0 && first[0].Seq > since+1 {
+		n, err := f.svc.msgs.RoomCount(ctx, f.room)
+		if err != nil {
+			return 0, nil, err
+		}
+		if int64(n) >= max {
+			return since, note(historyGap), nil // the per-room cap removed older messages
+		}
+	}
+	return since, nil, nil
+}

@@ -1,0 +1,379 @@
+// Package chat is chatd's domain: rooms, messages, history, replay, read
+// receipts, unread counts and user queues. Service gives STOMP destinations
+// their meaning as a stompws.Handler.
+package chat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/stompws"
+	"github.com/nats-io/nats.go"
+)
+
+// Authenticator checks a STOMP CONNECT. It is the seam for production
+// authentication; DevAuthenticator is the dev-mode one.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req *stompws.ConnectRequest) (stompws.Principal, error)
+}
+
+// Config tunes the chat service.
+type Config struct {
+	// AutoJoin makes a user a member of any room they send or subscribe to
+	// (dev mode). Otherwise only members may use a room.
+	AutoJoin bool
+	// ProbeDelay is how long after a room's last live message a node checks
+	// that it missed nothing at the end of the room (see roomFeed).
+	ProbeDelay time.Duration
+	Logger     *slog.Logger
+}
+
+// History page sizes for /app/chat.{room}.log.
+const (
+	DefaultLogLimit = 20
+	MaxLogLimit     = 100
+)
+
+// replayBatch is how many stored messages one direct get returns in a replay.
+const replayBatch = 256
+
+// Service implements stompws.Handler for chatd's destinations.
+type Service struct {
+	nc    *nats.Conn
+	msgs  *natsbus.MessageLog
+	store storage.Store
+	auth  Authenticator
+	cfg   Config
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	feeds   map[string]*roomFeed // room -> live feed, while it has local subscribers
+	fanouts map[string]*fanout   // NATS subject -> local subscribers
+	subs    map[*stompws.Subscription]func()
+	wg      sync.WaitGroup
+}
+
+var _ stompws.Handler = (*Service)(nil)
+
+// NewService wires the chat domain to NATS, the message log and storage.
+func NewService(bus *natsbus.Bus, msgs *natsbus.MessageLog, store storage.Store, auth Authenticator, cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ProbeDelay <= 0 {
+		cfg.ProbeDelay = time.Second
+	}
+	return &Service{
+		nc: bus.NC, msgs: msgs, store: store, auth: auth, cfg: cfg, log: cfg.Logger,
+		feeds: map[string]*roomFeed{}, fanouts: map[string]*fanout{}, subs: map[*stompws.Subscription]func(){},
+	}
+}
+
+// Authenticate implements stompws.Handler.
+func (s *Service) Authenticate(ctx context.Context, req *stompws.ConnectRequest) (stompws.Principal, error) {
+	return s.auth.Authenticate(ctx, req)
+}
+
+// authorize lets user use room: in dev mode by joining it, otherwise only
+// if a member.
+func (s *Service) authorize(ctx context.Context, room, user string) error {
+	if s.cfg.AutoJoin {
+		if _, err := s.store.Join(ctx, room, user); err != nil {
+			return fmt.Errorf("join %s: %w", room, err)
+		}
+		return nil
+	}
+	ok, err := s.store.IsMember(ctx, room, user)
+	if err != nil {
+		return fmt.Errorf("membership of %s: %w", room, err)
+	}
+	if !ok {
+		return stompws.Errorf("forbidden: not a member of room %s", room)
+	}
+	return nil
+}
+
+// Send implements stompws.Handler: the /app destinations.
+func (s *Service) Send(ctx context.Context, sess *stompws.Session, f *stompws.Frame, done func(error)) {
+	d, derr := parseDestination(f.Value("destination"))
+	if derr != nil {
+		done(derr)
+		return
+	}
+	switch d.kind {
+	case destPost:
+		s.post(ctx, sess, d.name, f, done)
+	case destLog:
+		s.async(func() { done(s.history(ctx, sess, d.name, f.Body)) })
+	case destMarkRead:
+		s.async(func() { done(s.markRead(ctx, sess, d.name, f.Body)) })
+	default:
+		done(stompws.Errorf("cannot SEND to %s: clients send to /app/chat.{room}", f.Value("destination")))
+	}
+}
+
+func (s *Service) async(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+// maxClientMsgID bounds the client-msg-id header.
+const maxClientMsgID = 128
+
+func (s *Service) post(ctx context.Context, sess *stompws.Session, room string, f *stompws.Frame, done func(error)) {
+	var body struct {
+		Message *string `json:"message"`
+	}
+	if err := json.Unmarshal(f.Body, &body); err != nil {
+		done(stompws.Errorf("invalid message body: want JSON {\"message\":\"...\"}"))
+		return
+	}
+	if body.Message == nil || *body.Message == "" {
+		done(stompws.Errorf("invalid message body: \"message\" must be a non-empty string"))
+		return
+	}
+	msgID := ""
+	if cid, ok := f.Get("client-msg-id"); ok {
+		if cid == "" || len(cid) > maxClientMsgID {
+			done(stompws.Errorf("invalid client-msg-id: 1 to %d characters", maxClientMsgID))
+			return
+		}
+		// Scoped by user, so one user's ids never suppress another's.
+		msgID = natsbus.UserToken(sess.User()) + ":" + cid
+	}
+	if err := s.authorize(ctx, room, sess.User()); err != nil {
+		done(err)
+		return
+	}
+	data, err := json.Marshal(storedMessage{
+		RoomID:    room,
+		UserID:    sess.User(),
+		Message:   *body.Message,
+		CreatedAt: formatTime(time.Now()),
+		Headers:   passThrough(f),
+	})
+	if err != nil {
+		done(fmt.Errorf("encode message: %w", err))
+		return
+	}
+	fut, err := s.msgs.PublishAsync(room, nil, data, msgID)
+	if err != nil {
+		done(err)
+		return
+	}
+	// The RECEIPT waits for JetStream's acknowledgement: it means stored.
+	s.async(func() {
+		select {
+		case <-fut.Ok():
+			done(nil)
+		case err := <-fut.Err():
+			done(fmt.Errorf("store message in %s: %w", room, err))
+		}
+	})
+}
+
+// logRequest is the optional body of /app/chat.{room}.log.
+type logRequest struct {
+	Before uint64 `json:"before"`
+	Limit  int    `json:"limit"`
+}
+
+func (s *Service) history(ctx context.Context, sess *stompws.Session, room string, raw []byte) error {
+	req := logRequest{Limit: DefaultLogLimit}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &req); err != nil {
+			return stompws.Errorf("invalid log request: want JSON {\"before\":<id>,\"limit\":<1-%d>}", MaxLogLimit)
+		}
+	}
+	if req.Limit <= 0 {
+		return stompws.Errorf("invalid log request: limit must be 1 to %d", MaxLogLimit)
+	}
+	req.Limit = min(req.Limit, MaxLogLimit)
+	if err := s.authorize(ctx, room, sess.User()); err != nil {
+		return err
+	}
+	msgs, err := s.Messages(ctx, room, req.Before, req.Limit)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(msgs)
+	if err != nil {
+		return fmt.Errorf("encode history: %w", err)
+	}
+	return s.PublishToUser(sess.User(), LogQueue, body)
+}
+
+// Messages returns up to limit of the room's messages before the id
+// (0: the newest), oldest first, with their current unread counts.
+func (s *Service) Messages(ctx context.Context, room string, before uint64, limit int) ([]Message, error) {
+	stored, err := s.msgs.Before(ctx, room, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", room, err)
+	}
+	out := make([]Message, 0, len(stored))
+	sts := make([]storedMessage, 0, len(stored))
+	refs := make([]storage.MessageRef, 0, len(stored))
+	for _, sm := range stored {
+		st, err := decodeStored(sm)
+		if err != nil {
+			s.log.Warn("skipping undecodable message", "err", err)
+			continue
+		}
+		sts = append(sts, st)
+		refs = append(refs, storage.MessageRef{ID: sm.Seq, Sender: st.UserID})
+	}
+	unread, err := s.store.Unread(ctx, room, refs)
+	if err != nil {
+		return nil, fmt.Errorf("unread counts of %s: %w", room, err)
+	}
+	for i, st := range sts {
+		out = append(out, Message{
+			ID: refs[i].ID, RoomID: room, UserID: st.UserID, Message: st.Message,
+			UnreadCount: unread[i], CreatedAt: st.CreatedAt,
+		})
+	}
+	return out, nil
+}
+
+// PublishToUser sends body to every session of user subscribed to
+// /user/queue/{queue}, on every node.
+func (s *Service) PublishToUser(user, queue string, body []byte) error {
+	m := &nats.Msg{Subject: natsbus.UserSubject(user, queue), Data: body, Header: nats.Header{}}
+	m.Header.Set("Content-Type", "application/json")
+	if err := s.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("publish to %s: %w", m.Subject, err)
+	}
+	return nil
+}
+
+func (s *Service) markRead(ctx context.Context, sess *stompws.Session, room string, raw []byte) error {
+	var req struct {
+		LastReadID *uint64 `json:"lastReadId"`
+	}
+	if err := json.Unmarshal(raw, &req); err != nil || req.LastReadID == nil || *req.LastReadID == 0 {
+		return stompws.Errorf("invalid read receipt: want JSON {\"lastReadId\":<message id>}")
+	}
+	user := sess.User()
+	if err := s.authorize(ctx, room, user); err != nil {
+		return err
+	}
+	// A position past the room's newest message would mark messages not yet
+	// written as read; hold it to the newest.
+	latest, err := s.msgs.Latest(ctx, room, 0)
+	if err != nil {
+		return fmt.Errorf("newest message of %s: %w", room, err)
+	}
+	if latest == nil {
+		return nil // nothing to read yet
+	}
+	id := min(*req.LastReadID, latest.Seq)
+	prev, err := s.store.ReadMark(ctx, room, user)
+	if err != nil {
+		return fmt.Errorf("read position: %w", err)
+	}
+	pos, err := s.store.MarkRead(ctx, room, user, id)
+	if err != nil {
+		return fmt.Errorf("mark read: %w", err)
+	}
+	if pos <= prev {
+		return nil // positions only move forward; nothing new to tell
+	}
+	body, err := json.Marshal(ReadEvent{RoomID: room, UserID: user, LastReadID: pos})
+	if err != nil {
+		return fmt.Errorf("encode read event: %w", err)
+	}
+	m := &nats.Msg{Subject: natsbus.ReadSubject(room), Data: body, Header: nats.Header{}}
+	m.Header.Set("Content-Type", "application/json")
+	if err := s.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("publish read event: %w", err)
+	}
+	return nil
+}
+
+// Subscribe implements stompws.Handler.
+func (s *Service) Subscribe(ctx context.Context, sub *stompws.Subscription) error {
+	d, derr := parseDestination(sub.Destination)
+	if derr != nil {
+		return derr
+	}
+	user := sub.Session().User()
+	var stop func()
+	switch d.kind {
+	case destRoom:
+		since, replay, err := sinceID(sub.Frame)
+		if err != nil {
+			return err
+		}
+		if err := s.authorize(ctx, d.name, user); err != nil {
+			return err
+		}
+		stop, err = s.joinFeed(ctx, d.name, sub, since, replay)
+		if err != nil {
+			return err
+		}
+	case destRoomReads:
+		if err := s.authorize(ctx, d.name, user); err != nil {
+			return err
+		}
+		stop = s.joinFanout(natsbus.ReadSubject(d.name), sub)
+	case destUserQueue:
+		stop = s.joinFanout(natsbus.UserSubject(user, d.name), sub)
+	default:
+		return stompws.Errorf("cannot SUBSCRIBE to %s: subscribe to /topic/... or /user/queue/...", sub.Destination)
+	}
+	s.mu.Lock()
+	s.subs[sub] = stop
+	s.mu.Unlock()
+	return nil
+}
+
+func sinceID(f *stompws.Frame) (uint64, bool, error) {
+	v, ok := f.Get("since-id")
+	if !ok {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, false, stompws.Errorf("invalid since-id %q: want a message id (a non-negative integer)", v)
+	}
+	return n, true, nil
+}
+
+// Unsubscribe implements stompws.Handler.
+func (s *Service) Unsubscribe(sub *stompws.Subscription) {
+	s.mu.Lock()
+	stop := s.subs[sub]
+	delete(s.subs, sub)
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// Close waits for in-flight work and stops every feed. Sessions must be
+// closed first.
+func (s *Service) Close() {
+	s.wg.Wait()
+	s.mu.Lock()
+	feeds := s.feeds
+	fans := s.fanouts
+	s.feeds, s.fanouts = map[string]*roomFeed{}, map[string]*fanout{}
+	s.mu.Unlock()
+	for _, f := range feeds {
+		f.stop()
+	}
+	for _, f := range fans {
+		_ = f.sub.Unsubscribe()
+	}
+}

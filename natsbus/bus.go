@@ -1,0 +1,244 @@
+// Package natsbus runs or connects to NATS for chatd: the embedded server
+// (with JetStream), a connection to an external NATS, the mapping from chat
+// names to NATS subjects, and the JetStream stream and KV buckets chatd uses.
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Options selects an embedded NATS server or an external one.
+type Options struct {
+	// URL, when set, connects to an existing NATS deployment (comma-separated
+	// URLs for a cluster) instead of embedding a server.
+	URL string
+	// DataDir holds the embedded server's JetStream store.
+	DataDir string
+	// ServerName names the embedded server; it must be unique in a cluster.
+	ServerName string
+	// ClientListen is "host:port" for the embedded server's client port. Empty
+	// means no client port at all: chatd talks to it in-process, and the
+	// machine's port 4222 (often an existing NATS) is left alone.
+	ClientListen string
+	// ClientName is sent to NATS to identify this connection.
+	ClientName string
+	Logger     *slog.Logger
+}
+
+// Bus is chatd's connection to NATS and JetStream.
+type Bus struct {
+	NC  *nats.Conn
+	JS  jetstream.JetStream
+	srv *server.Server // nil when connected to an external NATS
+	log *slog.Logger
+}
+
+// Start embeds a NATS server with JetStream, or connects to opts.URL, and
+// returns once the connection and JetStream answer.
+func Start(ctx context.Context, opts Options) (*Bus, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &Bus{log: log}
+	name := opts.ClientName
+	if name == "" {
+		name = "chatd"
+	}
+	common := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Warn("nats async error", "subject", subj, "err", err)
+		}),
+	}
+	if opts.URL != "" {
+		nc, err := nats.Connect(opts.URL, append(common, nats.RetryOnFailedConnect(false))...)
+		if err != nil {
+			return nil, fmt.Errorf("connect to NATS at %s: %w", opts.URL, err)
+		}
+		b.NC = nc
+	} else {
+		srv, err := startEmbedded(ctx, opts, log)
+		if err != nil {
+			return nil, err
+		}
+		b.srv = srv
+		nc, err := nats.Connect("", append(common, nats.InProcessServer(srv))...)
+		if err != nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("connect in-process to embedded NATS: %w", err)
+		}
+		b.NC = nc
+	}
+	js, err := jetstream.New(b.NC)
+	if err != nil {
+		b.shutdown()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	b.JS = js
+	if err := b.waitJetStream(ctx); err != nil {
+		b.shutdown()
+		return nil, err
+	}
+	return b, nil
+}
+
+func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server.Server, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("embedded NATS needs a data dir")
+	}
+	storeDir := filepath.Join(opts.DataDir, "jetstream")
+	if err := os.MkdirAll(storeDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create JetStream store dir: %w", err)
+	}
+	so := &server.Options{
+		ServerName: opts.ServerName,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true,
+		DontListen: opts.ClientListen == "",
+	}
+	if opts.ClientListen != "" {
+		host, port, err := splitHostPort(opts.ClientListen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS client listen address: %w", err)
+		}
+		so.Host, so.Port = host, port
+	}
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("configure embedded NATS: %w", err)
+	}
+	srv.SetLoggerV2(&serverLog{log: log.With("component", "nats-server")}, false, false, false)
+	go srv.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for !srv.ReadyForConnections(100 * time.Millisecond) {
+		if err := ctx.Err(); err != nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("embedded NATS start: %w", err)
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, errors.New("embedded NATS did not become ready within 30s")
+		}
+	}
+	return srv, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	return host, port, nil
+}
+
+// waitJetStream waits until JetStream answers: an embedded server needs a
+// moment after it accepts connections, a cluster needs a meta leader.
+func (b *Bus) waitJetStream(ctx context.Context) error {
+	var last error
+	for i := 0; ; i++ {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.JS.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+		if ctx.Err() != nil || i >= 60 {
+			return fmt.Errorf("JetStream not available: %w", last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("JetStream not available: %w", last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Ready reports whether NATS is connected and JetStream answers.
+func (b *Bus) Ready(ctx context.Context) error {
+	if !b.NC.IsConnected() {
+		return fmt.Errorf("nats: %s", b.NC.Status())
+	}
+	if _, err := b.JS.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
+}
+
+// Embedded reports whether this bus runs its own NATS server.
+func (b *Bus) Embedded() bool { return b.srv != nil }
+
+// Close drains the connection, so that what was published is delivered, and
+// stops the embedded server, which flushes the JetStream store.
+func (b *Bus) Close(ctx context.Context) error {
+	var err error
+	if b.NC != nil && !b.NC.IsClosed() {
+		done := make(chan struct{})
+		b.NC.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if derr := b.NC.Drain(); derr != nil {
+			b.NC.Close()
+		} else {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				b.NC.Close()
+				err = fmt.Errorf("drain NATS connection: %w", ctx.Err())
+			}
+		}
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	return err
+}
+
+func (b *Bus) shutdown() {
+	if b.NC != nil {
+		b.NC.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+}
+
+// serverLog routes nats-server's log lines to slog.
+type serverLog struct{ log *slog.Logger }
+
+func (l *serverLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,332 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// LogConfig shapes the messages stream.
+type LogConfig struct {
+	Replicas        int
+	MaxAge          time.Duration // 0: keep forever
+	MaxPerRoom      int64         // 0: no per-room cap
+	DuplicateWindow time.Duration // how long a client-msg-id is remembered
+	MaxMsgSize      int32
+}
+
+// epochKey records, in the stream's metadata, the first sequence of this
+// life of the stream.
+const epochKey = "chatd.epoch"
+
+// MessageLog is the JetStream stream of room messages. A message's stream
+// sequence is its id: ids increase across the stream, so they increase in
+// every room.
+type MessageLog struct {
+	js         jetstream.JetStream
+	nc         *nats.Conn
+	stream     jetstream.Stream
+	epoch      uint64
+	cfg        LogConfig
+	directSubj string
+}
+
+// StoredMsg is one message read back from the stream.
+type StoredMsg struct {
+	Seq    uint64
+	Room   string
+	Header nats.Header
+	Data   []byte
+	Time   time.Time
+}
+
+// LogState is a snapshot of the stream's bounds.
+type LogState struct {
+	Epoch uint64 // first id of this life of the stream
+	First uint64 // oldest id still held
+	Last  uint64 // newest id
+}
+
+// OpenMessageLog creates or updates the messages stream, idempotently, so
+// that every node can call it at start.
+//
+// A new stream starts its sequence at the current Unix time in
+// microseconds. If the stream is ever lost and rebuilt, its ids still rise
+// above every id of its earlier life, so a client's since-id from the old
+// life is recognisable (it is below the epoch) instead of silently naming
+// some unrelated new message.
+func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, error) {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	sc := jetstream.StreamConfig{
+		Name:              MessagesStream,
+		Description:       "chatd room messages; the sequence is the message id",
+		Subjects:          []string{roomPrefix + "*"},
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            cfg.MaxAge,
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        cfg.MaxMsgSize,
+		Duplicates:        cfg.DuplicateWindow,
+		AllowDirect:       true,
+		RePublish: &jetstream.RePublish{
+			Source:      roomPrefix + "*",
+			Destination: livePrefix + "{{wildcard(1)}}",
+		},
+	}
+	if cfg.MaxPerRoom > 0 {
+		sc.MaxMsgsPerSubject = cfg.MaxPerRoom
+	}
+	if sc.MaxMsgSize == 0 {
+		sc.MaxMsgSize = -1
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		st, err := b.JS.Stream(ctx, MessagesStream)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			epoch := uint64(time.Now().UnixMicro())
+			c := sc
+			c.FirstSeq = epoch
+			c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
+			st, err = b.JS.CreateStream(ctx, c)
+			if err != nil {
+				// Another node may have created it first: go round and update.
+				lastErr = fmt.Errorf("create stream %s: %w", MessagesStream, err)
+				continue
+			}
+			return b.newLog(st, epoch, cfg), nil
+		case err != nil:
+			return nil, fmt.Errorf("look up stream %s: %w", MessagesStream, err)
+		}
+		old := st.CachedInfo().Config
+		epoch := old.FirstSeq
+		if v, ok := old.Metadata[epochKey]; ok {
+			if n, perr := strconv.ParseUint(v, 10, 64); perr == nil {
+				epoch = n
+			}
+		}
+		if epoch == 0 {
+			epoch = 1
+		}
+		c := sc
+		c.FirstSeq = old.FirstSeq
+		c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
+		st, err = b.JS.UpdateStream(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("update stream %s to chatd's configuration: %w", MessagesStream, err)
+		}
+		return b.newLog(st, epoch, cfg), nil
+	}
+	return nil, lastErr
+}
+
+func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig) *MessageLog {
+	return &MessageLog{
+		js:         b.JS,
+		nc:         b.NC,
+		stream:     st,
+		epoch:      epoch,
+		cfg:        cfg,
+		directSubj: "$JS.API.DIRECT.GET." + MessagesStream,
+	}
+}
+
+// Config returns the configuration the log was opened with.
+func (l *MessageLog) Config() LogConfig { return l.cfg }
+
+// Epoch is the first id of this life of the stream.
+func (l *MessageLog) Epoch() uint64 { return l.epoch }
+
+// PublishAsync stores a message in the room. A non-empty msgID is JetStream's
+// deduplication key: a repeat within the duplicate window is acknowledged
+// with the first copy's sequence and not stored again.
+func (l *MessageLog) PublishAsync(room string, hdr nats.Header, data []byte, msgID string) (jetstream.PubAckFuture, error) {
+	m := &nats.Msg{Subject: RoomSubject(room), Header: hdr, Data: data}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(MessagesStream)}
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	f, err := l.js.PublishMsgAsync(m, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("publish to %s: %w", m.Subject, err)
+	}
+	return f, nil
+}
+
+// State returns the stream's current bounds.
+func (l *MessageLog) State(ctx context.Context) (LogState, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return LogState{}, fmt.Errorf("stream info: %w", err)
+	}
+	return LogState{Epoch: l.epoch, First: info.State.FirstSeq, Last: info.State.LastSeq}, nil
+}
+
+// RoomCount returns how many messages the stream holds for the room.
+func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error) {
+	subj := RoomSubject(room)
+	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, fmt.Errorf("stream info for %s: %w", subj, err)
+	}
+	return info.State.Subjects[subj], nil
+}
+
+// After returns up to max of the room's messages with id > after, oldest first.
+func (l *MessageLog) After(ctx context.Context, room string, after uint64, max int) ([]StoredMsg, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	req := directReq{Seq: after + 1, NextFor: RoomSubject(room), Batch: max}
+	return l.direct(ctx, req)
+}
+
+// Latest returns the room's newest message at or below upTo (0: the newest
+// of all), or nil when there is none.
+func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*StoredMsg, error) {
+	if upTo == 0 {
+		msgs, err := l.direct(ctx, directReq{LastFor: RoomSubject(room)})
+		if err != nil || len(msgs) == 0 {
+			return nil, err
+		}
+		return &msgs[0], nil
+	}
+	msgs, err := l.direct(ctx, directReq{MultiLastFor: []string{RoomSubject(room)}, UpToSeq: upTo, Batch: 1})
+	if err != nil || len(msgs) == 0 {
+		return nil, err
+	}
+	return &msgs[0], nil
+}
+
+// Before returns up to limit of the room's messages with id < before (0: the
+// newest), oldest first. JetStream reads forward only, so it steps back one
+// message at a time; each step is one direct get, served by any replica.
+func (l *MessageLog) Before(ctx context.Context, room string, before uint64, limit int) ([]StoredMsg, error) {
+	out := make([]StoredMsg, 0, limit)
+	upTo := uint64(0)
+	if before > 0 {
+		if before <= 1 {
+			return nil, nil
+		}
+		upTo = before - 1
+	}
+	for len(out) < limit {
+		m, err := l.Latest(ctx, room, upTo)
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			break
+		}
+		out = append(out, *m)
+		if m.Seq <= 1 {
+			break
+		}
+		upTo = m.Seq - 1
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+// directReq is JetStream's direct get request (JSApiMsgGetRequest).
+type directReq struct {
+	Seq          uint64   `json:"seq,omitempty"`
+	LastFor      string   `json:"last_by_subj,omitempty"`
+	NextFor      string   `json:"next_by_subj,omitempty"`
+	Batch        int      `json:"batch,omitempty"`
+	MultiLastFor []string `json:"multi_last,omitempty"`
+	UpToSeq      uint64   `json:"up_to_seq,omitempty"`
+}
+
+// direct runs one direct get and collects its replies: a single message, or
+// a batch ended by a 204 EOB status. 404 means nothing matched.
+func (l *MessageLog) direct(ctx context.Context, req directReq) ([]StoredMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode direct get: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	inbox := l.nc.NewInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("direct get inbox: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := l.nc.PublishRequest(l.directSubj, inbox, body); err != nil {
+		return nil, fmt.Errorf("direct get request: %w", err)
+	}
+	batch := req.Batch > 0
+	var out []StoredMsg
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("direct get reply: %w", err)
+		}
+		if status := m.Header.Get("Status"); status != "" {
+			switch status {
+			case "204": // end of batch
+				return out, nil
+			case "404":
+				return out, nil
+			default:
+				return nil, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+			}
+		}
+		sm, err := storedFromDirect(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sm)
+		if !batch {
+			return out, nil
+		}
+	}
+}
+
+func storedFromDirect(m *nats.Msg) (StoredMsg, error) {
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return StoredMsg{}, fmt.Errorf("direct get: bad sequence header: %w", err)
+	}
+	subj := m.Header.Get(jetstream.SubjectHeader)
+	room, _ := RoomFromSubject(subj)
+	ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+	return StoredMsg{Seq: seq, Room: room, Header: m.Header, Data: m.Data, Time: ts}, nil
+}
+
+// LiveMsg is a message republished by the stream after it was stored.
+type LiveMsg struct {
+	StoredMsg
+	// PrevSeq is the id of the room's previous message (0 if none), so that a
+	// subscriber can tell when a republished message never reached it.
+	PrevSeq uint64
+}
+
+// ParseLive decodes a message received on a chat.live.<room> subject.
+func ParseLive(m *nats.Msg) (LiveMsg, error) {
+	sm, err := storedFromDirect(m)
+	if err != nil {
+		return LiveMsg{}, err
+	}
+	prev, err := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
+	if err != nil {
+		return LiveMsg{}, fmt.Errorf("republished message without Nats-Last-Sequence: %w", err)
+	}
+	return LiveMsg{StoredMsg: sm, PrevSeq: prev}, nil
+}

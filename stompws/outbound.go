@@ -1,0 +1,328 @@
+package stompws
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+)
+
+// AckMode is a subscription's acknowledgement mode.
+type AckMode int
+
+// The STOMP ack modes.
+const (
+	AckAuto AckMode = iota
+	AckClient
+	AckClientIndividual
+)
+
+// ErrSubscriptionClosed is returned by DeliverWait once the subscription or
+// its session has ended.
+var ErrSubscriptionClosed = errors.New("subscription closed")
+
+// maxWSMessage caps how many queued frames are written as one WebSocket
+// message. Batching waiting frames saves a syscall and a WebSocket header
+// each; STOMP clients split frames on NUL, whatever the message boundaries.
+const maxWSMessage = 256 << 10
+
+// Message is a MESSAGE frame's shared part: destination, headers and body,
+// encoded once per protocol version however many subscriptions it goes to.
+// Only subscription, message-id and ack differ per delivery.
+type Message struct {
+	dest    string
+	headers []Header
+	body    []byte
+	binary  bool
+	size    int
+	enc     [3]atomic.Pointer[[]byte]
+}
+
+// NewMessage makes a Message. headers should not include destination or
+// content-length; both are set here. Neither headers nor body may be changed
+// afterwards.
+func NewMessage(destination string, headers []Header, body []byte) *Message {
+	m := &Message{dest: destination, headers: headers, body: body, binary: !utf8.Valid(body)}
+	m.size = len(body) + len(destination) + 64
+	for _, h := range headers {
+		m.size += len(h.Name) + len(h.Value) + 2
+	}
+	return m
+}
+
+// Body returns the message body.
+func (m *Message) Body() []byte { return m.body }
+
+// encoded returns the frame from the destination header to the NUL.
+func (m *Message) encoded(v Version) []byte {
+	slot := &m.enc[v-1]
+	if p := slot.Load(); p != nil {
+		return *p
+	}
+	b := make([]byte, 0, m.size+16)
+	b = AppendHeader(b, v, "destination", m.dest)
+	for _, h := range m.headers {
+		b = AppendHeader(b, v, h.Name, h.Value)
+	}
+	b = append(b, "content-length:"...)
+	b = strconv.AppendInt(b, int64(len(m.body)), 10)
+	b = append(b, "\n\n"...)
+	b = append(b, m.body...)
+	b = append(b, 0)
+	slot.Store(&b)
+	return b
+}
+
+// Subscription is one client subscription.
+type Subscription struct {
+	ID          string
+	Destination string
+	Ack         AckMode
+	// Frame is the SUBSCRIBE frame, for handler-specific headers.
+	Frame *Frame
+	s     *Session
+	hdr   []byte // "subscription:<id>\n", escaped for the session's version
+
+	// Guarded by s.mu.
+	closed  bool
+	unacked []uint64 // message-ids awaiting ACK/NACK, ascending
+}
+
+func newSubscription(s *Session, id, dest string, mode AckMode, f *Frame) *Subscription {
+	return &Subscription{
+		ID: id, Destination: dest, Ack: mode, Frame: f, s: s,
+		hdr: AppendHeader(nil, s.version, "subscription", id),
+	}
+}
+
+// Session returns the subscription's session.
+func (sub *Subscription) Session() *Session { return sub.s }
+
+// settle releases an acknowledged message-id: in client mode it and every
+// earlier one, in client-individual mode just it. The caller holds s.mu.
+func (sub *Subscription) settle(id uint64) bool {
+	lo, hi := 0, len(sub.unacked)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if sub.unacked[mid] < id {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == len(sub.unacked) || sub.unacked[lo] != id {
+		return false
+	}
+	if sub.Ack == AckClient {
+		sub.unacked = sub.unacked[lo+1:]
+	} else {
+		sub.unacked = append(sub.unacked[:lo], sub.unacked[lo+1:]...)
+	}
+	return true
+}
+
+// Deliver queues m for the client without blocking, with extra headers
+// placed before m's own. It returns false if the subscription has ended. A
+// client whose queue is full is cut off as a slow consumer (ERROR, close),
+// so that it never holds back whoever delivers to it.
+func (sub *Subscription) Deliver(m *Message, extra ...Header) bool {
+	s := sub.s
+	s.mu.Lock()
+	ok := s.deliverLocked(sub, m, extra)
+	s.mu.Unlock()
+	if ok {
+		s.signal()
+	}
+	return ok
+}
+
+// DeliverWait is Deliver for backlogs (replays): it waits while the
+// session's queue is more than half full instead of overflowing it, so a
+// long replay is paced by the client.
+func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...Header) error {
+	s := sub.s
+	for {
+		s.mu.Lock()
+		if s.closing || sub.closed {
+			s.mu.Unlock()
+			return ErrSubscriptionClosed
+		}
+		if len(s.queue) == 0 || len(s.queue) < s.cfg.OutboundFrames/2 && s.queueBytes+m.size <= s.cfg.OutboundBytes/2 {
+			ok := s.deliverLocked(sub, m, extra)
+			s.mu.Unlock()
+			if !ok {
+				return ErrSubscriptionClosed
+			}
+			s.signal()
+			return nil
+		}
+		if s.drained == nil {
+			s.drained = make(chan struct{})
+		}
+		s.waiting = true
+		ch := s.drained
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			return ErrSubscriptionClosed
+		}
+	}
+}
+
+func (s *Session) deliverLocked(sub *Subscription, m *Message, extra []Header) bool {
+	if s.closing || sub.closed {
+		return false
+	}
+	if len(s.queue) >= s.cfg.OutboundFrames || s.queueBytes+m.size > s.cfg.OutboundBytes {
+		s.slowConsumerLocked("outbound queue full")
+		return false
+	}
+	s.nextMsgID++
+	id := s.nextMsgID
+	if sub.Ack != AckAuto {
+		if len(sub.unacked) >= s.cfg.MaxUnacked {
+			s.slowConsumerLocked("too many unacknowledged messages")
+			return false
+		}
+		sub.unacked = append(sub.unacked, id)
+	}
+	s.queue = append(s.queue, outItem{sub: sub, msg: m, id: id, extra: extra})
+	s.queueBytes += m.size
+	return true
+}
+
+// slowConsumerLocked drops what the client has not taken, tells it why, and
+// cuts the connection shortly after even if the client reads nothing more.
+func (s *Session) slowConsumerLocked(reason string) {
+	s.failLocked(&Error{Message: "slow consumer: " + reason}, nil, "", closePolicy, true)
+	time.AfterFunc(time.Second, func() { _ = s.conn.CloseNow() })
+}
+
+// writeLoop is the session's only writer: it takes everything queued at
+// once and writes it as few WebSocket messages, so a burst costs one write,
+// and it sends heart-beats when nothing else was written for a while.
+func (s *Session) writeLoop() {
+	defer close(s.writerDone)
+	var hb *time.Timer
+	var hbC <-chan time.Time
+	for {
+		beat := false
+		select {
+		case <-s.wake:
+		case <-hbC:
+			beat = true
+		}
+		s.mu.Lock()
+		items := s.queue
+		s.queue, s.spare = s.spare, nil
+		s.queueBytes = 0
+		closing, code := s.closing, s.closeCode
+		if s.waiting {
+			close(s.drained)
+			s.drained, s.waiting = nil, false
+		}
+		s.mu.Unlock()
+
+		var err error
+		wrote := false
+		if len(items) > 0 {
+			err = s.writeItems(items)
+			wrote = true
+			clear(items)
+			s.mu.Lock()
+			if s.spare == nil {
+				s.spare = items[:0]
+			}
+			s.mu.Unlock()
+		} else if beat && !closing {
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
+			err = s.conn.Write(ctx, websocket.MessageText, []byte{'\n'})
+			cancel()
+			wrote = true
+		}
+		if err != nil {
+			_ = s.conn.CloseNow()
+			return
+		}
+		if closing {
+			if code == 0 {
+				_ = s.conn.CloseNow()
+			} else {
+				_ = s.conn.Close(code, "")
+			}
+			return
+		}
+		if every := time.Duration(s.sendEvery.Load()); every > 0 && (wrote || hb == nil) {
+			if hb == nil {
+				hb = time.NewTimer(every)
+				hbC = hb.C
+			} else {
+				hb.Reset(every)
+			}
+		}
+	}
+}
+
+func (s *Session) writeItems(items []outItem) error {
+	bp := s.srv.bufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	binary := false
+	flush := func() error {
+		typ := websocket.MessageText
+		if binary {
+			typ = websocket.MessageBinary
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
+		err := s.conn.Write(ctx, typ, buf)
+		cancel()
+		buf, binary = buf[:0], false
+		return err
+	}
+	var err error
+	for i := range items {
+		it := &items[i]
+		if it.raw != nil {
+			buf = append(buf, it.raw...)
+		} else {
+			buf = s.appendMessage(buf, it)
+			binary = binary || it.msg.binary
+		}
+		if len(buf) >= maxWSMessage {
+			if err = flush(); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil && len(buf) > 0 {
+		err = flush()
+	}
+	if cap(buf) <= 4*maxWSMessage {
+		*bp = buf[:0]
+		s.srv.bufs.Put(bp)
+	}
+	return err
+}
+
+func (s *Session) appendMessage(buf []byte, it *outItem) []byte {
+	buf = append(buf, "MESSAGE\n"...)
+	buf = append(buf, it.sub.hdr...)
+	buf = append(buf, "message-id:"...)
+	buf = strconv.AppendUint(buf, it.id, 10)
+	buf = append(buf, '\n')
+	if it.sub.Ack != AckAuto && s.version == V12 {
+		buf = append(buf, "ack:"...)
+		buf = strconv.AppendUint(buf, it.id, 10)
+		buf = append(buf, '\n')
+	}
+	for _, h := range it.extra {
+		buf = AppendHeader(buf, s.version, h.Name, h.Value)
+	}
+	return append(buf, it.msg.encoded(s.version)...)
+}

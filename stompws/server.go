@@ -1,0 +1,293 @@
+// Package stompws serves STOMP 1.0, 1.1 and 1.2 over WebSocket: frames,
+// sessions, heart-beats, receipts, subscriptions, acknowledgements,
+// transactions, limits and per-session back-pressure. It knows nothing of
+// what destinations mean; a Handler decides.
+package stompws
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Config holds the limits and timings of the STOMP server. Zero fields take
+// the values of DefaultConfig.
+type Config struct {
+	// Limits apply to frames after CONNECT.
+	Limits Limits
+	// PreConnectLimits apply until the session is connected, so that an
+	// unauthenticated peer cannot make the server buffer much.
+	PreConnectLimits Limits
+	// MaxSubscriptions per session.
+	MaxSubscriptions int
+	// MaxInflight bounds a session's SENDs awaiting their result; past it
+	// the server stops reading from that client (TCP back-pressure).
+	MaxInflight int
+	// OutboundFrames and OutboundBytes bound a session's outbound queue. A
+	// client that lets it fill is cut off as a slow consumer.
+	OutboundFrames int
+	OutboundBytes  int
+	// MaxUnacked bounds unacknowledged messages per client-ack subscription.
+	MaxUnacked int
+	// MaxTransactions per session, and MaxTxFrames per transaction.
+	MaxTransactions int
+	MaxTxFrames     int
+	// HeartBeatSend is the shortest interval at which the server offers to
+	// send heart-beats; HeartBeatRecv the interval it asks of clients.
+	HeartBeatSend time.Duration
+	HeartBeatRecv time.Duration
+	// HeartBeatGrace is added to the agreed client interval before a silent
+	// connection is closed.
+	HeartBeatGrace time.Duration
+	// ConnectTimeout bounds the wait for CONNECT after the WebSocket opens.
+	ConnectTimeout time.Duration
+	// WriteTimeout bounds one write to the client.
+	WriteTimeout time.Duration
+	// OriginPatterns lists the allowed browser origins (host patterns, as in
+	// github.com/coder/websocket); empty means same origin only.
+	OriginPatterns []string
+	// ServerName goes in CONNECTED's server header.
+	ServerName string
+	Logger     *slog.Logger
+}
+
+// DefaultConfig returns the documented defaults (docs/protocol.md).
+func DefaultConfig() Config {
+	return Config{
+		Limits:           Limits{MaxFrameSize: 64 << 10, MaxHeaders: 32, MaxHeaderLen: 8 << 10},
+		PreConnectLimits: Limits{MaxFrameSize: 16 << 10, MaxHeaders: 16, MaxHeaderLen: 8 << 10},
+		MaxSubscriptions: 64,
+		MaxInflight:      256,
+		OutboundFrames:   4096,
+		OutboundBytes:    4 << 20,
+		MaxUnacked:       1024,
+		MaxTransactions:  8,
+		MaxTxFrames:      128,
+		HeartBeatSend:    10 * time.Second,
+		HeartBeatRecv:    10 * time.Second,
+		HeartBeatGrace:   5 * time.Second,
+		ConnectTimeout:   10 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		ServerName:       "chatd",
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Limits == (Limits{}) {
+		c.Limits = d.Limits
+	}
+	if c.PreConnectLimits == (Limits{}) {
+		c.PreConnectLimits = d.PreConnectLimits
+	}
+	setInt := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	setInt(&c.MaxSubscriptions, d.MaxSubscriptions)
+	setInt(&c.MaxInflight, d.MaxInflight)
+	setInt(&c.OutboundFrames, d.OutboundFrames)
+	setInt(&c.OutboundBytes, d.OutboundBytes)
+	setInt(&c.MaxUnacked, d.MaxUnacked)
+	setInt(&c.MaxTransactions, d.MaxTransactions)
+	setInt(&c.MaxTxFrames, d.MaxTxFrames)
+	setDur := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	setDur(&c.HeartBeatSend, d.HeartBeatSend)
+	setDur(&c.HeartBeatRecv, d.HeartBeatRecv)
+	setDur(&c.HeartBeatGrace, d.HeartBeatGrace)
+	setDur(&c.ConnectTimeout, d.ConnectTimeout)
+	setDur(&c.WriteTimeout, d.WriteTimeout)
+	if c.ServerName == "" {
+		c.ServerName = d.ServerName
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// ConnectRequest is what a Handler sees of a CONNECT.
+type ConnectRequest struct {
+	Frame   *Frame        // the CONNECT or STOMP frame
+	Request *http.Request // the WebSocket handshake
+	Version Version       // the negotiated version
+}
+
+// Principal is the authenticated user of a session.
+type Principal struct {
+	User string
+	// Expires, when set, ends the session with an ERROR at that time.
+	Expires time.Time
+}
+
+// Handler gives destinations their meaning.
+type Handler interface {
+	// Authenticate checks a CONNECT. An error refuses the session.
+	Authenticate(ctx context.Context, req *ConnectRequest) (Principal, error)
+	// Send handles a SEND. It must call done exactly once, from any
+	// goroutine, when the message is dealt with (for chatd: stored); a
+	// RECEIPT, or an ERROR for a non-nil error, follows in frame order.
+	Send(ctx context.Context, s *Session, f *Frame, done func(error))
+	// Subscribe starts a subscription; an error refuses it. Messages go to
+	// the client through sub.Deliver until Unsubscribe is called.
+	Subscribe(ctx context.Context, sub *Subscription) error
+	// Unsubscribe ends a subscription; it is called once for every
+	// subscription Subscribe accepted, also when the session ends.
+	Unsubscribe(sub *Subscription)
+}
+
+// Error is an error whose message is meant for the client. Any other
+// error a Handler returns reaches the client as "internal error".
+type Error struct {
+	Message string // the ERROR frame's message header
+	Detail  string // the ERROR frame's body, optional
+}
+
+func (e *Error) Error() string {
+	if e.Detail != "" {
+		return e.Message + ": " + e.Detail
+	}
+	return e.Message
+}
+
+// Errorf makes a client-facing Error.
+func Errorf(format string, args ...any) *Error { return &Error{Message: fmt.Sprintf(format, args...)} }
+
+// WebSocket close codes chatd uses.
+const (
+	// CloseGoingAway tells a client the server is shutting down or
+	// draining; clients reconnect, to another node if there is one.
+	CloseGoingAway = websocket.StatusServiceRestart // 1012
+)
+
+// Server accepts STOMP-over-WebSocket sessions.
+type Server struct {
+	cfg Config
+	h   Handler
+	log *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+
+	// bufs holds write buffers between bursts, so an idle session keeps none.
+	bufs sync.Pool
+}
+
+// NewServer returns a server that hands destinations to h.
+func NewServer(cfg Config, h Handler) *Server {
+	cfg = cfg.withDefaults()
+	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}}
+	srv.bufs.New = func() any { b := make([]byte, 0, 16<<10); return &b }
+	return srv
+}
+
+// Config returns the effective configuration.
+func (srv *Server) Config() Config { return srv.cfg }
+
+var subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
+
+// ServeHTTP upgrades to WebSocket and runs one STOMP session on the
+// request's goroutine until it ends.
+func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	srv.mu.Lock()
+	closing := srv.closing
+	if !closing {
+		srv.wg.Add(1)
+	}
+	srv.mu.Unlock()
+	if closing {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer srv.wg.Done()
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    subprotocols,
+		OriginPatterns:  srv.cfg.OriginPatterns,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		// Accept has already written an HTTP error (bad handshake, origin refused).
+		srv.log.Debug("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	// Frames are bounded by Limits; the reader enforces them itself so that
+	// an oversized frame gets a STOMP ERROR rather than a bare close.
+	conn.SetReadLimit(-1)
+	s := newSession(srv, conn, r)
+	if !srv.add(s) {
+		s.conn.Close(CloseGoingAway, "server is shutting down")
+		return
+	}
+	defer srv.remove(s)
+	s.run()
+}
+
+func (srv *Server) add(s *Session) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	srv.sessions[s] = struct{}{}
+	return true
+}
+
+func (srv *Server) remove(s *Session) {
+	srv.mu.Lock()
+	delete(srv.sessions, s)
+	srv.mu.Unlock()
+}
+
+// Sessions returns the number of open sessions.
+func (srv *Server) Sessions() int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return len(srv.sessions)
+}
+
+// Shutdown refuses new sessions, tells every open session to go (an ERROR
+// with the given message, then WebSocket close 1012) after what was already
+// queued for it, and waits until they have ended or ctx is done, when the
+// rest are cut.
+func (srv *Server) Shutdown(ctx context.Context, message string) error {
+	srv.mu.Lock()
+	srv.closing = true
+	open := make([]*Session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		open = append(open, s)
+	}
+	srv.mu.Unlock()
+	for _, s := range open {
+		s.fail(&Error{Message: message}, "", CloseGoingAway, false)
+	}
+	done := make(chan struct{})
+	go func() { srv.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		srv.mu.Lock()
+		for s := range srv.sessions {
+			_ = s.conn.CloseNow()
+		}
+		srv.mu.Unlock()
+		<-done
+		return fmt.Errorf("stomp shutdown: %w", ctx.Err())
+	}
+}
+
+// newID returns a random session id (crypto/rand.Text: 26 base32 characters).
+func newID() string { return rand.Text() }

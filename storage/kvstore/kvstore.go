@@ -1,0 +1,361 @@
+// Package kvstore is chatd's embedded storage backend: memberships and read
+// positions in JetStream KV buckets, replicated with the rest of JetStream.
+//
+// Every node keeps an in-memory mirror of both buckets, fed by a KV watcher,
+// so membership checks and unread counts on the hot path cost no round trip.
+// A node's own writes are applied to its mirror at once (read-your-writes);
+// entries carry the KV revision so a late watcher event never rolls one back.
+package kvstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config shapes the KV buckets.
+type Config struct {
+	Replicas int
+	Logger   *slog.Logger
+}
+
+// Store implements storage.Store on JetStream KV.
+type Store struct {
+	members jetstream.KeyValue
+	reads   jetstream.KeyValue
+	log     *slog.Logger
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+
+	mu    sync.RWMutex
+	rooms map[string]*room
+}
+
+type room struct {
+	members map[string]entry // user -> membership
+	reads   map[string]entry // user -> read position
+}
+
+// entry is one mirrored key. present is false after a delete.
+type entry struct {
+	rev     uint64
+	present bool
+	pos     uint64
+}
+
+type memberValue struct {
+	Role     string    `json:"role"`
+	JoinedAt time.Time `json:"joinedAt"`
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open creates or updates the buckets and loads the mirror. It returns once
+// the mirror holds every key that existed when it started watching.
+func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	mk := func(bucket, desc string) (jetstream.KeyValue, error) {
+		kv, err := bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			Description: desc,
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open KV bucket %s: %w", bucket, err)
+		}
+		return kv, nil
+	}
+	members, err := mk(natsbus.MembersBucket, "chatd room memberships, key <room>.<user>")
+	if err != nil {
+		return nil, err
+	}
+	reads, err := mk(natsbus.ReadsBucket, "chatd read positions, key <room>.<user>")
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	s := &Store{members: members, reads: reads, log: log, cancel: cancel, rooms: map[string]*room{}}
+	for _, w := range []struct {
+		kv     jetstream.KeyValue
+		member bool
+	}{{members, true}, {reads, false}} {
+		if err := s.watch(ctx, wctx, w.kv, w.member); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// watch starts mirroring one bucket and waits for its initial values.
+func (s *Store) watch(ctx, wctx context.Context, kv jetstream.KeyValue, member bool) error {
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		return fmt.Errorf("watch KV bucket %s: %w", kv.Bucket(), err)
+	}
+	loaded := make(chan struct{})
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if initial {
+						initial = false
+						close(loaded)
+					}
+					continue
+				}
+				s.applyEvent(e, member)
+			}
+		}
+	}()
+	select {
+	case <-loaded:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("load KV bucket %s: %w", kv.Bucket(), ctx.Err())
+	}
+}
+
+func (s *Store) applyEvent(e jetstream.KeyValueEntry, member bool) {
+	roomID, user, ok := splitKey(e.Key())
+	if !ok {
+		s.log.Warn("ignoring malformed KV key", "bucket", e.Bucket(), "key", e.Key())
+		return
+	}
+	ent := entry{rev: e.Revision(), present: e.Operation() == jetstream.KeyValuePut}
+	if ent.present && !member {
+		pos, err := strconv.ParseUint(string(e.Value()), 10, 64)
+		if err != nil {
+			s.log.Warn("ignoring malformed read position", "key", e.Key(), "err", err)
+			return
+		}
+		ent.pos = pos
+	}
+	s.mu.Lock()
+	s.apply(roomID, user, ent, member)
+	s.mu.Unlock()
+}
+
+// apply stores ent unless the mirror already has a newer revision. The
+// caller holds s.mu.
+func (s *Store) apply(roomID, user string, ent entry, member bool) {
+	r := s.rooms[roomID]
+	if r == nil {
+		r = &room{members: map[string]entry{}, reads: map[string]entry{}}
+		s.rooms[roomID] = r
+	}
+	m := r.reads
+	if member {
+		m = r.members
+	}
+	if cur, ok := m[user]; ok && cur.rev >= ent.rev {
+		return
+	}
+	m[user] = ent
+}
+
+func key(roomID, user string) string { return roomID + "." + natsbus.UserToken(user) }
+
+func splitKey(k string) (string, string, bool) {
+	roomID, tok, ok := strings.Cut(k, ".")
+	if !ok || !natsbus.ValidName(roomID) {
+		return "", "", false
+	}
+	user, ok := natsbus.UserFromToken(tok)
+	return roomID, user, ok
+}
+
+func (s *Store) lookup(roomID, user string, member bool) (entry, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.rooms[roomID]
+	if r == nil {
+		return entry{}, false
+	}
+	m := r.reads
+	if member {
+		m = r.members
+	}
+	e, ok := m[user]
+	return e, ok && e.present
+}
+
+// Join implements storage.Memberships.
+func (s *Store) Join(ctx context.Context, roomID, user string) (bool, error) {
+	if _, ok := s.lookup(roomID, user, true); ok {
+		return false, nil
+	}
+	val, err := json.Marshal(memberValue{Role: "member", JoinedAt: time.Now().UTC()})
+	if err != nil {
+		return false, fmt.Errorf("encode membership: %w", err)
+	}
+	rev, err := s.members.Create(ctx, key(roomID, user), val)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		e, gerr := s.members.Get(ctx, key(roomID, user))
+		if gerr != nil {
+			return false, fmt.Errorf("read membership %s/%s: %w", roomID, user, gerr)
+		}
+		s.mu.Lock()
+		s.apply(roomID, user, entry{rev: e.Revision(), present: true}, true)
+		s.mu.Unlock()
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("add member %s to %s: %w", user, roomID, err)
+	}
+	s.mu.Lock()
+	s.apply(roomID, user, entry{rev: rev, present: true}, true)
+	s.mu.Unlock()
+	return true, nil
+}
+
+// Leave implements storage.Memberships.
+func (s *Store) Leave(ctx context.Context, roomID, user string) error {
+	if err := s.members.Delete(ctx, key(roomID, user)); err != nil {
+		return fmt.Errorf("remove member %s from %s: %w", user, roomID, err)
+	}
+	s.mu.Lock()
+	if r := s.rooms[roomID]; r != nil {
+		if e, ok := r.members[user]; ok {
+			e.present = false
+			r.members[user] = e
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// IsMember implements storage.Memberships.
+func (s *Store) IsMember(_ context.Context, roomID, user string) (bool, error) {
+	_, ok := s.lookup(roomID, user, true)
+	return ok, nil
+}
+
+// Members implements storage.Memberships.
+func (s *Store) Members(_ context.Context, roomID string) ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.rooms[roomID]
+	if r == nil {
+		return nil, nil
+	}
+	out := make([]string, 0, len(r.members))
+	for u, e := range r.members {
+		if e.present {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// MarkRead implements storage.ReadMarks with a compare-and-set loop, so
+// concurrent marks from several nodes only ever move the position forward.
+func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
+	k := key(roomID, user)
+	for attempt := 0; attempt < 20; attempt++ {
+		if e, ok := s.lookup(roomID, user, false); ok && e.pos >= id {
+			return e.pos, nil
+		}
+		val := []byte(strconv.FormatUint(id, 10))
+		cur, err := s.reads.Get(ctx, k)
+		var rev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+			rev, err = s.reads.Create(ctx, k, val)
+		case err != nil:
+			return 0, fmt.Errorf("read position %s/%s: %w", roomID, user, err)
+		default:
+			pos, perr := strconv.ParseUint(string(cur.Value()), 10, 64)
+			if perr == nil && pos >= id {
+				s.mu.Lock()
+				s.apply(roomID, user, entry{rev: cur.Revision(), present: true, pos: pos}, false)
+				s.mu.Unlock()
+				return pos, nil
+			}
+			rev, err = s.reads.Update(ctx, k, val, cur.Revision())
+		}
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
+				continue // lost a race with another writer: read again
+			}
+			return 0, fmt.Errorf("store read position %s/%s: %w", roomID, user, err)
+		}
+		s.mu.Lock()
+		s.apply(roomID, user, entry{rev: rev, present: true, pos: id}, false)
+		s.mu.Unlock()
+		return id, nil
+	}
+	return 0, fmt.Errorf("store read position %s/%s: too much contention", roomID, user)
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// ReadMark implements storage.ReadMarks.
+func (s *Store) ReadMark(_ context.Context, roomID, user string) (uint64, error) {
+	e, _ := s.lookup(roomID, user, false)
+	return e.pos, nil
+}
+
+// Unread implements storage.ReadMarks.
+func (s *Store) Unread(_ context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
+	out := make([]int, len(msgs))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.rooms[roomID]
+	if r == nil {
+		return out, nil
+	}
+	for u, m := range r.members {
+		if !m.present {
+			continue
+		}
+		pos := r.reads[u].pos
+		for i, msg := range msgs {
+			if u != msg.Sender && pos < msg.ID {
+				out[i]++
+			}
+		}
+	}
+	return out, nil
+}
+
+// Close stops the watchers.
+func (s *Store) Close() error {
+	s.cancel()
+	s.done.Wait()
+	return nil
+}
