@@ -81,6 +81,8 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
 	sc.MaxSubscriptions = cfg.MaxSubscriptions
 	sc.HeartBeatSend, sc.HeartBeatRecv = cfg.HeartBeat, cfg.HeartBeat
+	sc.HeartBeatGrace = cfg.HeartBeatGrace
+	sc.ConnectTimeout = cfg.ConnectTimeout
 	sc.ServerName = "chatd/" + version
 	sc.Logger = log
 	a.stomp = stompws.NewServer(sc, a.chat)

@@ -57,7 +57,7 @@ type liveItem struct {
 }
 
 // maxPending bounds the live messages held for a subscription while it replays.
-const maxPending = 4096
+const maxPending = 1024
 
 // joinFeed adds sub to the room's feed, starting the feed if needed. With
 // replay set, it first delivers the room's messages after since.

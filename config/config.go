@@ -30,6 +30,8 @@ type Config struct {
 	HistoryMaxPerRoom int64
 	DedupeWindow      time.Duration
 	HeartBeat         time.Duration
+	HeartBeatGrace    time.Duration
+	ConnectTimeout    time.Duration
 	MaxFrameSize      int
 	MaxSubscriptions  int
 	ShutdownTimeout   time.Duration
@@ -78,6 +80,8 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
 	fs.DurationVar(&c.DedupeWindow, "dedupe-window", 2*time.Minute, "how long a client-msg-id is remembered")
 	fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval the server offers and asks for")
+	fs.DurationVar(&c.HeartBeatGrace, "heartbeat-grace", 5*time.Second, "how long past the agreed heart-beat interval a silent client is kept")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long a new WebSocket may take to send its STOMP CONNECT")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", 64<<10, "largest STOMP frame accepted after CONNECT, in bytes")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 64, "subscriptions per STOMP session")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
@@ -135,6 +139,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --dedupe-window %s: must not be negative", c.DedupeWindow)
 	case c.HeartBeat != 0 && c.HeartBeat < 100*time.Millisecond:
 		return fmt.Errorf("config: invalid --heartbeat %s: 0 (off) or at least 100ms", c.HeartBeat)
+	case c.HeartBeatGrace <= 0:
+		return fmt.Errorf("config: invalid --heartbeat-grace %s: must be positive", c.HeartBeatGrace)
+	case c.ConnectTimeout <= 0:
+		return fmt.Errorf("config: invalid --connect-timeout %s: must be positive", c.ConnectTimeout)
 	case c.MaxFrameSize < 1024 || c.MaxFrameSize > 16<<20:
 		return fmt.Errorf("config: invalid --max-frame-size %d: 1024 to %d bytes", c.MaxFrameSize, 16<<20)
 	case c.MaxSubscriptions < 1:

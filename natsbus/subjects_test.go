@@ -1,0 +1,47 @@
+package natsbus
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidNames(t *testing.T) {
+	good := []string{"a", "room-1", "R_2", strings.Repeat("x", 64)}
+	bad := []string{"", "a.b", "*", ">", "a b", "a\tb", "é", strings.Repeat("x", 65), "a/b"}
+	for _, s := range good {
+		if !ValidName(s) {
+			t.Errorf("ValidName(%q) = false", s)
+		}
+	}
+	for _, s := range bad {
+		if ValidName(s) {
+			t.Errorf("ValidName(%q) = true", s)
+		}
+	}
+	if !ValidQueueName("chat.log") || ValidQueueName("chat..log") || ValidQueueName(".x") || ValidQueueName("x.") ||
+		ValidQueueName("a.*") || ValidQueueName(strings.Repeat("a.", 32)+"b") {
+		t.Error("ValidQueueName")
+	}
+}
+
+func TestUserTokenIsOneSafeTokenAndReversible(t *testing.T) {
+	for _, u := range []string{"alice", "alice@example.com", "a.b", "*", ">", "=x", "用户", "a b"} {
+		tok := UserToken(u)
+		if strings.ContainsAny(tok, ".*> \t") {
+			t.Errorf("UserToken(%q) = %q is not one safe subject token", u, tok)
+		}
+		back, ok := UserFromToken(tok)
+		if !ok || back != u {
+			t.Errorf("UserFromToken(%q) = %q, %v; want %q", tok, back, ok, u)
+		}
+	}
+	if UserToken("alice@example.com") != "=YWxpY2VAZXhhbXBsZS5jb20" {
+		t.Errorf("documented example changed: %s", UserToken("alice@example.com"))
+	}
+	if UserToken("=x") == "=x" {
+		t.Error("an id that looks encoded must be encoded itself")
+	}
+	if UserSubject("alice", "chat.log") != "chat.user.alice.chat.log" {
+		t.Error(UserSubject("alice", "chat.log"))
+	}
+}
