@@ -128,6 +128,9 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 // Addr is the HTTP listen address (useful with port 0).
 func (a *App) Addr() string { return a.ln.Addr().String() }
 
+// Sessions is the number of open STOMP sessions.
+func (a *App) Sessions() int { return a.stomp.Sessions() }
+
 // Done reports the HTTP server stopping on its own.
 func (a *App) Done() <-chan error { return a.serve }
 

@@ -94,7 +94,12 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		}
 		b.NC = nc
 	}
-	js, err := jetstream.New(b.NC)
+	// A publish whose acknowledgement never comes fails after the timeout
+	// instead of holding its sender's RECEIPT (and a graceful shutdown)
+	// forever; the pending bound is well above what sessions keep in flight.
+	js, err := jetstream.New(b.NC,
+		jetstream.WithPublishAsyncTimeout(10*time.Second),
+		jetstream.WithPublishAsyncMaxPending(1<<15))
 	if err != nil {
 		b.shutdown()
 		return nil, fmt.Errorf("jetstream: %w", err)
