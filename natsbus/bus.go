@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,6 +33,13 @@ type Options struct {
 	// means no client port at all: chatd talks to it in-process, and the
 	// machine's port 4222 (often an existing NATS) is left alone.
 	ClientListen string
+	// ClusterName, ClusterListen and Routes make the embedded server one
+	// node of a NATS cluster with clustered JetStream: ClusterListen is this
+	// node's route address, Routes the peers' (nats-route://host:port; this
+	// node's own address may be among them).
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
 	// ClientName is sent to NATS to identify this connection.
 	ClientName string
 	Logger     *slog.Logger
@@ -133,6 +141,17 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 			return nil, fmt.Errorf("embedded NATS client listen address: %w", err)
 		}
 		so.Host, so.Port = host, port
+	}
+	if opts.ClusterListen != "" {
+		host, port, err := splitHostPort(opts.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS cluster listen address: %w", err)
+		}
+		if opts.ServerName == "" {
+			return nil, errors.New("a clustered node needs a unique server name")
+		}
+		so.Cluster = server.ClusterOpts{Name: opts.ClusterName, Host: host, Port: port}
+		so.Routes = server.RoutesFromStr(strings.Join(opts.Routes, ","))
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {

@@ -89,24 +89,22 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 	if sc.MaxMsgSize == 0 {
 		sc.MaxMsgSize = -1
 	}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
+	var log *MessageLog
+	err := Retry(ctx, "open stream "+MessagesStream, func(ctx context.Context) error {
 		st, err := b.JS.Stream(ctx, MessagesStream)
-		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			epoch := uint64(time.Now().UnixMicro())
 			c := sc
 			c.FirstSeq = epoch
 			c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
-			st, err = b.JS.CreateStream(ctx, c)
-			if err != nil {
-				// Another node may have created it first: go round and update.
-				lastErr = fmt.Errorf("create stream %s: %w", MessagesStream, err)
-				continue
+			if st, err = b.JS.CreateStream(ctx, c); err != nil {
+				return err // if another node created it first, the retry updates it
 			}
-			return b.newLog(st, epoch, cfg), nil
-		case err != nil:
-			return nil, fmt.Errorf("look up stream %s: %w", MessagesStream, err)
+			log = b.newLog(st, epoch, cfg)
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 		old := st.CachedInfo().Config
 		epoch := old.FirstSeq
@@ -115,19 +113,20 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 				epoch = n
 			}
 		}
-		if epoch == 0 {
-			epoch = 1
-		}
+		epoch = max(epoch, 1)
 		c := sc
 		c.FirstSeq = old.FirstSeq
 		c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
-		st, err = b.JS.UpdateStream(ctx, c)
-		if err != nil {
-			return nil, fmt.Errorf("update stream %s to chatd's configuration: %w", MessagesStream, err)
+		if st, err = b.JS.UpdateStream(ctx, c); err != nil {
+			return fmt.Errorf("update to chatd's configuration: %w", err)
 		}
-		return b.newLog(st, epoch, cfg), nil
+		log = b.newLog(st, epoch, cfg)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, lastErr
+	return log, nil
 }
 
 func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig) *MessageLog {

@@ -72,17 +72,19 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 		log = slog.Default()
 	}
 	mk := func(bucket, desc string) (jetstream.KeyValue, error) {
-		kv, err := bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      bucket,
-			Description: desc,
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
+		var kv jetstream.KeyValue
+		err := natsbus.Retry(ctx, "open KV bucket "+bucket, func(ctx context.Context) error {
+			var err error
+			kv, err = bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:      bucket,
+				Description: desc,
+				History:     1,
+				Storage:     jetstream.FileStorage,
+				Replicas:    cfg.Replicas,
+			})
+			return err
 		})
-		if err != nil {
-			return nil, fmt.Errorf("open KV bucket %s: %w", bucket, err)
-		}
-		return kv, nil
+		return kv, err
 	}
 	members, err := mk(natsbus.MembersBucket, "chatd room memberships, key <room>.<user>")
 	if err != nil {

@@ -1,0 +1,58 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SetupTimeout bounds how long start-up waits for a JetStream cluster to
+// have enough peers (a node of a 3-node cluster may start first).
+const SetupTimeout = 2 * time.Minute
+
+// Retry runs fn until it succeeds, fails for good, or SetupTimeout passes.
+// Errors that a cluster still forming returns (no meta leader, too few
+// peers for the replicas asked, timeouts) are retried.
+func Retry(ctx context.Context, what string, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, SetupTimeout)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(actx)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		if !transient(err) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: cluster not ready within %s: %w", what, SetupTimeout, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case 10023, // insufficient resources
+			10005, // no suitable peers
+			10008, // JetStream temporarily unavailable
+			10058: // stream name in use: another node created it first
+			return true
+		}
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
+}
