@@ -99,13 +99,11 @@ func (s *Service) leaveFeed(f *roomFeed, sub *stompws.Subscription) {
 // start reads the room's newest id, then subscribes: anything stored in
 // between shows up as a gap on the next message, or to the first probe.
 func (f *roomFeed) start(ctx context.Context) error {
-	latest, err := f.svc.msgs.Latest(ctx, f.room, 0)
+	last, err := f.svc.msgs.LastID(ctx, f.room)
 	if err != nil {
-		return fmt.Errorf("newest message of %s: %w", f.room, err)
+		return err
 	}
-	if latest != nil {
-		f.last = latest.Seq
-	}
+	f.last = last
 	sub, err := f.svc.nc.Subscribe(natsbus.RoomLiveSubject(f.room), f.onLive)
 	if err != nil {
 		return fmt.Errorf("subscribe to room %s: %w", f.room, err)
@@ -172,7 +170,7 @@ func (f *roomFeed) catchUpLocked(upTo uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for f.last < upTo {
-		batch, err := f.svc.msgs.After(ctx, f.room, f.last, replayBatch)
+		batch, err := f.svc.msgs.AfterUpTo(ctx, f.room, f.last, upTo, replayBatch)
 		if err != nil {
 			f.svc.log.Warn("room catch-up failed", "room", f.room, "after", f.last, "err", err)
 			return
@@ -276,38 +274,45 @@ func (f *roomFeed) replay(rs *roomSub, since uint64) {
 	f.mu.Lock()
 	rs.note = note
 	f.mu.Unlock()
+	fail := func(what string, err error) {
+		if ctx.Err() == nil {
+			f.svc.log.Warn("replay failed", "room", f.room, "step", what, "after", cursor, "err", err)
+			rs.ss.Session().Close(&stompws.Error{Message: "history unavailable, resubscribe"})
+		}
+	}
 	for {
-		batch, err := f.svc.msgs.After(ctx, f.room, cursor, replayBatch)
+		// Everything up to the leader's newest id is stored; read it all,
+		// even from a replica that is a moment behind.
+		upTo, err := f.svc.msgs.LastID(ctx, f.room)
 		if err != nil {
-			if ctx.Err() == nil {
-				f.svc.log.Warn("replay read failed", "room", f.room, "after", cursor, "err", err)
-				rs.ss.Session().Close(&stompws.Error{Message: "history unavailable, resubscribe"})
-			}
+			fail("newest id", err)
 			return
 		}
-		msgs, err := f.svc.encode(ctx, f.room, f.dest, batch)
-		if err != nil {
-			f.svc.log.Error("replay encode failed", "room", f.room, "err", err)
-			rs.ss.Session().Close(&stompws.Error{Message: "internal error"})
-			return
-		}
-		for i, m := range msgs {
-			f.mu.Lock()
-			extra := rs.note
-			rs.note = nil
-			f.mu.Unlock()
-			if err := rs.ss.DeliverWait(ctx, m, extra...); err != nil {
-				return // the subscription or session ended
+		for cursor < upTo {
+			batch, err := f.svc.msgs.AfterUpTo(ctx, f.room, cursor, upTo, replayBatch)
+			if err != nil {
+				fail("read", err)
+				return
 			}
-			cursor = batch[i].Seq
-		}
-		if len(batch) > 0 {
+			msgs, err := f.svc.encode(ctx, f.room, f.dest, batch)
+			if err != nil {
+				fail("encode", err)
+				return
+			}
+			for _, m := range msgs {
+				f.mu.Lock()
+				extra := rs.note
+				rs.note = nil
+				f.mu.Unlock()
+				if err := rs.ss.DeliverWait(ctx, m, extra...); err != nil {
+					return // the subscription or session ended
+				}
+			}
 			cursor = batch[len(batch)-1].Seq
 		}
-		if len(batch) == replayBatch {
-			continue
-		}
-		// Caught up with the stream: switch to live under the feed's lock.
+		// Caught up: switch to live under the feed's lock. Anything stored
+		// after upTo was handed to the feed after this subscription joined
+		// it, so it is in pending or still to come live.
 		f.mu.Lock()
 		if _, still := f.members[rs.ss]; !still {
 			f.mu.Unlock()

@@ -217,9 +217,9 @@ func (s *Service) history(ctx context.Context, sess *stompws.Session, room strin
 // Messages returns up to limit of the room's messages before the id
 // (0: the newest), oldest first, with their current unread counts.
 func (s *Service) Messages(ctx context.Context, room string, before uint64, limit int) ([]Message, error) {
-	stored, err := s.msgs.Before(ctx, room, before, limit)
+	stored, err := s.readPage(ctx, room, before, limit)
 	if err != nil {
-		return nil, fmt.Errorf("history of %s: %w", room, err)
+		return nil, err
 	}
 	out := make([]Message, 0, len(stored))
 	sts := make([]storedMessage, 0, len(stored))
@@ -244,6 +244,40 @@ func (s *Service) Messages(ctx context.Context, room string, before uint64, limi
 		})
 	}
 	return out, nil
+}
+
+// readPage reads a history page. The newest page must include the room's
+// newest message as the stream leader knows it (a user who just got a
+// RECEIPT expects to see the message), so a read from a replica that is a
+// moment behind is repeated until it has caught up.
+func (s *Service) readPage(ctx context.Context, room string, before uint64, limit int) ([]natsbus.StoredMsg, error) {
+	var last uint64
+	if before == 0 {
+		var err error
+		if last, err = s.msgs.LastID(ctx, room); err != nil {
+			return nil, err
+		}
+	}
+	wait := 5 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stored, err := s.msgs.Before(ctx, room, before, limit)
+		if err != nil {
+			return nil, fmt.Errorf("history of %s: %w", room, err)
+		}
+		if last == 0 || len(stored) > 0 && stored[len(stored)-1].Seq >= last {
+			return stored, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("history of %s: replica has not caught up to %d", room, last)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
 }
 
 // PublishToUser sends body to every session of user subscribed to

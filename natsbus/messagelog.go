@@ -329,3 +329,72 @@ func ParseLive(m *nats.Msg) (LiveMsg, error) {
 	}
 	return LiveMsg{StoredMsg: sm, PrevSeq: prev}, nil
 }
+
+// LastID returns the room's newest id as the stream leader knows it (0 if
+// the room is empty). Direct gets may be answered by a replica that lags a
+// little behind the leader; readers that must not miss a just-stored
+// message compare against this.
+func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
+	req, err := json.Marshal(directReq{LastFor: RoomSubject(room)})
+	if err != nil {
+		return 0, fmt.Errorf("encode msg get: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	resp, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+MessagesStream, req)
+	if err != nil {
+		return 0, fmt.Errorf("newest id of %s: %w", room, err)
+	}
+	var r struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return 0, fmt.Errorf("newest id of %s: decode: %w", room, err)
+	}
+	switch {
+	case r.Error != nil && r.Error.Code == 404:
+		return 0, nil
+	case r.Error != nil:
+		return 0, fmt.Errorf("newest id of %s: %s (%d)", room, r.Error.Description, r.Error.ErrCode)
+	case r.Message == nil:
+		return 0, fmt.Errorf("newest id of %s: empty reply", room)
+	}
+	return r.Message.Seq, nil
+}
+
+// AfterUpTo is After that keeps asking, for a short while, until the batch
+// reaches upTo or is full: a replica that lags the leader catches up within
+// moments, and a caller that knows upTo is stored must not take a short read
+// for the end of the room.
+func (l *MessageLog) AfterUpTo(ctx context.Context, room string, after, upTo uint64, max int) ([]StoredMsg, error) {
+	wait := 5 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		batch, err := l.After(ctx, room, after, max)
+		if err != nil {
+			return nil, err
+		}
+		if len(batch) == max || (len(batch) > 0 && batch[len(batch)-1].Seq >= upTo) || upTo <= after {
+			return batch, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("room %s: history up to %d not readable (replica behind)", room, upTo)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
