@@ -15,9 +15,9 @@ import (
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/stompws"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/kvstore"
-	"github.com/chatd/chatd/stompws"
 )
 
 // App is a running chatd node.

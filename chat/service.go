@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/natsbus"
-	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/stompws"
+	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
 )
 

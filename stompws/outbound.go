@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -66,7 +67,9 @@ func (m *Message) encoded(v Version) []byte {
 	b := make([]byte, 0, m.size+16)
 	b = AppendHeader(b, v, "destination", m.dest)
 	for _, h := range m.headers {
-		b = AppendHeader(b, v, h.Name, h.Value)
+		if representable(v, h) {
+			b = AppendHeader(b, v, h.Name, h.Value)
+		}
 	}
 	b = append(b, "content-length:"...)
 	b = strconv.AppendInt(b, int64(len(m.body)), 10)
@@ -75,6 +78,25 @@ func (m *Message) encoded(v Version) []byte {
 	b = append(b, 0)
 	slot.Store(&b)
 	return b
+}
+
+// representable reports whether a header survives v's encoding. No
+// version can carry a NUL. STOMP 1.0
+// escapes nothing, so a name with ':' or a line break, or a value with a line
+// break, would forge header lines (a 1.2 sender's escaped "\n" becomes a raw
+// one); 1.0 and 1.1 cannot carry a CR at the end of a value (it reads back as
+// part of a CRLF). Such headers are left out of that version's frames.
+func representable(v Version, h Header) bool {
+	if strings.ContainsRune(h.Name, 0) || strings.ContainsRune(h.Value, 0) {
+		return false // no version can escape NUL, and clients split frames on it
+	}
+	if v == V12 {
+		return true
+	}
+	if strings.HasSuffix(h.Value, "\r") {
+		return false
+	}
+	return v == V11 || !strings.ContainsAny(h.Name, ":\r\n") && !strings.ContainsAny(h.Value, "\n")
 }
 
 // Subscription is one client subscription.

@@ -46,6 +46,9 @@ type Session struct {
 	inflight  chan struct{} // semaphore: SENDs awaiting their result
 	connected atomic.Bool
 
+	// halted is set by DISCONNECT or a failed frame: later frames are
+	// ignored while earlier ones finish and the session closes.
+	halted    atomic.Bool
 	lastRead  atomic.Int64 // unix nanos of the last WebSocket message from the client
 	recvLimit atomic.Int64 // silence allowed before the session is closed (ns)
 	sendEvery atomic.Int64 // heart-beat interval towards the client (ns); 0: none
@@ -260,6 +263,9 @@ func (s *Session) handle(f *Frame) error {
 		s.fail(&Error{Message: "expected CONNECT frame, got " + f.Command}, "", closePolicy, false)
 		return errStop
 	}
+	if s.halted.Load() {
+		return nil
+	}
 	switch f.Command {
 	case "SEND":
 		s.onSend(f, false)
@@ -278,8 +284,11 @@ func (s *Session) handle(f *Frame) error {
 	case "ABORT":
 		s.onAbort(f)
 	case "DISCONNECT":
+		// The close (1000) follows the receipts of earlier frames, SENDs
+		// still being stored included; until then the read loop goes on, so
+		// that ending it does not cut the session short.
+		s.halted.Store(true)
 		s.finish(f.Value("receipt"), nil, s.closeGracefully)
-		return errStop
 	case "CONNECT", "STOMP":
 		s.reject(f, "already connected")
 	default:
@@ -338,6 +347,11 @@ func (s *Session) onConnect(f *Frame) error {
 		s.recvLimit.Store(int64(in + s.cfg.HeartBeatGrace))
 	}
 	s.connected.Store(true)
+	if in > 0 {
+		// Watch the agreed interval from now on: the watchdog was set for
+		// the CONNECT timeout, which may be longer.
+		s.watchdog.Reset(in + s.cfg.HeartBeatGrace)
+	}
 	hb := strconv.FormatInt(out.Milliseconds(), 10) + "," + strconv.FormatInt(in.Milliseconds(), 10)
 	connected := AppendFrame(nil, v, "CONNECTED", []Header{
 		{"version", v.String()},
@@ -456,6 +470,11 @@ func (s *Session) finish(receipt string, err error, after func()) {
 func (s *Session) complete(o *op, err error) {
 	if o.async {
 		<-s.inflight
+	}
+	if err != nil {
+		// The ERROR waits for earlier SENDs' receipts; nothing the client
+		// sent after the failed frame may take effect meanwhile.
+		s.halted.Store(true)
 	}
 	var after []func()
 	s.mu.Lock()

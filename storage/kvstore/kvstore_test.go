@@ -1,0 +1,104 @@
+package kvstore
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
+)
+
+func startBus(t *testing.T) *natsbus.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ServerName: "kvtest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bus.Close(context.Background()) })
+	return bus
+}
+
+func open(t *testing.T, bus *natsbus.Bus) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), bus, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestMembershipsAndUnread(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, startBus(t))
+	for _, u := range []string{"bob", "alice", "alice@example.com"} {
+		if added, err := s.Join(ctx, "r", u); err != nil || !added {
+			t.Fatalf("Join %s: %v %v", u, added, err)
+		}
+	}
+	if added, _ := s.Join(ctx, "r", "alice"); added {
+		t.Fatal("second Join reported new")
+	}
+	m, _ := s.Members(ctx, "r")
+	if len(m) != 3 || m[0] != "alice" || m[1] != "alice@example.com" || m[2] != "bob" {
+		t.Fatalf("members %v", m)
+	}
+	if pos, err := s.MarkRead(ctx, "r", "bob", 10); err != nil || pos != 10 {
+		t.Fatalf("MarkRead: %d %v", pos, err)
+	}
+	if pos, _ := s.MarkRead(ctx, "r", "bob", 5); pos != 10 {
+		t.Fatalf("read position moved back to %d", pos)
+	}
+	got, _ := s.Unread(ctx, "r", []storage.MessageRef{{ID: 10, Sender: "alice"}, {ID: 11, Sender: "alice"}, {ID: 11, Sender: "carol"}})
+	// id 10: unread by alice@example.com (bob read it, alice sent it); id 11:
+	// bob and alice@example.com; id 11 from a non-member: all three.
+	if got[0] != 1 || got[1] != 2 || got[2] != 3 {
+		t.Fatalf("unread %v", got)
+	}
+	if err := s.Leave(ctx, "r", "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.IsMember(ctx, "r", "alice@example.com"); ok {
+		t.Fatal("still a member after Leave")
+	}
+}
+
+// Two stores on one NATS stand for two nodes: each sees the other's
+// writes through its watcher, and concurrent read marks only move forward.
+func TestTwoNodesConverge(t *testing.T) {
+	ctx := context.Background()
+	bus := startBus(t)
+	a, b := open(t, bus), open(t, bus)
+	if _, err := a.Join(ctx, "r", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := uint64(1); i <= 50; i++ {
+		wg.Add(2)
+		go func() { defer wg.Done(); _, _ = a.MarkRead(ctx, "r", "alice", i) }()
+		go func() { defer wg.Done(); _, _ = b.MarkRead(ctx, "r", "alice", 100-i) }()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pa, _ := a.ReadMark(ctx, "r", "alice")
+		pb, _ := b.ReadMark(ctx, "r", "alice")
+		ok, _ := b.IsMember(ctx, "r", "alice")
+		if pa == 99 && pb == 99 && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("positions %d and %d (want 99), member on b: %v", pa, pb, ok)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A store opened later loads what exists.
+	c := open(t, bus)
+	if pos, _ := c.ReadMark(ctx, "r", "alice"); pos != 99 {
+		t.Fatalf("new store loaded position %d", pos)
+	}
+}
