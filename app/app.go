@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd/chatd/chat"
@@ -18,6 +19,7 @@ import (
 	"github.com/chatd/chatd/stompws"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/kvstore"
+	"github.com/chatd/chatd/web"
 )
 
 // App is a running chatd node.
@@ -31,6 +33,13 @@ type App struct {
 	http  *http.Server
 	ln    net.Listener
 	serve chan error
+	// metrics is this node's own Prometheus registry, served at /metrics.
+	metrics *metrics
+	// draining is set when shutdown begins: /readyz turns 503 at once.
+	draining atomic.Bool
+	// pprof serves net/http/pprof on --pprof; nil when off.
+	pprof   *http.Server
+	pprofLn net.Listener
 }
 
 // Start brings a node up: it returns once the node is ready to serve.
@@ -39,29 +48,40 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	a := &App{cfg: cfg, log: log, serve: make(chan error, 1)}
+	a := &App{cfg: cfg, log: log, serve: make(chan error, 1), metrics: newMetrics(name, version)}
 	if cfg.Dev {
 		log.Warn("DEV MODE: the CONNECT login header is trusted as the user id and rooms are joined on first use; " +
 			"never expose this server to untrusted users")
 	}
 	bus, err := natsbus.Start(ctx, natsbus.Options{
-		URL:          cfg.NATSURL,
-		DataDir:      cfg.DataDir,
-		ServerName:   name,
-		ClientListen: cfg.NATSListen,
-		ClientName:   "chatd " + name,
-		Logger:       log,
+		URL:           cfg.NATSURL,
+		DataDir:       cfg.DataDir,
+		ServerName:    name,
+		ClientListen:  cfg.NATSListen,
+		ClusterName:   cfg.ClusterName,
+		ClusterListen: cfg.ClusterListen,
+		Routes:        cfg.Routes,
+		ClientName:    "chatd " + name,
+		Logger:        log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.bus = bus
+	replicas := cfg.Replicas
+	if replicas == 0 {
+		replicas = 1
+		if bus.ClusterSize(cfg.ClusterListen, cfg.Routes) >= 3 {
+			replicas = 3
+		}
+	}
+	log.Info("JetStream replicas", "replicas", replicas)
 	fail := func(err error) (*App, error) {
 		a.closeBackends(context.Background())
 		return nil, err
 	}
 	msgs, err := bus.OpenMessageLog(ctx, natsbus.LogConfig{
-		Replicas:        1,
+		Replicas:        replicas,
 		MaxAge:          cfg.HistoryMaxAge,
 		MaxPerRoom:      cfg.HistoryMaxPerRoom,
 		DuplicateWindow: cfg.DedupeWindow,
@@ -70,21 +90,25 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	if err != nil {
 		return fail(err)
 	}
-	store, err := kvstore.Open(ctx, bus, kvstore.Config{Replicas: 1, Logger: log})
+	store, err := kvstore.Open(ctx, bus, kvstore.Config{Replicas: replicas, Logger: log})
 	if err != nil {
 		return fail(err)
 	}
 	a.store = store
-	a.chat = chat.NewService(bus, msgs, store, chat.DevAuthenticator{}, chat.Config{AutoJoin: cfg.Dev, Logger: log})
+	a.chat = chat.NewService(bus, msgs, store, chat.DevAuthenticator{}, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: a.metrics})
 
 	sc := stompws.DefaultConfig()
 	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
 	sc.MaxSubscriptions = cfg.MaxSubscriptions
 	sc.HeartBeatSend, sc.HeartBeatRecv = cfg.HeartBeat, cfg.HeartBeat
+	if cfg.HeartBeat == 0 {
+		sc.HeartBeatSend, sc.HeartBeatRecv = -1, -1 // --heartbeat 0: off
+	}
 	sc.HeartBeatGrace = cfg.HeartBeatGrace
 	sc.ConnectTimeout = cfg.ConnectTimeout
 	sc.ServerName = "chatd/" + version
 	sc.Logger = log
+	sc.Observer = a.metrics
 	a.stomp = stompws.NewServer(sc, a.chat)
 
 	mux := http.NewServeMux()
@@ -94,6 +118,8 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
+	mux.Handle("GET /metrics", a.metrics.handler())
+	mux.Handle("GET /", web.Handler())
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fail(fmt.Errorf("listen on --http %s: %w", cfg.HTTPAddr, err))
@@ -101,7 +127,14 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	a.ln = ln
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { a.serve <- a.http.Serve(ln) }()
+	if cfg.PprofAddr != "" {
+		if a.pprof, a.pprofLn, err = startPprof(cfg.PprofAddr, log); err != nil {
+			_ = a.http.Close()
+			return fail(err)
+		}
+	}
 	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", "ws://"+ln.Addr().String()+"/ws",
+		"page", "http://"+ln.Addr().String()+"/",
 		"node", name, "nats", natsMode(cfg), "version", version)
 	return a, nil
 }
@@ -117,6 +150,12 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if a.draining.Load() {
+		// Load balancers stop sending new clients here while sessions go.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("draining\n"))
+		return
+	}
 	if err := a.bus.Ready(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
@@ -128,8 +167,26 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 // Addr is the HTTP listen address (useful with port 0).
 func (a *App) Addr() string { return a.ln.Addr().String() }
 
+// RoomMessagesReceived is how many room messages this node took from NATS
+// for its own subscribers (interest-based fan-out keeps it at zero for
+// rooms nobody on this node watches).
+func (a *App) RoomMessagesReceived() uint64 { return a.chat.LiveReceived() }
+
+// Members lists a room's members as this node knows them.
+func (a *App) Members(ctx context.Context, room string) ([]string, error) {
+	return a.store.Members(ctx, room)
+}
+
 // Sessions is the number of open STOMP sessions.
 func (a *App) Sessions() int { return a.stomp.Sessions() }
+
+// PprofAddr is the --pprof listen address, or "" when profiling is off.
+func (a *App) PprofAddr() string {
+	if a.pprofLn == nil {
+		return ""
+	}
+	return a.pprofLn.Addr().String()
+}
 
 // Done reports the HTTP server stopping on its own.
 func (a *App) Done() <-chan error { return a.serve }
@@ -138,8 +195,12 @@ func (a *App) Done() <-chan error { return a.serve }
 // then WebSocket close 1012, which STOMP clients treat as "reconnect"),
 // waits for stored work, and stops NATS, which flushes JetStream.
 func (a *App) Shutdown(ctx context.Context) error {
+	a.draining.Store(true)
 	a.log.Info("shutting down", "sessions", a.stomp.Sessions())
 	var errs []error
+	if a.pprof != nil {
+		_ = a.pprof.Close() // a profile in progress is cut short
+	}
 	if err := a.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}

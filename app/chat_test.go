@@ -306,7 +306,7 @@ func TestSinceIDReplayWhileOthersSend(t *testing.T) {
 		}
 	}()
 	bob2 := dial(t, n, "bob")
-	resumed := bob2.subscribe("/topic/chat.replay", stomp.SubscribeOpt.Header("since-id", strconv.FormatUint(lastSeen, 10)))
+	resumed := bob2.subscribeSince("/topic/chat.replay", lastSeen)
 	wg.Wait()
 
 	var want []uint64
@@ -351,7 +351,7 @@ func TestSinceIDGapWhenHistoryTrimmed(t *testing.T) {
 		alice.post("trim", "m"+strconv.Itoa(i))
 	}
 	bob := dial(t, n, "bob")
-	resumed := bob.subscribe("/topic/chat.trim", stomp.SubscribeOpt.Header("since-id", strconv.FormatUint(firstID, 10)))
+	resumed := bob.subscribeSince("/topic/chat.trim", firstID)
 	m := next(t, resumed)
 	if h := m.Header.Get("history"); h != "gap" {
 		t.Fatalf("history header %q, want gap (headers %v)", h, m.Header)
@@ -369,7 +369,7 @@ func TestSinceIDGapWhenHistoryTrimmed(t *testing.T) {
 	}
 	// A subscriber whose since-id is still held gets no note.
 	carol := dial(t, n, "carol")
-	fine := carol.subscribe("/topic/chat.trim", stomp.SubscribeOpt.Header("since-id", strconv.FormatUint(cm.ID, 10)))
+	fine := carol.subscribeSince("/topic/chat.trim", cm.ID)
 	if m := next(t, fine); m.Header.Get("history") != "" {
 		t.Fatalf("unexpected history note %q", m.Header.Get("history"))
 	}
@@ -396,7 +396,7 @@ func TestSinceIDFromEarlierLifeIsReset(t *testing.T) {
 	alice = dial(t, n, "alice")
 	alice.post("life", "new")
 	bob := dial(t, n, "bob")
-	resumed := bob.subscribe("/topic/chat.life", stomp.SubscribeOpt.Header("since-id", strconv.FormatUint(oldIDs[1], 10)))
+	resumed := bob.subscribeSince("/topic/chat.life", oldIDs[1])
 	m := next(t, resumed)
 	if m.Header.Get("history") != "reset" {
 		t.Fatalf("history header %q, want reset", m.Header.Get("history"))

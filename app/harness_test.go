@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,21 +49,33 @@ func startNode(t testing.TB, mutate ...func(*config.Config)) *node {
 	return n
 }
 
+// testLogger discards chatd's logs unless CHATD_TEST_LOG is set.
 func testLogger() *slog.Logger {
+	if os.Getenv("CHATD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func (n *node) start() {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if err := n.tryStart(); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// tryStart is start for goroutines other than the test's own.
+func (n *node) tryStart() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	a, err := app.Start(ctx, n.cfg, "test", testLogger())
 	if err != nil {
-		n.t.Fatalf("start chatd: %v", err)
+		return fmt.Errorf("start chatd %s: %w", n.cfg.ServerName, err)
 	}
 	n.app = a
 	// A restart keeps the data dir and the port, as an operator's would.
 	n.cfg.HTTPAddr = a.Addr()
+	return nil
 }
 
 func (n *node) stop() {
@@ -133,6 +147,19 @@ func (c *client) subscribe(dest string, opts ...func(*frame.Frame) error) *stomp
 		c.t.Fatalf("%s subscribe %s: %v", c.user, dest, err)
 	}
 	c.barrier()
+	return sub
+}
+
+// subscribeSince subscribes with since-id. It needs no barrier: the replay
+// covers everything after the id whenever the subscription starts; and a
+// barrier could block behind replayed MESSAGEs that go-stomp's small
+// channels hold until the test reads them.
+func (c *client) subscribeSince(dest string, since uint64) *stomp.Subscription {
+	c.t.Helper()
+	sub, err := c.Subscribe(dest, stomp.AckAuto, stomp.SubscribeOpt.Header("since-id", strconv.FormatUint(since, 10)))
+	if err != nil {
+		c.t.Fatalf("%s subscribe %s since %d: %v", c.user, dest, since, err)
+	}
 	return sub
 }
 

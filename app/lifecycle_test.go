@@ -10,7 +10,6 @@ import (
 
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/natsbus"
-	"github.com/go-stomp/stomp/v3"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -42,7 +41,7 @@ func TestSessionsLeaveNoGoroutines(t *testing.T) {
 		c.subscribe("/topic/chat.leak")
 		c.subscribe("/topic/chat.leak.read")
 		c.subscribe("/user/queue/chat.log")
-		c.subscribe("/topic/chat.leak"+strconv.Itoa(i), stomp.SubscribeOpt.Header("since-id", "0"))
+		c.subscribeSince("/topic/chat.leak"+strconv.Itoa(i), 0)
 		c.post("leak", "m")
 		switch i % 3 {
 		case 0:

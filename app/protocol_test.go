@@ -1215,6 +1215,16 @@ func TestProtocolSlowConsumer(t *testing.T) {
 		t.Fatalf("slow consumer received all %d messages: it was never cut off", total)
 	}
 	t.Logf("slow consumer received %d of %d messages before the cut", got, total)
+
+	// The cut shows in /metrics: one slow consumer, its ERROR, and the
+	// deliveries it could no longer take.
+	waitDeltas(t, n, nil, map[string]float64{
+		"chatd_slow_consumer_disconnects_total":    1,
+		`chatd_errors_total{kind="slow_consumer"}`: 1,
+	})
+	if dropped := scrape(t, n)["chatd_deliveries_dropped_total"]; dropped < 1 {
+		t.Fatalf("chatd_deliveries_dropped_total = %v after a slow consumer was cut mid-burst", dropped)
+	}
 }
 
 // 11. Graceful shutdown.
@@ -1322,5 +1332,18 @@ func TestProtocolNothingAfterAFailedFrameTakesEffect(t *testing.T) {
 		if m.Message != "kept" {
 			t.Fatalf("a frame after the failed one was stored: %v", texts(h))
 		}
+	}
+}
+
+// TestProtocolHeartBeatOff: with --heartbeat 0 the server neither sends nor
+// asks for heart-beats, whatever the client offers.
+func TestProtocolHeartBeatOff(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, func(c *config.Config) { c.HeartBeat = 0 })
+	r := dialRaw(t, n)
+	r.send("CONNECT\naccept-version:1.2\nhost:/\nlogin:alice\nheart-beat:100,100\n\n\x00")
+	f := r.frame()
+	if f.Command != "CONNECTED" || f.Header.Get("heart-beat") != "0,0" {
+		t.Fatalf("got %s heart-beat %q, want CONNECTED 0,0", f.Command, f.Header.Get("heart-beat"))
 	}
 }

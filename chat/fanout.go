@@ -11,7 +11,8 @@ import (
 // events) to this node's subscribers of it. The node holds one NATS
 // subscription per subject while it has local subscribers, none otherwise.
 type fanout struct {
-	sub *nats.Subscription
+	sub     *nats.Subscription
+	metrics Metrics
 
 	mu   sync.RWMutex
 	dest string
@@ -23,7 +24,7 @@ func (s *Service) joinFanout(subject string, sub *stompws.Subscription) func() {
 	defer s.mu.Unlock()
 	f := s.fanouts[subject]
 	if f == nil {
-		f = &fanout{dest: sub.Destination, subs: map[*stompws.Subscription]struct{}{}}
+		f = &fanout{dest: sub.Destination, subs: map[*stompws.Subscription]struct{}{}, metrics: s.cfg.Metrics}
 		ns, err := s.nc.Subscribe(subject, f.deliver)
 		if err != nil {
 			// Only a closed connection fails here; the session ends with it.
@@ -59,7 +60,18 @@ func (f *fanout) deliver(m *nats.Msg) {
 	msg := stompws.NewMessage(f.dest, hdr, m.Data)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	sent, dropped := 0, 0
 	for sub := range f.subs {
-		sub.Deliver(msg)
+		if sub.Deliver(msg) {
+			sent++
+		} else {
+			dropped++
+		}
+	}
+	if sent > 0 {
+		f.metrics.Delivered(DeliveryQueue, sent)
+	}
+	if dropped > 0 {
+		f.metrics.Dropped(dropped)
 	}
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/stompws"
-	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
 )
 
@@ -125,6 +124,7 @@ func (f *roomFeed) stop() {
 }
 
 func (f *roomFeed) onLive(m *nats.Msg) {
+	f.svc.liveReceived.Add(1)
 	lm, err := natsbus.ParseLive(m)
 	if err != nil {
 		f.svc.log.Warn("ignoring malformed republished message", "room", f.room, "err", err)
@@ -190,15 +190,16 @@ func (f *roomFeed) catchUpLocked(upTo uint64) {
 // publishLocked hands one stored message to every subscriber, encoded once.
 func (f *roomFeed) publishLocked(sm natsbus.StoredMsg) {
 	f.last = sm.Seq
-	msgs, err := f.svc.encode(context.Background(), f.room, f.dest, []natsbus.StoredMsg{sm})
+	msg, err := f.svc.encodeLive(f.room, f.dest, sm)
 	if err != nil {
 		f.svc.log.Error("encode room message", "room", f.room, "id", sm.Seq, "err", err)
 		return
 	}
-	if len(msgs) == 0 {
+	if msg == nil {
 		return
 	}
-	item := liveItem{id: sm.Seq, msg: msgs[0]}
+	item := liveItem{id: sm.Seq, msg: msg}
+	sent, dropped := 0, 0
 	for _, rs := range f.members {
 		if rs.replaying {
 			if rs.overflow {
@@ -211,52 +212,80 @@ func (f *roomFeed) publishLocked(sm natsbus.StoredMsg) {
 			rs.pending = append(rs.pending, item)
 			continue
 		}
-		rs.deliver(item)
+		s, d := rs.deliver(item)
+		sent, dropped = sent+s, dropped+d
+	}
+	f.countLive(sent, dropped)
+}
+
+// countLive tells the metrics of one message's live deliveries, once for
+// all subscribers rather than once each.
+func (f *roomFeed) countLive(sent, dropped int) {
+	if sent > 0 {
+		f.svc.cfg.Metrics.Delivered(DeliveryLive, sent)
+	}
+	if dropped > 0 {
+		f.svc.cfg.Metrics.Dropped(dropped)
 	}
 }
 
-func (rs *roomSub) deliver(it liveItem) {
+// deliver queues it unless the subscription already had it, and reports
+// whether it was queued (sent) or refused (dropped).
+func (rs *roomSub) deliver(it liveItem) (sent, dropped int) {
 	if it.id <= rs.last {
-		return
+		return 0, 0
 	}
 	rs.last = it.id
+	var ok bool
 	if rs.note != nil {
-		rs.ss.Deliver(it.msg, rs.note...)
+		ok = rs.ss.Deliver(it.msg, rs.note...)
 		rs.note = nil
-		return
+	} else {
+		ok = rs.ss.Deliver(it.msg)
 	}
-	rs.ss.Deliver(it.msg)
+	if ok {
+		return 1, 0
+	}
+	return 0, 1
 }
 
 // encode turns stored messages into MESSAGE frames with unread counts.
 func (s *Service) encode(ctx context.Context, room, dest string, stored []natsbus.StoredMsg) ([]*stompws.Message, error) {
-	sts := make([]storedMessage, 0, len(stored))
-	refs := make([]storage.MessageRef, 0, len(stored))
-	for _, sm := range stored {
-		st, err := decodeStored(sm)
-		if err != nil {
-			s.log.Warn("skipping undecodable message", "err", err)
-			continue
-		}
-		sts = append(sts, st)
-		refs = append(refs, storage.MessageRef{ID: sm.Seq, Sender: st.UserID})
-	}
-	unread, err := s.store.Unread(ctx, room, refs)
+	msgs, hdrs, err := s.chatMessages(ctx, room, stored)
 	if err != nil {
-		return nil, fmt.Errorf("unread counts: %w", err)
+		return nil, err
 	}
-	out := make([]*stompws.Message, 0, len(sts))
-	for i, st := range sts {
-		m, err := stompMessage(dest, Message{
-			ID: refs[i].ID, RoomID: room, UserID: st.UserID, Message: st.Message,
-			UnreadCount: unread[i], CreatedAt: st.CreatedAt,
-		}, st.Headers)
+	out := make([]*stompws.Message, 0, len(msgs))
+	for i, m := range msgs {
+		sm, err := stompMessage(dest, m, hdrs[i])
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, m)
+		out = append(out, sm)
 	}
 	return out, nil
+}
+
+// encodeLive encodes a message as it is broadcast: with the unreadCount
+// its sending node fixed, so every node sends the same. (Messages posted
+// straight to NATS carry none and get the current count.)
+func (s *Service) encodeLive(room, dest string, sm natsbus.StoredMsg) (*stompws.Message, error) {
+	st, err := decodeStored(sm)
+	if err != nil {
+		s.log.Warn("skipping undecodable message", "err", err)
+		return nil, nil
+	}
+	if st.Unread == nil {
+		msgs, err := s.encode(context.Background(), room, dest, []natsbus.StoredMsg{sm})
+		if err != nil || len(msgs) == 0 {
+			return nil, err
+		}
+		return msgs[0], nil
+	}
+	return stompMessage(dest, Message{
+		ID: sm.Seq, RoomID: room, UserID: st.UserID, Message: st.Message,
+		UnreadCount: *st.Unread, CreatedAt: st.CreatedAt,
+	}, st.Headers)
 }
 
 // replay delivers the room's stored messages after since, then switches the
@@ -265,18 +294,29 @@ func (s *Service) encode(ctx context.Context, room, dest string, stored []natsbu
 // already delivered is skipped by id.
 func (f *roomFeed) replay(rs *roomSub, since uint64) {
 	ctx := rs.ss.Session().Context()
+	log := rs.ss.Session().Logger() // carries the session id and user
+	metrics := f.svc.cfg.Metrics
 	cursor, note, err := f.replayStart(ctx, since)
 	if err != nil {
-		f.svc.log.Warn("replay failed", "room", f.room, "since", since, "err", err)
+		metrics.Replayed(ReplayFailed)
+		log.Warn("replay failed", "room", f.room, "since", since, "err", err)
 		rs.ss.Session().Close(&stompws.Error{Message: "history unavailable, resubscribe"})
 		return
+	}
+	switch {
+	case note == nil:
+		metrics.Replayed(ReplayComplete)
+	case note[0].Value == historyGap:
+		metrics.Replayed(ReplayGap)
+	default:
+		metrics.Replayed(ReplayReset)
 	}
 	f.mu.Lock()
 	rs.note = note
 	f.mu.Unlock()
 	fail := func(what string, err error) {
 		if ctx.Err() == nil {
-			f.svc.log.Warn("replay failed", "room", f.room, "step", what, "after", cursor, "err", err)
+			log.Warn("replay failed", "room", f.room, "step", what, "after", cursor, "err", err)
 			rs.ss.Session().Close(&stompws.Error{Message: "history unavailable, resubscribe"})
 		}
 	}
@@ -299,15 +339,17 @@ func (f *roomFeed) replay(rs *roomSub, since uint64) {
 				fail("encode", err)
 				return
 			}
-			for _, m := range msgs {
+			for i, m := range msgs {
 				f.mu.Lock()
 				extra := rs.note
 				rs.note = nil
 				f.mu.Unlock()
 				if err := rs.ss.DeliverWait(ctx, m, extra...); err != nil {
+					metrics.Delivered(DeliveryReplay, i)
 					return // the subscription or session ended
 				}
 			}
+			metrics.Delivered(DeliveryReplay, len(msgs))
 			cursor = batch[len(batch)-1].Seq
 		}
 		// Caught up: switch to live under the feed's lock. Anything stored
@@ -324,9 +366,12 @@ func (f *roomFeed) replay(rs *roomSub, since uint64) {
 			continue
 		}
 		rs.last = cursor
+		sent, dropped := 0, 0
 		for _, it := range rs.pending {
-			rs.deliver(it)
+			s, d := rs.deliver(it)
+			sent, dropped = sent+s, dropped+d
 		}
+		f.countLive(sent, dropped)
 		rs.pending, rs.replaying = nil, false
 		f.mu.Unlock()
 		return

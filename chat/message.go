@@ -28,6 +28,10 @@ type storedMessage struct {
 	Message   string      `json:"message"`
 	CreatedAt string      `json:"createdAt"`
 	Headers   [][2]string `json:"headers,omitempty"` // the SEND's own headers, passed through on MESSAGE
+	// Unread is unreadCount when the message was sent (every member but the
+	// sender), fixed by the sending node so that every node broadcasts the
+	// same value. History computes current counts instead.
+	Unread *int `json:"unread,omitempty"`
 }
 
 // ReadEvent is broadcast on /topic/chat.{room}.read.

@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd/chatd/natsbus"
@@ -34,6 +36,9 @@ type Config struct {
 	// that it missed nothing at the end of the room (see roomFeed).
 	ProbeDelay time.Duration
 	Logger     *slog.Logger
+	// Metrics is told of stored, delivered and dropped messages and of
+	// replays; nil: nothing is.
+	Metrics Metrics
 }
 
 // History page sizes for /app/chat.{room}.log.
@@ -59,7 +64,15 @@ type Service struct {
 	fanouts map[string]*fanout   // NATS subject -> local subscribers
 	subs    map[*stompws.Subscription]func()
 	wg      sync.WaitGroup
+
+	// liveReceived counts room messages this node took from NATS: with
+	// interest-based fan-out only rooms with local subscribers add to it.
+	liveReceived atomic.Uint64
 }
+
+// LiveReceived is the number of room messages this node has received from
+// NATS for delivery to its own subscribers.
+func (s *Service) LiveReceived() uint64 { return s.liveReceived.Load() }
 
 var _ stompws.Handler = (*Service)(nil)
 
@@ -70,6 +83,9 @@ func NewService(bus *natsbus.Bus, msgs *natsbus.MessageLog, store storage.Store,
 	}
 	if cfg.ProbeDelay <= 0 {
 		cfg.ProbeDelay = time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopMetrics{}
 	}
 	return &Service{
 		nc: bus.NC, msgs: msgs, store: store, auth: auth, cfg: cfg, log: cfg.Logger,
@@ -128,6 +144,10 @@ func (s *Service) async(fn func()) {
 	}()
 }
 
+// publishTimeout bounds how long a SEND may wait to be stored, retries
+// during a leader election included.
+const publishTimeout = 20 * time.Second
+
 // maxClientMsgID bounds the client-msg-id header.
 const maxClientMsgID = 128
 
@@ -156,30 +176,45 @@ func (s *Service) post(ctx context.Context, sess *stompws.Session, room string, 
 		done(err)
 		return
 	}
+	others, err := s.store.Unread(ctx, room, []storage.MessageRef{{ID: math.MaxUint64, Sender: sess.User()}})
+	if err != nil {
+		done(fmt.Errorf("members of %s: %w", room, err))
+		return
+	}
 	data, err := json.Marshal(storedMessage{
 		RoomID:    room,
 		UserID:    sess.User(),
 		Message:   *body.Message,
 		CreatedAt: formatTime(time.Now()),
 		Headers:   passThrough(f),
+		Unread:    &others[0],
 	})
 	if err != nil {
 		done(fmt.Errorf("encode message: %w", err))
 		return
 	}
+	start := time.Now()
+	// Started here, on the session's read loop, so that a session's
+	// messages reach the stream in the order it sent them.
 	fut, err := s.msgs.PublishAsync(room, nil, data, msgID)
 	if err != nil {
+		s.cfg.Metrics.PublishFailed()
 		done(err)
 		return
 	}
 	// The RECEIPT waits for JetStream's acknowledgement: it means stored.
+	// Not the session's context: a message on its way is stored even if
+	// its sender goes; the bound covers a cluster electing a new leader.
 	s.async(func() {
-		select {
-		case <-fut.Ok():
-			done(nil)
-		case err := <-fut.Err():
+		pctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		if _, err := s.msgs.Await(pctx, fut, room, data, msgID); err != nil {
+			s.cfg.Metrics.PublishFailed()
 			done(fmt.Errorf("store message in %s: %w", room, err))
+			return
 		}
+		s.cfg.Metrics.MessageStored(time.Since(start))
+		done(nil)
 	})
 }
 
@@ -217,12 +252,19 @@ func (s *Service) history(ctx context.Context, sess *stompws.Session, room strin
 // Messages returns up to limit of the room's messages before the id
 // (0: the newest), oldest first, with their current unread counts.
 func (s *Service) Messages(ctx context.Context, room string, before uint64, limit int) ([]Message, error) {
-	stored, err := s.readPage(ctx, room, before, limit)
+	stored, err := s.msgs.Page(ctx, room, before, limit)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("history of %s: %w", room, err)
 	}
-	out := make([]Message, 0, len(stored))
-	sts := make([]storedMessage, 0, len(stored))
+	msgs, _, err := s.chatMessages(ctx, room, stored)
+	return msgs, err
+}
+
+// chatMessages decodes stored messages and gives each its current unread
+// count; it also returns each message's passed-through SEND headers.
+func (s *Service) chatMessages(ctx context.Context, room string, stored []natsbus.StoredMsg) ([]Message, [][][2]string, error) {
+	msgs := make([]Message, 0, len(stored))
+	hdrs := make([][][2]string, 0, len(stored))
 	refs := make([]storage.MessageRef, 0, len(stored))
 	for _, sm := range stored {
 		st, err := decodeStored(sm)
@@ -230,54 +272,18 @@ func (s *Service) Messages(ctx context.Context, room string, before uint64, limi
 			s.log.Warn("skipping undecodable message", "err", err)
 			continue
 		}
-		sts = append(sts, st)
+		msgs = append(msgs, Message{ID: sm.Seq, RoomID: room, UserID: st.UserID, Message: st.Message, CreatedAt: st.CreatedAt})
+		hdrs = append(hdrs, st.Headers)
 		refs = append(refs, storage.MessageRef{ID: sm.Seq, Sender: st.UserID})
 	}
 	unread, err := s.store.Unread(ctx, room, refs)
 	if err != nil {
-		return nil, fmt.Errorf("unread counts of %s: %w", room, err)
+		return nil, nil, fmt.Errorf("unread counts of %s: %w", room, err)
 	}
-	for i, st := range sts {
-		out = append(out, Message{
-			ID: refs[i].ID, RoomID: room, UserID: st.UserID, Message: st.Message,
-			UnreadCount: unread[i], CreatedAt: st.CreatedAt,
-		})
+	for i := range msgs {
+		msgs[i].UnreadCount = unread[i]
 	}
-	return out, nil
-}
-
-// readPage reads a history page. The newest page must include the room's
-// newest message as the stream leader knows it (a user who just got a
-// RECEIPT expects to see the message), so a read from a replica that is a
-// moment behind is repeated until it has caught up.
-func (s *Service) readPage(ctx context.Context, room string, before uint64, limit int) ([]natsbus.StoredMsg, error) {
-	var last uint64
-	if before == 0 {
-		var err error
-		if last, err = s.msgs.LastID(ctx, room); err != nil {
-			return nil, err
-		}
-	}
-	wait := 5 * time.Millisecond
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		stored, err := s.msgs.Before(ctx, room, before, limit)
-		if err != nil {
-			return nil, fmt.Errorf("history of %s: %w", room, err)
-		}
-		if last == 0 || len(stored) > 0 && stored[len(stored)-1].Seq >= last {
-			return stored, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("history of %s: replica has not caught up to %d", room, last)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 200*time.Millisecond)
-	}
+	return msgs, hdrs, nil
 }
 
 // PublishToUser sends body to every session of user subscribed to

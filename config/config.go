@@ -1,5 +1,6 @@
-// Package config reads chatd's settings from flags and CHATD_* environment
-// variables (flags win) and validates them, naming the setting at fault.
+// Package config reads chatd's settings from flags, CHATD_* environment
+// variables and a TOML config file (flags win over the environment, which
+// wins over the file) and validates them, naming the setting at fault.
 package config
 
 import (
@@ -25,6 +26,10 @@ type Config struct {
 	NATSURL           string
 	NATSListen        string
 	ServerName        string
+	ClusterName       string
+	ClusterListen     string
+	Routes            []string
+	Replicas          int
 	LogLevel          slog.Level
 	HistoryMaxAge     time.Duration
 	HistoryMaxPerRoom int64
@@ -35,7 +40,18 @@ type Config struct {
 	MaxFrameSize      int
 	MaxSubscriptions  int
 	ShutdownTimeout   time.Duration
-	ShowVersion       bool
+	// PprofAddr, when set, serves net/http/pprof there, apart from --http
+	// so that profiles are never exposed with the WebSocket endpoint.
+	PprofAddr   string
+	ShowVersion bool
+	// LogFormat is "text" or "json" (default: text with --dev, else json).
+	LogFormat string
+	// ConfigFile is the TOML file read below the environment and flags.
+	ConfigFile string
+	// PrintConfig asks for the effective configuration on stdout.
+	PrintConfig bool
+	// settings is the effective configuration, for WriteTOML.
+	settings []setting
 }
 
 // EnvPrefix prefixes every environment variable: --data-dir is CHATD_DATA_DIR.
@@ -47,6 +63,7 @@ func Parse(args []string) (Config, error) {
 	var c Config
 	var level string
 	fs := c.flags(&level)
+	record(fs)
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix(EnvPrefix)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -56,11 +73,18 @@ func Parse(args []string) (Config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
 	}
+	if err := applyFile(fs, c.ConfigFile); err != nil {
+		return c, err
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("config: invalid --log-level %q: want debug, info, warn or error", level)
 	}
-	if c.ShowVersion {
-		return c, nil
+	if err := c.resolveLogFormat(fs); err != nil {
+		return c, err
+	}
+	c.settings = snapshot(fs)
+	if c.ShowVersion || c.PrintConfig {
+		return c, nil // main reports what Validate would refuse after printing
 	}
 	return c, c.Validate()
 }
@@ -70,11 +94,23 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&c.Dev, "dev", false, "dev mode: embedded NATS with JetStream, CONNECT login is the user id, rooms auto-joined")
-	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address (WebSocket at /ws, /healthz, /readyz)")
+	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address (chat page at /, WebSocket at /ws, /metrics, /healthz, /readyz)")
 	fs.StringVar(&c.DataDir, "data-dir", "./chatd-data", "directory for the embedded NATS JetStream store")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this NATS (comma-separated URLs) instead of embedding one")
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "host:port for the embedded NATS client port (default: none, in-process only)")
-	fs.StringVar(&c.ServerName, "name", "", "node name (default: the host name)")
+	fs.StringVar(&c.ServerName, "name", "", "node name, unique in a cluster (default: the host name)")
+	fs.StringVar(&c.ClusterName, "cluster-name", "chatd", "NATS cluster name shared by every node")
+	fs.StringVar(&c.ClusterListen, "cluster", "", "host:port where the embedded NATS server listens for cluster routes (default: not clustered)")
+	fs.Func("routes", "comma-separated peer route URLs, e.g. nats-route://10.0.0.2:6222 (this node's own may be listed)", func(v string) error {
+		c.Routes = nil
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				c.Routes = append(c.Routes, r)
+			}
+		}
+		return nil
+	})
+	fs.IntVar(&c.Replicas, "replicas", 0, "JetStream replicas of the stream and KV buckets (0: 3 when the cluster has at least 3 nodes, else 1)")
 	fs.StringVar(level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.HistoryMaxAge, "history-max-age", 0, "drop room messages older than this from JetStream (0: keep)")
 	fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
@@ -85,7 +121,11 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", 64<<10, "largest STOMP frame accepted after CONNECT, in bytes")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 64, "subscriptions per STOMP session")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
+	fs.StringVar(&c.PprofAddr, "pprof", "", "host:port to serve net/http/pprof on, apart from --http (default: off)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	fs.StringVar(&c.LogFormat, "log-format", "", "log format: text or json (default: text with --dev, else json)")
+	fs.StringVar(&c.ConfigFile, "config", "", "TOML config file whose keys are these flags' names; the environment and flags override it")
+	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration as TOML (secrets hidden) and exit")
 
 	return fs
 }
@@ -96,7 +136,9 @@ func Usage() string {
 	var level string
 	fs := c.flags(&level)
 	var b strings.Builder
-	b.WriteString("usage: chatd --dev [flags]\n\nEvery flag can also be set as CHATD_<FLAG>, for example CHATD_DATA_DIR.\n\n")
+	b.WriteString("usage: chatd --dev [flags]\n\nEvery flag can also be set as CHATD_<FLAG>, for example CHATD_DATA_DIR, or as a key\n" +
+		"of the --config file, for example data-dir = \"/var/lib/chatd\". Flags win over the\n" +
+		"environment, which wins over the file (docs/configuration.md).\n\n")
 	fs.SetOutput(&b)
 	fs.PrintDefaults()
 	return b.String()
@@ -120,6 +162,37 @@ func (c Config) Validate() error {
 			if err := checkNATSURL(strings.TrimSpace(u)); err != nil {
 				return err
 			}
+		}
+	}
+	if c.ClusterListen != "" || len(c.Routes) > 0 {
+		switch {
+		case c.NATSURL != "":
+			return errors.New("config: --cluster and --routes apply to the embedded server and cannot be used with --nats-url")
+		case c.ClusterListen == "":
+			return errors.New("config: --routes needs --cluster (this node's own route address)")
+		case c.ServerName == "":
+			return errors.New("config: --name is required with --cluster: every node needs a unique name")
+		case strings.TrimSpace(c.ClusterName) == "" || strings.ContainsAny(c.ClusterName, " \t.*>"):
+			return fmt.Errorf("config: invalid --cluster-name %q: one word without dots or wildcards", c.ClusterName)
+		}
+		if err := checkHostPort("--cluster", c.ClusterListen); err != nil {
+			return err
+		}
+		for _, r := range c.Routes {
+			if err := checkRouteURL(r); err != nil {
+				return err
+			}
+		}
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("config: invalid --replicas %d: 0 (automatic) to 5", c.Replicas)
+	}
+	if c.PprofAddr != "" {
+		if err := checkHostPort("--pprof", c.PprofAddr); err != nil {
+			return err
+		}
+		if c.PprofAddr == c.HTTPAddr && !strings.HasSuffix(c.PprofAddr, ":0") {
+			return errors.New("config: --pprof must differ from --http: profiles are served apart from clients")
 		}
 	}
 	if c.NATSListen != "" {
@@ -162,6 +235,14 @@ func checkHostPort(flagName, addr string) error {
 		return fmt.Errorf("config: invalid %s %q: port must be 0-65535", flagName, addr)
 	}
 	return nil
+}
+
+func checkRouteURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "nats-route" && u.Scheme != "nats" || u.Host == "" {
+		return fmt.Errorf("config: invalid --routes entry %q: want nats-route://host:port", s)
+	}
+	return checkHostPort("--routes", u.Host)
 }
 
 func checkNATSURL(s string) error {

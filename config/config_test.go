@@ -47,6 +47,8 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--max-frame-size", "10"}, nil, "--max-frame-size"},
 		{[]string{"--dev", "--log-level", "loud"}, nil, "--log-level"},
 		{[]string{"--dev", "--nats-url", "nats://127.0.0.1:4222", "--nats-listen", "127.0.0.1:1"}, nil, "--nats-listen"},
+		{[]string{"--dev", "--pprof", "localhost"}, nil, "--pprof"},
+		{[]string{"--dev", "--pprof", "127.0.0.1:8080"}, nil, "--pprof"},
 		{[]string{"--dev", "--bogus"}, nil, "bogus"},
 		{[]string{"--dev", "extra"}, nil, "extra"},
 		{[]string{"--dev"}, map[string]string{"CHATD_MAX_SUBSCRIPTIONS": "many"}, "CHATD_MAX_SUBSCRIPTIONS"},

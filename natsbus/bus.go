@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,10 +48,11 @@ type Options struct {
 
 // Bus is chatd's connection to NATS and JetStream.
 type Bus struct {
-	NC  *nats.Conn
-	JS  jetstream.JetStream
-	srv *server.Server // nil when connected to an external NATS
-	log *slog.Logger
+	NC        *nats.Conn
+	JS        jetstream.JetStream
+	srv       *server.Server // nil when connected to an external NATS
+	clustered bool
+	log       *slog.Logger
 }
 
 // Start embeds a NATS server with JetStream, or connects to opts.URL, and
@@ -94,7 +96,7 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.srv = srv
+		b.srv, b.clustered = srv, opts.ClusterListen != ""
 		nc, err := nats.Connect("", append(common, nats.InProcessServer(srv))...)
 		if err != nil {
 			srv.Shutdown()
@@ -150,8 +152,18 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 		if opts.ServerName == "" {
 			return nil, errors.New("a clustered node needs a unique server name")
 		}
-		so.Cluster = server.ClusterOpts{Name: opts.ClusterName, Host: host, Port: port}
+		// nats-server starts routing only once its client accept loop runs,
+		// so a clustered node needs a client port: loopback and random
+		// unless one was asked for, and never advertised to clients.
+		so.Cluster = server.ClusterOpts{Name: opts.ClusterName, Host: host, Port: port, NoAdvertise: true}
+		// chatd's own connection is drained before lame duck mode starts,
+		// so there are no clients to spread out over a long duration.
+		so.LameDuckDuration, so.LameDuckGracePeriod = 2*time.Second, time.Second
 		so.Routes = server.RoutesFromStr(strings.Join(opts.Routes, ","))
+		if so.DontListen {
+			so.DontListen = false
+			so.Host, so.Port = "127.0.0.1", server.RANDOM_PORT
+		}
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
@@ -241,6 +253,12 @@ func (b *Bus) Close(ctx context.Context) error {
 		}
 	}
 	if b.srv != nil {
+		if b.clustered {
+			// Lame duck mode first hands this node's stream and bucket
+			// leaderships to its peers, so they keep accepting writes
+			// without waiting out an election timeout.
+			b.srv.LameDuckShutdown()
+		}
 		b.srv.Shutdown()
 		b.srv.WaitForShutdown()
 	}
@@ -266,3 +284,41 @@ func (l *serverLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(f
 func (l *serverLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l *serverLog) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *serverLog) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+// ClusterSize estimates how many NATS servers the cluster has, to choose a
+// default replica count: for an embedded node, itself plus the routes that
+// are not its own address; for an external NATS, the servers it knows of.
+func (b *Bus) ClusterSize(ownRoute string, routes []string) int {
+	if b.srv == nil {
+		if b.NC.ConnectedClusterName() == "" {
+			return 1
+		}
+		return max(1, len(b.NC.Servers()))
+	}
+	peers := map[string]bool{}
+	for _, r := range routes {
+		host := r
+		if u, err := url.Parse(r); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		if !sameHostPort(host, ownRoute) {
+			peers[host] = true
+		}
+	}
+	return 1 + len(peers)
+}
+
+func sameHostPort(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	norm := func(h string) string {
+		if h == "localhost" || h == "" || h == "0.0.0.0" || h == "::" {
+			return "127.0.0.1"
+		}
+		return h
+	}
+	return ap == bp && norm(ah) == norm(bh)
+}

@@ -90,7 +90,7 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		sc.MaxMsgSize = -1
 	}
 	var log *MessageLog
-	err := Retry(ctx, "open stream "+MessagesStream, func(ctx context.Context) error {
+	err := Retry(ctx, b.log, "open stream "+MessagesStream, func(ctx context.Context) error {
 		st, err := b.JS.Stream(ctx, MessagesStream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			epoch := uint64(time.Now().UnixMicro())
@@ -160,6 +160,41 @@ func (l *MessageLog) PublishAsync(room string, hdr nats.Header, data []byte, msg
 		return nil, fmt.Errorf("publish to %s: %w", m.Subject, err)
 	}
 	return f, nil
+}
+
+// Await waits for a publish started with PublishAsync and returns the
+// message's id. While a cluster elects a new stream leader, a publish that
+// reached no server at all is safe to send again, and so is one that
+// carries a msgID (JetStream drops the repeat); those are sent again until
+// ctx ends. Any other failure is returned: the message may or may not be
+// stored. Callers start publishes in order and await them anywhere, so a
+// sender's messages keep their order unless a retry was needed.
+func (l *MessageLog) Await(ctx context.Context, fut jetstream.PubAckFuture, room string, data []byte, msgID string) (uint64, error) {
+	wait := 50 * time.Millisecond
+	for {
+		var err error
+		select {
+		case ack := <-fut.Ok():
+			return ack.Sequence, nil
+		case err = <-fut.Err():
+		case <-ctx.Done():
+			return 0, fmt.Errorf("publish to room %s: %w", room, ctx.Err())
+		}
+		notSent := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+		lost := errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout)
+		if !notSent && !(lost && msgID != "") {
+			return 0, fmt.Errorf("publish to room %s: %w", room, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("publish to room %s: %w (gave up: %v)", room, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+		if fut, err = l.PublishAsync(room, nil, data, msgID); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // State returns the stream's current bounds.
@@ -330,6 +365,10 @@ func ParseLive(m *nats.Msg) (LiveMsg, error) {
 	return LiveMsg{StoredMsg: sm, PrevSeq: prev}, nil
 }
 
+// leaderWait bounds how long a read that only the stream leader answers
+// waits for one: a dead leader's replacement is elected within seconds.
+const leaderWait = 30 * time.Second
+
 // LastID returns the room's newest id as the stream leader knows it (0 if
 // the room is empty). Direct gets may be answered by a replica that lags a
 // little behind the leader; readers that must not miss a just-stored
@@ -340,13 +379,31 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 		return 0, fmt.Errorf("encode msg get: %w", err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
+		// Long enough for a cluster to replace a leader that died.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, leaderWait)
 		defer cancel()
 	}
-	resp, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+MessagesStream, req)
-	if err != nil {
-		return 0, fmt.Errorf("newest id of %s: %w", room, err)
+	// Only the stream leader answers; while one is elected, ask again.
+	var resp *nats.Msg
+	wait := 50 * time.Millisecond
+	began := time.Now()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err = l.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+MessagesStream, req)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return 0, fmt.Errorf("newest id of %s: %w (after %s)", room, err, time.Since(began).Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("newest id of %s: %w (after %s)", room, err, time.Since(began).Round(time.Millisecond))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 	var r struct {
 		Message *struct {
@@ -377,15 +434,40 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 // moments, and a caller that knows upTo is stored must not take a short read
 // for the end of the room.
 func (l *MessageLog) AfterUpTo(ctx context.Context, room string, after, upTo uint64, max int) ([]StoredMsg, error) {
+	return untilCaughtUp(ctx, room, upTo, func() ([]StoredMsg, bool, error) {
+		batch, err := l.After(ctx, room, after, max)
+		done := len(batch) == max || len(batch) > 0 && batch[len(batch)-1].Seq >= upTo || upTo <= after
+		return batch, done, err
+	})
+}
+
+// Page returns up to limit of the room's messages before the id (0: the
+// newest), oldest first. The newest page includes the room's newest
+// message as the stream leader knows it: a user who just got a RECEIPT
+// must see the message, whichever replica answers.
+func (l *MessageLog) Page(ctx context.Context, room string, before uint64, limit int) ([]StoredMsg, error) {
+	var last uint64
+	if before == 0 {
+		var err error
+		if last, err = l.LastID(ctx, room); err != nil {
+			return nil, err
+		}
+	}
+	return untilCaughtUp(ctx, room, last, func() ([]StoredMsg, bool, error) {
+		page, err := l.Before(ctx, room, before, limit)
+		return page, last == 0 || len(page) > 0 && page[len(page)-1].Seq >= last, err
+	})
+}
+
+// untilCaughtUp repeats read, briefly backing off, until it reports done:
+// the replica that answers direct gets has caught up to upTo.
+func untilCaughtUp(ctx context.Context, room string, upTo uint64, read func() ([]StoredMsg, bool, error)) ([]StoredMsg, error) {
 	wait := 5 * time.Millisecond
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		batch, err := l.After(ctx, room, after, max)
-		if err != nil {
-			return nil, err
-		}
-		if len(batch) == max || (len(batch) > 0 && batch[len(batch)-1].Seq >= upTo) || upTo <= after {
-			return batch, nil
+		msgs, done, err := read()
+		if err != nil || done {
+			return msgs, err
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("room %s: history up to %d not readable (replica behind)", room, upTo)

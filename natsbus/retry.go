@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,12 +18,22 @@ const SetupTimeout = 2 * time.Minute
 // Retry runs fn until it succeeds, fails for good, or SetupTimeout passes.
 // Errors that a cluster still forming returns (no meta leader, too few
 // peers for the replicas asked, timeouts) are retried.
-func Retry(ctx context.Context, what string, fn func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, SetupTimeout)
+//
+// Attempts are short: when several nodes create the same replicated stream
+// at once, the requests that lose the race may get no answer at all.
+func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	return RetryFor(ctx, log, what, SetupTimeout, fn)
+}
+
+// RetryFor is Retry with its own bound: for writes that meet a stream or
+// bucket whose leader is being replaced (a node died), fn must be safe to
+// run again.
+func RetryFor(ctx context.Context, log *slog.Logger, what string, total time.Duration, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
 	wait := 100 * time.Millisecond
 	for {
-		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
 		err := fn(actx)
 		acancel()
 		if err == nil {
@@ -31,9 +42,10 @@ func Retry(ctx context.Context, what string, fn func(context.Context) error) err
 		if !transient(err) {
 			return fmt.Errorf("%s: %w", what, err)
 		}
+		log.Debug("retrying JetStream setup", "what", what, "err", err)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: cluster not ready within %s: %w", what, SetupTimeout, err)
+			return fmt.Errorf("%s: JetStream not available within %s: %w", what, total, err)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 2*time.Second)

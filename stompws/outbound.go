@@ -223,6 +223,9 @@ func (s *Session) deliverLocked(sub *Subscription, m *Message, extra []Header) b
 // slowConsumerLocked drops what the client has not taken, tells it why, and
 // cuts the connection shortly after even if the client reads nothing more.
 func (s *Session) slowConsumerLocked(reason string) {
+	if !s.closing {
+		s.cfg.Observer.SlowConsumer()
+	}
 	s.failLocked(&Error{Message: "slow consumer: " + reason}, nil, "", closePolicy, true)
 	time.AfterFunc(time.Second, func() { _ = s.conn.CloseNow() })
 }
@@ -308,13 +311,23 @@ func (s *Session) writeItems(items []outItem) error {
 		return err
 	}
 	var err error
+	var nMsg, nReceipt, nError, nConnected int
 	for i := range items {
 		it := &items[i]
 		if it.raw != nil {
 			buf = append(buf, it.raw...)
+			switch rawCommand(it.raw) {
+			case CmdReceipt:
+				nReceipt++
+			case CmdError:
+				nError++
+			case CmdConnected:
+				nConnected++
+			}
 		} else {
 			buf = s.appendMessage(buf, it)
 			binary = binary || it.msg.binary
+			nMsg++
 		}
 		if len(buf) >= maxWSMessage {
 			if err = flush(); err != nil {
@@ -324,6 +337,16 @@ func (s *Session) writeItems(items []outItem) error {
 	}
 	if err == nil && len(buf) > 0 {
 		err = flush()
+	}
+	// Counted once per burst, not per frame, to keep the write path cheap;
+	// a failed write ends the session, and its burst is not counted.
+	for _, c := range [...]struct {
+		cmd string
+		n   int
+	}{{CmdMessage, nMsg}, {CmdReceipt, nReceipt}, {CmdError, nError}, {CmdConnected, nConnected}} {
+		if c.n > 0 && err == nil {
+			s.cfg.Observer.FramesOut(c.cmd, c.n)
+		}
 	}
 	if cap(buf) <= 4*maxWSMessage {
 		*bp = buf[:0]

@@ -39,7 +39,8 @@ type Config struct {
 	MaxTransactions int
 	MaxTxFrames     int
 	// HeartBeatSend is the shortest interval at which the server offers to
-	// send heart-beats; HeartBeatRecv the interval it asks of clients.
+	// send heart-beats; HeartBeatRecv the interval it asks of clients. A
+	// negative value switches that direction off (zero takes the default).
 	HeartBeatSend time.Duration
 	HeartBeatRecv time.Duration
 	// HeartBeatGrace is added to the agreed client interval before a silent
@@ -55,6 +56,9 @@ type Config struct {
 	// ServerName goes in CONNECTED's server header.
 	ServerName string
 	Logger     *slog.Logger
+	// Observer is told of connections, frames, subscriptions and errors
+	// (for metrics); nil: nothing is.
+	Observer Observer
 }
 
 // DefaultConfig returns the documented defaults (docs/protocol.md).
@@ -103,8 +107,12 @@ func (c Config) withDefaults() Config {
 			*p = v
 		}
 	}
-	setDur(&c.HeartBeatSend, d.HeartBeatSend)
-	setDur(&c.HeartBeatRecv, d.HeartBeatRecv)
+	if c.HeartBeatSend == 0 {
+		c.HeartBeatSend = d.HeartBeatSend
+	}
+	if c.HeartBeatRecv == 0 {
+		c.HeartBeatRecv = d.HeartBeatRecv
+	}
 	setDur(&c.HeartBeatGrace, d.HeartBeatGrace)
 	setDur(&c.ConnectTimeout, d.ConnectTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
@@ -113,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }
@@ -223,6 +234,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		srv.log.Debug("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	srv.cfg.Observer.ConnectionOpened()
+	defer srv.cfg.Observer.ConnectionClosed()
 	// Frames are bounded by Limits; the reader enforces them itself so that
 	// an oversized frame gets a STOMP ERROR rather than a bare close.
 	conn.SetReadLimit(-1)

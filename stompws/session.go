@@ -163,6 +163,10 @@ func (s *Session) run() {
 	s.mu.Unlock()
 	for _, sub := range subs {
 		s.srv.h.Unsubscribe(sub)
+		s.cfg.Observer.Unsubscribed()
+	}
+	if s.connected.Load() {
+		s.cfg.Observer.SessionEnded()
 	}
 	s.log.Debug("session closed")
 }
@@ -256,6 +260,7 @@ func (s *Session) isClosing() bool {
 
 // handle dispatches one client frame.
 func (s *Session) handle(f *Frame) error {
+	s.cfg.Observer.FrameIn(f.Command)
 	if !s.connected.Load() {
 		if f.Command == "CONNECT" || f.Command == "STOMP" {
 			return s.onConnect(f)
@@ -347,6 +352,7 @@ func (s *Session) onConnect(f *Frame) error {
 		s.recvLimit.Store(int64(in + s.cfg.HeartBeatGrace))
 	}
 	s.connected.Store(true)
+	s.cfg.Observer.SessionConnected()
 	if in > 0 {
 		// Watch the agreed interval from now on: the watchdog was set for
 		// the CONNECT timeout, which may be longer.
@@ -559,6 +565,7 @@ func (s *Session) onSubscribe(f *Frame) {
 	}
 	s.subs[id] = sub
 	s.mu.Unlock()
+	s.cfg.Observer.Subscribed()
 	s.finish(f.Value("receipt"), nil, nil)
 }
 
@@ -596,6 +603,7 @@ func (s *Session) onUnsubscribe(f *Frame) {
 		return
 	}
 	s.srv.h.Unsubscribe(sub)
+	s.cfg.Observer.Unsubscribed()
 	s.finish(f.Value("receipt"), nil, nil)
 }
 
@@ -750,6 +758,7 @@ func (s *Session) failLocked(e *Error, extra []Header, receipt string, code webs
 		v = V10 // before CONNECT: no escaping; our messages are one line
 	}
 	s.pushLocked(outItem{raw: AppendFrame(nil, v, "ERROR", h, body)})
+	s.cfg.Observer.ErrorSent(e.Message)
 	if code != CloseGoingAway {
 		s.log.Info("session error", "message", e.Message)
 	}

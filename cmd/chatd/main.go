@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,8 +15,9 @@ import (
 	"github.com/chatd/chatd/config"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version may be set at build time with -ldflags "-X main.version=...";
+// otherwise it comes from the build info (see buildVersion).
+var version string
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -33,15 +33,28 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "chatd:", err)
 		return 2
 	}
+	v := buildVersion(version)
 	if cfg.ShowVersion {
-		fmt.Println("chatd", version)
+		fmt.Println("chatd", v)
 		return 0
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if cfg.PrintConfig {
+		if err := cfg.WriteTOML(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "chatd:", err)
+			return 1
+		}
+		// Printed as it is; say too if chatd would refuse to start with it.
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintln(os.Stderr, "chatd:", err)
+			return 2
+		}
+		return 0
+	}
+	log := newLogger(os.Stderr, cfg)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a, err := app.Start(ctx, cfg, version, log)
+	a, err := app.Start(ctx, cfg, v, log)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1

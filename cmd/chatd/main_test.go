@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -125,5 +129,158 @@ func TestSIGTERMShutsDownGracefully(t *testing.T) {
 	}
 	if out := <-rest; !strings.Contains(out, "shutdown complete") {
 		t.Fatalf("no clean shutdown in the log:\n%s", out)
+	}
+}
+
+// TestConfigFileAndPrintConfig runs the binary with a config file, the
+// environment and flags, and reads back what --print-config says.
+func TestConfigFileAndPrintConfig(t *testing.T) {
+	bin := buildChatd(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "chatd.toml")
+	if err := os.WriteFile(file, []byte("dev = true\nheartbeat = \"4s\"\ndata-dir = \"/from/file\"\nhttp = \"127.0.0.1:9001\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--print-config", "--http", "127.0.0.1:9003")
+	cmd.Env = append(os.Environ(), "CHATD_CONFIG="+file, "CHATD_DATA_DIR=/from/env", "CHATD_HTTP=127.0.0.1:9002")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("--print-config: %v", err)
+	}
+	for _, line := range []string{"dev = true", `heartbeat = "4s"`, `data-dir = "/from/env"`, `http = "127.0.0.1:9003"`,
+		`log-format = "text"`, `shutdown-timeout = "15s"`} {
+		if !strings.Contains(string(out), "\n"+line+"\n") {
+			t.Errorf("--print-config lacks %s:\n%s", line, out)
+		}
+	}
+
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("dev = true\nmax-subscription = 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd = exec.Command(bin, "--config", bad)
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(stderr.String(), `unknown key "max-subscription"`) {
+		t.Fatalf("unknown key: exit %v, stderr %q", err, stderr.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "chatd")
+	if out, err := exec.Command("go", "build", "-ldflags", "-X main.version=v9.8.7", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "--version").Output(); err != nil || string(out) != "chatd v9.8.7\n" {
+		t.Fatalf("--version with -ldflags: %q %v", out, err)
+	}
+	for _, tc := range []struct {
+		ldflags string
+		bi      *debug.BuildInfo
+		want    string
+	}{
+		{"v1.0.0", &debug.BuildInfo{Main: debug.Module{Version: "v2.0.0"}}, "v1.0.0"},
+		{"", &debug.BuildInfo{Main: debug.Module{Version: "v2.0.0"}}, "v2.0.0"}, // go install ...@v2.0.0
+		{"", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "ada4e32abcdef0123456789"}, {Key: "vcs.modified", Value: "true"}}}, "ada4e32abcde-dirty"},
+		{"", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dev"},
+		{"", nil, "dev"},
+	} {
+		if got := versionFrom(tc.ldflags, tc.bi, tc.bi != nil); got != tc.want {
+			t.Errorf("versionFrom(%q, %+v) = %q, want %q", tc.ldflags, tc.bi, got, tc.want)
+		}
+	}
+}
+
+// TestJSONLogsCarryTheSession runs chatd with JSON logs at debug level,
+// opens a session that fails, and checks its log lines name the session
+// and the user; it also fetches the page and /metrics from the binary.
+func TestJSONLogsCarryTheSession(t *testing.T) {
+	bin := buildChatd(t)
+	cmd := exec.Command(bin, "--dev", "--log-format", "json", "--log-level", "debug", "--http", "127.0.0.1:0",
+		"--data-dir", t.TempDir())
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan map[string]any, 1024)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				m = map[string]any{"msg": "NOT JSON: " + sc.Text()}
+			}
+			lines <- m
+		}
+	}()
+	next := func(what string, match func(map[string]any) bool) map[string]any {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case m, ok := <-lines:
+				if !ok {
+					t.Fatalf("chatd exited before logging %s", what)
+				}
+				if s, _ := m["msg"].(string); strings.HasPrefix(s, "NOT JSON") {
+					t.Fatalf("a log line is not JSON: %s", s)
+				}
+				if match(m) {
+					return m
+				}
+			case <-timeout:
+				t.Fatalf("no log line for %s within 20s", what)
+			}
+		}
+	}
+	ready := next("chatd ready", func(m map[string]any) bool { return m["msg"] == "chatd ready" })
+	addr, _ := ready["http"].(string)
+
+	for path, want := range map[string]string{"/": "<title>chatd</title>", "/metrics": "chatd_websocket_connections_total"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Fatalf("GET %s: %d, body lacks %q", path, resp.StatusCode, want)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{Subprotocols: []string{"v12.stomp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte("CONNECT\naccept-version:1.2\nhost:/\nlogin:alice\n\n\x00")); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := ws.Read(ctx)
+	if err != nil || !strings.HasPrefix(string(b), "CONNECTED") {
+		t.Fatalf("connect: %q %v", b, err)
+	}
+	session := regexp.MustCompile(`\nsession:(\S+)\n`).FindStringSubmatch(string(b))
+	if session == nil {
+		t.Fatalf("no session header in %q", b)
+	}
+	if err := ws.Write(ctx, websocket.MessageText, []byte("SEND\ndestination:/app/nowhere\n\n{}\x00")); err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range []string{"session connected", "session error", "session closed"} {
+		m := next(msg, func(m map[string]any) bool { return m["msg"] == msg })
+		if m["session"] != session[1] || m["user"] != "alice" {
+			t.Errorf("%q log line has session %v user %v, want %s alice: %v", msg, m["session"], m["user"], session[1], m)
+		}
 	}
 }

@@ -73,7 +73,7 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 	}
 	mk := func(bucket, desc string) (jetstream.KeyValue, error) {
 		var kv jetstream.KeyValue
-		err := natsbus.Retry(ctx, "open KV bucket "+bucket, func(ctx context.Context) error {
+		err := natsbus.Retry(ctx, log, "open KV bucket "+bucket, func(ctx context.Context) error {
 			var err error
 			kv, err = bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 				Bucket:      bucket,
@@ -220,7 +220,12 @@ func (s *Store) Join(ctx context.Context, roomID, user string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("encode membership: %w", err)
 	}
-	rev, err := s.members.Create(ctx, key(roomID, user), val)
+	var rev uint64
+	err = s.retry(ctx, "add member", func(ctx context.Context) error {
+		var err error
+		rev, err = s.members.Create(ctx, key(roomID, user), val)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		e, gerr := s.members.Get(ctx, key(roomID, user))
 		if gerr != nil {
@@ -242,7 +247,9 @@ func (s *Store) Join(ctx context.Context, roomID, user string) (bool, error) {
 
 // Leave implements storage.Memberships.
 func (s *Store) Leave(ctx context.Context, roomID, user string) error {
-	if err := s.members.Delete(ctx, key(roomID, user)); err != nil {
+	if err := s.retry(ctx, "remove member", func(ctx context.Context) error {
+		return s.members.Delete(ctx, key(roomID, user))
+	}); err != nil {
 		return fmt.Errorf("remove member %s from %s: %w", user, roomID, err)
 	}
 	s.mu.Lock()
@@ -289,14 +296,20 @@ func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (u
 			return e.pos, nil
 		}
 		val := []byte(strconv.FormatUint(id, 10))
-		cur, err := s.reads.Get(ctx, k)
-		var rev uint64
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-			rev, err = s.reads.Create(ctx, k, val)
-		case err != nil:
+		var cur jetstream.KeyValueEntry
+		err := s.retry(ctx, "read position", func(ctx context.Context) error {
+			var err error
+			cur, err = s.reads.Get(ctx, k)
+			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+				cur, err = nil, nil
+			}
+			return err
+		})
+		if err != nil {
 			return 0, fmt.Errorf("read position %s/%s: %w", roomID, user, err)
-		default:
+		}
+		var rev uint64
+		if cur != nil {
 			pos, perr := strconv.ParseUint(string(cur.Value()), 10, 64)
 			if perr == nil && pos >= id {
 				s.mu.Lock()
@@ -304,8 +317,18 @@ func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (u
 				s.mu.Unlock()
 				return pos, nil
 			}
-			rev, err = s.reads.Update(ctx, k, val, cur.Revision())
 		}
+		// A retried write that had in fact landed comes back as a
+		// conflict, and the loop reads again.
+		err = s.retry(ctx, "store read position", func(ctx context.Context) error {
+			var err error
+			if cur == nil {
+				rev, err = s.reads.Create(ctx, k, val)
+			} else {
+				rev, err = s.reads.Update(ctx, k, val, cur.Revision())
+			}
+			return err
+		})
 		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
 				continue // lost a race with another writer: read again
@@ -353,6 +376,15 @@ func (s *Store) Unread(_ context.Context, roomID string, msgs []storage.MessageR
 		}
 	}
 	return out, nil
+}
+
+// kvWriteWait bounds a KV operation's wait for its bucket's leader, long
+// enough for a cluster to replace one that died.
+const kvWriteWait = 30 * time.Second
+
+// retry runs a KV operation again while its bucket has no leader.
+func (s *Store) retry(ctx context.Context, what string, fn func(context.Context) error) error {
+	return natsbus.RetryFor(ctx, s.log, what, kvWriteWait, fn)
 }
 
 // Close stops the watchers.

@@ -1,0 +1,52 @@
+package chat
+
+import "time"
+
+// Metrics is told what the service does, for monitoring. Its methods run
+// on delivery paths, some under a room's lock: they must be quick and must
+// not block. Config.Metrics nil means nothing is told.
+type Metrics interface {
+	// MessageStored is called when JetStream has acknowledged a posted
+	// message, with how long the publish took.
+	MessageStored(took time.Duration)
+	// PublishFailed is called when storing a posted message failed.
+	PublishFailed()
+	// Delivered counts n messages queued to subscriptions.
+	Delivered(path DeliveryPath, n int)
+	// Dropped counts n deliveries that subscriptions refused: the
+	// subscription had just ended, or its client was cut off as a slow
+	// consumer.
+	Dropped(n int)
+	// Replayed is called once for every SUBSCRIBE with since-id, with how
+	// the replay began.
+	Replayed(outcome ReplayOutcome)
+}
+
+// DeliveryPath says how a delivered message reached a subscription.
+type DeliveryPath int
+
+// Delivery paths.
+const (
+	DeliveryLive   DeliveryPath = iota // a room message as it was stored
+	DeliveryReplay                     // a room message replayed after since-id
+	DeliveryQueue                      // a user queue or read-receipt event
+)
+
+// ReplayOutcome is how a since-id replay began.
+type ReplayOutcome int
+
+// Replay outcomes (docs/protocol.md: the history header).
+const (
+	ReplayComplete ReplayOutcome = iota // everything after since-id follows
+	ReplayGap                           // history:gap
+	ReplayReset                         // history:reset
+	ReplayFailed                        // history unavailable: the session was closed
+)
+
+type nopMetrics struct{}
+
+func (nopMetrics) MessageStored(time.Duration) {}
+func (nopMetrics) PublishFailed()              {}
+func (nopMetrics) Delivered(DeliveryPath, int) {}
+func (nopMetrics) Dropped(int)                 {}
+func (nopMetrics) Replayed(ReplayOutcome)      {}

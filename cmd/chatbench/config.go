@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is one run's settings.
+type config struct {
+	Scenario    string `json:"scenario"`
+	URL         string `json:"url"`
+	SendDest    string `json:"send_dest"`
+	SubDest     string `json:"sub_dest"`
+	Body        string `json:"body"`
+	ContentType string `json:"content_type"`
+	Host        string `json:"host"`
+
+	Rooms              int           `json:"rooms"`
+	Members            int           `json:"members"`
+	Publishers         int           `json:"publishers"`
+	SeparatePublishers bool          `json:"separate_publishers"`
+	Rate               float64       `json:"rate"` // messages/s per publisher; 0: flat out
+	Messages           int           `json:"messages"`
+	Duration           time.Duration `json:"duration_ns"`
+	Drain              time.Duration `json:"drain_ns"`
+	MsgSize            int           `json:"msg_size"`
+	Receipts           bool          `json:"receipts"`
+
+	Idle      int           `json:"idle"`
+	IdleRooms int           `json:"idle_rooms"`
+	Hold      time.Duration `json:"hold_ns"`
+
+	Storm            int           `json:"storm"`
+	StormConcurrency int           `json:"storm_concurrency"`
+	StormWaves       int           `json:"storm_waves"`
+	StormHold        time.Duration `json:"storm_hold_ns"`
+	StormRooms       int           `json:"storm_rooms"`
+
+	Sources         []netip.Addr  `json:"sources"`
+	DialConcurrency int           `json:"dial_concurrency"`
+	HeartBeat       time.Duration `json:"heartbeat_ns"`
+	ConnectTimeout  time.Duration `json:"connect_timeout_ns"`
+	SetupTimeout    time.Duration `json:"setup_timeout_ns"`
+	Timeout         time.Duration `json:"timeout_ns"`
+
+	RoomPrefix string `json:"room_prefix"`
+	UserPrefix string `json:"user_prefix"`
+	Run        string `json:"run"`
+
+	ServerPID   int           `json:"server_pid"`
+	SampleEvery time.Duration `json:"sample_every_ns"`
+	JSON        bool          `json:"-"`
+	JSONFile    string        `json:"-"`
+	Strict      bool          `json:"-"`
+	Quiet       bool          `json:"-"`
+	CPUProfile  string        `json:"-"`
+}
+
+// preset returns the flags a scenario sets when they are not given.
+func preset(scenario string) (map[string]string, bool) {
+	p, ok := map[string]map[string]string{
+		"chat": { // many rooms, few members, a slow publisher in each
+			"rooms": "1000", "members": "5", "publishers": "1", "rate": "10", "duration": "20s",
+		},
+		"fanout": { // few rooms, many members, a fast publisher in each
+			"rooms": "10", "members": "100", "publishers": "1", "separate-publishers": "true",
+			"rate": "1000", "duration": "20s",
+		},
+		"idle": {"idle": "1000", "hold": "30s"},
+		"storm": {
+			"storm": "2000", "storm-concurrency": "500", "storm-waves": "3",
+		},
+	}[scenario]
+	return p, ok
+}
+
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: chatbench --scenario chat|fanout|idle|storm [flags]\n\n"+
+			"A STOMP-over-WebSocket load generator. Targets loopback addresses only.\n"+
+			"A scenario presets flags; any flag given explicitly wins.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.Scenario, "scenario", "chat", "preset: chat (many small rooms), fanout (few big rooms), idle (connections held open), storm (connection storms), or custom (flags only)")
+	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL (loopback only)")
+	fs.StringVar(&c.SendDest, "send-dest", "/app/chat.{room}", "SEND destination template; {room} is the room name")
+	fs.StringVar(&c.SubDest, "sub-dest", "/topic/chat.{room}", "SUBSCRIBE destination template")
+	fs.StringVar(&c.Body, "body", `{"message":"{payload}"}`, "SEND body template; {payload} is the sequence/timestamp token")
+	fs.StringVar(&c.ContentType, "content-type", "application/json", "SEND content-type header")
+	fs.StringVar(&c.Host, "host", "chat", "CONNECT host header")
+	fs.IntVar(&c.Rooms, "rooms", 0, "rooms")
+	fs.IntVar(&c.Members, "members", 0, "subscribed connections per room")
+	fs.IntVar(&c.Publishers, "publishers", 0, "publishers per room")
+	fs.BoolVar(&c.SeparatePublishers, "separate-publishers", false, "publishers are extra connections that do not subscribe (default: the first members publish)")
+	fs.Float64Var(&c.Rate, "rate", 0, "messages/s per publisher (0: flat out, as fast as the server takes them)")
+	fs.IntVar(&c.Messages, "messages", 0, "stop each publisher after this many messages (0: only --duration)")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "publishing time")
+	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after publishing")
+	fs.IntVar(&c.MsgSize, "msg-size", 0, "pad each payload to this many bytes")
+	fs.BoolVar(&c.Receipts, "receipts", false, "ask a RECEIPT for every SEND and measure its latency")
+	fs.IntVar(&c.Idle, "idle", 0, "idle connections (heart-beating only) held during the run")
+	fs.IntVar(&c.IdleRooms, "idle-rooms", 0, "idle connections also subscribe, spread over this many rooms (0: connect only)")
+	fs.DurationVar(&c.Hold, "hold", 0, "how long to hold idle connections when there is no traffic")
+	fs.IntVar(&c.Storm, "storm", 0, "connections per storm wave")
+	fs.IntVar(&c.StormConcurrency, "storm-concurrency", 500, "connection attempts in flight during a storm")
+	fs.IntVar(&c.StormWaves, "storm-waves", 1, "storm waves (each opens --storm connections, then closes them all at once)")
+	fs.DurationVar(&c.StormHold, "storm-hold", time.Second, "how long a wave's connections stay open, and the pause between waves")
+	fs.IntVar(&c.StormRooms, "storm-rooms", 0, "storm connections also subscribe, spread over this many rooms (0: connect only)")
+	sources := fs.String("sources", "127.0.0.1", "client source addresses: comma-separated loopback IPs or ranges (127.0.0.1-127.0.0.8)")
+	fs.IntVar(&c.DialConcurrency, "dial-concurrency", 200, "connection attempts in flight while setting up")
+	fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval offered and asked for (0: none)")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 15*time.Second, "bound on one connection's WebSocket and STOMP handshake")
+	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 3*time.Minute, "bound on opening all connections of a phase")
+	fs.DurationVar(&c.Timeout, "timeout", 15*time.Minute, "bound on the whole run")
+	fs.StringVar(&c.RoomPrefix, "room-prefix", "", "room name prefix (default: cb<run>-, fresh rooms every run)")
+	fs.StringVar(&c.UserPrefix, "user-prefix", "", "login prefix (default: cb<run>-)")
+	fs.StringVar(&c.Run, "run", "", "run id in payloads and default names (default: random)")
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "sample this process's CPU and memory from /proc")
+	fs.DurationVar(&c.SampleEvery, "sample-every", 500*time.Millisecond, "sampling interval for --server-pid")
+	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
+	fs.StringVar(&c.JSONFile, "json-file", "", "also write the JSON report to this file")
+	fs.BoolVar(&c.Strict, "strict", false, "exit 1 on any loss, duplicate, reordering or failed connection")
+	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines on stderr")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the tool's own CPU profile here (to check it is not the bottleneck)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if p, ok := preset(c.Scenario); ok {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range p {
+			if !set[name] {
+				if err := fs.Set(name, v); err != nil {
+					return c, fmt.Errorf("preset %s: %w", c.Scenario, err)
+				}
+			}
+		}
+	} else if c.Scenario != "custom" {
+		return c, fmt.Errorf("invalid --scenario %q: chat, fanout, idle, storm or custom", c.Scenario)
+	}
+	var err error
+	if c.Sources, err = parseSources(*sources); err != nil {
+		return c, err
+	}
+	if c.Run == "" {
+		c.Run = strings.ToLower(rand.Text()[:6])
+	}
+	if c.RoomPrefix == "" {
+		c.RoomPrefix = "cb" + c.Run + "-"
+	}
+	if c.UserPrefix == "" {
+		c.UserPrefix = "cb" + c.Run + "-"
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := checkLoopbackURL(ctx, c.URL); err != nil {
+		return err
+	}
+	switch {
+	case c.Rooms < 0 || c.Members < 0 || c.Publishers < 0 || c.Idle < 0 || c.Storm < 0 || c.Messages < 0 || c.StormRooms < 0 || c.IdleRooms < 0:
+		return errors.New("counts must not be negative")
+	case c.Rooms > 0 && c.Publishers == 0 && c.Members == 0:
+		return errors.New("--rooms needs --members or --publishers")
+	case !c.SeparatePublishers && c.Publishers > c.Members:
+		return fmt.Errorf("--publishers %d > --members %d: use --separate-publishers", c.Publishers, c.Members)
+	case c.Rate < 0:
+		return errors.New("--rate must not be negative")
+	case c.Rooms > 0 && c.Publishers > 0 && c.Duration <= 0:
+		return errors.New("--duration must be positive")
+	case c.Drain < 0 || c.Hold < 0 || c.StormHold < 0:
+		return errors.New("--drain, --hold and --storm-hold must not be negative")
+	case c.Storm > 0 && (c.StormConcurrency < 1 || c.StormWaves < 1):
+		return errors.New("--storm-concurrency and --storm-waves must be at least 1")
+	case c.DialConcurrency < 1:
+		return errors.New("--dial-concurrency must be at least 1")
+	case c.ConnectTimeout <= 0 || c.SetupTimeout <= 0 || c.Timeout <= 0:
+		return errors.New("--connect-timeout, --setup-timeout and --timeout must be positive")
+	case c.HeartBeat < 0:
+		return errors.New("--heartbeat must not be negative")
+	case c.SampleEvery < 10*time.Millisecond:
+		return errors.New("--sample-every must be at least 10ms")
+	case c.MsgSize < 0 || c.MsgSize > 1<<20:
+		return errors.New("--msg-size must be 0 to 1 MiB")
+	case !strings.Contains(c.Body, "{payload}"):
+		return errors.New("--body must contain {payload}")
+	case c.Rooms > 0 && (!strings.Contains(c.SendDest, "{room}") || !strings.Contains(c.SubDest, "{room}")):
+		return errors.New("--send-dest and --sub-dest must contain {room}")
+	case strings.ContainsAny(c.Run, ";\\\"") || c.Run == "":
+		return errors.New("--run must be non-empty without ; \\ or \"")
+	case c.Rooms == 0 && c.Idle == 0 && c.Storm == 0:
+		return errors.New("nothing to do: set --rooms, --idle or --storm")
+	}
+	return nil
+}
+
+// checkLoopbackURL refuses any target outside 127.0.0.0/8 (and ::1): this
+// tool generates load, and must never point it at another machine.
+func checkLoopbackURL(ctx context.Context, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid --url %q: %w", raw, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "http" {
+		return fmt.Errorf("invalid --url %q: scheme must be ws (loopback needs no TLS)", raw)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return fmt.Errorf("invalid --url %q: no host", raw)
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return fmt.Errorf("invalid --url %q: resolve %s: %w", raw, host, err)
+	}
+	for _, a := range addrs {
+		if !a.Unmap().IsLoopback() {
+			return fmt.Errorf("invalid --url %q: %s is not a loopback address; chatbench only targets 127.0.0.0/8", raw, a)
+		}
+	}
+	return nil
+}
+
+// parseSources reads "127.0.0.1,127.0.0.5-127.0.0.8".
+func parseSources(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(lo)
+		if err != nil {
+			return nil, fmt.Errorf("invalid --sources %q: %w", s, err)
+		}
+		b := a
+		if isRange {
+			if b, err = netip.ParseAddr(hi); err != nil {
+				return nil, fmt.Errorf("invalid --sources %q: %w", s, err)
+			}
+		}
+		if !a.Is4() || !b.Is4() || !a.IsLoopback() || !b.IsLoopback() || b.Less(a) {
+			return nil, fmt.Errorf("invalid --sources %q: want IPv4 loopback addresses, ranges low-high", s)
+		}
+		for x := a; ; x = x.Next() {
+			out = append(out, x)
+			if len(out) > 1<<16 {
+				return nil, fmt.Errorf("invalid --sources %q: too many addresses", s)
+			}
+			if x == b {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// roomName and friends expand the templates.
+func (c *config) roomName(i int) string { return c.RoomPrefix + strconv.Itoa(i) }
+func (c *config) sendDest(room string) string {
+	return strings.ReplaceAll(c.SendDest, "{room}", room)
+}
+func (c *config) subDest(room string) string { return strings.ReplaceAll(c.SubDest, "{room}", room) }

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/app"
+	chatdconfig "github.com/chatd/chatd/config"
+)
+
+// startChatd runs a real chatd node in-process (embedded NATS and
+// JetStream, real HTTP listener on a free loopback port).
+func startChatd(t *testing.T) string {
+	t.Helper()
+	cfg, err := chatdconfig.Parse([]string{"--dev", "--http", "127.0.0.1:0", "--data-dir", t.TempDir()})
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := app.Start(ctx, cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("start chatd: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return "ws://" + a.Addr() + "/ws"
+}
+
+// TestRunAgainstChatd runs a tiny version of every scenario against a real
+// chatd and checks that nothing is lost and the counts add up.
+func TestRunAgainstChatd(t *testing.T) {
+	url := startChatd(t)
+	cfg, err := parseConfig([]string{
+		"--scenario", "custom", "--url", url, "--quiet",
+		"--rooms", "3", "--members", "3", "--publishers", "2", "--rate", "100", "--duration", "500ms", "--receipts",
+		"--idle", "4", "--storm", "10", "--storm-waves", "2", "--storm-hold", "50ms", "--storm-rooms", "2",
+		"--sources", "127.0.0.1-127.0.0.3", "--server-pid", strconv.Itoa(os.Getpid()), "--sample-every", "50ms",
+		"--timeout", "2m",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.MarshalIndent(rep, "", "  ")
+	t.Logf("report: %s", out)
+
+	// 2 storm waves of 10, 4 idle, 3 rooms x 3 members (2 of whom publish).
+	if c := rep.Conns; c.Attempted != 20+4+9 || c.Made != c.Attempted || c.Failed != 0 || c.Dropped != 0 {
+		t.Errorf("connections %+v", c)
+	}
+	for _, w := range rep.Storm {
+		if w.Made != 10 || w.Failed != 0 || w.ConnectLatency.Count != 10 {
+			t.Errorf("storm wave %+v", w)
+		}
+	}
+	if len(rep.Storm) != 2 || rep.Idle == nil || rep.Idle.Connections != 4 {
+		t.Errorf("storm %d waves, idle %+v", len(rep.Storm), rep.Idle)
+	}
+	tr := rep.Traffic
+	if tr == nil {
+		t.Fatal("no traffic report")
+	}
+	m := tr.Counts
+	// 6 publishers at 100/s for 0.5s: about 50 each.
+	if m.Sent < 6*40 || m.Sent > 6*50 {
+		t.Errorf("sent %d, want about 300", m.Sent)
+	}
+	if m.Expected != 3*m.Sent || m.Delivered != m.Expected || m.Lost != 0 || m.Duplicated != 0 ||
+		m.OutOfOrder != 0 || m.Unexpected != 0 || m.Foreign != 0 {
+		t.Errorf("messages %+v", m)
+	}
+	if tr.Latency.Count != m.Delivered || tr.Latency.MaxMS <= 0 || tr.Latency.P50MS > tr.Latency.P99MS {
+		t.Errorf("latency %+v", tr.Latency)
+	}
+	if tr.Receipts == nil || tr.Receipts.Acked != m.Sent {
+		t.Errorf("receipts %+v, want %d", tr.Receipts, m.Sent)
+	}
+	if tr.Subscribers != 9 || tr.Publishers != 6 || tr.DeliveredPerSec <= 0 {
+		t.Errorf("traffic %+v", tr)
+	}
+	if rep.Server == nil || rep.Server.Samples < 2 || rep.Server.RSSPeakMiB <= 0 {
+		t.Errorf("server samples %+v", rep.Server)
+	}
+	if !rep.clean() {
+		t.Error("report not clean")
+	}
+	var sb strings.Builder
+	writeSummary(&sb, rep)
+	for _, want := range []string{"lost 0", "storm wave 2", "idle", "latency"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sb.String())
+		}
+	}
+}
+
+// TestRunSeparatePublishersFlatOut checks accounting when publishers do not
+// subscribe and send as fast as the server takes them, bounded by --messages.
+func TestRunSeparatePublishersFlatOut(t *testing.T) {
+	url := startChatd(t)
+	cfg, err := parseConfig([]string{
+		"--scenario", "custom", "--url", url, "--quiet", "--rooms", "2", "--members", "4", "--publishers", "1",
+		"--separate-publishers", "--messages", "200", "--duration", "20s", "--msg-size", "300",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := rep.Traffic.Counts
+	if m.Sent != 400 || m.Expected != 1600 || m.Delivered != 1600 || m.Lost+m.Duplicated+m.OutOfOrder != 0 {
+		t.Errorf("messages %+v", m)
+	}
+	if rep.Traffic.Subscribers != 8 || rep.Traffic.Publishers != 2 || rep.Conns.Made != 10 {
+		t.Errorf("traffic %+v, connections %+v", rep.Traffic, rep.Conns)
+	}
+}

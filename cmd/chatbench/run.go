@@ -1,0 +1,818 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// runner holds one run's connections and counters.
+type runner struct {
+	cfg     config
+	stderr  io.Writer
+	dialers []*dialer
+	nextSrc atomic.Uint64
+
+	bodyPre, bodySuf string
+
+	conns     connStats
+	delivered atomic.Int64 // progress: deliveries so far
+	phase     atomic.Value // string, for progress lines
+
+	mu      sync.Mutex
+	clients []*client // every connection held open, for closing
+	wg      sync.WaitGroup
+}
+
+// client is one connection and what it does: subscribe, publish, or idle.
+type client struct {
+	conn *stompConn
+	sub  *subscriber
+	pub  *publisher
+	err  string // the server's ERROR message, if it sent one
+}
+
+// connStats counts connection attempts.
+type connStats struct {
+	mu        sync.Mutex
+	attempted int
+	made      int
+	failed    map[string]int // by stage
+	errs      []string       // the first few distinct errors
+	hist      latencyHist    // dial to CONNECTED (and RECEIPT when subscribing)
+	dropped   atomic.Int64
+	dropErrs  []string
+}
+
+func (s *connStats) note(errs *[]string, msg string) {
+	if len(*errs) >= 5 {
+		return
+	}
+	for _, e := range *errs {
+		if e == msg {
+			return
+		}
+	}
+	*errs = append(*errs, msg)
+}
+
+func (s *connStats) result(d time.Duration, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attempted++
+	if err == nil {
+		s.made++
+		s.hist.record(d)
+		return
+	}
+	stage := "other"
+	var ce *connectError
+	if errors.As(err, &ce) {
+		stage = ce.stage
+	}
+	if s.failed == nil {
+		s.failed = map[string]int{}
+	}
+	s.failed[stage]++
+	s.note(&s.errs, err.Error())
+}
+
+func (s *connStats) drop(reason string) {
+	s.dropped.Add(1)
+	s.mu.Lock()
+	s.note(&s.dropErrs, reason)
+	s.mu.Unlock()
+}
+
+func newRunner(cfg config, stderr io.Writer) *runner {
+	r := &runner{cfg: cfg, stderr: stderr}
+	for _, a := range cfg.Sources {
+		r.dialers = append(r.dialers, newDialer(net.IP(a.AsSlice())))
+	}
+	r.bodyPre, r.bodySuf, _ = strings.Cut(cfg.Body, "{payload}")
+	r.phase.Store("start")
+	return r
+}
+
+func (r *runner) dialer() *dialer {
+	return r.dialers[(r.nextSrc.Add(1)-1)%uint64(len(r.dialers))]
+}
+
+// open opens one connection (and its subscription, if dest is set) within
+// the connect timeout, and starts reading from it.
+func (r *runner) open(ctx context.Context, login, dest string, cl *client) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
+	defer cancel()
+	t0 := time.Now()
+	o := connectOptions{url: r.cfg.URL, login: login, host: r.cfg.Host, heartBeat: r.cfg.HeartBeat, readBuffer: 1024}
+	if cl.sub != nil {
+		o.readBuffer = 32 << 10
+	}
+	c, err := dialSTOMP(ctx, r.dialer(), o)
+	if err == nil && dest != "" {
+		if err = c.subscribe(ctx, "0", dest); err != nil {
+			c.close()
+		}
+	}
+	r.conns.result(time.Since(t0), err)
+	if err != nil {
+		return err
+	}
+	cl.conn = c
+	r.mu.Lock()
+	r.clients = append(r.clients, cl)
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := c.serve(cl.handle, &r.delivered)
+		if !c.closing.Load() {
+			reason := err.Error()
+			if cl.err != "" {
+				reason = "ERROR " + cl.err
+			}
+			r.conns.drop(reason)
+		}
+	}()
+	return nil
+}
+
+// openAll runs n connection attempts, at most conc at a time, within the
+// setup timeout. It returns how many failed.
+func (r *runner) openAll(ctx context.Context, n, conc int, open func(ctx context.Context, i int) error) int {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.SetupTimeout)
+	defer cancel()
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range min(conc, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if open(ctx, i) != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return int(failed.Load())
+}
+
+// handle is the read loop's callback: it returns 1 for a counted delivery.
+func (cl *client) handle(f *rawFrame, now int64) int {
+	switch string(f.cmd) {
+	case "MESSAGE":
+		if cl.sub != nil {
+			return cl.sub.onMessage(f.body, now)
+		}
+	case "RECEIPT":
+		if cl.pub != nil {
+			cl.pub.onReceipt(now)
+		}
+	case "ERROR":
+		msg, _ := f.header("message")
+		cl.err = msg
+	}
+	return 0
+}
+
+// closeAll closes every connection and waits for the read loops to end.
+func (r *runner) closeAll() {
+	r.mu.Lock()
+	cls := r.clients
+	r.clients = nil
+	r.mu.Unlock()
+	for _, cl := range cls {
+		cl.conn.close()
+	}
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		fmt.Fprintln(r.stderr, "chatbench: read loops still running 30s after closing")
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// report is a run's result.
+type report struct {
+	Config     config     `json:"config"`
+	Started    time.Time  `json:"started"`
+	ElapsedS   float64    `json:"elapsed_s"`
+	Interruped bool       `json:"interrupted,omitempty"`
+	Conns      connReport `json:"connections"`
+
+	Traffic *trafficReport `json:"traffic,omitempty"`
+	Idle    *idleReport    `json:"idle,omitempty"`
+	Storm   []stormWave    `json:"storm,omitempty"`
+
+	Server *procReport `json:"server,omitempty"` // over the whole run
+	Client *procReport `json:"client,omitempty"` // chatbench itself
+}
+
+type connReport struct {
+	Attempted      int            `json:"attempted"`
+	Made           int            `json:"made"`
+	Failed         int            `json:"failed"`
+	FailedByStage  map[string]int `json:"failed_by_stage,omitempty"`
+	Dropped        int64          `json:"dropped"` // closed by the server or the network during the run
+	Errors         []string       `json:"errors,omitempty"`
+	DropReasons    []string       `json:"drop_reasons,omitempty"`
+	ConnectLatency latencySummary `json:"connect_latency"`
+}
+
+type trafficReport struct {
+	Rooms           int            `json:"rooms"`
+	Subscribers     int            `json:"subscribers"`
+	Publishers      int            `json:"publishers"`
+	PublishS        float64        `json:"publish_s"`
+	DeliverS        float64        `json:"deliver_s"` // publish start to last delivery
+	Counts          deliveryCounts `json:"messages"`
+	SentPerSec      float64        `json:"sent_per_s"`
+	DeliveredPerSec float64        `json:"delivered_per_s"`
+	Latency         latencySummary `json:"latency"`
+	Receipts        *receiptReport `json:"receipts,omitempty"`
+	BehindMaxMS     float64        `json:"publisher_behind_max_ms"` // fixed rate: worst lag behind schedule
+	Server          *procReport    `json:"server,omitempty"`        // during publishing
+	Client          *procReport    `json:"client,omitempty"`
+}
+
+type receiptReport struct {
+	Acked   uint64         `json:"acked"`
+	Latency latencySummary `json:"latency"`
+}
+
+type idleReport struct {
+	Connections      int         `json:"connections"`
+	HoldS            float64     `json:"hold_s"`
+	ServerRSSBaseMiB float64     `json:"server_rss_base_mib"`
+	ServerRSSHeldMiB float64     `json:"server_rss_held_mib"`
+	ServerKiBPerConn float64     `json:"server_kib_per_conn"`
+	Server           *procReport `json:"server,omitempty"` // while held
+}
+
+type stormWave struct {
+	Wave           int            `json:"wave"`
+	Attempted      int            `json:"attempted"`
+	Made           int            `json:"made"`
+	Failed         int            `json:"failed"`
+	OpenS          float64        `json:"open_s"`
+	ConnsPerSec    float64        `json:"conns_per_s"`
+	ConnectLatency latencySummary `json:"connect_latency"`
+	Dropped        int64          `json:"dropped"`
+	CloseS         float64        `json:"close_s"`
+	Server         *procReport    `json:"server,omitempty"`
+}
+
+// run carries out the configured phases: storm waves, then idle
+// connections, then traffic (or, without traffic, holding the idle ones).
+func run(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	r := newRunner(cfg, stderr)
+	rep := &report{Config: cfg, Started: time.Now()}
+
+	var server *sampler
+	if cfg.ServerPID > 0 {
+		if _, err := readProc(cfg.ServerPID); err != nil {
+			return nil, fmt.Errorf("--server-pid: %w", err)
+		}
+		server = newSampler(cfg.ServerPID, cfg.SampleEvery)
+	}
+	sctx, stopSampling := context.WithCancel(ctx)
+	var samplers sync.WaitGroup
+	if server != nil {
+		samplers.Go(func() { server.run(sctx) })
+	}
+	self := newSampler(os.Getpid(), cfg.SampleEvery)
+	samplers.Go(func() { self.run(sctx) })
+	defer func() { stopSampling(); samplers.Wait() }()
+	window := func(s *sampler, from, to time.Time) *procReport {
+		if s == nil {
+			return nil
+		}
+		w := s.window(from, to)
+		return &w
+	}
+	if !cfg.Quiet {
+		pctx, stopProgress := context.WithCancel(ctx)
+		var pwg sync.WaitGroup
+		pwg.Go(func() { r.progress(pctx) })
+		defer func() { stopProgress(); pwg.Wait() }()
+	}
+
+	if cfg.Storm > 0 {
+		rep.Storm = r.storm(ctx, server)
+	}
+	if cfg.Idle > 0 && ctx.Err() == nil {
+		rep.Idle = r.openIdle(ctx, server)
+	}
+	if cfg.Rooms > 0 && ctx.Err() == nil {
+		rep.Traffic = r.traffic(ctx, server, self)
+	} else if rep.Idle != nil && ctx.Err() == nil {
+		r.phase.Store("hold")
+		from := time.Now()
+		sleep(ctx, cfg.Hold)
+		if server != nil {
+			held := server.sample()
+			rep.Idle.ServerRSSHeldMiB = mib(held.RSS)
+			if n := rep.Idle.Connections; n > 0 && held.RSS > 0 {
+				base := int64(rep.Idle.ServerRSSBaseMiB * (1 << 20))
+				rep.Idle.ServerKiBPerConn = float64((held.RSS-base)*10/int64(n)/1024) / 10
+			}
+		}
+		rep.Idle.HoldS = time.Since(from).Seconds()
+		rep.Idle.Server = window(server, from, time.Now())
+	}
+	r.phase.Store("close")
+	r.closeAll()
+	rep.Interruped = ctx.Err() != nil
+
+	end := time.Now()
+	if server != nil {
+		server.sample()
+	}
+	self.sample()
+	rep.ElapsedS = end.Sub(rep.Started).Seconds()
+	rep.Server = window(server, rep.Started, time.Now())
+	rep.Client = window(self, rep.Started, time.Now())
+	rep.Conns = r.conns.report()
+	return rep, nil
+}
+
+func (s *connStats) report() connReport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cr := connReport{
+		Attempted: s.attempted, Made: s.made, Failed: s.attempted - s.made,
+		FailedByStage: s.failed, Dropped: s.dropped.Load(),
+		Errors: s.errs, DropReasons: s.dropErrs, ConnectLatency: s.hist.summary(),
+	}
+	return cr
+}
+
+func (r *runner) progress(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	start := time.Now()
+	var last int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d := r.delivered.Load()
+		r.conns.mu.Lock()
+		made, attempted := r.conns.made, r.conns.attempted
+		r.conns.mu.Unlock()
+		fmt.Fprintf(r.stderr, "%5.0fs %-8s conns %d/%d dropped %d  delivered %d (%d/s)\n",
+			time.Since(start).Seconds(), r.phase.Load(), made, attempted, r.conns.dropped.Load(), d, d-last)
+		last = d
+	}
+}
+
+// openIdle opens the idle connections and reports the server's memory.
+func (r *runner) openIdle(ctx context.Context, server *sampler) *idleReport {
+	r.phase.Store("idle")
+	rep := &idleReport{}
+	if server != nil {
+		rep.ServerRSSBaseMiB = mib(server.sample().RSS)
+	}
+	failed := r.openAll(ctx, r.cfg.Idle, r.cfg.DialConcurrency, func(ctx context.Context, i int) error {
+		dest := ""
+		if r.cfg.IdleRooms > 0 {
+			dest = r.cfg.subDest(r.cfg.roomName(i % r.cfg.IdleRooms))
+		}
+		return r.open(ctx, r.cfg.UserPrefix+"idle"+strconv.Itoa(i), dest, &client{})
+	})
+	rep.Connections = r.cfg.Idle - failed
+	return rep
+}
+
+// traffic sets up rooms, publishes, and waits for deliveries.
+func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficReport {
+	cfg := r.cfg
+	r.phase.Store("setup")
+	P := cfg.Publishers
+	subs := make([][]*subscriber, cfg.Rooms)
+	pubs := make([]*publisher, cfg.Rooms*P)
+	type job struct {
+		room, member int
+		pub          bool // a separate publisher
+	}
+	var jobs []job
+	for room := range cfg.Rooms {
+		for m := range cfg.Members {
+			jobs = append(jobs, job{room: room, member: m})
+		}
+		if cfg.SeparatePublishers {
+			for j := range P {
+				jobs = append(jobs, job{room: room, member: j, pub: true})
+			}
+		}
+		subs[room] = make([]*subscriber, cfg.Members)
+	}
+	var subsMu sync.Mutex
+	r.openAll(ctx, len(jobs), cfg.DialConcurrency, func(ctx context.Context, i int) error {
+		jb := jobs[i]
+		room := cfg.roomName(jb.room)
+		cl := &client{}
+		login := cfg.UserPrefix + "r" + strconv.Itoa(jb.room)
+		dest := ""
+		if jb.pub {
+			login += "p" + strconv.Itoa(jb.member)
+		} else {
+			login += "m" + strconv.Itoa(jb.member)
+			dest = cfg.subDest(room)
+			cl.sub = &subscriber{run: cfg.Run, base: uint32(jb.room * P), trackers: make([]seqTracker, P)}
+		}
+		if jb.pub || jb.member < P && !cfg.SeparatePublishers {
+			cl.pub = &publisher{id: uint32(jb.room*P + jb.member), dest: cfg.sendDest(room), receipts: cfg.Receipts}
+		}
+		if err := r.open(ctx, login, dest, cl); err != nil {
+			return err
+		}
+		cl.pub.attach(cl.conn)
+		subsMu.Lock()
+		defer subsMu.Unlock()
+		if cl.sub != nil {
+			subs[jb.room][jb.member] = cl.sub
+		}
+		if cl.pub != nil {
+			pubs[cl.pub.id] = cl.pub
+		}
+		return nil
+	})
+	rep := &trafficReport{Rooms: cfg.Rooms}
+	for _, rs := range subs {
+		for _, s := range rs {
+			if s != nil {
+				rep.Subscribers++
+			}
+		}
+	}
+	for _, p := range pubs {
+		if p != nil {
+			rep.Publishers++
+		}
+	}
+	if ctx.Err() != nil {
+		return rep
+	}
+
+	// Publish: every publisher starts at its own offset within one interval,
+	// so that fixed-rate traffic is smooth rather than in lockstep bursts.
+	r.phase.Store("publish")
+	start := time.Now().Add(50 * time.Millisecond)
+	end := start.Add(cfg.Duration)
+	var pwg sync.WaitGroup
+	for i, p := range pubs {
+		if p == nil {
+			continue
+		}
+		var offset time.Duration
+		if cfg.Rate > 0 {
+			offset = time.Duration(float64(i) / float64(len(pubs)) * float64(time.Second) / cfg.Rate)
+		}
+		pwg.Go(func() {
+			defer p.done.Store(true)
+			p.run(ctx, r, start, end, offset)
+		})
+	}
+	pubsDone := make(chan struct{})
+	go func() { pwg.Wait(); close(pubsDone) }()
+	select {
+	case <-pubsDone:
+	case <-ctx.Done():
+	case <-time.After(time.Until(end) + cfg.Drain):
+	}
+	select {
+	case <-pubsDone:
+	default:
+		// A write the server holds back (it stops reading a session with
+		// too many SENDs in flight) outlived the bound: cut those publishers.
+		for _, p := range pubs {
+			if p != nil && !p.done.Load() {
+				r.conns.drop("publisher cut: write blocked past --duration + --drain")
+				p.conn.close()
+			}
+		}
+		<-pubsDone
+	}
+	pubEnd := time.Now()
+
+	// Drain: wait until every expected delivery is in, or the bound.
+	r.phase.Store("drain")
+	var sent uint64
+	expected := int64(0)
+	for room := range cfg.Rooms {
+		var roomSent uint64
+		for j := range P {
+			if p := pubs[room*P+j]; p != nil {
+				roomSent += p.sent.Load()
+			}
+		}
+		n := 0
+		for _, s := range subs[room] {
+			if s != nil {
+				n++
+			}
+		}
+		sent += roomSent
+		expected += int64(roomSent) * int64(n)
+	}
+	drainEnd := time.Now().Add(cfg.Drain)
+	for r.delivered.Load() < expected && time.Now().Before(drainEnd) && ctx.Err() == nil {
+		sleep(ctx, 10*time.Millisecond)
+	}
+	// Messages still in flight at the bound count as lost; a short grace
+	// catches duplicates that trail the last expected delivery.
+	sleep(ctx, 200*time.Millisecond)
+	r.phase.Store("report")
+	rep.PublishS = pubEnd.Sub(start).Seconds()
+	rep.Server = func() *procReport {
+		if server == nil {
+			return nil
+		}
+		w := server.window(start, pubEnd)
+		return &w
+	}()
+	w := self.window(start, pubEnd)
+	rep.Client = &w
+
+	// Stop reading before adding up what the read loops counted.
+	r.closeAll()
+	var hist latencyHist
+	var lastDelivery int64
+	for room := range cfg.Rooms {
+		sentBy := make([]uint64, P)
+		for j := range P {
+			if p := pubs[room*P+j]; p != nil {
+				sentBy[j] = p.sent.Load()
+			}
+		}
+		for _, s := range subs[room] {
+			if s == nil {
+				continue
+			}
+			rep.Counts.tally(s.trackers, sentBy)
+			rep.Counts.Foreign += s.foreign
+			hist.merge(s.hist)
+			lastDelivery = max(lastDelivery, s.last)
+		}
+	}
+	rep.Counts.Sent = sent
+	rep.Latency = hist.summary()
+	if rep.PublishS > 0 {
+		rep.SentPerSec = float64(int64(float64(sent) / rep.PublishS))
+	}
+	if lastDelivery > 0 {
+		rep.DeliverS = time.Unix(0, lastDelivery).Sub(start).Seconds()
+		if rep.DeliverS > 0 {
+			rep.DeliveredPerSec = float64(int64(float64(rep.Counts.Delivered) / rep.DeliverS))
+		}
+	}
+	var rh latencyHist
+	var acked uint64
+	var behind time.Duration
+	for _, p := range pubs {
+		if p == nil {
+			continue
+		}
+		p.mu.Lock()
+		rh.merge(&p.rhist)
+		acked += p.acked
+		p.mu.Unlock()
+		behind = max(behind, p.behind)
+	}
+	if cfg.Receipts {
+		rep.Receipts = &receiptReport{Acked: acked, Latency: rh.summary()}
+	}
+	rep.BehindMaxMS = ms(behind)
+	return rep
+}
+
+// storm opens and closes waves of connections.
+func (r *runner) storm(ctx context.Context, server *sampler) []stormWave {
+	var waves []stormWave
+	for w := range r.cfg.StormWaves {
+		if ctx.Err() != nil {
+			break
+		}
+		r.phase.Store("storm" + strconv.Itoa(w+1))
+		dropsBefore := r.conns.dropped.Load()
+		var hist latencyHist
+		var hmu sync.Mutex
+		t0 := time.Now()
+		failed := r.openAll(ctx, r.cfg.Storm, r.cfg.StormConcurrency, func(ctx context.Context, i int) error {
+			dest := ""
+			if r.cfg.StormRooms > 0 {
+				dest = r.cfg.subDest(r.cfg.roomName(i % r.cfg.StormRooms))
+			}
+			c0 := time.Now()
+			err := r.open(ctx, r.cfg.UserPrefix+"s"+strconv.Itoa(i), dest, &client{})
+			if err == nil {
+				hmu.Lock()
+				hist.record(time.Since(c0))
+				hmu.Unlock()
+			}
+			return err
+		})
+		open := time.Since(t0)
+		sleep(ctx, r.cfg.StormHold)
+		dropped := r.conns.dropped.Load() - dropsBefore
+		t1 := time.Now()
+		r.closeAll()
+		wave := stormWave{
+			Wave: w + 1, Attempted: r.cfg.Storm, Made: r.cfg.Storm - failed, Failed: failed,
+			OpenS: open.Seconds(), ConnectLatency: hist.summary(), Dropped: dropped,
+			CloseS: time.Since(t1).Seconds(),
+		}
+		if open > 0 {
+			wave.ConnsPerSec = float64(int64(float64(wave.Made) / open.Seconds()))
+		}
+		if server != nil {
+			pr := server.window(t0, time.Now())
+			wave.Server = &pr
+		}
+		waves = append(waves, wave)
+		if w+1 < r.cfg.StormWaves {
+			sleep(ctx, r.cfg.StormHold) // let the server finish closing
+		}
+	}
+	return waves
+}
+
+// subscriber accounts for what one subscribed connection receives.
+type subscriber struct {
+	run      string
+	base     uint32       // first publisher id of the room
+	trackers []seqTracker // by publisher within the room
+	hist     *latencyHist // allocated on the first message
+	foreign  uint64
+	last     int64 // arrival of the last counted delivery
+}
+
+func (s *subscriber) onMessage(body []byte, now int64) int {
+	p, ok := parsePayload(body)
+	if !ok || string(p.run) != s.run || p.pub < s.base || p.pub-s.base >= uint32(len(s.trackers)) {
+		s.foreign++
+		return 0
+	}
+	switch s.trackers[p.pub-s.base].observe(p.seq) {
+	case duplicate, invalid:
+		return 0
+	}
+	if s.hist == nil {
+		s.hist = &latencyHist{}
+	}
+	s.hist.record(time.Duration(now - p.ts))
+	s.last = now
+	return 1
+}
+
+// publisher sends one room's messages from one connection.
+type publisher struct {
+	id       uint32
+	dest     string
+	receipts bool
+	conn     *stompConn
+	sent     atomic.Uint64
+	done     atomic.Bool
+	behind   time.Duration // set by run
+
+	mu      sync.Mutex
+	pending []int64 // send times awaiting RECEIPT, in order
+	rhist   latencyHist
+	acked   uint64
+}
+
+func (p *publisher) attach(c *stompConn) {
+	if p != nil {
+		p.conn = c
+	}
+}
+
+// onReceipt matches a RECEIPT to the oldest SEND awaiting one: the server
+// answers frames in order.
+func (p *publisher) onReceipt(now int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.pending) == 0 {
+		return // the SUBSCRIBE's, or not ours
+	}
+	p.rhist.record(time.Duration(now - p.pending[0]))
+	p.pending = p.pending[1:]
+	p.acked++
+}
+
+// run publishes from start until end (or --messages). At a fixed rate each
+// message carries the time it was due, not the time it went out, so a
+// server that holds the publisher back shows up in the latency
+// (no coordinated omission).
+func (p *publisher) run(ctx context.Context, r *runner, start, end time.Time, offset time.Duration) {
+	cfg := &r.cfg
+	head := appendFrame(nil, "SEND", [][2]string{{"destination", p.dest}, {"content-type", cfg.ContentType}}, nil)
+	head = head[:len(head)-2] // drop the blank line and NUL: more headers follow
+	var frame, body []byte
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for seq := uint64(1); cfg.Messages == 0 || seq <= uint64(cfg.Messages); seq++ {
+		var ts int64
+		if cfg.Rate > 0 {
+			due := start.Add(offset + time.Duration(float64(seq-1)*float64(time.Second)/cfg.Rate))
+			if !due.Before(end) {
+				return
+			}
+			if d := time.Until(due); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-ctx.Done():
+					return
+				case <-timer.C:
+				}
+			} else {
+				p.behind = max(p.behind, -d)
+			}
+			ts = due.UnixNano()
+		} else {
+			now := time.Now()
+			if now.Before(start) {
+				if !sleep(ctx, start.Sub(now)) {
+					return
+				}
+				now = time.Now()
+			}
+			if !now.Before(end) || ctx.Err() != nil {
+				return
+			}
+			ts = now.UnixNano()
+		}
+		body = append(body[:0], r.bodyPre...)
+		body = appendPayload(body, cfg.Run, p.id, seq, ts, cfg.MsgSize)
+		body = append(body, r.bodySuf...)
+		frame = append(frame[:0], head...)
+		if p.receipts {
+			frame = append(frame, "receipt:"...)
+			frame = strconv.AppendUint(frame, seq, 10)
+			frame = append(frame, '\n')
+		}
+		frame = append(frame, "content-length:"...)
+		frame = strconv.AppendInt(frame, int64(len(body)), 10)
+		frame = append(frame, "\n\n"...)
+		frame = append(frame, body...)
+		frame = append(frame, 0)
+		if p.receipts {
+			p.mu.Lock()
+			p.pending = append(p.pending, time.Now().UnixNano())
+			p.mu.Unlock()
+		}
+		if err := p.conn.write(frame); err != nil {
+			if !p.conn.closing.Load() {
+				r.conns.drop("publish: " + err.Error())
+			}
+			return
+		}
+		p.sent.Store(seq)
+	}
+}
+
+// sortedKeys is for stable printing.
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,65 @@
+package stompws
+
+// Observer is told what the server does, for metrics. Its methods run on
+// hot paths, some under a session's lock: they must be quick, must not
+// block, and must not call back into the server. Config.Observer nil means
+// nothing observes.
+type Observer interface {
+	// ConnectionOpened and ConnectionClosed bracket every accepted WebSocket.
+	ConnectionOpened()
+	ConnectionClosed()
+	// SessionConnected follows a successful CONNECT; SessionEnded closes
+	// exactly those sessions.
+	SessionConnected()
+	SessionEnded()
+	// FrameIn is called for every client frame (heart-beats excluded) with
+	// its command as the client spelt it: bound the cardinality yourself.
+	FrameIn(command string)
+	// FramesOut counts n frames of one command written to a client:
+	// CONNECTED, MESSAGE, RECEIPT or ERROR.
+	FramesOut(command string, n int)
+	// Subscribed and Unsubscribed bracket every subscription in place.
+	Subscribed()
+	Unsubscribed()
+	// ErrorSent is called once for each ERROR frame queued to a client, with
+	// its message header (which may carry client input).
+	ErrorSent(message string)
+	// SlowConsumer is called when a client is cut off for not keeping up.
+	SlowConsumer()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ConnectionOpened()     {}
+func (nopObserver) ConnectionClosed()     {}
+func (nopObserver) SessionConnected()     {}
+func (nopObserver) SessionEnded()         {}
+func (nopObserver) FrameIn(string)        {}
+func (nopObserver) FramesOut(string, int) {}
+func (nopObserver) Subscribed()           {}
+func (nopObserver) Unsubscribed()         {}
+func (nopObserver) ErrorSent(string)      {}
+func (nopObserver) SlowConsumer()         {}
+
+// Commands of the frames the server writes, as passed to FramesOut.
+const (
+	CmdConnected = "CONNECTED"
+	CmdMessage   = "MESSAGE"
+	CmdReceipt   = "RECEIPT"
+	CmdError     = "ERROR"
+)
+
+// rawCommand names a pre-encoded server frame (CONNECTED, RECEIPT or
+// ERROR; MESSAGEs are encoded as they are written) by its first byte.
+func rawCommand(raw []byte) string {
+	switch {
+	case len(raw) == 0:
+	case raw[0] == 'R':
+		return CmdReceipt
+	case raw[0] == 'E':
+		return CmdError
+	case raw[0] == 'C':
+		return CmdConnected
+	}
+	return ""
+}
