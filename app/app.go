@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatd/chatd/auth"
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/natsbus"
@@ -29,10 +30,12 @@ type App struct {
 	bus   *natsbus.Bus
 	store storage.Store
 	chat  *chat.Service
-	stomp *stompws.Server
-	http  *http.Server
-	ln    net.Listener
-	serve chan error
+	// verify checks the HTTP API's bearer tokens.
+	verify tokenVerifier
+	stomp  *stompws.Server
+	http   *http.Server
+	ln     net.Listener
+	serve  chan error
 	// metrics is this node's own Prometheus registry, served at /metrics.
 	metrics *metrics
 	// draining is set when shutdown begins: /readyz turns 503 at once.
@@ -52,6 +55,9 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	if cfg.Dev {
 		log.Warn("DEV MODE: the CONNECT login header is trusted as the user id and rooms are joined on first use; " +
 			"never expose this server to untrusted users")
+		if cfg.JWTSecret != "" || cfg.JWTPublicKey != "" || cfg.JWTJWKS != "" {
+			log.Warn("DEV MODE: --jwt-secret, --jwt-public-key and --jwt-jwks are ignored")
+		}
 	}
 	bus, err := natsbus.Start(ctx, natsbus.Options{
 		URL:           cfg.NATSURL,
@@ -95,7 +101,12 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		return fail(err)
 	}
 	a.store = store
-	a.chat = chat.NewService(bus, msgs, store, chat.DevAuthenticator{}, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: a.metrics})
+	authn, err := authenticator(cfg, log)
+	if err != nil {
+		return fail(err)
+	}
+	a.verify = authn
+	a.chat = chat.NewService(bus, msgs, store, authn, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: a.metrics})
 
 	sc := stompws.DefaultConfig()
 	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
@@ -106,6 +117,13 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	}
 	sc.HeartBeatGrace = cfg.HeartBeatGrace
 	sc.ConnectTimeout = cfg.ConnectTimeout
+	sc.OriginPatterns = cfg.AllowedOrigins
+	if !cfg.Dev {
+		// Dev mode's users are whoever they say they are, and benchmarks
+		// drive it flat out: per-user and per-session limits mean nothing there.
+		sc.SendRate, sc.SendBurst = cfg.SendRate, cfg.SendBurst
+		sc.MaxSessionsPerUser = cfg.MaxConnectionsPerUser
+	}
 	sc.ServerName = "chatd/" + version
 	sc.Logger = log
 	sc.Observer = a.metrics
@@ -118,6 +136,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
+	a.apiRoutes(mux)
 	mux.Handle("GET /metrics", a.metrics.handler())
 	mux.Handle("GET /", web.Handler())
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -137,6 +156,41 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		"page", "http://"+ln.Addr().String()+"/",
 		"node", name, "nats", natsMode(cfg), "version", version)
 	return a, nil
+}
+
+// authenticator is dev mode's trusted login header, or JWT verification.
+func authenticator(cfg config.Config, log *slog.Logger) (sessionAuth, error) {
+	if cfg.Dev {
+		return chat.DevAuthenticator{}, nil
+	}
+	ac := auth.Config{
+		Secret:    []byte(cfg.JWTSecret),
+		Issuer:    cfg.JWTIssuer,
+		Audience:  cfg.JWTAudience,
+		UserClaim: cfg.JWTUserClaim,
+		Cookie:    cfg.JWTCookie,
+		ValidUser: chat.ValidUserID,
+		Logger:    log,
+	}
+	if cfg.JWTPublicKey != "" {
+		key, err := auth.LoadPublicKey(cfg.JWTPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+		ac.PublicKeyPEM = key
+	}
+	if cfg.JWTJWKS != "" {
+		set, err := auth.LoadJWKS(cfg.JWTJWKS)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-jwks: %w", err)
+		}
+		ac.JWKS = set
+	}
+	j, err := auth.New(ac)
+	if err != nil {
+		return nil, fmt.Errorf("JWT authentication (--jwt-secret, --jwt-public-key, --jwt-jwks): %w", err)
+	}
+	return j, nil
 }
 
 func natsMode(cfg config.Config) string {
@@ -175,6 +229,24 @@ func (a *App) RoomMessagesReceived() uint64 { return a.chat.LiveReceived() }
 // Members lists a room's members as this node knows them.
 func (a *App) Members(ctx context.Context, room string) ([]string, error) {
 	return a.store.Members(ctx, room)
+}
+
+// AddMember makes user a member of room, as a backend writing to the
+// CHAT_MEMBERS bucket would (outside dev mode rooms are not joined on use).
+func (a *App) AddMember(ctx context.Context, room, user string) error {
+	if _, err := a.store.Join(ctx, room, user); err != nil {
+		return fmt.Errorf("add member: %w", err)
+	}
+	return nil
+}
+
+// RemoveMember ends user's membership of room; the user's live
+// subscriptions to the room end at once, on every node.
+func (a *App) RemoveMember(ctx context.Context, room, user string) error {
+	if err := a.store.Leave(ctx, room, user); err != nil {
+		return fmt.Errorf("remove member: %w", err)
+	}
+	return nil
 }
 
 // Sessions is the number of open STOMP sessions.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"reflect"
 	"strconv"
 	"sync"
@@ -13,29 +11,13 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/config"
 	"github.com/go-stomp/stomp/v3"
 )
 
-// freePort finds a port for a server that binds it itself later. It looks
-// below Linux's ephemeral range (32768 and up), so that outgoing
-// connections made meanwhile cannot take it.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			_ = ln.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port in 20000-31999")
-	return 0
-}
-
 // startCluster starts n chatd nodes in this process, each embedding a NATS
 // server that routes to the others, with clustered JetStream (R3 for 3).
-func startCluster(t *testing.T, size int) []*node {
+func startCluster(t *testing.T, size int, mutate ...func(*config.Config)) []*node {
 	t.Helper()
 	var routes []string
 	ports := make([]int, size)
@@ -49,6 +31,9 @@ func startCluster(t *testing.T, size int) []*node {
 		cfg.ServerName = "n" + strconv.Itoa(i)
 		cfg.ClusterListen = "127.0.0.1:" + strconv.Itoa(ports[i])
 		cfg.Routes = routes
+		for _, m := range mutate {
+			m(&cfg)
+		}
 		nodes[i] = &node{t: t, cfg: cfg}
 	}
 	// A node waits for its peers before JetStream can place R3 streams.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -29,8 +30,10 @@ type node struct {
 	app *app.App
 }
 
+// testConfig is a dev-mode node on its own port and data dir. The port is
+// chosen below the ephemeral range because a restarted node binds it again.
 func testConfig(t testing.TB) config.Config {
-	cfg, err := config.Parse([]string{"--dev", "--http", "127.0.0.1:0", "--data-dir", t.TempDir()})
+	cfg, err := config.Parse([]string{"--dev", "--http", "127.0.0.1:" + strconv.Itoa(freePort(t)), "--data-dir", t.TempDir()})
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -313,3 +316,20 @@ func (r *rawConn) expectClosed() {
 }
 
 func msgBody(text string) string { return fmt.Sprintf(`{"message":%q}`, text) }
+
+// freePort finds a port for a server that binds it itself later. It looks
+// below Linux's ephemeral range (32768 and up), so that outgoing
+// connections made meanwhile cannot take it.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			_ = ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port in 20000-31999")
+	return 0
+}

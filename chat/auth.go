@@ -27,6 +27,14 @@ func (DevAuthenticator) Authenticate(_ context.Context, req *stompws.ConnectRequ
 	return stompws.Principal{User: login}, nil
 }
 
+// Verify takes an HTTP API bearer token: in dev mode it is the user id.
+func (DevAuthenticator) Verify(token string) (stompws.Principal, error) {
+	if !ValidUserID(token) {
+		return stompws.Principal{}, stompws.Errorf("invalid user id")
+	}
+	return stompws.Principal{User: token}, nil
+}
+
 // ValidUserID reports whether id can be a user id: 1 to 128 bytes of
 // printable, non-space UTF-8.
 func ValidUserID(id string) bool {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -87,10 +88,42 @@ func NewService(bus *natsbus.Bus, msgs *natsbus.MessageLog, store storage.Store,
 	if cfg.Metrics == nil {
 		cfg.Metrics = nopMetrics{}
 	}
-	return &Service{
+	s := &Service{
 		nc: bus.NC, msgs: msgs, store: store, auth: auth, cfg: cfg, log: cfg.Logger,
 		feeds: map[string]*roomFeed{}, fanouts: map[string]*fanout{}, subs: map[*stompws.Subscription]func(){},
 	}
+	if n, ok := store.(storage.LeaveNotifier); ok {
+		n.OnLeave(s.memberLeft)
+	}
+	return s
+}
+
+// memberLeft ends, with an ERROR, every local session of user that is
+// subscribed to room or its read receipts: a removed member stops
+// receiving at once. Removals are rare, so scanning every subscription
+// beats keeping an index on the delivery path.
+func (s *Service) memberLeft(room, user string) {
+	gone := map[*stompws.Session]bool{}
+	s.mu.Lock()
+	for sub := range s.subs {
+		if sub.Session().User() == user && roomOf(sub.Destination) == room {
+			gone[sub.Session()] = true
+		}
+	}
+	s.mu.Unlock()
+	for sess := range gone {
+		sess.Logger().Info("member removed from room: ending session", "room", room)
+		sess.Close(stompws.Errorf("forbidden: no longer a member of room %s", room))
+	}
+}
+
+// roomOf is the room of a room or read-receipt destination, else "".
+func roomOf(dest string) string {
+	d, err := parseDestination(dest)
+	if err != nil || d.kind != destRoom && d.kind != destRoomReads {
+		return ""
+	}
+	return d.name
 }
 
 // Authenticate implements stompws.Handler.
@@ -112,9 +145,23 @@ func (s *Service) authorize(ctx context.Context, room, user string) error {
 		return fmt.Errorf("membership of %s: %w", room, err)
 	}
 	if !ok {
-		return stompws.Errorf("forbidden: not a member of room %s", room)
+		return notMember(room)
 	}
 	return nil
+}
+
+// ErrForbidden matches (errors.Is) the error for a user who may not use a
+// room; errors.As finds its client-facing *stompws.Error.
+var ErrForbidden = errors.New("forbidden")
+
+type forbiddenError struct{ err *stompws.Error }
+
+func (e forbiddenError) Error() string        { return e.err.Error() }
+func (e forbiddenError) Unwrap() error        { return e.err }
+func (e forbiddenError) Is(target error) bool { return target == ErrForbidden }
+
+func notMember(room string) error {
+	return forbiddenError{stompws.Errorf("forbidden: not a member of room %s", room)}
 }
 
 // Send implements stompws.Handler: the /app destinations.
@@ -234,11 +281,7 @@ func (s *Service) history(ctx context.Context, sess *stompws.Session, room strin
 	if req.Limit <= 0 {
 		return stompws.Errorf("invalid log request: limit must be 1 to %d", MaxLogLimit)
 	}
-	req.Limit = min(req.Limit, MaxLogLimit)
-	if err := s.authorize(ctx, room, sess.User()); err != nil {
-		return err
-	}
-	msgs, err := s.Messages(ctx, room, req.Before, req.Limit)
+	msgs, err := s.History(ctx, room, sess.User(), req.Before, req.Limit)
 	if err != nil {
 		return err
 	}
@@ -247,6 +290,15 @@ func (s *Service) history(ctx context.Context, sess *stompws.Session, room strin
 		return fmt.Errorf("encode history: %w", err)
 	}
 	return s.PublishToUser(sess.User(), LogQueue, body)
+}
+
+// History is Messages for user, who must be allowed in the room; limit is
+// held to MaxLogLimit.
+func (s *Service) History(ctx context.Context, room, user string, before uint64, limit int) ([]Message, error) {
+	if err := s.authorize(ctx, room, user); err != nil {
+		return nil, err
+	}
+	return s.Messages(ctx, room, before, min(limit, MaxLogLimit))
 }
 
 // Messages returns up to limit of the room's messages before the id
@@ -304,41 +356,48 @@ func (s *Service) markRead(ctx context.Context, sess *stompws.Session, room stri
 	if err := json.Unmarshal(raw, &req); err != nil || req.LastReadID == nil || *req.LastReadID == 0 {
 		return stompws.Errorf("invalid read receipt: want JSON {\"lastReadId\":<message id>}")
 	}
-	user := sess.User()
+	_, err := s.MarkRead(ctx, room, sess.User(), *req.LastReadID)
+	return err
+}
+
+// MarkRead moves user's read position in room forward to id (held to the
+// room's newest message), tells the room's read-receipt subscribers if it
+// moved, and returns the position.
+func (s *Service) MarkRead(ctx context.Context, room, user string, lastReadID uint64) (uint64, error) {
 	if err := s.authorize(ctx, room, user); err != nil {
-		return err
+		return 0, err
 	}
 	// A position past the room's newest message would mark messages not yet
 	// written as read; hold it to the newest.
 	latest, err := s.msgs.Latest(ctx, room, 0)
 	if err != nil {
-		return fmt.Errorf("newest message of %s: %w", room, err)
+		return 0, fmt.Errorf("newest message of %s: %w", room, err)
 	}
-	if latest == nil {
-		return nil // nothing to read yet
-	}
-	id := min(*req.LastReadID, latest.Seq)
 	prev, err := s.store.ReadMark(ctx, room, user)
 	if err != nil {
-		return fmt.Errorf("read position: %w", err)
+		return 0, fmt.Errorf("read position: %w", err)
 	}
+	if latest == nil {
+		return prev, nil // nothing to read yet
+	}
+	id := min(lastReadID, latest.Seq)
 	pos, err := s.store.MarkRead(ctx, room, user, id)
 	if err != nil {
-		return fmt.Errorf("mark read: %w", err)
+		return 0, fmt.Errorf("mark read: %w", err)
 	}
 	if pos <= prev {
-		return nil // positions only move forward; nothing new to tell
+		return pos, nil // positions only move forward; nothing new to tell
 	}
 	body, err := json.Marshal(ReadEvent{RoomID: room, UserID: user, LastReadID: pos})
 	if err != nil {
-		return fmt.Errorf("encode read event: %w", err)
+		return 0, fmt.Errorf("encode read event: %w", err)
 	}
 	m := &nats.Msg{Subject: natsbus.ReadSubject(room), Data: body, Header: nats.Header{}}
 	m.Header.Set("Content-Type", "application/json")
 	if err := s.nc.PublishMsg(m); err != nil {
-		return fmt.Errorf("publish read event: %w", err)
+		return 0, fmt.Errorf("publish read event: %w", err)
 	}
-	return nil
+	return pos, nil
 }
 
 // Subscribe implements stompws.Handler.
@@ -375,6 +434,17 @@ func (s *Service) Subscribe(ctx context.Context, sub *stompws.Subscription) erro
 	s.mu.Lock()
 	s.subs[sub] = stop
 	s.mu.Unlock()
+	if room := roomOf(sub.Destination); room != "" && !s.cfg.AutoJoin {
+		// A removal that landed while the subscription was being set up
+		// found nothing to end: check again now that it is listed.
+		if ok, err := s.store.IsMember(ctx, room, user); err != nil || !ok {
+			s.Unsubscribe(sub)
+			if err != nil {
+				return fmt.Errorf("membership of %s: %w", room, err)
+			}
+			return notMember(room)
+		}
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,22 @@ type Config struct {
 	// so that profiles are never exposed with the WebSocket endpoint.
 	PprofAddr   string
 	ShowVersion bool
+	// JWT authentication (outside dev mode): an HS256 secret and/or a PEM
+	// public key file for RS256 or ES256.
+	JWTSecret    string
+	JWTPublicKey string
+	JWTJWKS      string
+	JWTIssuer    string
+	JWTAudience  string
+	JWTUserClaim string
+	JWTCookie    string
+	// AllowedOrigins are the browser origins (host patterns) allowed to
+	// open a WebSocket besides the server's own.
+	AllowedOrigins []string
+	// Abuse limits, enforced outside dev mode.
+	SendRate              float64
+	SendBurst             int
+	MaxConnectionsPerUser int
 	// LogFormat is "text" or "json" (default: text with --dev, else json).
 	LogFormat string
 	// ConfigFile is the TOML file read below the environment and flags.
@@ -126,6 +143,25 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.StringVar(&c.LogFormat, "log-format", "", "log format: text or json (default: text with --dev, else json)")
 	fs.StringVar(&c.ConfigFile, "config", "", "TOML config file whose keys are these flags' names; the environment and flags override it")
 	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration as TOML (secrets hidden) and exit")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (at least 32 bytes) that verifies client tokens")
+	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA: RS256, EC P-256: ES256) that verifies client tokens")
+	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JSON Web Key Set file whose RSA (RS256) and EC P-256 (ES256) keys verify tokens by their kid")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required iss claim of client tokens (default: not checked)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud claim of client tokens (default: not checked)")
+	fs.StringVar(&c.JWTUserClaim, "jwt-user-claim", "sub", "claim holding the user id")
+	fs.StringVar(&c.JWTCookie, "jwt-cookie", "", "cookie of the WebSocket handshake that may carry the token (default: none)")
+	fs.Func("allowed-origins", "comma-separated browser origins (host patterns such as chat.example.com or *.example.com) allowed besides the server's own", func(v string) error {
+		c.AllowedOrigins = nil
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+		}
+		return nil
+	})
+	fs.Float64Var(&c.SendRate, "send-rate", 20, "SEND frames per second per session, outside dev mode (0: no limit)")
+	fs.IntVar(&c.SendBurst, "send-burst", 40, "SEND frames a session may send at once above --send-rate")
+	fs.IntVar(&c.MaxConnectionsPerUser, "max-connections-per-user", 16, "open sessions per user on one node, outside dev mode (0: no limit)")
 
 	return fs
 }
@@ -136,7 +172,7 @@ func Usage() string {
 	var level string
 	fs := c.flags(&level)
 	var b strings.Builder
-	b.WriteString("usage: chatd --dev [flags]\n\nEvery flag can also be set as CHATD_<FLAG>, for example CHATD_DATA_DIR, or as a key\n" +
+	b.WriteString("usage: chatd (--jwt-secret SECRET | --jwt-public-key FILE | --dev) [flags]\n\nEvery flag can also be set as CHATD_<FLAG>, for example CHATD_DATA_DIR, or as a key\n" +
 		"of the --config file, for example data-dir = \"/var/lib/chatd\". Flags win over the\n" +
 		"environment, which wins over the file (docs/configuration.md).\n\n")
 	fs.SetOutput(&b)
@@ -146,9 +182,25 @@ func Usage() string {
 
 // Validate checks settings that parse but make no sense.
 func (c Config) Validate() error {
-	if !c.Dev {
-		return errors.New("config: --dev (CHATD_DEV) is required: this build authenticates users only in dev mode, " +
-			"where the CONNECT login header is the user id")
+	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKS == "" {
+		return errors.New("config: --jwt-secret (CHATD_JWT_SECRET), --jwt-public-key or --jwt-jwks is required " +
+			"to authenticate users; or --dev, where the CONNECT login header is the user id")
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		return fmt.Errorf("config: invalid --jwt-secret: %d bytes, want at least 32", len(c.JWTSecret))
+	}
+	if c.JWTPublicKey != "" {
+		if _, err := os.Stat(c.JWTPublicKey); err != nil {
+			return fmt.Errorf("config: invalid --jwt-public-key: %w", err)
+		}
+	}
+	if c.JWTJWKS != "" {
+		if _, err := os.Stat(c.JWTJWKS); err != nil {
+			return fmt.Errorf("config: invalid --jwt-jwks: %w", err)
+		}
+	}
+	if c.JWTUserClaim == "" {
+		return errors.New("config: --jwt-user-claim must not be empty")
 	}
 	if err := checkHostPort("--http", c.HTTPAddr); err != nil {
 		return err
@@ -220,6 +272,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --max-frame-size %d: 1024 to %d bytes", c.MaxFrameSize, 16<<20)
 	case c.MaxSubscriptions < 1:
 		return fmt.Errorf("config: invalid --max-subscriptions %d: at least 1", c.MaxSubscriptions)
+	case c.SendRate < 0:
+		return fmt.Errorf("config: invalid --send-rate %g: must not be negative", c.SendRate)
+	case c.SendRate > 0 && c.SendBurst < 1:
+		return fmt.Errorf("config: invalid --send-burst %d: at least 1", c.SendBurst)
+	case c.MaxConnectionsPerUser < 0:
+		return fmt.Errorf("config: invalid --max-connections-per-user %d: must not be negative", c.MaxConnectionsPerUser)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("config: invalid --shutdown-timeout %s: must be positive", c.ShutdownTimeout)
 	}

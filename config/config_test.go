@@ -35,7 +35,14 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{[]string{}, nil, "--dev"},
+		{[]string{}, nil, "--jwt-secret"},
+		{[]string{"--jwt-secret", "short"}, nil, "--jwt-secret"},
+		{[]string{"--jwt-public-key", "/nonexistent/key.pem"}, nil, "--jwt-public-key"},
+		{[]string{"--jwt-jwks", "/nonexistent/jwks.json"}, nil, "--jwt-jwks"},
+		{[]string{"--jwt-secret", strings.Repeat("s", 32), "--jwt-user-claim", ""}, nil, "--jwt-user-claim"},
+		{[]string{"--dev", "--send-rate", "-1"}, nil, "--send-rate"},
+		{[]string{"--dev", "--send-burst", "0"}, nil, "--send-burst"},
+		{[]string{"--dev", "--max-connections-per-user", "-1"}, nil, "--max-connections-per-user"},
 		{[]string{"--dev", "--http", "nope"}, nil, "--http"},
 		{[]string{"--dev", "--http", "127.0.0.1:99999"}, nil, "--http"},
 		{[]string{"--dev", "--nats-url", "http://x:4222"}, nil, "--nats-url"},
@@ -63,6 +70,26 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 				t.Fatalf("error %v, want it to name %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestJWTKeyReplacesDev(t *testing.T) {
+	secret := strings.Repeat("k", 32)
+	t.Setenv("CHATD_JWT_SECRET", secret)
+	c, err := Parse([]string{"--allowed-origins", "chat.example.com, *.example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Dev || c.JWTSecret != secret || c.JWTUserClaim != "sub" ||
+		len(c.AllowedOrigins) != 2 || c.AllowedOrigins[1] != "*.example.org" {
+		t.Fatalf("got %+v", c)
+	}
+	var b strings.Builder
+	if err := c.WriteTOML(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), secret) || !strings.Contains(b.String(), "# jwt-secret = (hidden)") {
+		t.Fatalf("--print-config shows the secret:\n%s", b.String())
 	}
 }
 

@@ -26,6 +26,13 @@ type Config struct {
 	PreConnectLimits Limits
 	// MaxSubscriptions per session.
 	MaxSubscriptions int
+	// SendRate bounds a session's SEND frames per second, with bursts of
+	// SendBurst; past it the session gets an ERROR. Zero: no limit.
+	SendRate  float64
+	SendBurst int
+	// MaxSessionsPerUser bounds one user's open sessions on this server;
+	// a CONNECT past it gets an ERROR. Zero: no limit.
+	MaxSessionsPerUser int
 	// MaxInflight bounds a session's SENDs awaiting their result; past it
 	// the server stops reading from that client (TCP back-pressure).
 	MaxInflight int
@@ -190,6 +197,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
+	perUser  map[string]int // connected sessions per user, with MaxSessionsPerUser
 	closing  bool
 	wg       sync.WaitGroup
 
@@ -200,7 +208,7 @@ type Server struct {
 // NewServer returns a server that hands destinations to h.
 func NewServer(cfg Config, h Handler) *Server {
 	cfg = cfg.withDefaults()
-	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}}
+	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}, perUser: map[string]int{}}
 	srv.bufs.New = func() any { b := make([]byte, 0, 16<<10); return &b }
 	return srv
 }
@@ -261,7 +269,27 @@ func (srv *Server) add(s *Session) bool {
 func (srv *Server) remove(s *Session) {
 	srv.mu.Lock()
 	delete(srv.sessions, s)
+	if s.counted {
+		if srv.perUser[s.principal.User]--; srv.perUser[s.principal.User] <= 0 {
+			delete(srv.perUser, s.principal.User)
+		}
+	}
 	srv.mu.Unlock()
+}
+
+// admitUser counts a new session of user, unless the user already has
+// MaxSessionsPerUser open.
+func (srv *Server) admitUser(user string) bool {
+	if srv.cfg.MaxSessionsPerUser <= 0 {
+		return true
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.perUser[user] >= srv.cfg.MaxSessionsPerUser {
+		return false
+	}
+	srv.perUser[user]++
+	return true
 }
 
 // Sessions returns the number of open sessions.

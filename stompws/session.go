@@ -3,6 +3,7 @@ package stompws
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 )
 
 // WebSocket close codes after an ERROR.
@@ -45,6 +47,8 @@ type Session struct {
 	txs       map[string]*transaction
 	inflight  chan struct{} // semaphore: SENDs awaiting their result
 	connected atomic.Bool
+	counted   bool          // the session counts toward its user's MaxSessionsPerUser
+	sendLimit *rate.Limiter // nil: SENDs are not rate-limited
 
 	// halted is set by DISCONNECT or a failed frame: later frames are
 	// ignored while earlier ones finish and the session closes.
@@ -109,6 +113,9 @@ func newSession(srv *Server, conn *websocket.Conn, r *http.Request) *Session {
 		stop:       make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
+	}
+	if srv.cfg.SendRate > 0 {
+		s.sendLimit = rate.NewLimiter(rate.Limit(srv.cfg.SendRate), max(srv.cfg.SendBurst, 1))
 	}
 	s.log = srv.log.With("session", s.id, "remote", r.RemoteAddr)
 	return s
@@ -334,6 +341,11 @@ func (s *Session) onConnect(f *Frame) error {
 		s.fail(s.clientError(errors.New("authenticator returned no user")), "", closePolicy, false)
 		return errStop
 	}
+	if !s.srv.admitUser(p.User) {
+		s.fail(Errorf("too many connections for this user (limit %d)", s.cfg.MaxSessionsPerUser), "", closePolicy, false)
+		return errStop
+	}
+	s.principal, s.counted = p, s.cfg.MaxSessionsPerUser > 0
 	// Heart-beats (STOMP 1.1 §Heart-beating): each side sends no more often
 	// than the other asked for; 0 on either side switches a direction off.
 	var out, in time.Duration
@@ -344,7 +356,7 @@ func (s *Session) onConnect(f *Frame) error {
 	if cx > 0 && sy > 0 {
 		in = max(cx, sy)
 	}
-	s.principal, s.version = p, v
+	s.version = v
 	s.log = s.log.With("user", p.User)
 	s.dec = Decoder{Limits: s.cfg.Limits, Version: v}
 	s.sendEvery.Store(int64(out))
@@ -436,6 +448,11 @@ func (s *Session) checkSilence() {
 func (s *Session) onSend(f *Frame, committing bool) {
 	if f.Value("destination") == "" {
 		s.reject(f, "SEND without destination")
+		return
+	}
+	// Counted as they arrive; a committed transaction's SENDs were already.
+	if !committing && s.sendLimit != nil && !s.sendLimit.Allow() {
+		s.reject(f, fmt.Sprintf("SEND rate limit exceeded (limit %g per second, burst %d)", s.cfg.SendRate, s.sendLimit.Burst()))
 		return
 	}
 	if tx := f.Value("transaction"); tx != "" && !committing {

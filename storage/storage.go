@@ -29,6 +29,15 @@ type Memberships interface {
 	Members(ctx context.Context, room string) ([]string, error)
 }
 
+// LeaveNotifier is implemented by stores that tell of memberships ending,
+// whichever node ended them, so that a removed member's live
+// subscriptions can end at once.
+type LeaveNotifier interface {
+	// OnLeave registers fn, called on a store goroutine whenever a
+	// membership ends. It must not block.
+	OnLeave(fn func(room, user string))
+}
+
 // ReadMarks records how far each member has read each room.
 type ReadMarks interface {
 	// MarkRead moves user's read position in room forward to id. It never

@@ -17,9 +17,9 @@ import (
 
 // startChatd runs a real chatd node in-process (embedded NATS and
 // JetStream, real HTTP listener on a free loopback port).
-func startChatd(t *testing.T) string {
+func startChatd(t *testing.T, flags ...string) string {
 	t.Helper()
-	cfg, err := chatdconfig.Parse([]string{"--dev", "--http", "127.0.0.1:0", "--data-dir", t.TempDir()})
+	cfg, err := chatdconfig.Parse(append([]string{"--dev", "--http", "127.0.0.1:0", "--data-dir", t.TempDir()}, flags...))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -93,6 +93,13 @@ func TestRunAgainstChatd(t *testing.T) {
 	if tr.Receipts == nil || tr.Receipts.Acked != m.Sent {
 		t.Errorf("receipts %+v, want %d", tr.Receipts, m.Sent)
 	}
+	var inTimeline int64
+	for _, k := range tr.Timeline {
+		inTimeline += k.Delivered
+	}
+	if inTimeline > int64(m.Delivered) {
+		t.Errorf("timeline counts %d deliveries of %d", inTimeline, m.Delivered)
+	}
 	if tr.Subscribers != 9 || tr.Publishers != 6 || tr.DeliveredPerSec <= 0 {
 		t.Errorf("traffic %+v", tr)
 	}
@@ -134,5 +141,29 @@ func TestRunSeparatePublishersFlatOut(t *testing.T) {
 	}
 	if rep.Traffic.Subscribers != 8 || rep.Traffic.Publishers != 2 || rep.Conns.Made != 10 {
 		t.Errorf("traffic %+v, connections %+v", rep.Traffic, rep.Conns)
+	}
+}
+
+// TestIdleHeartBeats holds idle connections much longer than chatd allows
+// silence: only the client's heart-beats keep them open.
+func TestIdleHeartBeats(t *testing.T) {
+	url := startChatd(t, "--heartbeat", "200ms", "--heartbeat-grace", "200ms")
+	cfg, err := parseConfig([]string{
+		"--scenario", "idle", "--url", url, "--quiet", "--idle", "5", "--hold", "2s", "--heartbeat", "100ms",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := rep.Conns; c.Made != 5 || c.Dropped != 0 {
+		t.Fatalf("connections %+v", c)
+	}
+	if rep.Idle == nil || rep.Idle.Connections != 5 || rep.Idle.HoldS < 2 {
+		t.Fatalf("idle %+v", rep.Idle)
 	}
 }

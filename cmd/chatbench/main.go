@@ -144,6 +144,15 @@ func writeSummary(w io.Writer, rep *report) {
 			p("  other       unexpected %d, foreign %d", m.Unexpected, m.Foreign)
 		}
 		p("  latency     %s", latLine(t.Latency))
+		if len(t.Timeline) > 0 {
+			worst := t.Timeline[0]
+			for _, k := range t.Timeline {
+				if k.MaxLatencyMS > worst.MaxLatencyMS {
+					worst = k
+				}
+			}
+			p("  worst s     second %d: max latency %.1f ms, %d delivered (per-second timeline in --json)", worst.S, worst.MaxLatencyMS, worst.Delivered)
+		}
 		if t.BehindMaxMS > 0 {
 			p("  behind      publishers fell up to %.1f ms behind schedule", t.BehindMaxMS)
 		}

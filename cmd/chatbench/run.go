@@ -26,6 +26,7 @@ type runner struct {
 
 	conns     connStats
 	delivered atomic.Int64 // progress: deliveries so far
+	secMax    atomic.Int64 // highest latency (ns) since the timeline's last tick
 	phase     atomic.Value // string, for progress lines
 
 	mu      sync.Mutex
@@ -262,6 +263,7 @@ type trafficReport struct {
 	Latency         latencySummary `json:"latency"`
 	Receipts        *receiptReport `json:"receipts,omitempty"`
 	BehindMaxMS     float64        `json:"publisher_behind_max_ms"` // fixed rate: worst lag behind schedule
+	Timeline        []tick         `json:"timeline"`                // per second from the start of publishing
 	Server          *procReport    `json:"server,omitempty"`        // during publishing
 	Client          *procReport    `json:"client,omitempty"`
 }
@@ -454,7 +456,7 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 		} else {
 			login += "m" + strconv.Itoa(jb.member)
 			dest = cfg.subDest(room)
-			cl.sub = &subscriber{run: cfg.Run, base: uint32(jb.room * P), trackers: make([]seqTracker, P)}
+			cl.sub = &subscriber{run: cfg.Run, base: uint32(jb.room * P), trackers: make([]seqTracker, P), secMax: &r.secMax}
 		}
 		if jb.pub || jb.member < P && !cfg.SeparatePublishers {
 			cl.pub = &publisher{id: uint32(jb.room*P + jb.member), dest: cfg.sendDest(room), receipts: cfg.Receipts}
@@ -495,6 +497,9 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 	r.phase.Store("publish")
 	start := time.Now().Add(50 * time.Millisecond)
 	end := start.Add(cfg.Duration)
+	tctx, stopTimeline := context.WithCancel(ctx)
+	var twg sync.WaitGroup
+	twg.Go(func() { rep.Timeline = r.timeline(tctx, start, pubs) })
 	var pwg sync.WaitGroup
 	for i, p := range pubs {
 		if p == nil {
@@ -558,6 +563,8 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 	// Messages still in flight at the bound count as lost; a short grace
 	// catches duplicates that trail the last expected delivery.
 	sleep(ctx, 200*time.Millisecond)
+	stopTimeline()
+	twg.Wait()
 	r.phase.Store("report")
 	rep.PublishS = pubEnd.Sub(start).Seconds()
 	rep.Server = func() *procReport {
@@ -622,6 +629,46 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 	return rep
 }
 
+// tick is one second of a traffic run.
+type tick struct {
+	S            int     `json:"s"` // seconds since publishing started
+	Sent         uint64  `json:"sent"`
+	Delivered    int64   `json:"delivered"`
+	MaxLatencyMS float64 `json:"max_latency_ms"` // of the deliveries counted in this second
+}
+
+// timeline records sends, deliveries and the worst latency each second, so
+// that a stall shows when it happened (to line up with the server's GC or
+// logs), which the run's percentiles cannot tell.
+func (r *runner) timeline(ctx context.Context, start time.Time, pubs []*publisher) []tick {
+	if !sleep(ctx, time.Until(start)) {
+		return nil
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	r.secMax.Store(0)
+	var out []tick
+	var lastSent uint64
+	lastDelivered := r.delivered.Load()
+	for i := 1; ; i++ {
+		select {
+		case <-ctx.Done():
+			return out
+		case <-t.C:
+		}
+		var sent uint64
+		for _, p := range pubs {
+			if p != nil {
+				sent += p.sent.Load()
+			}
+		}
+		d := r.delivered.Load()
+		out = append(out, tick{S: i, Sent: sent - lastSent, Delivered: d - lastDelivered,
+			MaxLatencyMS: ms(time.Duration(r.secMax.Swap(0)))})
+		lastSent, lastDelivered = sent, d
+	}
+}
+
 // storm opens and closes waves of connections.
 func (r *runner) storm(ctx context.Context, server *sampler) []stormWave {
 	var waves []stormWave
@@ -680,7 +727,8 @@ type subscriber struct {
 	trackers []seqTracker // by publisher within the room
 	hist     *latencyHist // allocated on the first message
 	foreign  uint64
-	last     int64 // arrival of the last counted delivery
+	last     int64         // arrival of the last counted delivery
+	secMax   *atomic.Int64 // the run's worst latency this second; nil: not kept
 }
 
 func (s *subscriber) onMessage(body []byte, now int64) int {
@@ -696,8 +744,16 @@ func (s *subscriber) onMessage(body []byte, now int64) int {
 	if s.hist == nil {
 		s.hist = &latencyHist{}
 	}
-	s.hist.record(time.Duration(now - p.ts))
+	lat := now - p.ts
+	s.hist.record(time.Duration(lat))
 	s.last = now
+	// Written only when it rises: the shared cache line is mostly read.
+	for s.secMax != nil {
+		cur := s.secMax.Load()
+		if lat <= cur || s.secMax.CompareAndSwap(cur, lat) {
+			break
+		}
+	}
 	return 1
 }
 

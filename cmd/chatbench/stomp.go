@@ -162,8 +162,8 @@ type stompConn struct {
 	roff      int       // start of unparsed data in rbuf
 	msg       io.Reader // the WebSocket message being read, nil between messages
 	lastWrite atomic.Int64
-	hb        *time.Timer
-	closing   atomic.Bool // we are closing it: a read error is no drop
+	hb        atomic.Pointer[time.Timer] // set once; read by the timer's own callback
+	closing   atomic.Bool                // we are closing it: a read error is no drop
 }
 
 // dialer opens WebSockets from one loopback source address, so that a run
@@ -290,9 +290,11 @@ func (c *stompConn) startHeartBeat(every time.Duration) {
 			}
 			idle = 0
 		}
-		c.hb.Reset(every - idle)
+		c.hb.Load().Reset(every - idle)
 	}
-	c.hb = time.AfterFunc(every, beat)
+	t := time.AfterFunc(time.Hour, beat)
+	c.hb.Store(t)
+	t.Reset(every)
 }
 
 // write sends one WebSocket message. Writes are safe from any goroutine.
@@ -400,8 +402,8 @@ func (c *stompConn) serve(handle func(f *rawFrame, now int64) int, progress *ato
 // connections and waits for none of them).
 func (c *stompConn) close() {
 	c.closing.Store(true)
-	if c.hb != nil {
-		c.hb.Stop()
+	if t := c.hb.Load(); t != nil {
+		t.Stop()
 	}
 	_ = c.ws.CloseNow()
 }

@@ -40,7 +40,7 @@ func TestBadConfigStopsWithTheSettingNamed(t *testing.T) {
 	}{
 		{[]string{"--dev", "--http", "localhost"}, "--http"},
 		{[]string{"--dev", "--nats-url", "redis://127.0.0.1:6379"}, "--nats-url"},
-		{[]string{"--http", "127.0.0.1:0"}, "--dev"},
+		{[]string{"--http", "127.0.0.1:0"}, "--jwt-secret"},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		var stderr bytes.Buffer

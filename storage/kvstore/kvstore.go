@@ -38,8 +38,9 @@ type Store struct {
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 
-	mu    sync.RWMutex
-	rooms map[string]*room
+	mu      sync.RWMutex
+	rooms   map[string]*room
+	onLeave []func(room, user string)
 }
 
 type room struct {
@@ -59,7 +60,28 @@ type memberValue struct {
 	JoinedAt time.Time `json:"joinedAt"`
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store         = (*Store)(nil)
+	_ storage.LeaveNotifier = (*Store)(nil)
+)
+
+// OnLeave implements storage.LeaveNotifier: fn hears of every membership
+// that ends, by Leave on this node or a delete seen by the watcher.
+func (s *Store) OnLeave(fn func(room, user string)) {
+	s.mu.Lock()
+	s.onLeave = append(s.onLeave, fn)
+	s.mu.Unlock()
+}
+
+// left tells the OnLeave callbacks; the caller must not hold s.mu.
+func (s *Store) left(roomID, user string) {
+	s.mu.RLock()
+	fns := s.onLeave
+	s.mu.RUnlock()
+	for _, fn := range fns {
+		fn(roomID, user)
+	}
+}
 
 // Open creates or updates the buckets and loads the mirror. It returns once
 // the mirror holds every key that existed when it started watching.
@@ -163,13 +185,16 @@ func (s *Store) applyEvent(e jetstream.KeyValueEntry, member bool) {
 		ent.pos = pos
 	}
 	s.mu.Lock()
-	s.apply(roomID, user, ent, member)
+	ended := s.apply(roomID, user, ent, member)
 	s.mu.Unlock()
+	if ended {
+		s.left(roomID, user)
+	}
 }
 
-// apply stores ent unless the mirror already has a newer revision. The
-// caller holds s.mu.
-func (s *Store) apply(roomID, user string, ent entry, member bool) {
+// apply stores ent unless the mirror already has a newer revision, and
+// reports whether that ended a membership. The caller holds s.mu.
+func (s *Store) apply(roomID, user string, ent entry, member bool) bool {
 	r := s.rooms[roomID]
 	if r == nil {
 		r = &room{members: map[string]entry{}, reads: map[string]entry{}}
@@ -179,10 +204,12 @@ func (s *Store) apply(roomID, user string, ent entry, member bool) {
 	if member {
 		m = r.members
 	}
-	if cur, ok := m[user]; ok && cur.rev >= ent.rev {
-		return
+	cur, ok := m[user]
+	if ok && cur.rev >= ent.rev {
+		return false
 	}
 	m[user] = ent
+	return member && ok && cur.present && !ent.present
 }
 
 func key(roomID, user string) string { return roomID + "." + natsbus.UserToken(user) }
@@ -252,14 +279,19 @@ func (s *Store) Leave(ctx context.Context, roomID, user string) error {
 	}); err != nil {
 		return fmt.Errorf("remove member %s from %s: %w", user, roomID, err)
 	}
+	ended := false
 	s.mu.Lock()
 	if r := s.rooms[roomID]; r != nil {
 		if e, ok := r.members[user]; ok {
+			ended = e.present
 			e.present = false
 			r.members[user] = e
 		}
 	}
 	s.mu.Unlock()
+	if ended {
+		s.left(roomID, user)
+	}
 	return nil
 }
 

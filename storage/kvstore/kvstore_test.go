@@ -102,3 +102,53 @@ func TestTwoNodesConverge(t *testing.T) {
 		t.Fatalf("new store loaded position %d", pos)
 	}
 }
+
+// TestOnLeave shows removals are reported once, on the node that made them
+// and, through the watcher, on another.
+func TestOnLeave(t *testing.T) {
+	ctx := context.Background()
+	bus := startBus(t)
+	here, there := open(t, bus), open(t, bus)
+	type ev struct{ room, user string }
+	hereC, thereC := make(chan ev, 4), make(chan ev, 4)
+	here.OnLeave(func(r, u string) { hereC <- ev{r, u} })
+	there.OnLeave(func(r, u string) { thereC <- ev{r, u} })
+	if _, err := here.Join(ctx, "r", "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	// there must have seen the join, or the delete ends nothing it knows.
+	deadline := time.Now().Add(10 * time.Second)
+	for ok, _ := there.IsMember(ctx, "r", "alice@example.com"); !ok; ok, _ = there.IsMember(ctx, "r", "alice@example.com") {
+		if time.Now().After(deadline) {
+			t.Fatal("the other store never saw the join")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the condition itself
+	}
+	if err := here.Leave(ctx, "r", "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	want := ev{"r", "alice@example.com"}
+	for name, c := range map[string]chan ev{"here": hereC, "there": thereC} {
+		select {
+		case got := <-c:
+			if got != want {
+				t.Fatalf("%s: OnLeave %v, want %v", name, got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no OnLeave", name)
+		}
+	}
+	// Leaving again, and the watcher's echo of the first delete, end nothing.
+	if err := here.Leave(ctx, "r", "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := here.Join(ctx, "r", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := here.Leave(ctx, "r", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-hereC; got != (ev{"r", "bob"}) {
+		t.Fatalf("here: OnLeave %v, want bob's only", got)
+	}
+}

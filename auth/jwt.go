@@ -1,0 +1,296 @@
+// Package auth authenticates STOMP-over-WebSocket sessions with JSON Web
+// Tokens. It knows nothing of chat: it maps a WebSocket handshake and a
+// CONNECT frame to a stompws.Principal.
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chatd/chatd/stompws"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// DefaultLeeway is the clock skew allowed on exp and nbf.
+const DefaultLeeway = 30 * time.Second
+
+// MinSecretLen is the shortest HS256 secret accepted (RFC 7518 §3.2: a key
+// at least as long as the hash).
+const MinSecretLen = 32
+
+// Config says which tokens a JWT accepts.
+type Config struct {
+	// Secret verifies HS256 tokens; empty: HS256 is refused.
+	Secret []byte
+	// PublicKeyPEM verifies RS256 (an RSA key) or ES256 (a P-256 key)
+	// tokens: a PEM "PUBLIC KEY" (PKIX) or "RSA PUBLIC KEY" (PKCS #1) block.
+	PublicKeyPEM []byte
+	// JWKS is a JSON Web Key Set whose RSA (RS256) and EC P-256 (ES256)
+	// keys verify tokens that name them in the kid header.
+	JWKS []byte
+	// Issuer and Audience, when set, must match iss and be one of aud.
+	Issuer   string
+	Audience string
+	// UserClaim names the claim holding the user id (default "sub").
+	UserClaim string
+	// Cookie names a handshake cookie that may carry the token; empty: none.
+	Cookie string
+	// Leeway is the clock skew allowed on exp and nbf (default DefaultLeeway).
+	Leeway time.Duration
+	// ValidUser, when set, must accept the user id.
+	ValidUser func(string) bool
+	Logger    *slog.Logger
+}
+
+// JWT authenticates sessions by a signed token; it implements the chat
+// Authenticator.
+type JWT struct {
+	cfg    Config
+	parser *jwt.Parser
+	rsa    *rsa.PublicKey
+	ec     *ecdsa.PublicKey
+	jwks   map[string]any // kid -> *rsa.PublicKey or *ecdsa.PublicKey
+	log    *slog.Logger
+}
+
+// New checks cfg and returns a JWT authenticator.
+func New(cfg Config) (*JWT, error) {
+	if cfg.UserClaim == "" {
+		cfg.UserClaim = "sub"
+	}
+	if cfg.Leeway <= 0 {
+		cfg.Leeway = DefaultLeeway
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &JWT{cfg: cfg, log: cfg.Logger}
+	// Each key admits only its own algorithm, so that a public key can never
+	// be used as an HMAC secret (alg confusion) and alg "none" never passes.
+	var algs []string
+	if len(cfg.Secret) > 0 {
+		if len(cfg.Secret) < MinSecretLen {
+			return nil, fmt.Errorf("auth: HS256 secret too short: %d bytes, want at least %d", len(cfg.Secret), MinSecretLen)
+		}
+		algs = append(algs, jwt.SigningMethodHS256.Alg())
+	}
+	if len(cfg.PublicKeyPEM) > 0 {
+		alg, err := a.parseKey(cfg.PublicKeyPEM)
+		if err != nil {
+			return nil, err
+		}
+		algs = append(algs, alg)
+	}
+	if len(cfg.JWKS) > 0 {
+		keys, err := parseJWKS(cfg.JWKS)
+		if err != nil {
+			return nil, err
+		}
+		a.jwks = keys
+		for _, k := range keys {
+			alg := jwt.SigningMethodES256.Alg()
+			if _, ok := k.(*rsa.PublicKey); ok {
+				alg = jwt.SigningMethodRS256.Alg()
+			}
+			if !slices.Contains(algs, alg) {
+				algs = append(algs, alg)
+			}
+		}
+	}
+	if len(algs) == 0 {
+		return nil, errors.New("auth: no key: set an HS256 secret, a public key or a JWKS")
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(algs),
+		jwt.WithLeeway(cfg.Leeway),
+		// Without exp a token would be good forever; the session ends at exp.
+		jwt.WithExpirationRequired(),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	a.parser = jwt.NewParser(opts...)
+	return a, nil
+}
+
+// LoadPublicKey reads a PEM public key file for Config.PublicKeyPEM.
+func LoadPublicKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("auth: read public key: %w", err)
+	}
+	return b, nil
+}
+
+func (a *JWT) parseKey(data []byte) (string, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return "", errors.New("auth: public key: no PEM block")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PUBLIC KEY":
+		key, err = x509.ParsePKIXPublicKey(block.Bytes)
+	case "RSA PUBLIC KEY":
+		key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+	default:
+		return "", fmt.Errorf("auth: public key: PEM block %q, want PUBLIC KEY or RSA PUBLIC KEY", block.Type)
+	}
+	if err != nil {
+		return "", fmt.Errorf("auth: public key: %w", err)
+	}
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return "", fmt.Errorf("auth: public key: RSA key of %d bits, want at least 2048", k.N.BitLen())
+		}
+		a.rsa = k
+		return jwt.SigningMethodRS256.Alg(), nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return "", errors.New("auth: public key: EC key not on P-256 (ES256)")
+		}
+		a.ec = k
+		return jwt.SigningMethodES256.Alg(), nil
+	}
+	return "", fmt.Errorf("auth: public key: %T, want RSA or EC P-256", key)
+}
+
+// keyFor picks the verification key by the kind of the token's algorithm,
+// which the parser has already restricted to the configured ones.
+func (a *JWT) keyFor(t *jwt.Token) (any, error) {
+	if kid, ok := t.Header["kid"].(string); ok && a.jwks[kid] != nil {
+		k := a.jwks[kid]
+		_, isRSA := k.(*rsa.PublicKey)
+		_, isEC := k.(*ecdsa.PublicKey)
+		switch t.Method.(type) {
+		case *jwt.SigningMethodRSA:
+			if isRSA {
+				return k, nil
+			}
+		case *jwt.SigningMethodECDSA:
+			if isEC {
+				return k, nil
+			}
+		}
+		return nil, fmt.Errorf("key %q does not sign %s", kid, t.Method.Alg())
+	}
+	switch t.Method.(type) {
+	case *jwt.SigningMethodHMAC:
+		if len(a.cfg.Secret) > 0 {
+			return a.cfg.Secret, nil
+		}
+	case *jwt.SigningMethodRSA:
+		if a.rsa != nil {
+			return a.rsa, nil
+		}
+	case *jwt.SigningMethodECDSA:
+		if a.ec != nil {
+			return a.ec, nil
+		}
+	}
+	return nil, fmt.Errorf("no key for alg %s", t.Method.Alg())
+}
+
+// errUnauthorized is all a client learns of a refused token: details
+// would help an attacker, so they go to the debug log.
+var errUnauthorized = stompws.Errorf("unauthorized")
+
+// Authenticate implements the chat Authenticator: it takes the token from
+// the CONNECT frame or the WebSocket handshake (Token) and verifies it.
+func (a *JWT) Authenticate(_ context.Context, req *stompws.ConnectRequest) (stompws.Principal, error) {
+	raw, source := a.Token(req)
+	log := a.log.With("remote", remoteAddr(req), "token_source", source)
+	if raw == "" {
+		log.Debug("authentication refused", "reason", "no token")
+		return stompws.Principal{}, errUnauthorized
+	}
+	p, err := a.Verify(raw)
+	if err != nil {
+		log.Debug("authentication refused", "reason", err)
+		return stompws.Principal{}, errUnauthorized
+	}
+	return p, nil
+}
+
+// Verify checks a token and returns its principal.
+func (a *JWT) Verify(raw string) (stompws.Principal, error) {
+	claims := jwt.MapClaims{}
+	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyFor); err != nil {
+		return stompws.Principal{}, fmt.Errorf("verify token: %w", err)
+	}
+	user, ok := claims[a.cfg.UserClaim].(string)
+	if !ok || user == "" {
+		return stompws.Principal{}, fmt.Errorf("verify token: claim %q missing or not a string", a.cfg.UserClaim)
+	}
+	if a.cfg.ValidUser != nil && !a.cfg.ValidUser(user) {
+		return stompws.Principal{}, fmt.Errorf("verify token: invalid user id in claim %q", a.cfg.UserClaim)
+	}
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return stompws.Principal{}, errors.New("verify token: no exp")
+	}
+	return stompws.Principal{User: user, Expires: exp.Time}, nil
+}
+
+// Token finds the token, in this order: the CONNECT frame's Authorization
+// header ("Bearer <token>") or passcode, then the handshake's Authorization
+// header, access_token query parameter or cookie. It also names the source,
+// for logs.
+func (a *JWT) Token(req *stompws.ConnectRequest) (token, source string) {
+	if req.Frame != nil {
+		if t, ok := bearer(req.Frame.Value("Authorization")); ok {
+			return t, "connect-authorization"
+		}
+		if t := req.Frame.Value("passcode"); t != "" {
+			return t, "connect-passcode"
+		}
+	}
+	r := req.Request
+	if r == nil {
+		return "", "none"
+	}
+	if t, ok := bearer(r.Header.Get("Authorization")); ok {
+		return t, "handshake-authorization"
+	}
+	if t := r.URL.Query().Get("access_token"); t != "" {
+		return t, "query"
+	}
+	if a.cfg.Cookie != "" {
+		if c, err := r.Cookie(a.cfg.Cookie); err == nil && c.Value != "" {
+			return c.Value, "cookie"
+		}
+	}
+	return "", "none"
+}
+
+func bearer(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+func remoteAddr(req *stompws.ConnectRequest) string {
+	if req.Request == nil {
+		return ""
+	}
+	return req.Request.RemoteAddr
+}
