@@ -147,6 +147,12 @@ func (f *roomFeed) onLive(m *nats.Msg) {
 // runProbe delivers anything stored after the feed's newest id that never
 // arrived live.
 func (f *roomFeed) runProbe() {
+	// Messages still queued for the feed will show any gap themselves; an
+	// overloaded node must not add stream reads for every busy room.
+	if n, _, err := f.sub.Pending(); err == nil && n > 0 {
+		f.probe.Reset(f.svc.cfg.ProbeDelay)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	latest, err := f.svc.msgs.Latest(ctx, f.room, 0)

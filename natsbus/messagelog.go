@@ -180,7 +180,11 @@ func (l *MessageLog) Await(ctx context.Context, fut jetstream.PubAckFuture, room
 		case <-ctx.Done():
 			return 0, fmt.Errorf("publish to room %s: %w", room, ctx.Err())
 		}
-		notSent := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+		// No server got it, or JetStream refused it unstored (503: no
+		// leader or no quorum for the moment).
+		var apiErr *jetstream.APIError
+		notSent := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+			errors.As(err, &apiErr) && apiErr.Code == 503
 		lost := errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout)
 		if !notSent && !(lost && msgID != "") {
 			return 0, fmt.Errorf("publish to room %s: %w", room, err)
@@ -297,7 +301,10 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]StoredMsg, er
 		defer cancel()
 	}
 	inbox := l.nc.NewInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
+	// A channel sized to the batch: SubscribeSync would allocate its
+	// default 64k-entry (512 KiB) buffer on every read.
+	ch := make(chan *nats.Msg, max(req.Batch, 1)+2)
+	sub, err := l.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("direct get inbox: %w", err)
 	}
@@ -308,9 +315,11 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]StoredMsg, er
 	batch := req.Batch > 0
 	var out []StoredMsg
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("direct get reply: %w", err)
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("direct get reply: %w", ctx.Err())
 		}
 		if status := m.Header.Get("Status"); status != "" {
 			switch status {

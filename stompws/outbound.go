@@ -267,9 +267,7 @@ func (s *Session) writeLoop() {
 			}
 			s.mu.Unlock()
 		} else if beat && !closing {
-			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
-			err = s.conn.Write(ctx, websocket.MessageText, []byte{'\n'})
-			cancel()
+			err = s.write(websocket.MessageText, []byte{'\n'})
 			wrote = true
 		}
 		if err != nil {
@@ -304,9 +302,7 @@ func (s *Session) writeItems(items []outItem) error {
 		if binary {
 			typ = websocket.MessageBinary
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.WriteTimeout)
-		err := s.conn.Write(ctx, typ, buf)
-		cancel()
+		err := s.write(typ, buf)
 		buf, binary = buf[:0], false
 		return err
 	}
@@ -352,6 +348,21 @@ func (s *Session) writeItems(items []outItem) error {
 		*bp = buf[:0]
 		s.srv.bufs.Put(bp)
 	}
+	return err
+}
+
+// write sends one WebSocket message within WriteTimeout. One timer per
+// session bounds every write (a context per write cost an allocation
+// and a timer each): if it fires, the connection is cut, which fails the
+// write.
+func (s *Session) write(typ websocket.MessageType, b []byte) error {
+	if s.writeDeadline == nil {
+		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.conn.CloseNow() })
+	} else {
+		s.writeDeadline.Reset(s.cfg.WriteTimeout)
+	}
+	err := s.conn.Write(context.Background(), typ, b)
+	s.writeDeadline.Stop()
 	return err
 }
 

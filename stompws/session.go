@@ -58,6 +58,8 @@ type Session struct {
 	sendEvery atomic.Int64 // heart-beat interval towards the client (ns); 0: none
 	watchdog  *time.Timer
 	expiry    *time.Timer
+	// writeDeadline bounds each write; owned by the writer goroutine.
+	writeDeadline *time.Timer
 
 	mu         sync.Mutex
 	subs       map[string]*Subscription
