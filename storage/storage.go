@@ -6,11 +6,8 @@ package storage
 
 import (
 	"context"
-	"errors"
 )
 
-// ErrNotFound is returned when a looked-up record does not exist.
-var ErrNotFound = errors.New("not found")
 
 // MessageRef names one message for unread counting.
 type MessageRef struct {
