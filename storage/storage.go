@@ -8,7 +8,6 @@ import (
 	"context"
 )
 
-
 // MessageRef names one message for unread counting.
 type MessageRef struct {
 	ID     uint64
