@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,13 +318,19 @@ func (r *rawConn) expectClosed() {
 
 func msgBody(text string) string { return fmt.Sprintf(`{"message":%q}`, text) }
 
+// nextPort walks 20000-31999 from a random start, so that parallel tests
+// of one run never get the same port (a random pick could coincide before
+// either server binds it). Test-only state.
+var nextPort atomic.Int32
+
 // freePort finds a port for a server that binds it itself later. It looks
 // below Linux's ephemeral range (32768 and up), so that outgoing
 // connections made meanwhile cannot take it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
+	nextPort.CompareAndSwap(0, int32(rand.IntN(12000)))
+	for range 12000 {
+		port := 20000 + int(nextPort.Add(1))%12000
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err == nil {
 			_ = ln.Close()
