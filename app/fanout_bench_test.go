@@ -3,9 +3,8 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
+	"github.com/chatd/chatd/internal/wstest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,31 +43,7 @@ func benchMember(ctx context.Context, url, login, room string, frames *atomic.In
 	if frames == nil {
 		return c, nil
 	}
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			_, r, err := c.Reader(context.Background())
-			if err != nil {
-				return
-			}
-			for {
-				n, err := r.Read(buf)
-				if k := bytes.Count(buf[:n], []byte{0}); k > 0 {
-					frames.Add(int64(k))
-					select {
-					case progress <- struct{}{}:
-					default:
-					}
-				}
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return
-				}
-			}
-		}
-	}()
+	wstest.CountFrames(c, frames, progress)
 	return c, nil
 }
 

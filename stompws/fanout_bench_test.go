@@ -3,8 +3,8 @@ package stompws_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"github.com/chatd/chatd/internal/wstest"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -80,31 +80,7 @@ func drainingClient(ctx context.Context, url string, i int, frames *atomic.Int64
 		}
 		got += bytes.Count(b, []byte{0})
 	}
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			_, r, err := c.Reader(context.Background())
-			if err != nil {
-				return
-			}
-			for {
-				n, err := r.Read(buf)
-				if k := bytes.Count(buf[:n], []byte{0}); k > 0 {
-					frames.Add(int64(k))
-					select {
-					case progress <- struct{}{}:
-					default:
-					}
-				}
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return
-				}
-			}
-		}
-	}()
+	wstest.CountFrames(c, frames, progress)
 	return c, nil
 }
 
