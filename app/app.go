@@ -226,15 +226,24 @@ func (a *App) Addr() string { return a.ln.Addr().String() }
 // rooms nobody on this node watches).
 func (a *App) RoomMessagesReceived() uint64 { return a.chat.LiveReceived() }
 
-// Members lists a room's members as this node knows them.
+// Members lists the users in a room as this node knows them.
 func (a *App) Members(ctx context.Context, room string) ([]string, error) {
-	return a.store.Members(ctx, room)
+	ms, err := a.store.Members(ctx, room)
+	if err != nil {
+		return nil, fmt.Errorf("members: %w", err)
+	}
+	users := make([]string, len(ms))
+	for i, m := range ms {
+		users[i] = m.User
+	}
+	return users, nil
 }
 
-// AddMember makes user a member of room, as a backend writing to the
-// CHAT_MEMBERS bucket would (outside dev mode rooms are not joined on use).
+// AddMember makes user a plain member of room straight in storage, as a
+// backend writing to the CHAT_MEMBERS bucket would, bypassing the rooms
+// API's checks (outside dev mode rooms are not joined on use).
 func (a *App) AddMember(ctx context.Context, room, user string) error {
-	if _, err := a.store.Join(ctx, room, user); err != nil {
+	if _, err := a.store.Join(ctx, room, user, storage.RoleMember); err != nil {
 		return fmt.Errorf("add member: %w", err)
 	}
 	return nil

@@ -131,37 +131,56 @@ func (s *Service) Authenticate(ctx context.Context, req *stompws.ConnectRequest)
 	return s.auth.Authenticate(ctx, req)
 }
 
-// authorize lets user use room: in dev mode by joining it, otherwise only
-// if a member.
+// authorize lets user use room: in dev mode by joining it (creating it,
+// with user as owner, if it is new), otherwise only if a member.
 func (s *Service) authorize(ctx context.Context, room, user string) error {
-	if s.cfg.AutoJoin {
-		if _, err := s.store.Join(ctx, room, user); err != nil {
-			return fmt.Errorf("join %s: %w", room, err)
-		}
-		return nil
-	}
 	ok, err := s.store.IsMember(ctx, room, user)
 	if err != nil {
 		return fmt.Errorf("membership of %s: %w", room, err)
 	}
-	if !ok {
+	if ok {
+		return nil
+	}
+	if !s.cfg.AutoJoin {
 		return notMember(room)
+	}
+	err = s.store.CreateRoom(ctx, storage.Room{ID: room, Name: room, CreatedBy: user, CreatedAt: time.Now()})
+	if errors.Is(err, storage.ErrExists) {
+		_, err = s.store.Join(ctx, room, user, storage.RoleMember)
+	}
+	if err != nil {
+		return fmt.Errorf("join %s: %w", room, err)
 	}
 	return nil
 }
 
-// ErrForbidden matches (errors.Is) the error for a user who may not use a
-// room; errors.As finds its client-facing *stompws.Error.
-var ErrForbidden = errors.New("forbidden")
+// Errors that callers map to their protocol (errors.Is); errors.As finds
+// the client-facing *stompws.Error in each.
+var (
+	// ErrForbidden: the user may not do this (not a member, not an admin).
+	ErrForbidden = errors.New("forbidden")
+	// ErrNotFound: no such room, or no such member.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the change clashes with what exists.
+	ErrConflict = errors.New("conflict")
+)
 
-type forbiddenError struct{ err *stompws.Error }
+// clientError is a refusal the client is told about: kind says which.
+type clientError struct {
+	kind error
+	err  *stompws.Error
+}
 
-func (e forbiddenError) Error() string        { return e.err.Error() }
-func (e forbiddenError) Unwrap() error        { return e.err }
-func (e forbiddenError) Is(target error) bool { return target == ErrForbidden }
+func (e clientError) Error() string        { return e.err.Error() }
+func (e clientError) Unwrap() error        { return e.err }
+func (e clientError) Is(target error) bool { return target == e.kind }
+
+func refuse(kind error, format string, args ...any) error {
+	return clientError{kind: kind, err: stompws.Errorf(format, args...)}
+}
 
 func notMember(room string) error {
-	return forbiddenError{stompws.Errorf("forbidden: not a member of room %s", room)}
+	return refuse(ErrForbidden, "forbidden: not a member of room %s", room)
 }
 
 // Send implements stompws.Handler: the /app destinations.

@@ -220,6 +220,20 @@ func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error)
 	return info.State.Subjects[subj], nil
 }
 
+// CountAfter returns how many of the room's messages have ids above after,
+// from one direct get: a batch reply tells how many more match.
+func (l *MessageLog) CountAfter(ctx context.Context, room string, after uint64) (uint64, error) {
+	msgs, err := l.direct(ctx, directReq{Seq: after + 1, NextFor: RoomSubject(room), Batch: 1})
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	np, err := strconv.ParseUint(msgs[0].Header.Get("Nats-Num-Pending"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("direct get: bad Nats-Num-Pending header: %w", err)
+	}
+	return np + 1, nil
+}
+
 // After returns up to max of the room's messages with id > after, oldest first.
 func (l *MessageLog) After(ctx context.Context, room string, after uint64, max int) ([]StoredMsg, error) {
 	if max <= 0 {

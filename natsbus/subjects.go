@@ -13,6 +13,8 @@ const (
 	// messages, over per-room subjects. One stream rather than one per room:
 	// in a cluster every stream is a Raft group.
 	MessagesStream = "CHAT_MESSAGES"
+	// RoomsBucket is a JetStream KV bucket keyed by room id.
+	RoomsBucket = "CHAT_ROOMS"
 	// MembersBucket and ReadsBucket are JetStream KV buckets keyed
 	// "<room>.<user token>".
 	MembersBucket = "CHAT_MEMBERS"

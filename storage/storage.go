@@ -1,12 +1,52 @@
-// Package storage defines what chatd keeps outside the message stream (room
-// memberships and read positions) behind small interfaces. The embedded
-// default lives in storage/kvstore (JetStream KV); other backends implement
-// the same interfaces.
+// Package storage defines what chatd keeps outside the message stream
+// (rooms, memberships and read positions) behind small interfaces. The
+// embedded default lives in storage/kvstore (JetStream KV); other backends
+// implement the same interfaces.
 package storage
 
 import (
 	"context"
+	"errors"
+	"time"
 )
+
+// Errors a backend returns for the cases callers act on; match with
+// errors.Is.
+var (
+	// ErrNotFound: no such room.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a room with that id exists already.
+	ErrExists = errors.New("already exists")
+)
+
+// Role is a member's standing in a room.
+type Role string
+
+// Roles, from most to least powerful. The owner created the room; owners
+// and admins manage its members.
+const (
+	RoleOwner  Role = "owner"
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+)
+
+// Valid reports whether r is one of the defined roles.
+func (r Role) Valid() bool { return r == RoleOwner || r == RoleAdmin || r == RoleMember }
+
+// Room is a room's record.
+type Room struct {
+	ID        string
+	Name      string
+	CreatedBy string
+	CreatedAt time.Time
+}
+
+// Member is one membership.
+type Member struct {
+	User     string
+	Role     Role
+	JoinedAt time.Time
+}
 
 // MessageRef names one message for unread counting.
 type MessageRef struct {
@@ -14,15 +54,29 @@ type MessageRef struct {
 	Sender string
 }
 
-// Memberships records who belongs to which room.
+// Rooms records which rooms exist.
+type Rooms interface {
+	// CreateRoom stores room and makes its creator (room.CreatedBy) its
+	// owner. It returns ErrExists if the id is taken.
+	CreateRoom(ctx context.Context, room Room) error
+	// Room returns the room's record, or ErrNotFound.
+	Room(ctx context.Context, id string) (Room, error)
+}
+
+// Memberships records who belongs to which room, and in what role.
 type Memberships interface {
-	// Join makes user a member of room and reports whether that is new.
-	Join(ctx context.Context, room, user string) (bool, error)
+	// Join makes user a member of room with role and reports whether that
+	// is new. An existing membership is left as it is, role included.
+	Join(ctx context.Context, room, user string, role Role) (bool, error)
 	// Leave removes user from room; leaving a room one is not in is not an error.
 	Leave(ctx context.Context, room, user string) error
 	IsMember(ctx context.Context, room, user string) (bool, error)
-	// Members lists the room's members, sorted.
-	Members(ctx context.Context, room string) ([]string, error)
+	// Membership returns user's membership of room; ok is false if none.
+	Membership(ctx context.Context, room, user string) (m Member, ok bool, err error)
+	// Members lists the room's members, sorted by user.
+	Members(ctx context.Context, room string) ([]Member, error)
+	// UserRooms lists the ids of the rooms user belongs to, sorted.
+	UserRooms(ctx context.Context, user string) ([]string, error)
 }
 
 // LeaveNotifier is implemented by stores that tell of memberships ending,
@@ -48,6 +102,7 @@ type ReadMarks interface {
 
 // Store is a complete storage backend.
 type Store interface {
+	Rooms
 	Memberships
 	ReadMarks
 	Close() error

@@ -1,7 +1,8 @@
-// Package kvstore is chatd's embedded storage backend: memberships and read
-// positions in JetStream KV buckets, replicated with the rest of JetStream.
+// Package kvstore is chatd's embedded storage backend: rooms, memberships
+// and read positions in JetStream KV buckets, replicated with the rest of
+// JetStream.
 //
-// Every node keeps an in-memory mirror of both buckets, fed by a KV watcher,
+// Every node keeps an in-memory mirror of the buckets, fed by a KV watcher,
 // so membership checks and unread counts on the hot path cost no round trip.
 // A node's own writes are applied to its mirror at once (read-your-writes);
 // entries carry the KV revision so a late watcher event never rolls one back.
@@ -32,32 +33,52 @@ type Config struct {
 
 // Store implements storage.Store on JetStream KV.
 type Store struct {
+	roomsKV jetstream.KeyValue
 	members jetstream.KeyValue
 	reads   jetstream.KeyValue
 	log     *slog.Logger
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 
-	mu      sync.RWMutex
-	rooms   map[string]*room
-	onLeave []func(room, user string)
+	mu        sync.RWMutex
+	rooms     map[string]*room
+	userRooms map[string]map[string]struct{} // user -> rooms they belong to
+	onLeave   []func(room, user string)
 }
 
 type room struct {
+	info    entry            // the room's record
 	members map[string]entry // user -> membership
 	reads   map[string]entry // user -> read position
 }
+
+// bucket names which mirrored bucket an entry belongs to.
+type bucket int
+
+const (
+	roomsBucket bucket = iota
+	membersBucket
+	readsBucket
+)
 
 // entry is one mirrored key. present is false after a delete.
 type entry struct {
 	rev     uint64
 	present bool
-	pos     uint64
+	pos     uint64         // reads: the read position
+	member  storage.Member // members: the membership
+	room    storage.Room   // rooms: the record
 }
 
 type memberValue struct {
-	Role     string    `json:"role"`
-	JoinedAt time.Time `json:"joinedAt"`
+	Role     storage.Role `json:"role"`
+	JoinedAt time.Time    `json:"joinedAt"`
+}
+
+type roomValue struct {
+	Name      string    `json:"name"`
+	CreatedBy string    `json:"createdBy"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 var (
@@ -108,6 +129,10 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 		})
 		return kv, err
 	}
+	roomsKV, err := mk(natsbus.RoomsBucket, "chatd rooms, key <room>")
+	if err != nil {
+		return nil, err
+	}
 	members, err := mk(natsbus.MembersBucket, "chatd room memberships, key <room>.<user>")
 	if err != nil {
 		return nil, err
@@ -117,12 +142,15 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	s := &Store{members: members, reads: reads, log: log, cancel: cancel, rooms: map[string]*room{}}
+	s := &Store{
+		roomsKV: roomsKV, members: members, reads: reads, log: log, cancel: cancel,
+		rooms: map[string]*room{}, userRooms: map[string]map[string]struct{}{},
+	}
 	for _, w := range []struct {
-		kv     jetstream.KeyValue
-		member bool
-	}{{members, true}, {reads, false}} {
-		if err := s.watch(ctx, wctx, w.kv, w.member); err != nil {
+		kv jetstream.KeyValue
+		b  bucket
+	}{{roomsKV, roomsBucket}, {members, membersBucket}, {reads, readsBucket}} {
+		if err := s.watch(ctx, wctx, w.kv, w.b); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -131,7 +159,7 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 }
 
 // watch starts mirroring one bucket and waits for its initial values.
-func (s *Store) watch(ctx, wctx context.Context, kv jetstream.KeyValue, member bool) error {
+func (s *Store) watch(ctx, wctx context.Context, kv jetstream.KeyValue, b bucket) error {
 	w, err := kv.WatchAll(wctx)
 	if err != nil {
 		return fmt.Errorf("watch KV bucket %s: %w", kv.Bucket(), err)
@@ -157,7 +185,7 @@ func (s *Store) watch(ctx, wctx context.Context, kv jetstream.KeyValue, member b
 					}
 					continue
 				}
-				s.applyEvent(e, member)
+				s.applyEvent(e, b)
 			}
 		}
 	}()
@@ -169,39 +197,82 @@ func (s *Store) watch(ctx, wctx context.Context, kv jetstream.KeyValue, member b
 	}
 }
 
-func (s *Store) applyEvent(e jetstream.KeyValueEntry, member bool) {
-	roomID, user, ok := splitKey(e.Key())
+func (s *Store) applyEvent(e jetstream.KeyValueEntry, b bucket) {
+	var roomID, user string
+	ok := true
+	if b == roomsBucket {
+		roomID = e.Key()
+		ok = natsbus.ValidName(roomID)
+	} else {
+		roomID, user, ok = splitKey(e.Key())
+	}
 	if !ok {
 		s.log.Warn("ignoring malformed KV key", "bucket", e.Bucket(), "key", e.Key())
 		return
 	}
 	ent := entry{rev: e.Revision(), present: e.Operation() == jetstream.KeyValuePut}
-	if ent.present && !member {
-		pos, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	if ent.present {
+		var err error
+		switch b {
+		case roomsBucket:
+			ent.room, err = decodeRoom(roomID, e.Value())
+		case membersBucket:
+			ent.member, err = decodeMember(user, e.Value())
+		case readsBucket:
+			ent.pos, err = strconv.ParseUint(string(e.Value()), 10, 64)
+		}
 		if err != nil {
-			s.log.Warn("ignoring malformed read position", "key", e.Key(), "err", err)
+			s.log.Warn("ignoring malformed KV value", "bucket", e.Bucket(), "key", e.Key(), "err", err)
 			return
 		}
-		ent.pos = pos
 	}
 	s.mu.Lock()
-	ended := s.apply(roomID, user, ent, member)
+	ended := s.apply(roomID, user, ent, b)
 	s.mu.Unlock()
 	if ended {
 		s.left(roomID, user)
 	}
 }
 
+func decodeRoom(id string, v []byte) (storage.Room, error) {
+	var rv roomValue
+	if err := json.Unmarshal(v, &rv); err != nil {
+		return storage.Room{}, fmt.Errorf("decode room: %w", err)
+	}
+	return storage.Room{ID: id, Name: rv.Name, CreatedBy: rv.CreatedBy, CreatedAt: rv.CreatedAt}, nil
+}
+
+// decodeMember reads a membership; a value without a known role (a backend
+// writing {} by hand) is a plain member.
+func decodeMember(user string, v []byte) (storage.Member, error) {
+	var mv memberValue
+	if len(v) > 0 {
+		if err := json.Unmarshal(v, &mv); err != nil {
+			return storage.Member{}, fmt.Errorf("decode membership: %w", err)
+		}
+	}
+	if !mv.Role.Valid() {
+		mv.Role = storage.RoleMember
+	}
+	return storage.Member{User: user, Role: mv.Role, JoinedAt: mv.JoinedAt}, nil
+}
+
 // apply stores ent unless the mirror already has a newer revision, and
 // reports whether that ended a membership. The caller holds s.mu.
-func (s *Store) apply(roomID, user string, ent entry, member bool) bool {
+func (s *Store) apply(roomID, user string, ent entry, b bucket) bool {
 	r := s.rooms[roomID]
 	if r == nil {
 		r = &room{members: map[string]entry{}, reads: map[string]entry{}}
 		s.rooms[roomID] = r
 	}
+	if b == roomsBucket {
+		if r.info.rev < ent.rev {
+			r.info = ent
+		}
+		return false
+	}
 	m := r.reads
-	if member {
+	if b == membersBucket {
 		m = r.members
 	}
 	cur, ok := m[user]
@@ -209,7 +280,28 @@ func (s *Store) apply(roomID, user string, ent entry, member bool) bool {
 		return false
 	}
 	m[user] = ent
-	return member && ok && cur.present && !ent.present
+	if b != membersBucket {
+		return false
+	}
+	if ent.present {
+		if s.userRooms[user] == nil {
+			s.userRooms[user] = map[string]struct{}{}
+		}
+		s.userRooms[user][roomID] = struct{}{}
+	} else {
+		s.unindex(user, roomID)
+	}
+	return ok && cur.present && !ent.present
+}
+
+// unindex drops room from user's rooms. The caller holds s.mu.
+func (s *Store) unindex(user, roomID string) {
+	if rooms := s.userRooms[user]; rooms != nil {
+		delete(rooms, roomID)
+		if len(rooms) == 0 {
+			delete(s.userRooms, user)
+		}
+	}
 }
 
 func key(roomID, user string) string { return roomID + "." + natsbus.UserToken(user) }
@@ -223,27 +315,81 @@ func splitKey(k string) (string, string, bool) {
 	return roomID, user, ok
 }
 
-func (s *Store) lookup(roomID, user string, member bool) (entry, bool) {
+func (s *Store) lookup(roomID, user string, b bucket) (entry, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := s.rooms[roomID]
 	if r == nil {
 		return entry{}, false
 	}
-	m := r.reads
-	if member {
-		m = r.members
+	var e entry
+	switch b {
+	case roomsBucket:
+		e = r.info
+	case membersBucket:
+		e = r.members[user]
+	case readsBucket:
+		e = r.reads[user]
 	}
-	e, ok := m[user]
-	return e, ok && e.present
+	return e, e.present
+}
+
+// CreateRoom implements storage.Rooms: the record first, so that the id is
+// claimed once, then the owner's membership.
+func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
+	val, err := json.Marshal(roomValue{Name: rm.Name, CreatedBy: rm.CreatedBy, CreatedAt: rm.CreatedAt.UTC()})
+	if err != nil {
+		return fmt.Errorf("encode room: %w", err)
+	}
+	var rev uint64
+	err = s.retry(ctx, "create room", func(ctx context.Context) error {
+		var err error
+		rev, err = s.roomsKV.Create(ctx, rm.ID, val)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("create room %s: %w", rm.ID, storage.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create room %s: %w", rm.ID, err)
+	}
+	rm.CreatedAt = rm.CreatedAt.UTC()
+	s.mu.Lock()
+	s.apply(rm.ID, "", entry{rev: rev, present: true, room: rm}, roomsBucket)
+	s.mu.Unlock()
+	if _, err := s.join(ctx, rm.ID, rm.CreatedBy, storage.RoleOwner, rm.CreatedAt); err != nil {
+		// Give the id back rather than leave a room nobody owns.
+		if derr := s.roomsKV.Delete(ctx, rm.ID, jetstream.LastRevision(rev)); derr != nil {
+			s.log.Error("room left without owner", "room", rm.ID, "err", derr)
+		}
+		return fmt.Errorf("create room %s: %w", rm.ID, err)
+	}
+	return nil
+}
+
+// Room implements storage.Rooms.
+func (s *Store) Room(_ context.Context, id string) (storage.Room, error) {
+	e, ok := s.lookup(id, "", roomsBucket)
+	if !ok {
+		return storage.Room{}, fmt.Errorf("room %s: %w", id, storage.ErrNotFound)
+	}
+	return e.room, nil
 }
 
 // Join implements storage.Memberships.
-func (s *Store) Join(ctx context.Context, roomID, user string) (bool, error) {
-	if _, ok := s.lookup(roomID, user, true); ok {
+func (s *Store) Join(ctx context.Context, roomID, user string, role storage.Role) (bool, error) {
+	return s.join(ctx, roomID, user, role, time.Now().UTC())
+}
+
+func (s *Store) join(ctx context.Context, roomID, user string, role storage.Role, at time.Time) (bool, error) {
+	if _, ok := s.lookup(roomID, user, membersBucket); ok {
 		return false, nil
 	}
-	val, err := json.Marshal(memberValue{Role: "member", JoinedAt: time.Now().UTC()})
+	if !role.Valid() {
+		return false, fmt.Errorf("add member %s to %s: invalid role %q", user, roomID, role)
+	}
+	mem := storage.Member{User: user, Role: role, JoinedAt: at.UTC()}
+	val, err := json.Marshal(memberValue{Role: role, JoinedAt: mem.JoinedAt})
 	if err != nil {
 		return false, fmt.Errorf("encode membership: %w", err)
 	}
@@ -258,8 +404,12 @@ func (s *Store) Join(ctx context.Context, roomID, user string) (bool, error) {
 		if gerr != nil {
 			return false, fmt.Errorf("read membership %s/%s: %w", roomID, user, gerr)
 		}
+		cur, derr := decodeMember(user, e.Value())
+		if derr != nil {
+			return false, fmt.Errorf("read membership %s/%s: %w", roomID, user, derr)
+		}
 		s.mu.Lock()
-		s.apply(roomID, user, entry{rev: e.Revision(), present: true}, true)
+		s.apply(roomID, user, entry{rev: e.Revision(), present: true, member: cur}, membersBucket)
 		s.mu.Unlock()
 		return false, nil
 	}
@@ -267,7 +417,7 @@ func (s *Store) Join(ctx context.Context, roomID, user string) (bool, error) {
 		return false, fmt.Errorf("add member %s to %s: %w", user, roomID, err)
 	}
 	s.mu.Lock()
-	s.apply(roomID, user, entry{rev: rev, present: true}, true)
+	s.apply(roomID, user, entry{rev: rev, present: true, member: mem}, membersBucket)
 	s.mu.Unlock()
 	return true, nil
 }
@@ -282,10 +432,13 @@ func (s *Store) Leave(ctx context.Context, roomID, user string) error {
 	ended := false
 	s.mu.Lock()
 	if r := s.rooms[roomID]; r != nil {
-		if e, ok := r.members[user]; ok {
-			ended = e.present
+		if e, ok := r.members[user]; ok && e.present {
+			// The revision stays, so the watcher's delete event (a newer
+			// one) still lands, and finds nothing more to end.
 			e.present = false
 			r.members[user] = e
+			s.unindex(user, roomID)
+			ended = true
 		}
 	}
 	s.mu.Unlock()
@@ -297,23 +450,41 @@ func (s *Store) Leave(ctx context.Context, roomID, user string) error {
 
 // IsMember implements storage.Memberships.
 func (s *Store) IsMember(_ context.Context, roomID, user string) (bool, error) {
-	_, ok := s.lookup(roomID, user, true)
+	_, ok := s.lookup(roomID, user, membersBucket)
 	return ok, nil
 }
 
+// Membership implements storage.Memberships.
+func (s *Store) Membership(_ context.Context, roomID, user string) (storage.Member, bool, error) {
+	e, ok := s.lookup(roomID, user, membersBucket)
+	return e.member, ok, nil
+}
+
 // Members implements storage.Memberships.
-func (s *Store) Members(_ context.Context, roomID string) ([]string, error) {
+func (s *Store) Members(_ context.Context, roomID string) ([]storage.Member, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := s.rooms[roomID]
 	if r == nil {
 		return nil, nil
 	}
-	out := make([]string, 0, len(r.members))
-	for u, e := range r.members {
+	out := make([]storage.Member, 0, len(r.members))
+	for _, e := range r.members {
 		if e.present {
-			out = append(out, u)
+			out = append(out, e.member)
 		}
+	}
+	slices.SortFunc(out, func(a, b storage.Member) int { return strings.Compare(a.User, b.User) })
+	return out, nil
+}
+
+// UserRooms implements storage.Memberships.
+func (s *Store) UserRooms(_ context.Context, user string) ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.userRooms[user]))
+	for id := range s.userRooms[user] {
+		out = append(out, id)
 	}
 	slices.Sort(out)
 	return out, nil
@@ -324,7 +495,7 @@ func (s *Store) Members(_ context.Context, roomID string) ([]string, error) {
 func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
 	k := key(roomID, user)
 	for attempt := 0; attempt < 20; attempt++ {
-		if e, ok := s.lookup(roomID, user, false); ok && e.pos >= id {
+		if e, ok := s.lookup(roomID, user, readsBucket); ok && e.pos >= id {
 			return e.pos, nil
 		}
 		val := []byte(strconv.FormatUint(id, 10))
@@ -345,7 +516,7 @@ func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (u
 			pos, perr := strconv.ParseUint(string(cur.Value()), 10, 64)
 			if perr == nil && pos >= id {
 				s.mu.Lock()
-				s.apply(roomID, user, entry{rev: cur.Revision(), present: true, pos: pos}, false)
+				s.apply(roomID, user, entry{rev: cur.Revision(), present: true, pos: pos}, readsBucket)
 				s.mu.Unlock()
 				return pos, nil
 			}
@@ -368,7 +539,7 @@ func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (u
 			return 0, fmt.Errorf("store read position %s/%s: %w", roomID, user, err)
 		}
 		s.mu.Lock()
-		s.apply(roomID, user, entry{rev: rev, present: true, pos: id}, false)
+		s.apply(roomID, user, entry{rev: rev, present: true, pos: id}, readsBucket)
 		s.mu.Unlock()
 		return id, nil
 	}
@@ -383,7 +554,7 @@ func isWrongLastSequence(err error) bool {
 
 // ReadMark implements storage.ReadMarks.
 func (s *Store) ReadMark(_ context.Context, roomID, user string) (uint64, error) {
-	e, _ := s.lookup(roomID, user, false)
+	e, _ := s.lookup(roomID, user, readsBucket)
 	return e.pos, nil
 }
 

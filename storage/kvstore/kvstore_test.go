@@ -2,12 +2,14 @@ package kvstore
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/storage/storetest"
 )
 
 func startBus(t *testing.T) *natsbus.Bus {
@@ -32,39 +34,9 @@ func open(t *testing.T, bus *natsbus.Bus) *Store {
 	return s
 }
 
-func TestMembershipsAndUnread(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, startBus(t))
-	for _, u := range []string{"bob", "alice", "alice@example.com"} {
-		if added, err := s.Join(ctx, "r", u); err != nil || !added {
-			t.Fatalf("Join %s: %v %v", u, added, err)
-		}
-	}
-	if added, _ := s.Join(ctx, "r", "alice"); added {
-		t.Fatal("second Join reported new")
-	}
-	m, _ := s.Members(ctx, "r")
-	if len(m) != 3 || m[0] != "alice" || m[1] != "alice@example.com" || m[2] != "bob" {
-		t.Fatalf("members %v", m)
-	}
-	if pos, err := s.MarkRead(ctx, "r", "bob", 10); err != nil || pos != 10 {
-		t.Fatalf("MarkRead: %d %v", pos, err)
-	}
-	if pos, _ := s.MarkRead(ctx, "r", "bob", 5); pos != 10 {
-		t.Fatalf("read position moved back to %d", pos)
-	}
-	got, _ := s.Unread(ctx, "r", []storage.MessageRef{{ID: 10, Sender: "alice"}, {ID: 11, Sender: "alice"}, {ID: 11, Sender: "carol"}})
-	// id 10: unread by alice@example.com (bob read it, alice sent it); id 11:
-	// bob and alice@example.com; id 11 from a non-member: all three.
-	if got[0] != 1 || got[1] != 2 || got[2] != 3 {
-		t.Fatalf("unread %v", got)
-	}
-	if err := s.Leave(ctx, "r", "alice@example.com"); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := s.IsMember(ctx, "r", "alice@example.com"); ok {
-		t.Fatal("still a member after Leave")
-	}
+// TestConformance runs the behaviour every backend must show.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storage.Store { return open(t, startBus(t)) })
 }
 
 // Two stores on one NATS stand for two nodes: each sees the other's
@@ -73,7 +45,10 @@ func TestTwoNodesConverge(t *testing.T) {
 	ctx := context.Background()
 	bus := startBus(t)
 	a, b := open(t, bus), open(t, bus)
-	if _, err := a.Join(ctx, "r", "alice"); err != nil {
+	if _, err := a.Join(ctx, "r", "alice", storage.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateRoom(ctx, storage.Room{ID: "made", Name: "Made on a", CreatedBy: "carol", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -88,11 +63,15 @@ func TestTwoNodesConverge(t *testing.T) {
 		pa, _ := a.ReadMark(ctx, "r", "alice")
 		pb, _ := b.ReadMark(ctx, "r", "alice")
 		ok, _ := b.IsMember(ctx, "r", "alice")
-		if pa == 99 && pb == 99 && ok {
+		rm, rerr := b.Room(ctx, "made")
+		owner, _, _ := b.Membership(ctx, "made", "carol")
+		rooms, _ := b.UserRooms(ctx, "carol")
+		if pa == 99 && pb == 99 && ok && rerr == nil && rm.Name == "Made on a" && owner.Role == storage.RoleOwner && slices.Equal(rooms, []string{"made"}) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("positions %d and %d (want 99), member on b: %v", pa, pb, ok)
+			t.Fatalf("positions %d and %d (want 99), member on b: %v; room on b %+v %v, owner %+v, carol's rooms %v",
+				pa, pb, ok, rm, rerr, owner, rooms)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -113,7 +92,7 @@ func TestOnLeave(t *testing.T) {
 	hereC, thereC := make(chan ev, 4), make(chan ev, 4)
 	here.OnLeave(func(r, u string) { hereC <- ev{r, u} })
 	there.OnLeave(func(r, u string) { thereC <- ev{r, u} })
-	if _, err := here.Join(ctx, "r", "alice@example.com"); err != nil {
+	if _, err := here.Join(ctx, "r", "alice@example.com", storage.RoleMember); err != nil {
 		t.Fatal(err)
 	}
 	// there must have seen the join, or the delete ends nothing it knows.
@@ -142,7 +121,7 @@ func TestOnLeave(t *testing.T) {
 	if err := here.Leave(ctx, "r", "alice@example.com"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := here.Join(ctx, "r", "bob"); err != nil {
+	if _, err := here.Join(ctx, "r", "bob", storage.RoleMember); err != nil {
 		t.Fatal(err)
 	}
 	if err := here.Leave(ctx, "r", "bob"); err != nil {

@@ -1,0 +1,281 @@
+package chat
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/stompws"
+	"github.com/chatd/chatd/storage"
+)
+
+// Limits on what a client names.
+const (
+	maxRoomName = 200
+	maxUserID   = 256
+)
+
+// RoomInfo is a room as the rooms API shows it.
+type RoomInfo struct {
+	ID        string       `json:"id"`
+	Name      string       `json:"name"`
+	CreatedBy string       `json:"createdBy"`
+	CreatedAt string       `json:"createdAt"`
+	Members   []MemberInfo `json:"members"`
+}
+
+// MemberInfo is one membership as the rooms API shows it.
+type MemberInfo struct {
+	UserID   string       `json:"userId"`
+	Role     storage.Role `json:"role"`
+	JoinedAt string       `json:"joinedAt"`
+}
+
+// RoomSummary is one entry of a user's room list.
+type RoomSummary struct {
+	ID   string       `json:"id"`
+	Name string       `json:"name"`
+	Role storage.Role `json:"role"`
+	// UnreadCount is how many of the room's messages have ids above
+	// LastReadID (the user's own included).
+	UnreadCount uint64   `json:"unreadCount"`
+	LastReadID  uint64   `json:"lastReadId"`
+	LastMessage *Message `json:"lastMessage"`
+}
+
+func memberInfo(m storage.Member) MemberInfo {
+	return MemberInfo{UserID: m.User, Role: m.Role, JoinedAt: formatTime(m.JoinedAt)}
+}
+
+// CreateRoom creates a room with user as its owner. An empty id gets a
+// random one; an empty name is the id.
+func (s *Service) CreateRoom(ctx context.Context, user, id, name string) (RoomInfo, error) {
+	if id == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+		id = base64.RawURLEncoding.EncodeToString(b[:])
+	}
+	if !natsbus.ValidName(id) {
+		return RoomInfo{}, stompws.Errorf("invalid room id: 1 to 64 characters of [A-Za-z0-9_-]")
+	}
+	if name == "" {
+		name = id
+	}
+	if !utf8.ValidString(name) || len(name) > maxRoomName {
+		return RoomInfo{}, stompws.Errorf("invalid room name: at most %d bytes of UTF-8", maxRoomName)
+	}
+	rm := storage.Room{ID: id, Name: name, CreatedBy: user, CreatedAt: time.Now().UTC()}
+	err := s.store.CreateRoom(ctx, rm)
+	if errors.Is(err, storage.ErrExists) {
+		return RoomInfo{}, refuse(ErrConflict, "room %s exists already", id)
+	}
+	if err != nil {
+		return RoomInfo{}, fmt.Errorf("create room: %w", err)
+	}
+	return s.roomInfo(ctx, rm)
+}
+
+// Room returns a room and its members; only members may see it.
+func (s *Service) Room(ctx context.Context, user, id string) (RoomInfo, error) {
+	rm, err := s.room(ctx, id)
+	if err != nil {
+		return RoomInfo{}, err
+	}
+	if err := s.authorize(ctx, id, user); err != nil {
+		return RoomInfo{}, err
+	}
+	return s.roomInfo(ctx, rm)
+}
+
+func (s *Service) room(ctx context.Context, id string) (storage.Room, error) {
+	rm, err := s.store.Room(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return rm, refuse(ErrNotFound, "room %s not found", id)
+	}
+	if err != nil {
+		return rm, fmt.Errorf("room %s: %w", id, err)
+	}
+	return rm, nil
+}
+
+func (s *Service) roomInfo(ctx context.Context, rm storage.Room) (RoomInfo, error) {
+	members, err := s.store.Members(ctx, rm.ID)
+	if err != nil {
+		return RoomInfo{}, fmt.Errorf("members of %s: %w", rm.ID, err)
+	}
+	info := RoomInfo{ID: rm.ID, Name: rm.Name, CreatedBy: rm.CreatedBy, CreatedAt: formatTime(rm.CreatedAt),
+		Members: make([]MemberInfo, len(members))}
+	for i, m := range members {
+		info.Members[i] = memberInfo(m)
+	}
+	return info, nil
+}
+
+// AddMember makes user a member of room with role, on behalf of actor, who
+// must be its owner or an admin; only the owner makes admins.
+func (s *Service) AddMember(ctx context.Context, actor, room, user string, role storage.Role) (MemberInfo, error) {
+	if role == "" {
+		role = storage.RoleMember
+	}
+	if role != storage.RoleMember && role != storage.RoleAdmin {
+		return MemberInfo{}, stompws.Errorf("invalid role: member or admin")
+	}
+	if user == "" || len(user) > maxUserID || !utf8.ValidString(user) {
+		return MemberInfo{}, stompws.Errorf("invalid user id: 1 to %d bytes of UTF-8", maxUserID)
+	}
+	if _, err := s.room(ctx, room); err != nil {
+		return MemberInfo{}, err
+	}
+	by, err := s.manager(ctx, actor, room)
+	if err != nil {
+		return MemberInfo{}, err
+	}
+	if role == storage.RoleAdmin && by.Role != storage.RoleOwner {
+		return MemberInfo{}, refuse(ErrForbidden, "forbidden: only the owner of room %s may add admins", room)
+	}
+	added, err := s.store.Join(ctx, room, user, role)
+	if err != nil {
+		return MemberInfo{}, fmt.Errorf("add member: %w", err)
+	}
+	if !added {
+		return MemberInfo{}, refuse(ErrConflict, "%s is a member of room %s already", user, room)
+	}
+	m, ok, err := s.store.Membership(ctx, room, user)
+	if err != nil || !ok {
+		return MemberInfo{}, fmt.Errorf("read back membership of %s in %s: %w", user, room, cmp.Or(err, errors.New("gone")))
+	}
+	return memberInfo(m), nil
+}
+
+// RemoveMember ends user's membership of room, on behalf of actor: anyone
+// may leave; the owner or an admin may remove a member, and only the owner
+// an admin. The owner stays. The user's live subscriptions to the room end
+// on every node (storage.LeaveNotifier).
+func (s *Service) RemoveMember(ctx context.Context, actor, room, user string) error {
+	if _, err := s.room(ctx, room); err != nil {
+		return err
+	}
+	target, ok, err := s.store.Membership(ctx, room, user)
+	if err != nil {
+		return fmt.Errorf("membership of %s in %s: %w", user, room, err)
+	}
+	if actor != user {
+		by, err := s.manager(ctx, actor, room)
+		if err != nil {
+			return err
+		}
+		if ok && target.Role == storage.RoleAdmin && by.Role != storage.RoleOwner {
+			return refuse(ErrForbidden, "forbidden: only the owner of room %s may remove admins", room)
+		}
+	}
+	if !ok {
+		return refuse(ErrNotFound, "%s is not a member of room %s", user, room)
+	}
+	if target.Role == storage.RoleOwner {
+		return refuse(ErrConflict, "the owner of room %s cannot be removed", room)
+	}
+	if err := s.store.Leave(ctx, room, user); err != nil {
+		return fmt.Errorf("remove member: %w", err)
+	}
+	return nil
+}
+
+// manager returns actor's membership of room if it lets them manage
+// members.
+func (s *Service) manager(ctx context.Context, actor, room string) (storage.Member, error) {
+	m, ok, err := s.store.Membership(ctx, room, actor)
+	if err != nil {
+		return m, fmt.Errorf("membership of %s in %s: %w", actor, room, err)
+	}
+	if !ok {
+		return m, notMember(room)
+	}
+	if m.Role != storage.RoleOwner && m.Role != storage.RoleAdmin {
+		return m, refuse(ErrForbidden, "forbidden: only the owner or an admin of room %s may manage members", room)
+	}
+	return m, nil
+}
+
+// roomListWorkers bounds the stream reads a room list makes at once.
+const roomListWorkers = 8
+
+// UserRooms lists user's rooms, the most recently active first, each with
+// its unread count and newest message.
+func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, error) {
+	ids, err := s.store.UserRooms(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("rooms of %s: %w", user, err)
+	}
+	out := make([]RoomSummary, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, roomListWorkers)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			out[i], errs[i] = s.roomSummary(ctx, user, id)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	// Newest message first; rooms without messages after, by name.
+	slices.SortStableFunc(out, func(a, b RoomSummary) int {
+		var ai, bi uint64
+		if a.LastMessage != nil {
+			ai = a.LastMessage.ID
+		}
+		if b.LastMessage != nil {
+			bi = b.LastMessage.ID
+		}
+		return cmp.Or(cmp.Compare(bi, ai), cmp.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+func (s *Service) roomSummary(ctx context.Context, user, id string) (RoomSummary, error) {
+	sum := RoomSummary{ID: id, Name: id, Role: storage.RoleMember}
+	switch rm, err := s.store.Room(ctx, id); {
+	case err == nil:
+		sum.Name = rm.Name
+	case !errors.Is(err, storage.ErrNotFound): // a room made by hand in KV has no record
+		return sum, fmt.Errorf("room %s: %w", id, err)
+	}
+	if m, ok, err := s.store.Membership(ctx, id, user); err != nil {
+		return sum, fmt.Errorf("membership of %s in %s: %w", user, id, err)
+	} else if ok {
+		sum.Role = m.Role
+	}
+	mark, err := s.store.ReadMark(ctx, id, user)
+	if err != nil {
+		return sum, fmt.Errorf("read position in %s: %w", id, err)
+	}
+	sum.LastReadID = mark
+	if sum.UnreadCount, err = s.msgs.CountAfter(ctx, id, mark); err != nil {
+		return sum, fmt.Errorf("unread count of %s: %w", id, err)
+	}
+	latest, err := s.msgs.Latest(ctx, id, 0)
+	if err != nil {
+		return sum, fmt.Errorf("newest message of %s: %w", id, err)
+	}
+	if latest != nil {
+		msgs, _, err := s.chatMessages(ctx, id, []natsbus.StoredMsg{*latest})
+		if err != nil {
+			return sum, err
+		}
+		if len(msgs) == 1 {
+			sum.LastMessage = &msgs[0]
+		}
+	}
+	return sum, nil
+}
