@@ -36,6 +36,12 @@ func api(t *testing.T, n *node, method, path, token, body string, out any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if resp.StatusCode == http.StatusNoContent {
+		if len(raw) != 0 {
+			t.Fatalf("%s %s: 204 with a body %q", method, path, raw)
+		}
+		return resp.StatusCode
+	}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("%s %s: Content-Type %q, body %q", method, path, ct, raw)
 	}

@@ -89,7 +89,7 @@ func TestExternalNATS(t *testing.T) {
 	cleanup := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, s := range []string{natsbus.MessagesStream, "KV_" + natsbus.MembersBucket, "KV_" + natsbus.ReadsBucket} {
+		for _, s := range []string{natsbus.MessagesStream, "KV_" + natsbus.RoomsBucket, "KV_" + natsbus.MembersBucket, "KV_" + natsbus.ReadsBucket} {
 			_ = js.DeleteStream(ctx, s)
 		}
 	}
