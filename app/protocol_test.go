@@ -1347,3 +1347,47 @@ func TestProtocolHeartBeatOff(t *testing.T) {
 		t.Fatalf("got %s heart-beat %q, want CONNECTED 0,0", f.Command, f.Header.Get("heart-beat"))
 	}
 }
+
+// TestProtocolTooManyUnacked: a client-ack subscriber that reads but never
+// ACKs is cut off with an ERROR once MaxUnacked (1,024) messages wait,
+// while its queue is empty; the sender is unaffected.
+func TestProtocolTooManyUnacked(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	const room, total = "unacked", 1100
+	lazy, _ := dialMsg(t, n)
+	lazy.connectAs("lazy", "1.2")
+	lazy.subscribe("s", "/topic/chat."+room, "ack:client-individual")
+
+	pub, _ := dialMsg(t, n)
+	pub.connectAs("pub", "1.2")
+	var b strings.Builder
+	for k := range total {
+		b.WriteString(stompFrame("SEND", msgBody("m"+strconv.Itoa(k)), "destination:/app/chat."+room, fmt.Sprintf("receipt:%d", k)))
+	}
+	pub.send(b.String())
+	for k := range total {
+		if f := pub.expect("RECEIPT"); f.Header.Get("receipt-id") != strconv.Itoa(k) {
+			t.Fatalf("receipt %d: %v", k, f.Header)
+		}
+	}
+	got := 0
+	for {
+		f, err := lazy.read(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d messages: %v, want an ERROR", got, err)
+		}
+		if f.Command == "ERROR" {
+			// Messages queued but not yet written when the limit trips are
+			// dropped with the session, so fewer than 1,024 may arrive.
+			if msg := f.Header.Get("message"); msg != "slow consumer: too many unacknowledged messages" || got > 1024 {
+				t.Fatalf("ERROR %q after %d messages, want the unacked limit, after at most 1024", msg, got)
+			}
+			return
+		}
+		if f.Command != "MESSAGE" {
+			t.Fatalf("got %s", f.Command)
+		}
+		got++
+	}
+}

@@ -156,9 +156,7 @@ func (sub *Subscription) Deliver(m *Message, extra ...Header) bool {
 	s.mu.Lock()
 	ok := s.deliverLocked(sub, m, extra)
 	s.mu.Unlock()
-	if ok {
-		s.signal()
-	}
+	s.signal() // also when it failed: a slow consumer's ERROR must go out
 	return ok
 }
 
@@ -176,10 +174,10 @@ func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...H
 		if len(s.queue) == 0 || len(s.queue) < s.cfg.OutboundFrames/2 && s.queueBytes+m.size <= s.cfg.OutboundBytes/2 {
 			ok := s.deliverLocked(sub, m, extra)
 			s.mu.Unlock()
+			s.signal()
 			if !ok {
 				return ErrSubscriptionClosed
 			}
-			s.signal()
 			return nil
 		}
 		if s.drained == nil {
@@ -230,20 +228,15 @@ func (s *Session) slowConsumerLocked(reason string) {
 	time.AfterFunc(time.Second, func() { _ = s.conn.CloseNow() })
 }
 
-// writeLoop is the session's only writer: it takes everything queued at
-// once and writes it as few WebSocket messages, so a burst costs one write,
-// and it sends heart-beats when nothing else was written for a while.
+// writeLoop is the session's only writer while it runs (signal starts
+// it): it takes everything queued at once and writes it as few WebSocket
+// messages, so a burst costs one write, then waits WriteCoalesce so that
+// what arrives meanwhile shares the next write, and exits when there is
+// nothing left. It sends a heart-beat when the timer asks and nothing
+// else goes.
 func (s *Session) writeLoop() {
-	defer close(s.writerDone)
-	var hb *time.Timer
-	var hbC <-chan time.Time
 	for {
-		beat := false
-		select {
-		case <-s.wake:
-		case <-hbC:
-			beat = true
-		}
+		beat := s.beatDue.Swap(false)
 		s.mu.Lock()
 		items := s.queue
 		s.queue, s.spare = s.spare, nil
@@ -253,42 +246,42 @@ func (s *Session) writeLoop() {
 			close(s.drained)
 			s.drained, s.waiting = nil, false
 		}
+		if len(items) == 0 && !beat && !closing {
+			// Cleared under s.mu: whoever queues a frame after this
+			// finds no writer and starts one.
+			s.writing.Store(false)
+			s.mu.Unlock()
+			return
+		}
 		s.mu.Unlock()
 
 		var err error
-		wrote := false
 		if len(items) > 0 {
 			err = s.writeItems(items)
-			wrote = true
 			clear(items)
 			s.mu.Lock()
 			if s.spare == nil {
 				s.spare = items[:0]
 			}
 			s.mu.Unlock()
-		} else if beat && !closing {
+		} else if !closing {
 			err = s.write(websocket.MessageText, []byte{'\n'})
-			wrote = true
 		}
-		if err != nil {
-			_ = s.conn.CloseNow()
-			return
-		}
-		if closing {
-			if code == 0 {
+		if err != nil || closing {
+			// writing stays set: no writer starts after this one.
+			if err != nil || code == 0 {
 				_ = s.conn.CloseNow()
 			} else {
 				_ = s.conn.Close(code, "")
 			}
+			close(s.writerDone)
 			return
 		}
-		if every := time.Duration(s.sendEvery.Load()); every > 0 && (wrote || hb == nil) {
-			if hb == nil {
-				hb = time.NewTimer(every)
-				hbC = hb.C
-			} else {
-				hb.Reset(every)
-			}
+		if t := s.heartBeat.Load(); t != nil {
+			t.Reset(time.Duration(s.sendEvery.Load()))
+		}
+		if s.cfg.WriteCoalesce > 0 {
+			time.Sleep(s.cfg.WriteCoalesce)
 		}
 	}
 }

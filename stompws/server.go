@@ -57,6 +57,11 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// WriteTimeout bounds one write to the client.
 	WriteTimeout time.Duration
+	// WriteCoalesce is how long a session's writer waits after a write
+	// before it writes again, so that frames arriving meanwhile share one
+	// WebSocket message and syscall. A lone frame is written at once.
+	// Negative: no wait.
+	WriteCoalesce time.Duration
 	// OriginPatterns lists the allowed browser origins (host patterns, as in
 	// github.com/coder/websocket); empty means same origin only.
 	OriginPatterns []string
@@ -85,6 +90,7 @@ func DefaultConfig() Config {
 		HeartBeatGrace:   5 * time.Second,
 		ConnectTimeout:   10 * time.Second,
 		WriteTimeout:     10 * time.Second,
+		WriteCoalesce:    time.Millisecond,
 		ServerName:       "chatd",
 	}
 }
@@ -123,6 +129,9 @@ func (c Config) withDefaults() Config {
 	setDur(&c.HeartBeatGrace, d.HeartBeatGrace)
 	setDur(&c.ConnectTimeout, d.ConnectTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
+	if c.WriteCoalesce == 0 {
+		c.WriteCoalesce = d.WriteCoalesce
+	}
 	if c.ServerName == "" {
 		c.ServerName = d.ServerName
 	}
@@ -201,8 +210,10 @@ type Server struct {
 	closing  bool
 	wg       sync.WaitGroup
 
-	// bufs holds write buffers between bursts, so an idle session keeps none.
-	bufs sync.Pool
+	// bufs holds write buffers between bursts, and rbufs read buffers
+	// between messages, so an idle session keeps neither.
+	bufs  sync.Pool
+	rbufs sync.Pool
 }
 
 // NewServer returns a server that hands destinations to h.
@@ -210,6 +221,7 @@ func NewServer(cfg Config, h Handler) *Server {
 	cfg = cfg.withDefaults()
 	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}, perUser: map[string]int{}}
 	srv.bufs.New = func() any { b := make([]byte, 0, 16<<10); return &b }
+	srv.rbufs.New = func() any { b := make([]byte, 0, readBufSize); return &b }
 	return srv
 }
 
@@ -218,8 +230,9 @@ func (srv *Server) Config() Config { return srv.cfg }
 
 var subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
 
-// ServeHTTP upgrades to WebSocket and runs one STOMP session on the
-// request's goroutine until it ends.
+// ServeHTTP upgrades to WebSocket and starts a STOMP session on a goroutine
+// of its own: the handler returns, so net/http's per-request state and its
+// goroutine's stack are not kept for the life of the connection.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	srv.mu.Lock()
 	closing := srv.closing
@@ -231,8 +244,8 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer srv.wg.Done()
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	hj := &hijacker{ResponseWriter: w}
+	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols:    subprotocols,
 		OriginPatterns:  srv.cfg.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,
@@ -240,20 +253,26 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Accept has already written an HTTP error (bad handshake, origin refused).
 		srv.log.Debug("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
+		srv.wg.Done()
 		return
 	}
-	srv.cfg.Observer.ConnectionOpened()
-	defer srv.cfg.Observer.ConnectionClosed()
 	// Frames are bounded by Limits; the reader enforces them itself so that
 	// an oversized frame gets a STOMP ERROR rather than a bare close.
 	conn.SetReadLimit(-1)
 	s := newSession(srv, conn, r)
+	s.idle = newIdleWaiter(hj)
 	if !srv.add(s) {
 		s.conn.Close(CloseGoingAway, "server is shutting down")
+		srv.wg.Done()
 		return
 	}
-	defer srv.remove(s)
-	s.run()
+	srv.cfg.Observer.ConnectionOpened()
+	go func() {
+		defer srv.wg.Done()
+		defer srv.cfg.Observer.ConnectionClosed()
+		defer srv.remove(s)
+		s.run()
+	}()
 }
 
 func (srv *Server) add(s *Session) bool {

@@ -44,6 +44,8 @@ type Session struct {
 	// Owned by the read loop.
 	dec       Decoder
 	rbuf      []byte
+	rbufp     *[]byte // rbuf's pool entry, while it holds the pooled buffer
+	idle      *idleWaiter
 	txs       map[string]*transaction
 	inflight  chan struct{} // semaphore: SENDs awaiting their result
 	connected atomic.Bool
@@ -56,8 +58,13 @@ type Session struct {
 	lastRead  atomic.Int64 // unix nanos of the last WebSocket message from the client
 	recvLimit atomic.Int64 // silence allowed before the session is closed (ns)
 	sendEvery atomic.Int64 // heart-beat interval towards the client (ns); 0: none
-	watchdog  *time.Timer
-	expiry    *time.Timer
+	heartBeat atomic.Pointer[time.Timer]
+	beatDue   atomic.Bool // the heart-beat timer fired: write one unless other frames go
+	// writing is set while a writer goroutine runs (see signal), and for
+	// good once one has closed the connection.
+	writing  atomic.Bool
+	watchdog *time.Timer
+	expiry   *time.Timer
 	// writeDeadline bounds each write; owned by the writer goroutine.
 	writeDeadline *time.Timer
 
@@ -73,8 +80,7 @@ type Session struct {
 	stop       chan struct{} // closed when closing starts
 	waiting    bool          // a DeliverWait waits for the writer to take the queue
 	drained    chan struct{}
-	wake       chan struct{}
-	writerDone chan struct{}
+	writerDone chan struct{} // closed by the writer that closes the connection
 }
 
 // outItem is one frame waiting to be written: either a complete control
@@ -113,7 +119,6 @@ func newSession(srv *Server, conn *websocket.Conn, r *http.Request) *Session {
 		inflight:   make(chan struct{}, srv.cfg.MaxInflight),
 		subs:       map[string]*Subscription{},
 		stop:       make(chan struct{}),
-		wake:       make(chan struct{}, 1),
 		writerDone: make(chan struct{}),
 	}
 	if srv.cfg.SendRate > 0 {
@@ -141,11 +146,17 @@ func (s *Session) Context() context.Context { return s.ctx }
 // Close ends the session with an ERROR carrying err's message.
 func (s *Session) Close(err *Error) { s.fail(err, "", closePolicy, false) }
 
+// run is the session's read loop, on the connection's goroutine. Its
+// frames are kept small (the work is in readNext and finish), because an
+// idle session's stack is what they hold while parked in the idle wait.
 func (s *Session) run() {
 	s.lastRead.Store(time.Now().UnixNano())
-	go s.writeLoop()
 	s.watchdog = time.AfterFunc(s.cfg.ConnectTimeout, s.checkSilence)
-	err := s.readLoop()
+	s.end(s.readLoop())
+}
+
+// end ends the session once its read loop has.
+func (s *Session) end(err error) {
 	if err != nil && !errors.Is(err, errStop) && s.log.Enabled(s.ctx, slog.LevelDebug) {
 		s.log.Debug("session read ended", "err", err)
 	}
@@ -158,6 +169,9 @@ func (s *Session) run() {
 	s.signal()
 	<-s.writerDone
 	s.watchdog.Stop()
+	if t := s.heartBeat.Load(); t != nil {
+		t.Stop()
+	}
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
@@ -182,27 +196,52 @@ func (s *Session) run() {
 
 func (s *Session) readLoop() error {
 	for {
-		typ, r, err := s.conn.Reader(s.ctx)
-		if err != nil {
+		if err := s.idle.wait(); err != nil {
 			return err
 		}
-		_ = typ // STOMP frames arrive as text or binary alike
-		s.lastRead.Store(time.Now().UnixNano())
-		if err := s.readMessage(r); err != nil {
+		if err := s.readNext(); err != nil {
 			return err
-		}
-		if len(s.rbuf) == 0 && cap(s.rbuf) > 4096 {
-			s.rbuf = nil // an idle connection keeps no large buffer
 		}
 	}
 }
+
+// readNext reads and handles one WebSocket message.
+func (s *Session) readNext() error {
+	typ, r, err := s.conn.Reader(s.ctx)
+	if err != nil {
+		return err
+	}
+	_ = typ // STOMP frames arrive as text or binary alike
+	s.lastRead.Store(time.Now().UnixNano())
+	if s.rbuf == nil {
+		s.rbufp = s.srv.rbufs.Get().(*[]byte)
+		s.rbuf = (*s.rbufp)[:0]
+	}
+	if err := s.readMessage(r); err != nil {
+		return err
+	}
+	if len(s.rbuf) == 0 {
+		// An idle connection keeps no read buffer: the pooled one goes
+		// back, a grown one to the collector.
+		if cap(s.rbuf) == readBufSize {
+			*s.rbufp = s.rbuf
+			s.srv.rbufs.Put(s.rbufp)
+		}
+		s.rbuf, s.rbufp = nil, nil
+	}
+	return nil
+}
+
+// readBufSize is a session's read buffer while it reads a message; it
+// grows, up to the frame limit, only for a frame that needs it.
+const readBufSize = 4096
 
 // readMessage reads one WebSocket message in chunks, decoding frames as
 // they complete, so that no more than one frame's limit is ever buffered.
 func (s *Session) readMessage(r io.Reader) error {
 	for {
 		if cap(s.rbuf)-len(s.rbuf) < 2048 {
-			want := max(2*cap(s.rbuf), 4096)
+			want := max(2*cap(s.rbuf), readBufSize)
 			want = min(want, s.dec.Limits.MaxFrameSize+4096)
 			if want-len(s.rbuf) < 512 {
 				// A partial frame has filled the buffer: the decoder
@@ -335,6 +374,7 @@ func (s *Session) onConnect(f *Frame) error {
 	actx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
 	p, err := s.srv.h.Authenticate(actx, &ConnectRequest{Frame: f, Request: s.req, Version: v})
 	cancel()
+	s.req = nil // only CONNECT needs the handshake; an idle session should not keep it
 	if err != nil {
 		s.fail(s.clientError(err), "", closePolicy, false)
 		return errStop
@@ -362,6 +402,9 @@ func (s *Session) onConnect(f *Frame) error {
 	s.log = s.log.With("user", p.User)
 	s.dec = Decoder{Limits: s.cfg.Limits, Version: v}
 	s.sendEvery.Store(int64(out))
+	if out > 0 {
+		s.heartBeat.Store(time.AfterFunc(out, s.beat))
+	}
 	if in > 0 {
 		s.recvLimit.Store(int64(in + s.cfg.HeartBeatGrace))
 	}
@@ -807,9 +850,18 @@ func (s *Session) pushLocked(it outItem) {
 	s.queueBytes += len(it.raw)
 }
 
+// signal makes sure a writer will look at the queue, starting one unless
+// one runs. The writer exits when it finds nothing to do, so an idle
+// session holds no writer goroutine.
 func (s *Session) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if s.writing.CompareAndSwap(false, true) {
+		go s.writeLoop()
 	}
+}
+
+// beat is the heart-beat timer's: the writer sends a heart-beat unless it
+// has other frames to send.
+func (s *Session) beat() {
+	s.beatDue.Store(true)
+	s.signal()
 }

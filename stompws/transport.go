@@ -1,0 +1,91 @@
+package stompws
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+)
+
+// Buffer sizes of a session's hijacked connection. net/http hands over a
+// 4 KiB reader and writer, which an idle connection would keep for life
+// (8 KiB of its memory). Chat frames are small and the writer sends each
+// batch as one WebSocket message, so a batch above connWriteBuf costs one
+// more write syscall, and a burst of client frames above connReadBuf one
+// more read.
+const (
+	connReadBuf  = 1 << 10
+	connWriteBuf = 2 << 10
+)
+
+// hijacker gives coder/websocket's Accept a connection with smaller
+// buffers than net/http's, and keeps the connection and reader for the
+// session's idle wait (awaitInput).
+type hijacker struct {
+	http.ResponseWriter
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("stompws: the connection cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// Bytes the client sent after its handshake are already in net/http's
+	// reader; they move to ours.
+	var src io.Reader = c
+	size, n := connReadBuf, brw.Reader.Buffered()
+	if n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		src = io.MultiReader(bytes.NewReader(b), c)
+		size = max(size, n)
+	}
+	br := bufio.NewReaderSize(src, size)
+	if n > 0 {
+		if _, err := br.Peek(n); err != nil {
+			_ = c.Close()
+			return nil, nil, err
+		}
+	}
+	h.conn, h.br = c, br
+	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, connWriteBuf)), nil
+}
+
+// idleWaiter parks a session's read loop until its client sends
+// something. A goroutine blocked deep inside the WebSocket reader keeps a
+// stack of several KiB; one parked here, a few frames down, lets the
+// runtime shrink its stack to the minimum while the connection is idle.
+type idleWaiter struct {
+	br   *bufio.Reader
+	rc   syscall.RawConn
+	peek [1]byte
+}
+
+func newIdleWaiter(h *hijacker) *idleWaiter {
+	sc, ok := h.conn.(syscall.Conn)
+	if !ok || h.br == nil {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return &idleWaiter{br: h.br, rc: rc}
+}
+
+// wait returns once input is buffered or the socket is readable (or has
+// failed: the read that follows reports it).
+func (w *idleWaiter) wait() error {
+	if w == nil || w.br.Buffered() > 0 {
+		return nil
+	}
+	return w.rc.Read(func(fd uintptr) bool { return peekReady(fd, w.peek[:]) })
+}
