@@ -51,7 +51,7 @@ type Archiver struct {
 	js   jetstream.JetStream
 	cfg  ArchiverConfig
 	log  *slog.Logger
-	cons jetstream.Consumer
+	cons jetstream.Consumer // Run's alone, once it runs
 
 	archived atomic.Uint64 // rows this node inserted
 	failures atomic.Uint64 // failed INSERTs
@@ -133,14 +133,13 @@ func (a *Archiver) Run(ctx context.Context) {
 				return
 			}
 			a.log.Warn("archive: fetch from JetStream failed; retrying", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				// The stream was rebuilt, or someone deleted the consumer.
-				if err := a.consumer(ctx); err != nil && ctx.Err() == nil {
-					a.log.Error("archive: recreate consumer", "err", err)
-				}
-			}
 			sleep(ctx, wait)
 			wait = min(2*wait, 5*time.Second)
+			// The consumer may be gone (the stream was rebuilt, or someone
+			// deleted it): making it again is harmless if it is not.
+			if err := a.consumer(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("archive: consumer", "err", err)
+			}
 			continue
 		}
 		wait = 100 * time.Millisecond
@@ -319,10 +318,12 @@ func (a *Archiver) watchLag(ctx context.Context) {
 // measure reads the consumer's backlog and the time the oldest message
 // still unacknowledged was stored.
 func (a *Archiver) measure(ctx context.Context) (uint64, time.Duration, error) {
-	info, err := a.cons.Info(ctx)
+	// Not a.cons, which only Run's goroutine touches.
+	cons, err := a.js.Consumer(ctx, natsbus.MessagesStream, ArchiveConsumer)
 	if err != nil {
 		return 0, 0, fmt.Errorf("consumer info: %w", err)
 	}
+	info := cons.CachedInfo()
 	pending := info.NumPending + uint64(info.NumAckPending)
 	if pending == 0 {
 		return 0, 0, nil
