@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/chatd/chatd/chat"
@@ -29,6 +28,7 @@ const maxAPIBody = 64 << 10
 func (a *App) apiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/rooms/{room}/messages", a.apiMessages)
 	mux.HandleFunc("POST /api/rooms/{room}/read", a.apiMarkRead)
+	mux.HandleFunc("GET /api/rooms/{room}/search", a.apiSearch)
 }
 
 // apiCaller authenticates the request's bearer token and checks the room
@@ -60,24 +60,9 @@ func (a *App) apiMessages(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	var before uint64
-	if v := q.Get("before"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, "invalid before: want a message id")
-			return
-		}
-		before = n
-	}
-	limit := chat.DefaultLogLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeAPIError(w, http.StatusBadRequest, "invalid limit: 1 to "+strconv.Itoa(chat.MaxLogLimit))
-			return
-		}
-		limit = n
+	before, limit, ok := pageQuery(w, r)
+	if !ok {
+		return
 	}
 	msgs, err := a.chat.History(r.Context(), room, user, before, limit)
 	if err != nil {
