@@ -22,7 +22,7 @@ import (
 // archiveEnv is a JetStream stream of room messages and a database to
 // archive them in.
 type archiveEnv struct {
-	t       *testing.T
+	t       testing.TB
 	bus     *natsbus.Bus
 	natsURL string
 	log     *natsbus.MessageLog
@@ -32,7 +32,7 @@ type archiveEnv struct {
 	bodies  map[uint64][]byte
 }
 
-func newArchiveEnv(t *testing.T) *archiveEnv {
+func newArchiveEnv(t testing.TB) *archiveEnv {
 	bus, natsURL := startBus(t)
 	log, err := bus.OpenMessageLog(ctx(t), natsbus.LogConfig{})
 	if err != nil {
@@ -383,4 +383,54 @@ func TestArchiveReads(t *testing.T) {
 	if got := seqs(arch.Search(c, "r", "beta", ids[4], 1)); !slices.Equal(got, []uint64{ids[2]}) {
 		t.Fatalf("second page of beta: %v", got)
 	}
+}
+
+// BenchmarkArchive measures the archiver: b.N messages are stored in the
+// stream first, then the time from the archiver's start until the last is
+// committed is what counts (default batches of 500).
+//
+//	go test -run '^$' -bench Archive -benchtime 50000x ./storage/postgres
+func BenchmarkArchive(b *testing.B) {
+	e := newArchiveEnv(b)
+	futs := make([]jetstream.PubAckFuture, 0, 1024)
+	flush := func() {
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				b.Fatal(err)
+			}
+		}
+		futs = futs[:0]
+	}
+	for i := range b.N {
+		room := "room" + strconv.Itoa(i%50)
+		data, _ := json.Marshal(map[string]any{"roomId": room, "userId": "user" + strconv.Itoa(i%200),
+			"message": "benchmark message number " + strconv.Itoa(i) + " with a few more words in it",
+			"createdAt": time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"), "unread": 3})
+		f, err := e.log.PublishAsync(room, nil, data, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if futs = append(futs, f); len(futs) == cap(futs) {
+			flush()
+		}
+	}
+	flush()
+	db := openDB(b, e.url)
+	b.ResetTimer()
+	start := time.Now()
+	e.startArchiver(db, postgres.ArchiverConfig{})
+	for {
+		var n int
+		if err := e.sql.QueryRow(ctx(b), "SELECT count(*) FROM messages").Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		if n == b.N {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }

@@ -29,7 +29,7 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return c
@@ -37,7 +37,7 @@ func ctx(t *testing.T) context.Context {
 
 // startBus embeds a NATS server with JetStream and a client port, so that
 // a test can give a component a connection of its own.
-func startBus(t *testing.T) (*natsbus.Bus, string) {
+func startBus(t testing.TB) (*natsbus.Bus, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,7 +53,7 @@ func startBus(t *testing.T) (*natsbus.Bus, string) {
 	return bus, "nats://" + addr
 }
 
-func openDB(t *testing.T, url string) *postgres.DB {
+func openDB(t testing.TB, url string) *postgres.DB {
 	t.Helper()
 	db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testLogger()})
 	if err != nil {
@@ -80,7 +80,7 @@ func openStore(t *testing.T, db *postgres.DB, bus *natsbus.Bus) *postgres.Store 
 
 // sqlConn is a plain connection, for changes made in SQL by hand and for
 // looking at what chatd stored.
-func sqlConn(t *testing.T, url string) *pgx.Conn {
+func sqlConn(t testing.TB, url string) *pgx.Conn {
 	t.Helper()
 	c, err := pgx.Connect(ctx(t), url)
 	if err != nil {
@@ -98,7 +98,7 @@ func exec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 }
 
 // eventually retries check until it passes or 15s go by.
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
