@@ -75,11 +75,11 @@ func NewDatabase(t testing.TB) string {
 			t.Errorf("drop test database %s: %v", name, err)
 		}
 	})
-	return WithDatabase(t, server, name)
+	return withDatabase(t, server, name)
 }
 
-// WithDatabase returns the connection URL u for database name instead.
-func WithDatabase(t testing.TB, u, name string) string {
+// withDatabase returns the connection URL u for database name instead.
+func withDatabase(t testing.TB, u, name string) string {
 	t.Helper()
 	p, err := url.Parse(u)
 	if err != nil || p.Scheme != "postgres" && p.Scheme != "postgresql" {

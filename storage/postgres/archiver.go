@@ -179,8 +179,8 @@ func (a *Archiver) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	return msgs, nil
 }
 
-// archived is one row of the messages table.
-type archived struct {
+// archiveRow is one row of the messages table.
+type archiveRow struct {
 	id                  int64
 	room, user, text    string
 	createdAt, storedAt time.Time
@@ -189,10 +189,10 @@ type archived struct {
 
 // toRow reads a stream message. The body is chatd's JSON (docs/protocol.md);
 // one that is not is archived as it is, with empty text.
-func toRow(m jetstream.Msg) (archived, error) {
+func toRow(m jetstream.Msg) (archiveRow, error) {
 	md, err := m.Metadata()
 	if err != nil {
-		return archived{}, fmt.Errorf("message metadata: %w", err)
+		return archiveRow{}, fmt.Errorf("message metadata: %w", err)
 	}
 	room, _ := natsbus.RoomFromSubject(m.Subject())
 	var body struct {
@@ -205,7 +205,7 @@ func toRow(m jetstream.Msg) (archived, error) {
 	if err != nil {
 		created = md.Timestamp
 	}
-	return archived{
+	return archiveRow{
 		id: int64(md.Sequence.Stream), room: room, user: text(body.UserID), text: text(body.Message),
 		createdAt: created, storedAt: md.Timestamp, data: m.Data(),
 	}, nil
@@ -221,7 +221,7 @@ func text(s string) string {
 // retries it keeps the batch its own (InProgress), so that JetStream does
 // not hand it to another node only for that node to wait too.
 func (a *Archiver) store(ctx context.Context, msgs []jetstream.Msg) error {
-	rows := make([]archived, 0, len(msgs))
+	rows := make([]archiveRow, 0, len(msgs))
 	for _, m := range msgs {
 		r, err := toRow(m)
 		if err != nil {
@@ -265,7 +265,7 @@ func (a *Archiver) store(ctx context.Context, msgs []jetstream.Msg) error {
 
 // insert writes the rows in one statement; rows already archived are
 // left as they are.
-func (a *Archiver) insert(ctx context.Context, rows []archived) (int64, error) {
+func (a *Archiver) insert(ctx context.Context, rows []archiveRow) (int64, error) {
 	n := len(rows)
 	ids, rooms, users, texts := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
 	created, stored, data := make([]time.Time, n), make([]time.Time, n), make([][]byte, n)
