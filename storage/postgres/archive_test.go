@@ -406,7 +406,7 @@ func BenchmarkArchive(b *testing.B) {
 	for i := range b.N {
 		room := "room" + strconv.Itoa(i%50)
 		data, _ := json.Marshal(map[string]any{"roomId": room, "userId": "user" + strconv.Itoa(i%200),
-			"message": "benchmark message number " + strconv.Itoa(i) + " with a few more words in it",
+			"message":   "benchmark message number " + strconv.Itoa(i) + " with a few more words in it",
 			"createdAt": time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"), "unread": 3})
 		f, err := e.log.PublishAsync(room, nil, data, "")
 		if err != nil {
