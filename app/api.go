@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/chatd/chatd/chat"
@@ -60,9 +61,24 @@ func (a *App) apiMessages(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	before, limit, ok := pageQuery(w, r)
-	if !ok {
-		return
+	q := r.URL.Query()
+	var before uint64
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, "invalid before: want a message id")
+			return
+		}
+		before = n
+	}
+	limit := chat.DefaultLogLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeAPIError(w, http.StatusBadRequest, "invalid limit: 1 to "+strconv.Itoa(chat.MaxLogLimit))
+			return
+		}
+		limit = n
 	}
 	msgs, err := a.chat.History(r.Context(), room, user, before, limit)
 	if err != nil {

@@ -31,8 +31,8 @@ func (a *App) apiSearch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, msgs)
 }
 
-// pageQuery reads a page's before and limit from the query string, the
-// same for every list of messages; on failure it has answered.
+// pageQuery reads a page's before and limit from the query string, as
+// apiMessages does; on failure it has answered.
 func pageQuery(w http.ResponseWriter, r *http.Request) (before uint64, limit int, ok bool) {
 	q := r.URL.Query()
 	if v := q.Get("before"); v != "" {
