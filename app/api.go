@@ -35,6 +35,7 @@ func (a *App) apiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/rooms/{room}/members/{user}", a.apiRemoveMember)
 	mux.HandleFunc("GET /api/rooms/{room}/messages", a.apiMessages)
 	mux.HandleFunc("POST /api/rooms/{room}/read", a.apiMarkRead)
+	mux.HandleFunc("GET /api/rooms/{room}/search", a.apiSearch)
 }
 
 // apiUser authenticates the request's bearer token; on failure it has
@@ -176,24 +177,9 @@ func (a *App) apiMessages(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	var before uint64
-	if v := q.Get("before"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, "invalid before: want a message id")
-			return
-		}
-		before = n
-	}
-	limit := chat.DefaultLogLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeAPIError(w, http.StatusBadRequest, "invalid limit: 1 to "+strconv.Itoa(chat.MaxLogLimit))
-			return
-		}
-		limit = n
+	before, limit, ok := pageQuery(w, r)
+	if !ok {
+		return
 	}
 	msgs, err := a.chat.History(r.Context(), room, user, before, limit)
 	if err != nil {
@@ -255,4 +241,28 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v) // the client may have gone; nothing to do
+}
+
+// pageQuery reads a page's before and limit from the query string; on
+// failure it has answered.
+func pageQuery(w http.ResponseWriter, r *http.Request) (before uint64, limit int, ok bool) {
+	q := r.URL.Query()
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, "invalid before: want a message id")
+			return 0, 0, false
+		}
+		before = n
+	}
+	limit = chat.DefaultLogLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeAPIError(w, http.StatusBadRequest, "invalid limit: 1 to "+strconv.Itoa(chat.MaxLogLimit))
+			return 0, 0, false
+		}
+		limit = n
+	}
+	return before, limit, true
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/stompws"
 	"github.com/chatd/chatd/storage"
-	"github.com/chatd/chatd/storage/kvstore"
+	"github.com/chatd/chatd/storage/postgres"
 	"github.com/chatd/chatd/web"
 )
 
@@ -43,6 +43,9 @@ type App struct {
 	// pprof serves net/http/pprof on --pprof; nil when off.
 	pprof   *http.Server
 	pprofLn net.Listener
+	// pg and stopArchiver are set with --postgres-url (storage.go).
+	pg           *postgres.DB
+	stopArchiver func()
 }
 
 // Start brings a node up: it returns once the node is ready to serve.
@@ -96,7 +99,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	if err != nil {
 		return fail(err)
 	}
-	store, err := kvstore.Open(ctx, bus, kvstore.Config{Replicas: replicas, Logger: log})
+	store, archive, err := a.openStore(ctx, replicas)
 	if err != nil {
 		return fail(err)
 	}
@@ -106,7 +109,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		return fail(err)
 	}
 	a.verify = authn
-	a.chat = chat.NewService(bus, msgs, store, authn, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: a.metrics})
+	a.chat = chat.NewService(bus, msgs, store, authn, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: a.metrics, Archive: archive})
 
 	sc := stompws.DefaultConfig()
 	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
@@ -296,8 +299,14 @@ func (a *App) Shutdown(ctx context.Context) error {
 
 func (a *App) closeBackends(ctx context.Context) error {
 	var errs []error
+	if a.stopArchiver != nil {
+		a.stopArchiver() // it uses the store's pool and the bus
+	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.pg != nil {
+		a.pg.Close()
 	}
 	if a.bus != nil {
 		errs = append(errs, a.bus.Close(ctx))

@@ -302,7 +302,7 @@ func (f *roomFeed) replay(rs *roomSub, since uint64) {
 	ctx := rs.ss.Session().Context()
 	log := rs.ss.Session().Logger() // carries the session id and user
 	metrics := f.svc.cfg.Metrics
-	cursor, note, err := f.replayStart(ctx, since)
+	cursor, note, below, err := f.replayStart(ctx, since)
 	if err != nil {
 		metrics.Replayed(ReplayFailed)
 		log.Warn("replay failed", "room", f.room, "since", since, "err", err)
@@ -334,11 +334,30 @@ func (f *roomFeed) replay(rs *roomSub, since uint64) {
 			fail("newest id", err)
 			return
 		}
-		for cursor < upTo {
-			batch, err := f.svc.msgs.AfterUpTo(ctx, f.room, cursor, upTo, replayBatch)
-			if err != nil {
-				fail("read", err)
-				return
+		// Ids below below that the stream no longer holds come from the
+		// archive (replayStart).
+		for cursor < upTo || below > cursor+1 {
+			var batch []natsbus.StoredMsg
+			if below > cursor+1 {
+				if batch, err = f.svc.cfg.Archive.Between(ctx, f.room, cursor, below, replayBatch); err != nil {
+					fail("archive", err)
+					return
+				}
+				if len(batch) == 0 {
+					cursor = below - 1 // the room has no message in between
+					continue
+				}
+			} else {
+				if batch, err = f.svc.msgs.AfterUpTo(ctx, f.room, cursor, upTo, replayBatch); err != nil {
+					fail("read", err)
+					return
+				}
+				if cursor < below && len(batch) > 0 && batch[0].Seq > below {
+					// More left the stream while the archive was read:
+					// they are archived too.
+					below = batch[0].Seq
+					continue
+				}
 			}
 			msgs, err := f.svc.encode(ctx, f.room, f.dest, batch)
 			if err != nil {
@@ -392,40 +411,58 @@ const (
 	historyReset         = "reset" // since-id is from an earlier life of the stream
 )
 
-// replayStart decides where a replay begins and whether the client must be
-// told that the history it asks for is incomplete.
-func (f *roomFeed) replayStart(ctx context.Context, since uint64) (uint64, []stompws.Header, error) {
+// replayStart decides where a replay begins, whether the client must be
+// told that the history it asks for is incomplete, and, with an archive,
+// below which id the replay reads from the archive: where the stream may
+// have dropped messages after the cursor, the archive has them.
+func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note []stompws.Header, below uint64, err error) {
 	st, err := f.svc.msgs.State(ctx)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	first, err := f.svc.msgs.After(ctx, f.room, 0, 1)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	firstID := st.First
 	if len(first) > 0 {
 		firstID = first[0].Seq
 	}
-	note := func(kind string) []stompws.Header {
-		return []stompws.Header{{Name: historyHeader, Value: kind}, {Name: historyFirstIDHeader, Value: strconv.FormatUint(firstID, 10)}}
-	}
-	switch {
-	case since > st.Last || since != 0 && since+1 < st.Epoch:
+	kind := ""
+	cursor = since
+	if since > st.Last || since != 0 && since+1 < st.Epoch {
 		// Ids from another life of the stream name nothing here: everything
 		// the room holds is new to this client.
-		return 0, note(historyReset), nil
-	case since+1 < st.First && st.First > st.Epoch:
-		return since, note(historyGap), nil
+		kind, cursor = historyReset, 0
 	}
-	if max := f.svc.msgs.Config().MaxPerRoom; max > 0 && len(first) > 0 && first[0].Seq > since+1 {
+	dropped := cursor+1 < st.First && st.First > st.Epoch
+	if max := f.svc.msgs.Config().MaxPerRoom; !dropped && max > 0 && len(first) > 0 && first[0].Seq > cursor+1 {
 		n, err := f.svc.msgs.RoomCount(ctx, f.room)
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, 0, err
 		}
-		if int64(n) >= max {
-			return since, note(historyGap), nil // the per-room cap removed older messages
+		dropped = int64(n) >= max // the per-room cap removed older messages
+	}
+	if dropped && f.svc.cfg.Archive != nil {
+		below = firstID
+		if len(first) == 0 {
+			below = st.Last + 1 // the stream holds nothing of the room
+		}
+		oldest, err := f.svc.cfg.Archive.Between(ctx, f.room, cursor, below, 1)
+		switch {
+		case err != nil:
+			// Chat goes on without the archive: say what is missing.
+			f.svc.log.Warn("archive unavailable: replay reports a gap", "room", f.room, "since", since, "err", err)
+			below = 0
+		case len(oldest) > 0:
+			firstID = oldest[0].Seq
 		}
 	}
-	return since, nil, nil
+	if dropped && below == 0 && kind == "" {
+		kind = historyGap
+	}
+	if kind != "" {
+		note = []stompws.Header{{Name: historyHeader, Value: kind}, {Name: historyFirstIDHeader, Value: strconv.FormatUint(firstID, 10)}}
+	}
+	return cursor, note, below, nil
 }

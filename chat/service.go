@@ -40,6 +40,10 @@ type Config struct {
 	// Metrics is told of stored, delivered and dropped messages and of
 	// replays; nil: nothing is.
 	Metrics Metrics
+	// Archive, if set, holds every message, also those the stream has
+	// dropped: history and replays read past the stream's oldest message
+	// from it, and rooms can be searched.
+	Archive Archive
 }
 
 // History page sizes for /app/chat.{room}.log.
@@ -326,6 +330,11 @@ func (s *Service) Messages(ctx context.Context, room string, before uint64, limi
 	stored, err := s.msgs.Page(ctx, room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", room, err)
+	}
+	if len(stored) < limit && s.cfg.Archive != nil {
+		if stored, err = s.withArchived(ctx, room, before, limit, stored); err != nil {
+			return nil, err
+		}
 	}
 	msgs, _, err := s.chatMessages(ctx, room, stored)
 	return msgs, err

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peterbourgon/ff/v3"
 )
 
@@ -34,13 +35,16 @@ type Config struct {
 	LogLevel          slog.Level
 	HistoryMaxAge     time.Duration
 	HistoryMaxPerRoom int64
-	DedupeWindow      time.Duration
-	HeartBeat         time.Duration
-	HeartBeatGrace    time.Duration
-	ConnectTimeout    time.Duration
-	MaxFrameSize      int
-	MaxSubscriptions  int
-	ShutdownTimeout   time.Duration
+	// PostgresURL, when set, keeps rooms, memberships and an archive of
+	// every message in PostgreSQL (storage/postgres).
+	PostgresURL      string
+	DedupeWindow     time.Duration
+	HeartBeat        time.Duration
+	HeartBeatGrace   time.Duration
+	ConnectTimeout   time.Duration
+	MaxFrameSize     int
+	MaxSubscriptions int
+	ShutdownTimeout  time.Duration
 	// PprofAddr, when set, serves net/http/pprof there, apart from --http
 	// so that profiles are never exposed with the WebSocket endpoint.
 	PprofAddr   string
@@ -131,6 +135,7 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.StringVar(level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.HistoryMaxAge, "history-max-age", 0, "drop room messages older than this from JetStream (0: keep)")
 	fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
+	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL connection URL: rooms, memberships and an archive of every message go there (default: none, rooms and memberships in JetStream KV)")
 	fs.DurationVar(&c.DedupeWindow, "dedupe-window", 2*time.Minute, "how long a client-msg-id is remembered")
 	fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval the server offers and asks for")
 	fs.DurationVar(&c.HeartBeatGrace, "heartbeat-grace", 5*time.Second, "how long past the agreed heart-beat interval a silent client is kept")
@@ -255,9 +260,20 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	if c.PostgresURL != "" {
+		if _, err := pgxpool.ParseConfig(c.PostgresURL); err != nil {
+			// pgx's message hides the password.
+			return fmt.Errorf("config: invalid --postgres-url: %v", err)
+		}
+	}
 	switch {
 	case c.HistoryMaxAge < 0:
 		return fmt.Errorf("config: invalid --history-max-age %s: must not be negative", c.HistoryMaxAge)
+	case c.HistoryMaxAge > 0 && c.HistoryMaxAge < 100*time.Millisecond:
+		return fmt.Errorf("config: invalid --history-max-age %s: 0 (keep) or at least 100ms", c.HistoryMaxAge)
+	case c.HistoryMaxAge > 0 && c.DedupeWindow > c.HistoryMaxAge:
+		return fmt.Errorf("config: --dedupe-window %s must not exceed --history-max-age %s: a client-msg-id is remembered only while its message is held",
+			c.DedupeWindow, c.HistoryMaxAge)
 	case c.HistoryMaxPerRoom < 0:
 		return fmt.Errorf("config: invalid --history-max-per-room %d: must not be negative", c.HistoryMaxPerRoom)
 	case c.DedupeWindow < 0:

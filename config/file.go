@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -176,13 +178,37 @@ func isSecret(name string) bool {
 	return false
 }
 
+// passwordKV is a password in a keyword/value connection string, plain or
+// quoted (host=db password='it”s').
+var passwordKV = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.|'')*'|\S+)`)
+
+// hidePasswords hides the passwords in a setting that holds connection
+// URLs (comma-separated, as --nats-url takes) or a keyword/value
+// connection string (as --postgres-url may be), keeping the rest readable.
+func hidePasswords(v string) string {
+	v = passwordKV.ReplaceAllString(v, "${1}xxxxx")
+	parts := strings.Split(v, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				parts[i] = u.Redacted()
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 func snapshot(fs *flag.FlagSet) []setting {
 	var out []setting
 	fs.VisitAll(func(f *flag.Flag) {
 		if notInFile(f.Name) {
 			return
 		}
-		out = append(out, setting{name: f.Name, value: f.Value.String(), kind: kindOf(f.Value), secret: isSecret(f.Name)})
+		value := f.Value.String()
+		if strings.HasSuffix(f.Name, "-url") {
+			value = hidePasswords(value)
+		}
+		out = append(out, setting{name: f.Name, value: value, kind: kindOf(f.Value), secret: isSecret(f.Name)})
 	})
 	return out
 }

@@ -150,7 +150,11 @@ func TestPrintConfigHidesSecrets(t *testing.T) {
 	fs.String("nats-token", "", "")
 	fs.String("admin-password", "", "")
 	fs.String("nats-url", "", "")
-	for name, value := range map[string]string{"nats-token": "s3cr3t", "nats-url": "nats://h:4222"} {
+	fs.String("postgres-url", "", "")
+	fs.String("other-url", "", "")
+	for name, value := range map[string]string{"nats-token": "s3cr3t", "nats-url": "nats://h:4222",
+		"postgres-url": "postgres://chatd:s3cr3t@db:5432/chatd?sslmode=verify-full",
+		"other-url":    "host=db password='s3 cr3t' user=chatd"} {
 		if err := fs.Set(name, value); err != nil {
 			t.Fatal(err)
 		}
@@ -162,6 +166,10 @@ func TestPrintConfigHidesSecrets(t *testing.T) {
 	got := out.String()
 	if strings.Contains(got, "s3cr3t") || !strings.Contains(got, "# nats-token = (hidden)\n") {
 		t.Errorf("secret shown:\n%s", got)
+	}
+	if !strings.Contains(got, `postgres-url = "postgres://chatd:xxxxx@db:5432/chatd?sslmode=verify-full"`) ||
+		!strings.Contains(got, `other-url = "host=db password=xxxxx user=chatd"`) {
+		t.Errorf("connection strings not shown with their passwords hidden:\n%s", got)
 	}
 	if !strings.Contains(got, "admin-password = \"\"\n") || !strings.Contains(got, `nats-url = "nats://h:4222"`) {
 		t.Errorf("empty secret or plain setting not shown:\n%s", got)

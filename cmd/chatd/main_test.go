@@ -41,6 +41,8 @@ func TestBadConfigStopsWithTheSettingNamed(t *testing.T) {
 		{[]string{"--dev", "--http", "localhost"}, "--http"},
 		{[]string{"--dev", "--nats-url", "redis://127.0.0.1:6379"}, "--nats-url"},
 		{[]string{"--http", "127.0.0.1:0"}, "--jwt-secret"},
+		{[]string{"--dev", "--postgres-url", "postgres://chatd:s3cret@db:notaport/chatd"}, "--postgres-url"},
+		{[]string{"--dev", "--postgres-url", "mysql://chatd:s3cret@db/chatd"}, "--postgres-url"},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		var stderr bytes.Buffer
@@ -52,6 +54,9 @@ func TestBadConfigStopsWithTheSettingNamed(t *testing.T) {
 		}
 		if !strings.Contains(stderr.String(), tc.want) {
 			t.Fatalf("%v: stderr %q does not name %s", tc.args, stderr.String(), tc.want)
+		}
+		if strings.Contains(stderr.String(), "s3cret") {
+			t.Fatalf("%v: stderr shows the password: %q", tc.args, stderr.String())
 		}
 	}
 	if out, err := exec.Command(bin, "--version").Output(); err != nil || !strings.HasPrefix(string(out), "chatd ") {

@@ -107,6 +107,39 @@ func (s *Store) left(roomID, user string) {
 // Open creates or updates the buckets and loads the mirror. It returns once
 // the mirror holds every key that existed when it started watching.
 func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
+	return openBuckets(ctx, bus, cfg, roomsBucket, membersBucket, readsBucket)
+}
+
+// ReadMarks is the read positions alone, mirrored like the whole store's:
+// for a backend that keeps rooms and memberships elsewhere
+// (storage/postgres) but read positions in JetStream.
+type ReadMarks struct{ s *Store }
+
+// OpenReadMarks creates or updates the read positions bucket only and
+// loads its mirror.
+func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMarks, error) {
+	s, err := openBuckets(ctx, bus, cfg, readsBucket)
+	if err != nil {
+		return nil, err
+	}
+	return &ReadMarks{s: s}, nil
+}
+
+// MarkRead is Store.MarkRead.
+func (r *ReadMarks) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
+	return r.s.MarkRead(ctx, roomID, user, id)
+}
+
+// ReadMark is Store.ReadMark: a lookup in the mirror, no round trip.
+func (r *ReadMarks) ReadMark(ctx context.Context, roomID, user string) (uint64, error) {
+	return r.s.ReadMark(ctx, roomID, user)
+}
+
+// Close stops the watcher.
+func (r *ReadMarks) Close() error { return r.s.Close() }
+
+// openBuckets creates or updates the given buckets and loads their mirrors.
+func openBuckets(ctx context.Context, bus *natsbus.Bus, cfg Config, buckets ...bucket) (*Store, error) {
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
 	}
@@ -129,28 +162,28 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 		})
 		return kv, err
 	}
-	roomsKV, err := mk(natsbus.RoomsBucket, "chatd rooms, key <room>")
-	if err != nil {
-		return nil, err
-	}
-	members, err := mk(natsbus.MembersBucket, "chatd room memberships, key <room>.<user>")
-	if err != nil {
-		return nil, err
-	}
-	reads, err := mk(natsbus.ReadsBucket, "chatd read positions, key <room>.<user>")
-	if err != nil {
-		return nil, err
-	}
 	wctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		roomsKV: roomsKV, members: members, reads: reads, log: log, cancel: cancel,
+		log: log, cancel: cancel,
 		rooms: map[string]*room{}, userRooms: map[string]map[string]struct{}{},
 	}
-	for _, w := range []struct {
-		kv jetstream.KeyValue
-		b  bucket
-	}{{roomsKV, roomsBucket}, {members, membersBucket}, {reads, readsBucket}} {
-		if err := s.watch(ctx, wctx, w.kv, w.b); err != nil {
+	for _, b := range buckets {
+		var kv *jetstream.KeyValue
+		var name, desc string
+		switch b {
+		case roomsBucket:
+			kv, name, desc = &s.roomsKV, natsbus.RoomsBucket, "chatd rooms, key <room>"
+		case membersBucket:
+			kv, name, desc = &s.members, natsbus.MembersBucket, "chatd room memberships, key <room>.<user>"
+		case readsBucket:
+			kv, name, desc = &s.reads, natsbus.ReadsBucket, "chatd read positions, key <room>.<user>"
+		}
+		var err error
+		if *kv, err = mk(name, desc); err != nil {
+			s.Close()
+			return nil, err
+		}
+		if err := s.watch(ctx, wctx, *kv, b); err != nil {
 			s.Close()
 			return nil, err
 		}

@@ -131,3 +131,34 @@ func TestOnLeave(t *testing.T) {
 		t.Fatalf("here: OnLeave %v, want bob's only", got)
 	}
 }
+
+// TestReadMarksAlone: the read positions bucket on its own, mirrored like
+// the whole store's, with no rooms or members buckets made.
+func TestReadMarksAlone(t *testing.T) {
+	ctx := context.Background()
+	bus := startBus(t)
+	a, err := OpenReadMarks(ctx, bus, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	if pos, err := a.MarkRead(ctx, "r", "alice@example.com", 7); err != nil || pos != 7 {
+		t.Fatalf("MarkRead %d %v", pos, err)
+	}
+	if pos, _ := a.MarkRead(ctx, "r", "alice@example.com", 3); pos != 7 {
+		t.Fatalf("position moved back to %d", pos)
+	}
+	b, err := OpenReadMarks(ctx, bus, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	if pos, _ := b.ReadMark(ctx, "r", "alice@example.com"); pos != 7 {
+		t.Fatalf("another node loaded position %d", pos)
+	}
+	for _, bucket := range []string{natsbus.RoomsBucket, natsbus.MembersBucket} {
+		if _, err := bus.JS.KeyValue(ctx, bucket); err == nil {
+			t.Fatalf("bucket %s made for read marks alone", bucket)
+		}
+	}
+}

@@ -1,0 +1,368 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/internal/pgtest"
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/storage/kvstore"
+	"github.com/chatd/chatd/storage/postgres"
+	"github.com/chatd/chatd/storage/storetest"
+	"github.com/jackc/pgx/v5"
+)
+
+func testLogger() *slog.Logger {
+	if os.Getenv("CHATD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// startBus embeds a NATS server with JetStream and a client port, so that
+// a test can give a component a connection of its own.
+func startBus(t testing.TB) (*natsbus.Bus, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	bus, err := natsbus.Start(ctx(t), natsbus.Options{DataDir: t.TempDir(), ServerName: "pgtest", ClientListen: addr, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bus.Close(context.Background()) })
+	return bus, "nats://" + addr
+}
+
+func openDB(t testing.TB, url string) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+func openStore(t *testing.T, db *postgres.DB, bus *natsbus.Bus) *postgres.Store {
+	t.Helper()
+	marks, err := kvstore.OpenReadMarks(ctx(t), bus, kvstore.Config{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := postgres.NewStore(ctx(t), db, marks)
+	if err != nil {
+		_ = marks.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// sqlConn is a plain connection, for changes made in SQL by hand and for
+// looking at what chatd stored.
+func sqlConn(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(ctx(t), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+func exec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := c.Exec(ctx(t), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// eventually retries check until it passes or 15s go by.
+func eventually(t testing.TB, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	// Nodes starting at once, on an empty database.
+	const nodes = 4
+	var wg sync.WaitGroup
+	errs := make([]error, nodes)
+	for i := range nodes {
+		wg.Go(func() {
+			db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testLogger()})
+			if err == nil {
+				db.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	c := sqlConn(t, url)
+	applied := func() map[int]time.Time {
+		rows, err := c.Query(ctx(t), "SELECT version, applied_at FROM chatd_migrations")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int]time.Time{}
+		for rows.Next() {
+			var v int
+			var at time.Time
+			if err := rows.Scan(&v, &at); err != nil {
+				t.Fatal(err)
+			}
+			out[v] = at
+		}
+		return out
+	}
+	first := applied()
+	if len(first) != 1 || first[1].IsZero() {
+		t.Fatalf("applied migrations %v, want version 1 once", first)
+	}
+	var tables []string
+	rows, _ := c.Query(ctx(t), "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || !slices.Equal(tables, []string{"chatd_migrations", "messages", "room_members", "rooms"}) {
+		t.Fatalf("tables %v %v", tables, err)
+	}
+	// Again: nothing to do (re-running 0001 would fail on its CREATE TABLEs).
+	openDB(t, url)
+	if again := applied(); len(again) != 1 || !again[1].Equal(first[1]) {
+		t.Fatalf("second start changed the migrations: %v, was %v", again, first)
+	}
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storage.Store {
+		bus, _ := startBus(t)
+		return openStore(t, openDB(t, pgtest.NewDatabase(t)), bus)
+	})
+}
+
+type leave struct{ room, user string }
+
+func leaves(s *postgres.Store) chan leave {
+	c := make(chan leave, 16)
+	s.OnLeave(func(room, user string) { c <- leave{room, user} })
+	return c
+}
+
+func expectLeave(t *testing.T, name string, c chan leave, want leave) {
+	t.Helper()
+	select {
+	case got := <-c:
+		if got != want {
+			t.Fatalf("%s: OnLeave %v, want %v", name, got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no OnLeave for %v", name, want)
+	}
+}
+
+// expectLeaves waits for every one of want, in any order, among others.
+func expectLeaves(t *testing.T, name string, c chan leave, want ...leave) {
+	t.Helper()
+	missing := map[leave]bool{}
+	for _, w := range want {
+		missing[w] = true
+	}
+	timeout := time.After(10 * time.Second)
+	for len(missing) > 0 {
+		select {
+		case got := <-c:
+			delete(missing, got)
+		case <-timeout:
+			t.Fatalf("%s: no OnLeave for %v", name, missing)
+		}
+	}
+}
+
+func member(s *postgres.Store, room, user string, role storage.Role) func() error {
+	return func() error {
+		m, ok, err := s.Membership(context.Background(), room, user)
+		if err != nil || !ok || m.Role != role {
+			return fmt.Errorf("membership of %s in %s: %+v %v %v, want %s", user, room, m, ok, err, role)
+		}
+		return nil
+	}
+}
+
+func notMember(s *postgres.Store, room, user string) func() error {
+	return func() error {
+		if ok, err := s.IsMember(context.Background(), room, user); ok || err != nil {
+			return fmt.Errorf("%s still a member of %s (%v)", user, room, err)
+		}
+		return nil
+	}
+}
+
+// Two stores on one database stand for two nodes: each follows the
+// other's changes, and changes made in SQL by hand, through the feed.
+func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	bus, _ := startBus(t)
+	a, b := openStore(t, openDB(t, url), bus), openStore(t, openDB(t, url), bus)
+	aLeft, bLeft := leaves(a), leaves(b)
+	c := ctx(t)
+	if err := a.CreateRoom(c, storage.Room{ID: "team", Name: "Team", CreatedBy: "alice", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Join(c, "team", "bob", storage.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b sees the room", func() error {
+		rm, err := b.Room(c, "team")
+		if err != nil || rm.Name != "Team" || rm.CreatedBy != "alice" {
+			return fmt.Errorf("room %+v %v", rm, err)
+		}
+		return member(b, "team", "alice", storage.RoleOwner)()
+	})
+	eventually(t, "b sees bob", member(b, "team", "bob", storage.RoleMember))
+
+	db := sqlConn(t, url)
+	exec(t, db, "INSERT INTO room_members (room_id, user_id) VALUES ('team', 'carol@example.com')")
+	exec(t, db, "UPDATE room_members SET role = 'admin' WHERE user_id = 'carol@example.com'")
+	for name, s := range map[string]*postgres.Store{"a": a, "b": b} {
+		eventually(t, name+" sees carol, made admin in SQL", member(s, "team", "carol@example.com", storage.RoleAdmin))
+		eventually(t, name+" lists carol's rooms", func() error {
+			if rooms, _ := s.UserRooms(c, "carol@example.com"); !slices.Equal(rooms, []string{"team"}) {
+				return fmt.Errorf("rooms %v", rooms)
+			}
+			return nil
+		})
+	}
+	// Removals, by a node or in SQL, are told on every node.
+	exec(t, db, "DELETE FROM room_members WHERE user_id = 'bob'")
+	expectLeave(t, "a", aLeft, leave{"team", "bob"})
+	expectLeave(t, "b", bLeft, leave{"team", "bob"})
+	if err := b.Leave(c, "team", "carol@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	expectLeave(t, "b", bLeft, leave{"team", "carol@example.com"})
+	expectLeave(t, "a", aLeft, leave{"team", "carol@example.com"})
+	if ok, _ := b.IsMember(c, "team", "carol@example.com"); ok {
+		t.Fatal("b's own Leave is not in its mirror when Leave returns")
+	}
+	// A membership moved to another user in SQL ends the old one.
+	exec(t, db, "UPDATE room_members SET user_id = 'alice2' WHERE user_id = 'alice'")
+	expectLeave(t, "a", aLeft, leave{"team", "alice"})
+	eventually(t, "a sees alice2", member(a, "team", "alice2", storage.RoleOwner))
+	// Unread counts: members from PostgreSQL, read positions from KV.
+	if _, err := a.Join(c, "team", "dave", storage.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.MarkRead(c, "team", "dave", 10); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b counts unread", func() error {
+		got, err := b.Unread(c, "team", []storage.MessageRef{{ID: 10, Sender: "alice2"}, {ID: 11, Sender: "alice2"}})
+		if err != nil || !slices.Equal(got, []int{0, 1}) {
+			return fmt.Errorf("unread %v %v, want [0 1]", got, err)
+		}
+		return nil
+	})
+	// TRUNCATE fires no row triggers; the nodes reload.
+	exec(t, db, "TRUNCATE room_members")
+	expectLeaves(t, "b after TRUNCATE", bLeft, leave{"team", "alice2"}, leave{"team", "dave"})
+	eventually(t, "a's mirror empty", func() error {
+		if ms, _ := a.Members(c, "team"); len(ms) != 0 {
+			return fmt.Errorf("members %v", ms)
+		}
+		return nil
+	})
+}
+
+// The feed's connection is cut; changes made meanwhile reach the mirror,
+// removals included, once it is back.
+func TestMirrorReloadsAfterReconnect(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	proxy := pgtest.NewProxy(t, pgtest.ServerAddr(t, url))
+	bus, _ := startBus(t)
+	s := openStore(t, openDB(t, pgtest.WithHost(t, url, proxy.Addr())), bus)
+	left := leaves(s)
+	c := ctx(t)
+	for _, u := range []string{"alice", "bob"} {
+		if _, err := s.Join(c, "r", u, storage.RoleMember); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.Cut()
+	db := sqlConn(t, url) // not through the proxy
+	exec(t, db, "DELETE FROM room_members WHERE user_id = 'bob'")
+	exec(t, db, "INSERT INTO room_members (room_id, user_id) VALUES ('r', 'carol')")
+	// Meanwhile the mirror serves what it had.
+	if ok, _ := s.IsMember(c, "r", "bob"); !ok {
+		t.Fatal("mirror lost bob while the feed is down")
+	}
+	proxy.Restore()
+	expectLeave(t, "after reload", left, leave{"r", "bob"})
+	eventually(t, "carol loaded", member(s, "r", "carol", storage.RoleMember))
+
+	// Killing the feed's backend from the server side works the same.
+	exec(t, db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'chatd change feed'")
+	exec(t, db, "DELETE FROM room_members WHERE user_id = 'carol'")
+	expectLeave(t, "after terminate", left, leave{"r", "carol"})
+	if rooms, _ := s.UserRooms(c, "alice"); !slices.Equal(rooms, []string{"r"}) {
+		t.Fatalf("alice's rooms %v", rooms)
+	}
+}
+
+// A Join that is already in PostgreSQL, made by a node whose feed has not
+// brought it yet, still reads back at once.
+func TestWritesReadBack(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	bus, _ := startBus(t)
+	a, b := openStore(t, openDB(t, url), bus), openStore(t, openDB(t, url), bus)
+	c := ctx(t)
+	for i := range 20 {
+		room := "r" + strconv.Itoa(i)
+		if _, err := a.Join(c, room, "alice", storage.RoleAdmin); err != nil {
+			t.Fatal(err)
+		}
+		// b writes right after a: whatever b's mirror had, its own write
+		// returns once the feed has passed a's change too.
+		added, err := b.Join(c, room, "alice", storage.RoleMember)
+		if err != nil || added {
+			t.Fatalf("b's Join of %s: added %v %v, want an existing membership", room, added, err)
+		}
+		if err := member(b, room, "alice", storage.RoleAdmin)(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
