@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// TestFsyncPrecedesReceipt runs the real chatd binary under strace and
+// reads, from the kernel's side, the order of three things for every
+// message: its write to a block file of the messages stream, an fsync of
+// that file, and the WebSocket write carrying its RECEIPT. With
+// --durability fsync every RECEIPT must follow an fsync that began after
+// the message was written. The same check must fail with replicated and
+// fast, which do not wait for the disk: otherwise it proves nothing.
+//
+// strace stops a thread at every traced syscall until it has recorded it,
+// so the trace's order is causal: the RECEIPT's write cannot be recorded
+// before an fsync whose end the RECEIPT waited for. Messages go out one at
+// a time (single synced publishes) and in a burst (an atomic batch), the
+// two ways fsync mode stores.
+func TestFsyncPrecedesReceipt(t *testing.T) {
+	straceBin, err := exec.LookPath("strace")
+	if err != nil {
+		if os.Getenv("CHATD_REQUIRE_STRACE") != "" {
+			t.Fatalf("strace is required (CHATD_REQUIRE_STRACE): %v", err)
+		}
+		t.Skip("strace not installed (Debian: apt-get install -y strace); CI installs it")
+	}
+	bin := buildChatd(t)
+	for _, tc := range []struct {
+		durability string
+		durable    bool
+	}{
+		{"fsync", true},
+		{"replicated", false},
+		{"fast", false},
+	} {
+		t.Run(tc.durability, func(t *testing.T) {
+			trace := runTraced(t, straceBin, bin, tc.durability)
+			ev := parseTrace(t, trace)
+			var late []string
+			for i := range traceMessages {
+				if why := ev.receiptAfterFsync(i); why != "" {
+					late = append(late, fmt.Sprintf("message %d: %s", i, why))
+				}
+			}
+			switch {
+			case tc.durable && len(late) > 0:
+				t.Fatalf("--durability fsync sent RECEIPTs before the disk had the message (trace %s):\n%s", trace, strings.Join(late, "\n"))
+			case !tc.durable && len(late) == 0:
+				t.Fatalf("--durability %s: every RECEIPT followed an fsync; the check cannot tell fsync from not (trace %s)", tc.durability, trace)
+			}
+			t.Logf("%d of %d RECEIPTs before an fsync of their message", len(late), traceMessages)
+		})
+	}
+}
+
+// traceMessages are sent: two alone, then a burst, then two alone.
+const traceMessages = 44
+
+func traceText(i int) string      { return fmt.Sprintf("durable-%d-end", i) }
+func traceReceiptID(i int) string { return fmt.Sprintf("rc-%d", i) }
+
+// runTraced runs chatd under strace, sends the messages, waits for their
+// RECEIPTs, stops chatd and returns the trace file.
+func runTraced(t *testing.T, straceBin, bin, durability string) string {
+	t.Helper()
+	dir := t.TempDir()
+	trace := filepath.Join(dir, "strace.txt")
+	// -y names each fd's file or socket; -s keeps whole buffers; only
+	// the syscalls that write or sync are stopped at (--seccomp-bpf).
+	cmd := exec.Command(straceBin, "-f", "-qq", "--seccomp-bpf", "-y", "-s", "1048576", "-o", trace,
+		"-e", "trace=write,writev,pwrite64,pwritev,pwritev2,sendto,sendmsg,fsync,fdatasync", "-e", "signal=none",
+		bin, "--dev", "--http", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--durability", durability)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	logs := bufio.NewScanner(stderr)
+	ready := regexp.MustCompile(`msg="chatd ready" http=(\S+)`)
+	var addr string
+	var logText strings.Builder
+	for logs.Scan() {
+		logText.WriteString(logs.Text() + "\n")
+		if m := ready.FindStringSubmatch(logs.Text()); m != nil {
+			addr = m[1]
+			break
+		}
+	}
+	if addr == "" {
+		if strings.Contains(logText.String(), "ptrace") && os.Getenv("CHATD_REQUIRE_STRACE") == "" {
+			t.Skipf("strace cannot trace here:\n%s", logText.String())
+		}
+		t.Fatalf("chatd under strace never became ready:\n%s", logText.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{Subprotocols: []string{"v12.stomp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ws.CloseNow() }()
+	ws.SetReadLimit(-1)
+	write := func(s string) {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pending []string // frames read but not yet looked at
+	next := func() string {
+		for len(pending) == 0 {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			for _, f := range strings.Split(string(b), "\x00") {
+				if f = strings.TrimLeft(f, "\r\n"); f != "" {
+					pending = append(pending, f)
+				}
+			}
+		}
+		f := pending[0]
+		pending = pending[1:]
+		return f
+	}
+	send := func(i int) string {
+		return fmt.Sprintf("SEND\ndestination:/app/chat.trace\ncontent-type:application/json\nreceipt:%s\n\n{\"message\":%q}\x00",
+			traceReceiptID(i), traceText(i))
+	}
+	expectReceipt := func(i int) {
+		if f := next(); !strings.HasPrefix(f, "RECEIPT\nreceipt-id:"+traceReceiptID(i)+"\n") {
+			t.Fatalf("want RECEIPT %s, got %q", traceReceiptID(i), f)
+		}
+	}
+	write("CONNECT\naccept-version:1.2\nhost:/\nlogin:tracer\n\n\x00")
+	if f := next(); !strings.HasPrefix(f, "CONNECTED") {
+		t.Fatalf("connect: %q", f)
+	}
+	alone := []int{0, 1, traceMessages - 2, traceMessages - 1}
+	for _, i := range alone[:2] {
+		write(send(i))
+		expectReceipt(i)
+	}
+	var burst strings.Builder
+	for i := 2; i < traceMessages-2; i++ {
+		burst.WriteString(send(i))
+	}
+	write(burst.String())
+	for i := 2; i < traceMessages-2; i++ {
+		expectReceipt(i)
+	}
+	for _, i := range alone[2:] {
+		write(send(i))
+		expectReceipt(i)
+	}
+	// chatd is strace's child: stop it and let strace finish the trace.
+	pid := childOf(t, cmd.Process.Pid)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("strace/chatd: %v", err)
+	}
+	return trace
+}
+
+// childOf returns the one child process of pid.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 1 {
+		t.Fatalf("strace has children %q, want chatd alone", f)
+	}
+	child, err := strconv.Atoi(f[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return child
+}
+
+// syscallEv is one traced syscall: where in the trace it began and ended
+// (line numbers), the file or socket it acted on, and what it wrote.
+type syscallEv struct {
+	name       string
+	begin, end int
+	fd         string
+	data       string
+}
+
+// traceEvents are the syscalls of a trace that matter here.
+type traceEvents struct {
+	blockWrites []syscallEv // writes to a block file of the messages stream
+	syncs       []syscallEv // fsyncs of such a file
+	sockWrites  []syscallEv // writes to TCP sockets
+}
+
+var (
+	// 1234 pwrite64(8</d/jetstream/$G/streams/CHAT_MESSAGES/msgs/1.blk>, "...", 396, 0) = 396
+	callRe = regexp.MustCompile(`^(\d+) +(\w+)\((\d+)<([^>]*)>(.*)$`)
+	// 1234 <... fsync resumed>) = 0
+	resumedRe = regexp.MustCompile(`^(\d+) +<\.\.\. (\w+) resumed>`)
+)
+
+// parseTrace reads an strace -f -y trace. A syscall interrupted by another
+// thread's is split over an "<unfinished ...>" line and a "resumed" line:
+// it began at the first and ended at the second.
+func parseTrace(t *testing.T, path string) *traceEvents {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ev := &traceEvents{}
+	open := map[string]*syscallEv{} // pid -> unfinished syscall
+	add := func(e *syscallEv) {
+		switch {
+		case (e.name == "fsync" || e.name == "fdatasync") && isStreamBlock(e.fd):
+			ev.syncs = append(ev.syncs, *e)
+		case strings.HasPrefix(e.name, "pwrite") || e.name == "write" || e.name == "writev":
+			if isStreamBlock(e.fd) {
+				ev.blockWrites = append(ev.blockWrites, *e)
+				return
+			}
+			fallthrough
+		case e.name == "sendto" || e.name == "sendmsg":
+			if strings.HasPrefix(e.fd, "TCP:") || strings.HasPrefix(e.fd, "socket:") {
+				ev.sockWrites = append(ev.sockWrites, *e)
+			}
+		}
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		text := sc.Text()
+		if m := resumedRe.FindStringSubmatch(text); m != nil {
+			if e := open[m[1]]; e != nil && e.name == m[2] {
+				e.end = line
+				add(e)
+				delete(open, m[1])
+			}
+			continue
+		}
+		m := callRe.FindStringSubmatch(text)
+		if m == nil {
+			continue
+		}
+		e := &syscallEv{name: m[2], begin: line, end: line, fd: m[4], data: m[5]}
+		if strings.HasSuffix(text, "<unfinished ...>") {
+			open[m[1]] = e
+			continue
+		}
+		add(e)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.blockWrites) == 0 || len(ev.sockWrites) == 0 {
+		t.Fatalf("trace %s has %d writes to the stream's block files and %d socket writes: not the trace expected",
+			path, len(ev.blockWrites), len(ev.sockWrites))
+	}
+	return ev
+}
+
+// isStreamBlock: a message block of the messages stream, not the staging
+// store of an atomic batch (CHAT_MESSAGES/batches/...) nor an index.
+func isStreamBlock(path string) bool {
+	return strings.Contains(path, "/streams/CHAT_MESSAGES/msgs/") && strings.HasSuffix(path, ".blk")
+}
+
+// receiptAfterFsync returns "" if message i's RECEIPT was written after
+// an fsync of the block file holding it that began after the message was
+// written to it, else what was out of order.
+func (ev *traceEvents) receiptAfterFsync(i int) string {
+	text, receipt := traceText(i), "receipt-id:"+traceReceiptID(i)+`\n`
+	var stored *syscallEv
+	for k := range ev.blockWrites {
+		if strings.Contains(ev.blockWrites[k].data, text) {
+			stored = &ev.blockWrites[k]
+			break
+		}
+	}
+	var sent *syscallEv
+	for k := range ev.sockWrites {
+		if strings.Contains(ev.sockWrites[k].data, receipt) {
+			sent = &ev.sockWrites[k]
+			break
+		}
+	}
+	switch {
+	case sent == nil:
+		return "its RECEIPT is not in the trace"
+	case stored == nil:
+		return "never written to the stream"
+	case stored.begin > sent.begin:
+		return fmt.Sprintf("RECEIPT at line %d, written to %s only at line %d", sent.begin, stored.fd, stored.begin)
+	}
+	for _, s := range ev.syncs {
+		if s.fd == stored.fd && s.begin > stored.end && s.end < sent.begin {
+			return ""
+		}
+	}
+	return fmt.Sprintf("written to %s at line %d, RECEIPT at line %d, no fsync of it between", stored.fd, stored.end, sent.begin)
+}
