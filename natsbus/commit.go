@@ -52,10 +52,11 @@ const (
 )
 
 // atomicMin is the smallest batch written as a JetStream atomic batch;
-// smaller ones go message by message. On one node an atomic batch costs
-// about 5 ms whatever its size (JetStream stages it in a store of its own,
-// with four syncs), a single synced message about 0.3 ms: below about 16
-// messages one by one is quicker (docs/benchmarks.md, Group commit).
+// smaller ones go message by message. On one syncing node an atomic batch
+// costs 3.5-4 ms up to 16 messages (JetStream stages it in a store of its
+// own, with four syncs), a single synced message 0.36 ms: 16 cost the same
+// either way, and more are quicker as one batch (BenchmarkBatchWrite,
+// docs/benchmarks.md, Group commit).
 const atomicMin = 16
 
 // ErrCommitterClosed is the error of a message submitted after Close.
@@ -74,11 +75,14 @@ var ErrCommitterClosed = errors.New("natsbus: committer closed")
 // were submitted, unless a message sent on its own had to be sent again
 // (see MessageLog.Await).
 //
-// With --durability fsync a batch of atomicMin or more goes to JetStream
-// as one atomic batch, which the server syncs once; one that JetStream
-// refuses (it stores none of it) is sent again message by message, so that
-// only the message at fault fails. Other durabilities gain nothing from
-// atomic batches (they sync no write) and pipeline single publishes.
+// A batch of atomicMin or more goes to JetStream as one atomic batch where
+// that is quicker: with --durability fsync (the server syncs the batch
+// once, not every message) and on replicated streams (one Raft proposal
+// instead of one per message). A batch JetStream refuses (it stores none
+// of it) is sent again message by message, so that only the message at
+// fault fails. One unreplicated replica that does not sync gains nothing:
+// JetStream stages each atomic batch in a synced store of its own, which
+// costs more than single publishes, so these are pipelined.
 type Committer struct {
 	msgs   *MessageLog
 	cfg    CommitConfig

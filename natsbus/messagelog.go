@@ -21,8 +21,8 @@ type LogConfig struct {
 	MaxPerRoom      int64         // 0: no per-room cap
 	DuplicateWindow time.Duration // how long a client-msg-id is remembered
 	MaxMsgSize      int32
-	// Durability sets the stream's persist mode, and whether group commit
-	// writes atomic batches (Committer).
+	// Durability sets the stream's persist mode, and with Replicas whether
+	// group commit writes atomic batches (Committer).
 	Durability Durability
 }
 
@@ -41,8 +41,9 @@ type MessageLog struct {
 	epoch      uint64
 	cfg        LogConfig
 	directSubj string
-	// atomic: the stream takes atomic batches and the durability gains
-	// from them (one sync per batch instead of one per message).
+	// atomic: the stream takes atomic batches and group commit gains from
+	// them: one sync per batch instead of one per message (fsync), or one
+	// Raft proposal instead of one per message (replicated streams).
 	atomic bool
 }
 
@@ -183,7 +184,7 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 		epoch:      epoch,
 		cfg:        cfg,
 		directSubj: "$JS.API.DIRECT.GET." + MessagesStream,
-		atomic:     got.AllowAtomicPublish && cfg.Durability == DurabilityFsync,
+		atomic:     got.AllowAtomicPublish && (cfg.Durability == DurabilityFsync || got.Replicas > 1),
 	}
 }
 
