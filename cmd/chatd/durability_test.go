@@ -35,13 +35,7 @@ import (
 // a time (single synced publishes) and in a burst (an atomic batch), the
 // two ways fsync mode stores.
 func TestFsyncPrecedesReceipt(t *testing.T) {
-	straceBin, err := exec.LookPath("strace")
-	if err != nil {
-		if os.Getenv("CHATD_REQUIRE_STRACE") != "" {
-			t.Fatalf("strace is required (CHATD_REQUIRE_STRACE): %v", err)
-		}
-		t.Skip("strace not installed (Debian: apt-get install -y strace); CI installs it")
-	}
+	straceBin := needStrace(t)
 	bin := buildChatd(t)
 	for _, tc := range []struct {
 		durability string
@@ -53,15 +47,17 @@ func TestFsyncPrecedesReceipt(t *testing.T) {
 		{"fast", false, false},
 	} {
 		t.Run(tc.durability, func(t *testing.T) {
-			trace := runTraced(t, straceBin, bin, tc.durability)
+			dir := t.TempDir()
+			trace := runTraced(t, straceBin, [][]string{{bin, "--dev", "--http", "127.0.0.1:0",
+				"--data-dir", filepath.Join(dir, "n0"), "--durability", tc.durability}})
 			ev := parseTrace(t, trace)
 			var unsynced, unwritten []string
 			for i := range traceMessages {
-				switch why := ev.receiptAfterFsync(i); {
-				case strings.HasPrefix(why, "RECEIPT before"):
+				w, s, why := ev.storedBeforeReceipt(i, isStreamBlock)
+				if !w {
 					unwritten = append(unwritten, fmt.Sprintf("message %d: %s", i, why))
-					fallthrough
-				case why != "":
+				}
+				if !s {
 					unsynced = append(unsynced, fmt.Sprintf("message %d: %s", i, why))
 				}
 			}
@@ -80,23 +76,111 @@ func TestFsyncPrecedesReceipt(t *testing.T) {
 	}
 }
 
+// TestFsyncPrecedesReceiptOnAQuorum is the same check on a cluster of
+// three chatd processes (3 replicas) under one strace, so that the order
+// across processes is causal too. A replicated stream's messages reach
+// disk first in each replica's Raft log (the stream's own files are synced
+// later, from snapshots): with --durability fsync every RECEIPT must
+// follow, on at least two of the three nodes, an fsync of the Raft log
+// file that holds the message. With replicated, some must not.
+func TestFsyncPrecedesReceiptOnAQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3 processes under strace: skipped with -short")
+	}
+	straceBin := needStrace(t)
+	bin := buildChatd(t)
+	for _, tc := range []struct {
+		durability string
+		synced     bool
+	}{
+		{"fsync", true},
+		{"replicated", false},
+	} {
+		t.Run(tc.durability, func(t *testing.T) {
+			dir := t.TempDir()
+			routeAddrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+			var routes []string
+			for _, a := range routeAddrs {
+				routes = append(routes, "nats-route://"+a)
+			}
+			var nodes [][]string
+			for i, a := range routeAddrs {
+				nodes = append(nodes, []string{bin, "--dev", "--name", "n" + strconv.Itoa(i), "--http", "127.0.0.1:0",
+					"--data-dir", filepath.Join(dir, "n"+strconv.Itoa(i)), "--cluster", a,
+					"--routes", strings.Join(routes, ","), "--durability", tc.durability})
+			}
+			trace := runTraced(t, straceBin, nodes)
+			ev := parseTrace(t, trace)
+			var short []string
+			for i := range traceMessages {
+				var synced []string
+				var whys []string
+				for k := range nodes {
+					node := filepath.Join(dir, "n"+strconv.Itoa(k))
+					raftLog := func(path string) bool {
+						return strings.HasPrefix(path, node+"/") && strings.Contains(path, "/_js_/") && strings.HasSuffix(path, ".blk")
+					}
+					if _, s, why := ev.storedBeforeReceipt(i, raftLog); s {
+						synced = append(synced, "n"+strconv.Itoa(k))
+					} else {
+						whys = append(whys, fmt.Sprintf("n%d: %s", k, why))
+					}
+				}
+				if len(synced) < 2 {
+					short = append(short, fmt.Sprintf("message %d: synced on %v only; %s", i, synced, strings.Join(whys, "; ")))
+				}
+			}
+			t.Logf("of %d RECEIPTs, %d came before a quorum had synced their message", traceMessages, len(short))
+			switch {
+			case tc.synced && len(short) > 0:
+				t.Fatalf("--durability fsync sent RECEIPTs before a quorum's disks had the message (trace %s):\n%s", trace, strings.Join(short, "\n"))
+			case !tc.synced && len(short) == 0:
+				t.Fatalf("--durability %s: every RECEIPT followed a quorum's fsync; the check cannot tell fsync from not (trace %s)", tc.durability, trace)
+			}
+		})
+	}
+}
+
+// needStrace returns strace's path, or skips the test without it (fails
+// it where CHATD_REQUIRE_STRACE says it must run, as in CI).
+func needStrace(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("strace")
+	if err != nil {
+		if os.Getenv("CHATD_REQUIRE_STRACE") != "" {
+			t.Fatalf("strace is required (CHATD_REQUIRE_STRACE): %v", err)
+		}
+		t.Skip("strace not installed (Debian: apt-get install -y strace); CI installs it")
+	}
+	return p
+}
+
 // traceMessages are sent: two alone, then a burst, then two alone.
 const traceMessages = 44
 
 func traceText(i int) string      { return fmt.Sprintf("durable-%d-end", i) }
 func traceReceiptID(i int) string { return fmt.Sprintf("rc-%d", i) }
 
-// runTraced runs chatd under strace, sends the messages, waits for their
-// RECEIPTs, stops chatd and returns the trace file.
-func runTraced(t *testing.T, straceBin, bin, durability string) string {
+// runTraced runs the chatd commands under one strace, sends the messages
+// to the first node, waits for their RECEIPTs, stops every node and
+// returns the trace file.
+func runTraced(t *testing.T, straceBin string, nodes [][]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "strace.txt")
+	var script strings.Builder
+	for _, args := range nodes {
+		for _, a := range args {
+			script.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "' ")
+		}
+		script.WriteString("&\n")
+	}
+	script.WriteString("wait\n")
 	// -y names each fd's file or socket; -s keeps whole buffers; only
 	// the syscalls that write or sync are stopped at (--seccomp-bpf).
 	cmd := exec.Command(straceBin, "-f", "-qq", "--seccomp-bpf", "-y", "-s", "1048576", "-o", trace,
 		"-e", "trace=write,writev,pwrite64,pwritev,pwritev2,sendto,sendmsg,fsync,fdatasync", "-e", "signal=none",
-		bin, "--dev", "--http", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--durability", durability)
+		"/bin/sh", "-c", script.String())
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -106,27 +190,27 @@ func runTraced(t *testing.T, straceBin, bin, durability string) string {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	logs := bufio.NewScanner(stderr)
-	ready := regexp.MustCompile(`msg="chatd ready" http=(\S+)`)
-	var addr string
+	ready := regexp.MustCompile(`msg="chatd ready" http=(\S+) .* node=(\S+)`)
+	addrs := map[string]string{}
 	var logText strings.Builder
-	for logs.Scan() {
+	for len(addrs) < len(nodes) && logs.Scan() {
 		logText.WriteString(logs.Text() + "\n")
 		if m := ready.FindStringSubmatch(logs.Text()); m != nil {
-			addr = m[1]
-			break
+			addrs[m[2]] = m[1]
 		}
 	}
-	if addr == "" {
+	if len(addrs) < len(nodes) {
 		if strings.Contains(logText.String(), "ptrace") && os.Getenv("CHATD_REQUIRE_STRACE") == "" {
 			t.Skipf("strace cannot trace here:\n%s", logText.String())
 		}
-		t.Fatalf("chatd under strace never became ready:\n%s", logText.String())
+		t.Fatalf("chatd under strace: %d of %d nodes became ready:\n%s", len(addrs), len(nodes), logText.String())
 	}
 	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	first := addrs[nodeName(nodes[0])]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{Subprotocols: []string{"v12.stomp"}})
+	ws, _, err := websocket.Dial(ctx, "ws://"+first+"/ws", &websocket.DialOptions{Subprotocols: []string{"v12.stomp"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,10 +268,12 @@ func runTraced(t *testing.T, straceBin, bin, durability string) string {
 		write(send(i))
 		expectReceipt(i)
 	}
-	// chatd is strace's child: stop it and let strace finish the trace.
-	pid := childOf(t, cmd.Process.Pid)
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	// The nodes are children of strace's shell: stop them, and the shell
+	// and strace end with them.
+	for _, pid := range childrenOf(t, childrenOf(t, cmd.Process.Pid)[0]) {
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("strace/chatd: %v", err)
@@ -195,22 +281,37 @@ func runTraced(t *testing.T, straceBin, bin, durability string) string {
 	return trace
 }
 
-// childOf returns the one child process of pid.
-func childOf(t *testing.T, pid int) int {
+// nodeName is the --name in a chatd command line, or what chatd defaults
+// it to, the host name.
+func nodeName(args []string) string {
+	for i, a := range args {
+		if a == "--name" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// childrenOf returns pid's child processes.
+func childrenOf(t *testing.T, pid int) []int {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(string(b))
-	if len(f) != 1 {
-		t.Fatalf("strace has children %q, want chatd alone", f)
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		child, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, child)
 	}
-	child, err := strconv.Atoi(f[0])
-	if err != nil {
-		t.Fatal(err)
+	if len(out) == 0 {
+		t.Fatalf("process %d has no children", pid)
 	}
-	return child
+	return out
 }
 
 // syscallEv is one traced syscall: where in the trace it began and ended
@@ -224,9 +325,9 @@ type syscallEv struct {
 
 // traceEvents are the syscalls of a trace that matter here.
 type traceEvents struct {
-	blockWrites []syscallEv // writes to a block file of the messages stream
-	syncs       []syscallEv // fsyncs of such a file
-	sockWrites  []syscallEv // writes to TCP sockets
+	fileWrites []syscallEv // writes to block files (*.blk)
+	syncs      []syscallEv // fsyncs
+	sockWrites []syscallEv // writes to sockets
 }
 
 var (
@@ -250,18 +351,12 @@ func parseTrace(t *testing.T, path string) *traceEvents {
 	open := map[string]*syscallEv{} // pid -> unfinished syscall
 	add := func(e *syscallEv) {
 		switch {
-		case (e.name == "fsync" || e.name == "fdatasync") && isStreamBlock(e.fd):
+		case e.name == "fsync" || e.name == "fdatasync":
 			ev.syncs = append(ev.syncs, *e)
-		case strings.HasPrefix(e.name, "pwrite") || e.name == "write" || e.name == "writev":
-			if isStreamBlock(e.fd) {
-				ev.blockWrites = append(ev.blockWrites, *e)
-				return
-			}
-			fallthrough
-		case e.name == "sendto" || e.name == "sendmsg":
-			if strings.HasPrefix(e.fd, "TCP:") || strings.HasPrefix(e.fd, "socket:") {
-				ev.sockWrites = append(ev.sockWrites, *e)
-			}
+		case strings.HasPrefix(e.fd, "socket:") || strings.HasPrefix(e.fd, "TCP:"):
+			ev.sockWrites = append(ev.sockWrites, *e)
+		case strings.HasSuffix(e.fd, ".blk"):
+			ev.fileWrites = append(ev.fileWrites, *e)
 		}
 	}
 	sc := bufio.NewScanner(f)
@@ -290,9 +385,9 @@ func parseTrace(t *testing.T, path string) *traceEvents {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if len(ev.blockWrites) == 0 || len(ev.sockWrites) == 0 {
-		t.Fatalf("trace %s has %d writes to the stream's block files and %d socket writes: not the trace expected",
-			path, len(ev.blockWrites), len(ev.sockWrites))
+	if len(ev.fileWrites) == 0 || len(ev.sockWrites) == 0 {
+		t.Fatalf("trace %s has %d writes to block files and %d socket writes: not the trace expected",
+			path, len(ev.fileWrites), len(ev.sockWrites))
 	}
 	return ev
 }
@@ -303,18 +398,13 @@ func isStreamBlock(path string) bool {
 	return strings.Contains(path, "/streams/CHAT_MESSAGES/msgs/") && strings.HasSuffix(path, ".blk")
 }
 
-// receiptAfterFsync returns "" if message i's RECEIPT was written after
-// an fsync of the block file holding it that began after the message was
-// written to it, else what was out of order.
-func (ev *traceEvents) receiptAfterFsync(i int) string {
+// storedBeforeReceipt reports, for message i and the files that file
+// selects, whether the message was written to one of them before its
+// RECEIPT went out (written), and whether that file was then fsynced,
+// the fsync beginning after the write ended and ending before the RECEIPT
+// began (synced); why says what was missing.
+func (ev *traceEvents) storedBeforeReceipt(i int, file func(path string) bool) (written, synced bool, why string) {
 	text, receipt := traceText(i), "receipt-id:"+traceReceiptID(i)+`\n`
-	var stored *syscallEv
-	for k := range ev.blockWrites {
-		if strings.Contains(ev.blockWrites[k].data, text) {
-			stored = &ev.blockWrites[k]
-			break
-		}
-	}
 	var sent *syscallEv
 	for k := range ev.sockWrites {
 		if strings.Contains(ev.sockWrites[k].data, receipt) {
@@ -322,18 +412,26 @@ func (ev *traceEvents) receiptAfterFsync(i int) string {
 			break
 		}
 	}
+	if sent == nil {
+		return false, false, "its RECEIPT is not in the trace"
+	}
+	var stored *syscallEv
+	for k := range ev.fileWrites {
+		if w := &ev.fileWrites[k]; file(w.fd) && strings.Contains(w.data, text) {
+			stored = w
+			break
+		}
+	}
 	switch {
-	case sent == nil:
-		return "its RECEIPT is not in the trace"
 	case stored == nil:
-		return "RECEIPT before the write: never written to the stream's block files while traced"
+		return false, false, "never written to those files while traced"
 	case stored.begin > sent.begin:
-		return fmt.Sprintf("RECEIPT before the write: RECEIPT at line %d, written to %s at line %d", sent.begin, stored.fd, stored.begin)
+		return false, false, fmt.Sprintf("RECEIPT at line %d, written to %s at line %d", sent.begin, stored.fd, stored.begin)
 	}
 	for _, s := range ev.syncs {
 		if s.fd == stored.fd && s.begin > stored.end && s.end < sent.begin {
-			return ""
+			return true, true, ""
 		}
 	}
-	return fmt.Sprintf("written to %s at line %d, RECEIPT at line %d, no fsync of it between", stored.fd, stored.end, sent.begin)
+	return true, false, fmt.Sprintf("written to %s at line %d, RECEIPT at line %d, no fsync of it between", stored.fd, stored.end, sent.begin)
 }
