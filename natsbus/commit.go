@@ -230,6 +230,9 @@ func (c *Committer) commit(batch []*pending) {
 		c.commitEach(ctx, batch)
 	}
 	c.cfg.Metrics.BatchCommitted(len(batch), atomic)
+	// The queue's array may outlive the batch (take slices it): let the
+	// messages and their callbacks go now.
+	clear(batch)
 }
 
 // commitEach publishes every message of the batch on its own, all before
