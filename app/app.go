@@ -29,7 +29,9 @@ type App struct {
 	log   *slog.Logger
 	bus   *natsbus.Bus
 	store storage.Store
-	chat  *chat.Service
+	// commit is group commit on the publish path, closed after chat.
+	commit *natsbus.Committer
+	chat   *chat.Service
 	// verify checks the HTTP API's bearer tokens.
 	verify tokenVerifier
 	stomp  *stompws.Server
@@ -62,8 +64,10 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 			log.Warn("DEV MODE: --jwt-secret, --jwt-public-key and --jwt-jwks are ignored")
 		}
 	}
+	durability := natsbus.Durability(cfg.Durability)
 	bus, err := natsbus.Start(ctx, natsbus.Options{
 		URL:           cfg.NATSURL,
+		SyncAlways:    durability.SyncAlways(),
 		DataDir:       cfg.DataDir,
 		ServerName:    name,
 		ClientListen:  cfg.NATSListen,
@@ -95,10 +99,13 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		MaxPerRoom:      cfg.HistoryMaxPerRoom,
 		DuplicateWindow: cfg.DedupeWindow,
 		MaxMsgSize:      int32(cfg.MaxFrameSize + 4096),
+		Durability:      durability,
 	})
 	if err != nil {
 		return fail(err)
 	}
+	logDurability(log, durability, replicas, bus.Embedded())
+	a.commit = msgs.NewCommitter(natsbus.CommitConfig{Metrics: a.metrics})
 	store, archive, err := a.openStore(ctx, replicas)
 	if err != nil {
 		return fail(err)
@@ -109,7 +116,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		return fail(err)
 	}
 	a.verify = authn
-	a.chat = chat.NewService(bus, msgs, store, authn, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: a.metrics, Archive: archive})
+	a.chat = chat.NewService(bus, msgs, a.commit, store, authn, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: a.metrics, Archive: archive})
 
 	sc := stompws.DefaultConfig()
 	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
@@ -194,6 +201,30 @@ func authenticator(cfg config.Config, log *slog.Logger) (sessionAuth, error) {
 		return nil, fmt.Errorf("JWT authentication (--jwt-secret, --jwt-public-key, --jwt-jwks): %w", err)
 	}
 	return j, nil
+}
+
+// logDurability says at start what a RECEIPT means on this node. An
+// external NATS decides for itself when it syncs, and no client can see
+// that setting: chatd says what the operator must configure rather than
+// claim fsync.
+func logDurability(log *slog.Logger, d natsbus.Durability, replicas int, embedded bool) {
+	var means string
+	switch d {
+	case natsbus.DurabilityFsync:
+		means = "a RECEIPT waits until the message is on disk on every replica that acknowledged it"
+	case natsbus.DurabilityReplicated:
+		means = "a RECEIPT waits until a quorum of replicas holds the message in memory; disks sync every 2 minutes"
+	case natsbus.DurabilityFast:
+		means = "a RECEIPT waits until the one replica holds the message in memory; it is written out within milliseconds"
+	}
+	if embedded || d != natsbus.DurabilityFsync {
+		log.Info("durability", "durability", string(d), "replicas", replicas, "means", means)
+		return
+	}
+	log.Warn("durability fsync is not verified: chatd cannot see when an external NATS server syncs. "+
+		"A RECEIPT means on disk only if every JetStream server runs with `jetstream { sync_interval: always }`; "+
+		"otherwise it means what --durability replicated means (docs/operations.md, Durability)",
+		"durability", string(d), "replicas", replicas)
 }
 
 func natsMode(cfg config.Config) string {
@@ -299,6 +330,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 
 func (a *App) closeBackends(ctx context.Context) error {
 	var errs []error
+	if a.commit != nil {
+		// Sessions are gone: what they sent is stored before NATS stops.
+		errs = append(errs, a.commit.Close(ctx))
+	}
 	if a.stopArchiver != nil {
 		a.stopArchiver() // it uses the store's pool and the bus
 	}

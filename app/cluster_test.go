@@ -17,7 +17,7 @@ import (
 
 // startCluster starts n chatd nodes in this process, each embedding a NATS
 // server that routes to the others, with clustered JetStream (R3 for 3).
-func startCluster(t *testing.T, size int, mutate ...func(*config.Config)) []*node {
+func startCluster(t testing.TB, size int, mutate ...func(*config.Config)) []*node {
 	t.Helper()
 	var routes []string
 	ports := make([]int, size)

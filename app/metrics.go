@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/stompws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,14 +35,18 @@ type metrics struct {
 	stored           prometheus.Counter
 	publishFailures  prometheus.Counter
 	publishSeconds   prometheus.Histogram
+	batchAtomic      prometheus.Observer // messages per group commit batch, by how it was written
+	batchSingle      prometheus.Observer
+	batchSplits      prometheus.Counter
 	delivered        [3]prometheus.Counter // by chat.DeliveryPath
 	dropped          prometheus.Counter
 	replays          [4]prometheus.Counter // by chat.ReplayOutcome
 }
 
 var (
-	_ stompws.Observer = (*metrics)(nil)
-	_ chat.Metrics     = (*metrics)(nil)
+	_ stompws.Observer      = (*metrics)(nil)
+	_ chat.Metrics          = (*metrics)(nil)
+	_ natsbus.CommitMetrics = (*metrics)(nil)
 )
 
 func newMetrics(node, version string) *metrics {
@@ -107,8 +112,19 @@ func newMetrics(node, version string) *metrics {
 	})
 	m.publishSeconds = f.NewHistogram(prometheus.HistogramOpts{
 		Name:    "chatd_jetstream_publish_seconds",
-		Help:    "Time from publishing a room message to JetStream's acknowledgement.",
+		Help:    "Time from a room message's SEND to JetStream's acknowledgement, the wait for its group commit batch included.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5ms to about 4s
+	})
+	batch := f.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "chatd_jetstream_batch_messages",
+		Help:    "Room messages per group commit batch, by how the batch was written: atomic (one JetStream atomic batch) or single (message by message).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10), // 1 to 512
+	}, []string{"write"})
+	m.batchAtomic = batch.WithLabelValues("atomic")
+	m.batchSingle = batch.WithLabelValues("single")
+	m.batchSplits = f.NewCounter(prometheus.CounterOpts{
+		Name: "chatd_jetstream_batch_splits_total",
+		Help: "Atomic batches JetStream refused (storing none of them) whose messages were sent again one by one, so that only the one at fault failed.",
 	})
 	del := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "chatd_messages_delivered_total",
@@ -183,7 +199,7 @@ func errorKind(msg string) string {
 	case has("heart-beat timeout"):
 		return "heartbeat"
 	case has("frame too large", "too many headers", "header too long", "too many subscriptions",
-		"too many open transactions", "transaction too large"):
+		"too many open transactions", "transaction too large", "message too large"):
 		return "limit"
 	case has("invalid command", "malformed", "undefined escape sequence", "invalid content-length",
 		"missing NUL", "unknown command", "SEND without", "SUBSCRIBE without", "UNSUBSCRIBE without", "BEGIN without"):
@@ -221,3 +237,14 @@ func (m *metrics) Delivered(path chat.DeliveryPath, n int) {
 }
 func (m *metrics) Dropped(n int)                       { m.dropped.Add(float64(n)) }
 func (m *metrics) Replayed(outcome chat.ReplayOutcome) { m.replays[outcome].Inc() }
+
+// natsbus.CommitMetrics
+
+func (m *metrics) BatchCommitted(n int, atomic bool) {
+	if atomic {
+		m.batchAtomic.Observe(float64(n))
+	} else {
+		m.batchSingle.Observe(float64(n))
+	}
+}
+func (m *metrics) BatchSplit() { m.batchSplits.Inc() }

@@ -24,6 +24,7 @@ func TestErrorKinds(t *testing.T) {
 		"too many subscriptions (limit 64)":                              "limit",
 		"too many open transactions (limit 8)":                           "limit",
 		"transaction too large (limit 128 frames)":                       "limit",
+		"message too large to store: more than 69632 bytes once encoded": "limit",
 		"invalid command":                                                "malformed",
 		"malformed header":                                               "malformed",
 		"undefined escape sequence":                                      "malformed",
@@ -72,6 +73,8 @@ func TestMetricsHotPathsDoNotAllocate(t *testing.T) {
 		m.Subscribed()
 		m.Unsubscribed()
 		m.MessageStored(3 * time.Millisecond)
+		m.BatchCommitted(40, true)
+		m.BatchCommitted(3, false)
 		m.ErrorSent(`subscription id "x" already in use`)
 	})
 	if allocs != 0 {

@@ -21,7 +21,8 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	for _, s := range []string{sessions, `chatd_frames_received_total{command="SEND"}`,
 		`chatd_errors_total{kind="destination"}`, `chatd_replays_total{outcome="gap"}`,
 		`chatd_messages_delivered_total{path="replay"}`, `chatd_deliveries_dropped_total`,
-		`chatd_slow_consumer_disconnects_total`, `chatd_jetstream_publish_seconds_count`} {
+		`chatd_slow_consumer_disconnects_total`, `chatd_jetstream_publish_seconds_count`,
+		`chatd_jetstream_batch_messages_count{write="atomic"}`, `chatd_jetstream_batch_splits_total`} {
 		if _, ok := before[s]; !ok {
 			t.Errorf("series %s is not exposed before any traffic", s)
 		}
@@ -51,26 +52,31 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	mallory.expectError("invalid destination")
 
 	waitDeltas(t, n, before, map[string]float64{
-		"chatd_websocket_connections_total":                 3,
-		"chatd_websocket_connections":                       2, // mallory was closed
-		sessions:                                            2,
-		"chatd_subscriptions":                               2,
-		`chatd_frames_received_total{command="CONNECT"}`:    3,
-		`chatd_frames_received_total{command="SUBSCRIBE"}`:  2,
-		`chatd_frames_received_total{command="SEND"}`:       4,
-		`chatd_frames_sent_total{command="CONNECTED"}`:      3,
-		`chatd_frames_sent_total{command="RECEIPT"}`:        5, // two SUBSCRIBEs, three SENDs
-		`chatd_frames_sent_total{command="MESSAGE"}`:        6, // three live to alice, three replayed to bob
-		`chatd_frames_sent_total{command="ERROR"}`:          1,
-		`chatd_errors_total{kind="destination"}`:            1,
-		"chatd_messages_stored_total":                       3,
-		"chatd_jetstream_publish_seconds_count":             3,
-		`chatd_messages_delivered_total{path="live"}`:       3,
-		`chatd_messages_delivered_total{path="replay"}`:     3,
-		`chatd_replays_total{outcome="complete"}`:           1,
-		"chatd_deliveries_dropped_total":                    0,
-		"chatd_slow_consumer_disconnects_total":             0,
-		`chatd_frames_received_total{command="DISCONNECT"}`: 0,
+		"chatd_websocket_connections_total":                3,
+		"chatd_websocket_connections":                      2, // mallory was closed
+		sessions:                                           2,
+		"chatd_subscriptions":                              2,
+		`chatd_frames_received_total{command="CONNECT"}`:   3,
+		`chatd_frames_received_total{command="SUBSCRIBE"}`: 2,
+		`chatd_frames_received_total{command="SEND"}`:      4,
+		`chatd_frames_sent_total{command="CONNECTED"}`:     3,
+		`chatd_frames_sent_total{command="RECEIPT"}`:       5, // two SUBSCRIBEs, three SENDs
+		`chatd_frames_sent_total{command="MESSAGE"}`:       6, // three live to alice, three replayed to bob
+		`chatd_frames_sent_total{command="ERROR"}`:         1,
+		`chatd_errors_total{kind="destination"}`:           1,
+		"chatd_messages_stored_total":                      3,
+		"chatd_jetstream_publish_seconds_count":            3,
+		// Three messages are below an atomic batch's minimum, however
+		// they were gathered.
+		`chatd_jetstream_batch_messages_sum{write="single"}`: 3,
+		`chatd_jetstream_batch_messages_sum{write="atomic"}`: 0,
+		"chatd_jetstream_batch_splits_total":                 0,
+		`chatd_messages_delivered_total{path="live"}`:        3,
+		`chatd_messages_delivered_total{path="replay"}`:      3,
+		`chatd_replays_total{outcome="complete"}`:            1,
+		"chatd_deliveries_dropped_total":                     0,
+		"chatd_slow_consumer_disconnects_total":              0,
+		`chatd_frames_received_total{command="DISCONNECT"}`:  0,
 	})
 
 	// Sessions that end take their gauges with them.

@@ -20,6 +20,7 @@ import (
 	"github.com/chatd/chatd/stompws"
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Authenticator checks a STOMP CONNECT. It is the seam for production
@@ -57,12 +58,13 @@ const replayBatch = 256
 
 // Service implements stompws.Handler for chatd's destinations.
 type Service struct {
-	nc    *nats.Conn
-	msgs  *natsbus.MessageLog
-	store storage.Store
-	auth  Authenticator
-	cfg   Config
-	log   *slog.Logger
+	nc     *nats.Conn
+	msgs   *natsbus.MessageLog
+	commit *natsbus.Committer
+	store  storage.Store
+	auth   Authenticator
+	cfg    Config
+	log    *slog.Logger
 
 	mu      sync.Mutex
 	feeds   map[string]*roomFeed // room -> live feed, while it has local subscribers
@@ -81,8 +83,10 @@ func (s *Service) LiveReceived() uint64 { return s.liveReceived.Load() }
 
 var _ stompws.Handler = (*Service)(nil)
 
-// NewService wires the chat domain to NATS, the message log and storage.
-func NewService(bus *natsbus.Bus, msgs *natsbus.MessageLog, store storage.Store, auth Authenticator, cfg Config) *Service {
+// NewService wires the chat domain to NATS, the message log, the group
+// commit that stores posted messages in it, and storage. The caller closes
+// commit after Close.
+func NewService(bus *natsbus.Bus, msgs *natsbus.MessageLog, commit *natsbus.Committer, store storage.Store, auth Authenticator, cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -93,7 +97,7 @@ func NewService(bus *natsbus.Bus, msgs *natsbus.MessageLog, store storage.Store,
 		cfg.Metrics = nopMetrics{}
 	}
 	s := &Service{
-		nc: bus.NC, msgs: msgs, store: store, auth: auth, cfg: cfg, log: cfg.Logger,
+		nc: bus.NC, msgs: msgs, commit: commit, store: store, auth: auth, cfg: cfg, log: cfg.Logger,
 		feeds: map[string]*roomFeed{}, fanouts: map[string]*fanout{}, subs: map[*stompws.Subscription]func(){},
 	}
 	if n, ok := store.(storage.LeaveNotifier); ok {
@@ -214,10 +218,6 @@ func (s *Service) async(fn func()) {
 	}()
 }
 
-// publishTimeout bounds how long a SEND may wait to be stored, retries
-// during a leader election included.
-const publishTimeout = 20 * time.Second
-
 // maxClientMsgID bounds the client-msg-id header.
 const maxClientMsgID = 128
 
@@ -264,28 +264,32 @@ func (s *Service) post(ctx context.Context, sess *stompws.Session, room string, 
 		return
 	}
 	start := time.Now()
-	// Started here, on the session's read loop, so that a session's
-	// messages reach the stream in the order it sent them.
-	fut, err := s.msgs.PublishAsync(room, nil, data, msgID)
-	if err != nil {
-		s.cfg.Metrics.PublishFailed()
-		done(err)
-		return
-	}
-	// The RECEIPT waits for JetStream's acknowledgement: it means stored.
-	// Not the session's context: a message on its way is stored even if
-	// its sender goes; the bound covers a cluster electing a new leader.
-	s.async(func() {
-		pctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		defer cancel()
-		if _, err := s.msgs.Await(pctx, fut, room, data, msgID); err != nil {
+	// Submitted here, on the session's read loop, so that a session's
+	// messages reach the stream in the order it sent them. The committer
+	// stores them with whatever else arrived meanwhile and calls back once
+	// JetStream has acknowledged: the RECEIPT means stored, as durably as
+	// --durability says. A message on its way is stored even if its sender
+	// goes.
+	s.commit.Submit(room, data, msgID, func(_ uint64, err error) {
+		if err != nil {
 			s.cfg.Metrics.PublishFailed()
-			done(fmt.Errorf("store message in %s: %w", room, err))
+			done(s.storeError(room, err))
 			return
 		}
 		s.cfg.Metrics.MessageStored(time.Since(start))
 		done(nil)
 	})
+}
+
+// storeError is what the sender of a message JetStream did not store is
+// told: why, if it is something the client can mend.
+func (s *Service) storeError(room string, err error) error {
+	if errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		// JSON escapes some characters to six bytes: a frame within
+		// --max-frame-size can still make too large a message.
+		return stompws.Errorf("message too large to store: more than %d bytes once encoded", s.msgs.Config().MaxMsgSize)
+	}
+	return fmt.Errorf("store message in %s: %w", room, err)
 }
 
 // logRequest is the optional body of /app/chat.{room}.log.

@@ -71,9 +71,19 @@ type Config struct {
 	ConfigFile string
 	// PrintConfig asks for the effective configuration on stdout.
 	PrintConfig bool
+	// Durability is what a RECEIPT waits for: fsync, replicated or fast
+	// (docs/operations.md, Durability).
+	Durability string
 	// settings is the effective configuration, for WriteTOML.
 	settings []setting
 }
+
+// The --durability modes (docs/operations.md, Durability).
+const (
+	DurabilityFsync      = "fsync"
+	DurabilityReplicated = "replicated"
+	DurabilityFast       = "fast"
+)
 
 // EnvPrefix prefixes every environment variable: --data-dir is CHATD_DATA_DIR.
 const EnvPrefix = "CHATD"
@@ -132,6 +142,7 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 		return nil
 	})
 	fs.IntVar(&c.Replicas, "replicas", 0, "JetStream replicas of the stream and KV buckets (0: 3 when the cluster has at least 3 nodes, else 1)")
+	fs.StringVar(&c.Durability, "durability", "fsync", "what a RECEIPT waits for: fsync (on disk on every replica that acknowledged), replicated (in memory on a quorum of replicas) or fast (single replica, in memory)")
 	fs.StringVar(level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.HistoryMaxAge, "history-max-age", 0, "drop room messages older than this from JetStream (0: keep)")
 	fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
@@ -243,6 +254,15 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return fmt.Errorf("config: invalid --replicas %d: 0 (automatic) to 5", c.Replicas)
+	}
+	switch c.Durability {
+	case DurabilityFsync, DurabilityReplicated:
+	case DurabilityFast:
+		if c.Replicas > 1 {
+			return fmt.Errorf("config: --durability fast cannot be used with --replicas %d: JetStream keeps a stream's writes in memory only with 1 replica; use --durability replicated", c.Replicas)
+		}
+	default:
+		return fmt.Errorf("config: invalid --durability %q: want fsync, replicated or fast", c.Durability)
 	}
 	if c.PprofAddr != "" {
 		if err := checkHostPort("--pprof", c.PprofAddr); err != nil {

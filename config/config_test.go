@@ -11,7 +11,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTPAddr != "127.0.0.1:8080" || c.DataDir != "./chatd-data" || c.NATSURL != "" || c.HeartBeat != 10*time.Second {
+	if c.HTTPAddr != "127.0.0.1:8080" || c.DataDir != "./chatd-data" || c.NATSURL != "" || c.HeartBeat != 10*time.Second ||
+		c.Durability != DurabilityFsync {
 		t.Fatalf("defaults %+v", c)
 	}
 }
@@ -60,6 +61,9 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--nats-url", "nats://127.0.0.1:4222", "--nats-listen", "127.0.0.1:1"}, nil, "--nats-listen"},
 		{[]string{"--dev", "--pprof", "localhost"}, nil, "--pprof"},
 		{[]string{"--dev", "--pprof", "127.0.0.1:8080"}, nil, "--pprof"},
+		{[]string{"--dev", "--durability", "sync"}, nil, "--durability"},
+		{[]string{"--dev", "--durability", "fast", "--replicas", "3"}, nil, "--durability"},
+		{[]string{"--dev"}, map[string]string{"CHATD_DURABILITY": "FSYNC"}, "--durability"},
 		{[]string{"--dev", "--bogus"}, nil, "bogus"},
 		{[]string{"--dev", "extra"}, nil, "extra"},
 		{[]string{"--dev"}, map[string]string{"CHATD_MAX_SUBSCRIPTIONS": "many"}, "CHATD_MAX_SUBSCRIPTIONS"},

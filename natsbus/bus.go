@@ -41,6 +41,10 @@ type Options struct {
 	ClusterName   string
 	ClusterListen string
 	Routes        []string
+	// SyncAlways makes the embedded server sync every JetStream write to
+	// disk before acknowledging it (nats-server's sync_interval: always),
+	// for --durability fsync. An external NATS syncs as it is configured.
+	SyncAlways bool
 	// ClientName is sent to NATS to identify this connection.
 	ClientName string
 	Logger     *slog.Logger
@@ -136,6 +140,7 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 		StoreDir:   storeDir,
 		NoSigs:     true,
 		DontListen: opts.ClientListen == "",
+		SyncAlways: opts.SyncAlways,
 	}
 	if opts.ClientListen != "" {
 		host, port, err := splitHostPort(opts.ClientListen)

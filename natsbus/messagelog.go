@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +21,9 @@ type LogConfig struct {
 	MaxPerRoom      int64         // 0: no per-room cap
 	DuplicateWindow time.Duration // how long a client-msg-id is remembered
 	MaxMsgSize      int32
+	// Durability sets the stream's persist mode, and with Replicas whether
+	// group commit writes atomic batches (Committer).
+	Durability Durability
 }
 
 // epochKey records, in the stream's metadata, the first sequence of this
@@ -31,10 +36,15 @@ const epochKey = "chatd.epoch"
 type MessageLog struct {
 	js         jetstream.JetStream
 	nc         *nats.Conn
+	log        *slog.Logger
 	stream     jetstream.Stream
 	epoch      uint64
 	cfg        LogConfig
 	directSubj string
+	// atomic: the stream takes atomic batches and group commit gains from
+	// them: one sync per batch instead of one per message (fsync), or one
+	// Raft proposal instead of one per message (replicated streams).
+	atomic bool
 }
 
 // StoredMsg is one message read back from the stream.
@@ -54,7 +64,9 @@ type LogState struct {
 }
 
 // OpenMessageLog creates or updates the messages stream, idempotently, so
-// that every node can call it at start.
+// that every node can call it at start. A setting of an existing stream
+// that JetStream cannot change (the persist mode that --durability fast
+// needs) is an error naming it, not kept silently.
 //
 // A new stream starts its sequence at the current Unix time in
 // microseconds. If the stream is ever lost and rebuilt, its ids still rise
@@ -64,6 +76,13 @@ type LogState struct {
 func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, error) {
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
+	}
+	if cfg.Durability == "" {
+		cfg.Durability = DurabilityFsync
+	}
+	if cfg.Durability == DurabilityFast && cfg.Replicas > 1 {
+		return nil, fmt.Errorf("--durability fast needs a stream with 1 replica, not %d: JetStream keeps writes in memory only "+
+			"unreplicated; use --durability replicated", cfg.Replicas)
 	}
 	sc := jetstream.StreamConfig{
 		Name:              MessagesStream,
@@ -78,6 +97,9 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		MaxMsgSize:        cfg.MaxMsgSize,
 		Duplicates:        cfg.DuplicateWindow,
 		AllowDirect:       true,
+		PersistMode:       cfg.Durability.persistMode(),
+		// Async persistence and atomic batches exclude each other.
+		AllowAtomicPublish: cfg.Durability != DurabilityFast,
 		RePublish: &jetstream.RePublish{
 			Source:      roomPrefix + "*",
 			Destination: livePrefix + "{{wildcard(1)}}",
@@ -100,7 +122,7 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 			if st, err = b.JS.CreateStream(ctx, c); err != nil {
 				return err // if another node created it first, the retry updates it
 			}
-			log = b.newLog(st, epoch, cfg)
+			log = b.newLog(st, epoch, cfg, c)
 			return nil
 		}
 		if err != nil {
@@ -117,10 +139,20 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		c := sc
 		c.FirstSeq = old.FirstSeq
 		c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
+		if old.PersistMode != c.PersistMode {
+			return fmt.Errorf("stream %s has persist_mode %s, --durability %s needs %s, and JetStream cannot change "+
+				"a stream's persist mode: start chatd with the durability the stream was made for, or remove the stream "+
+				"and its history (docs/operations.md, Changing durability)",
+				MessagesStream, persistName(old.PersistMode), cfg.Durability, persistName(c.PersistMode))
+		}
 		if st, err = b.JS.UpdateStream(ctx, c); err != nil {
+			if diff := streamDiff(old, c); len(diff) > 0 {
+				return fmt.Errorf("stream %s differs from chatd's configuration (%s) and JetStream refused to update it: %w",
+					MessagesStream, strings.Join(diff, "; "), err)
+			}
 			return fmt.Errorf("update to chatd's configuration: %w", err)
 		}
-		log = b.newLog(st, epoch, cfg)
+		log = b.newLog(st, epoch, cfg, c)
 		return nil
 	})
 	if err != nil {
@@ -129,14 +161,30 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 	return log, nil
 }
 
-func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig) *MessageLog {
+// newLog wraps the stream JetStream created or updated from want. A
+// server older than 2.12 ignores the settings it does not know: then the
+// stream takes no atomic batches (group commit sends messages one by
+// one), and --durability fast keeps the default persist mode (replicated's
+// guarantee). Either is said in the log, not assumed.
+func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jetstream.StreamConfig) *MessageLog {
+	got := st.CachedInfo().Config
+	if want.AllowAtomicPublish && !got.AllowAtomicPublish {
+		b.log.Warn("the NATS server does not support atomic batch publish (nats-server 2.12 or later does): "+
+			"group commit sends messages one by one", "stream", MessagesStream)
+	}
+	if want.PersistMode != got.PersistMode {
+		b.log.Warn("the NATS server does not support async persist mode (nats-server 2.12 or later does): "+
+			"--durability fast acts as replicated", "stream", MessagesStream)
+	}
 	return &MessageLog{
 		js:         b.JS,
 		nc:         b.NC,
+		log:        b.log,
 		stream:     st,
 		epoch:      epoch,
 		cfg:        cfg,
 		directSubj: "$JS.API.DIRECT.GET." + MessagesStream,
+		atomic:     got.AllowAtomicPublish && (cfg.Durability == DurabilityFsync || got.Replicas > 1),
 	}
 }
 
@@ -180,13 +228,8 @@ func (l *MessageLog) Await(ctx context.Context, fut jetstream.PubAckFuture, room
 		case <-ctx.Done():
 			return 0, fmt.Errorf("publish to room %s: %w", room, ctx.Err())
 		}
-		// No server got it, or JetStream refused it unstored (503: no
-		// leader or no quorum for the moment).
-		var apiErr *jetstream.APIError
-		notSent := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-			errors.As(err, &apiErr) && apiErr.Code == 503
-		lost := errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout)
-		if !notSent && !(lost && msgID != "") {
+		notStored, lost := classify(err)
+		if !notStored && !(lost && msgID != "") {
 			return 0, fmt.Errorf("publish to room %s: %w", room, err)
 		}
 		select {
@@ -199,6 +242,19 @@ func (l *MessageLog) Await(ctx context.Context, fut jetstream.PubAckFuture, room
 			return 0, err
 		}
 	}
+}
+
+// classify sorts a failed publish: notStored, no server got it or
+// JetStream refused it unstored (503: no leader or no quorum for the
+// moment), so it is safe to send again; lost, no answer came, so it may
+// or may not be stored.
+func classify(err error) (notStored, lost bool) {
+	var apiErr *jetstream.APIError
+	notStored = errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.As(err, &apiErr) && apiErr.Code == 503
+	lost = errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded)
+	return notStored, lost
 }
 
 // State returns the stream's current bounds.

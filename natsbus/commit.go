@@ -1,0 +1,373 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// CommitConfig tunes a Committer. Zero values take the defaults.
+type CommitConfig struct {
+	// MaxBatch bounds the messages written as one batch (JetStream takes
+	// at most 1,000 in an atomic batch by default). Default 500.
+	MaxBatch int
+	// MaxBatchBytes bounds the payload of one batch. Default 4 MiB.
+	MaxBatchBytes int
+	// Timeout bounds how long a message may wait to be stored, retries
+	// while a cluster elects a stream leader included. Default 20s.
+	Timeout time.Duration
+	// Metrics hears how batches went; nil: nothing does.
+	Metrics CommitMetrics
+}
+
+// CommitMetrics is told how group commit goes. Its methods run on the
+// committer's goroutine: they must be quick.
+type CommitMetrics interface {
+	// BatchCommitted: a batch of n messages was settled, stored or not;
+	// atomic says whether it went to JetStream as one atomic batch.
+	BatchCommitted(n int, atomic bool)
+	// BatchSplit: JetStream refused an atomic batch, storing none of it;
+	// its messages were sent again one by one so that only the culprit
+	// fails.
+	BatchSplit()
+}
+
+// Group commit defaults.
+const (
+	defaultMaxBatch      = 500
+	defaultMaxBatchBytes = 4 << 20
+	defaultCommitTimeout = 20 * time.Second
+	// batchAckWait bounds one wait for the acknowledgement of an atomic
+	// batch, as jetstream.WithPublishAsyncTimeout bounds single ones.
+	batchAckWait = 10 * time.Second
+)
+
+// atomicMin is the smallest batch written as a JetStream atomic batch;
+// smaller ones go message by message. On one syncing node an atomic batch
+// costs 3.5-4 ms up to 16 messages (JetStream stages it in a store of its
+// own, with four syncs), a single synced message 0.36 ms: 16 cost the same
+// either way, and more are quicker as one batch (BenchmarkBatchWrite,
+// docs/benchmarks.md, Group commit).
+const atomicMin = 16
+
+// ErrCommitterClosed is the error of a message submitted after Close.
+var ErrCommitterClosed = errors.New("natsbus: committer closed")
+
+// Committer is group commit on the publish path: messages submitted close
+// together, from any session and for any room, are written to JetStream
+// together, and each submitter hears of its own message when JetStream has
+// acknowledged it. One goroutine owns the publishing and the waiting for
+// acknowledgements; there is no goroutine per message.
+//
+// Batches are natural: while one batch is being stored, the next gathers
+// whatever arrives meanwhile (up to MaxBatch), so a lone message waits for
+// at most the batch ahead of it and a busy node writes large batches. One
+// batch at a time also keeps order: messages are stored in the order they
+// were submitted, unless a message sent on its own had to be sent again
+// (see MessageLog.Await).
+//
+// A batch of atomicMin or more goes to JetStream as one atomic batch where
+// that is quicker: with --durability fsync (the server syncs the batch
+// once, not every message) and on replicated streams (one Raft proposal
+// instead of one per message). A batch JetStream refuses (it stores none
+// of it) is sent again message by message, so that only the message at
+// fault fails. One unreplicated replica that does not sync gains nothing:
+// JetStream stages each atomic batch in a synced store of its own, which
+// costs more than single publishes, so these are pipelined.
+type Committer struct {
+	msgs   *MessageLog
+	cfg    CommitConfig
+	log    *slog.Logger
+	ctx    context.Context // ends when Close gives up waiting
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run returns
+
+	mu     sync.Mutex
+	queue  []*pending
+	closed bool
+	wake   chan struct{}
+}
+
+// pending is one submitted message.
+type pending struct {
+	room     string
+	data     []byte
+	msgID    string
+	deadline time.Time
+	done     func(seq uint64, err error)
+}
+
+// NewCommitter starts group commit for the log. Close stops it.
+func (l *MessageLog) NewCommitter(cfg CommitConfig) *Committer {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = defaultMaxBatch
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = defaultMaxBatchBytes
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = defaultCommitTimeout
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopCommitMetrics{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Committer{
+		msgs: l, cfg: cfg, log: l.log, ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), wake: make(chan struct{}, 1),
+	}
+	go c.run()
+	return c
+}
+
+// Submit queues a message for the room. done is called once, from the
+// committer's goroutine, with the message's id when JetStream has stored
+// it, or with the error that kept it from being stored. A non-empty msgID
+// is JetStream's deduplication key: a repeat within the duplicate window
+// is acknowledged with the first copy's id and not stored again.
+//
+// Messages are stored in the order of their Submit calls; a caller that
+// submits from one goroutine keeps its own order.
+func (c *Committer) Submit(room string, data []byte, msgID string, done func(seq uint64, err error)) {
+	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(c.cfg.Timeout), done: done}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		done(0, ErrCommitterClosed)
+		return
+	}
+	c.queue = append(c.queue, p)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stores what was submitted and stops. If ctx ends first, the
+// messages still waiting fail.
+func (c *Committer) Close(ctx context.Context) error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-c.done:
+		c.cancel()
+		return nil
+	case <-ctx.Done():
+		c.cancel()
+		<-c.done
+		return fmt.Errorf("group commit: %w", ctx.Err())
+	}
+}
+
+func (c *Committer) run() {
+	defer close(c.done)
+	for {
+		batch, ok := c.take()
+		if !ok {
+			return
+		}
+		c.commit(batch)
+	}
+}
+
+// take waits for messages and returns the next batch: everything queued,
+// up to MaxBatch messages and MaxBatchBytes. ok is false once the
+// committer is closed and drained.
+func (c *Committer) take() (batch []*pending, ok bool) {
+	for {
+		c.mu.Lock()
+		if len(c.queue) > 0 {
+			break
+		}
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-c.wake
+	}
+	n, size := 0, 0
+	for n < len(c.queue) && n < c.cfg.MaxBatch {
+		size += len(c.queue[n].data)
+		if n > 0 && size > c.cfg.MaxBatchBytes {
+			break
+		}
+		n++
+	}
+	batch = c.queue[:n:n]
+	c.queue = c.queue[n:]
+	if len(c.queue) == 0 {
+		c.queue = nil // let the next append start a fresh array
+	}
+	c.mu.Unlock()
+	return batch, true
+}
+
+// commit stores a batch and tells every message's submitter.
+func (c *Committer) commit(batch []*pending) {
+	// The oldest message bounds the batch's retries.
+	ctx, cancel := context.WithDeadline(c.ctx, batch[0].deadline)
+	defer cancel()
+	atomic := c.msgs.atomic && len(batch) >= atomicMin
+	if atomic {
+		c.commitAtomic(ctx, batch)
+	} else {
+		c.commitEach(ctx, batch)
+	}
+	c.cfg.Metrics.BatchCommitted(len(batch), atomic)
+	// The queue's array may outlive the batch (take slices it): let the
+	// messages and their callbacks go now.
+	clear(batch)
+}
+
+// commitEach publishes every message of the batch on its own, all before
+// waiting for the first acknowledgement, then waits for each in order.
+func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
+	if err := ctx.Err(); err != nil {
+		for _, p := range batch {
+			p.done(0, fmt.Errorf("publish to room %s: %w", p.room, err))
+		}
+		return
+	}
+	futs := make([]jetstream.PubAckFuture, len(batch))
+	errs := make([]error, len(batch))
+	for i, p := range batch {
+		futs[i], errs[i] = c.msgs.PublishAsync(p.room, nil, p.data, p.msgID)
+	}
+	for i, p := range batch {
+		if errs[i] != nil {
+			p.done(0, errs[i])
+			continue
+		}
+		p.done(c.msgs.Await(ctx, futs[i], p.room, p.data, p.msgID))
+	}
+}
+
+// commitAtomic stores the batch as one JetStream atomic batch: all of it
+// or none. While a cluster elects a leader the whole batch is sent again
+// (which keeps its order); a batch JetStream refused is split into single
+// publishes; one whose fate is unknown is sent again only where that is
+// safe (messages with a msgID), as Await does.
+func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
+	wait := 50 * time.Millisecond
+	for {
+		last, err := c.msgs.publishBatch(ctx, batch)
+		if err == nil {
+			first := last + 1 - uint64(len(batch))
+			for i, p := range batch {
+				p.done(first+uint64(i), nil)
+			}
+			return
+		}
+		notStored, lost := classify(err)
+		var apiErr *jetstream.APIError
+		switch {
+		case notStored:
+			// No leader or no quorum for the moment: wait and resend below.
+		case errors.As(err, &apiErr):
+			// JetStream answered with an error: it stored nothing. A
+			// message it refuses (too large, a duplicate msgID) or a batch
+			// broken by a change of leader: single publishes tell which.
+			c.log.Debug("atomic batch refused: sending its messages one by one", "messages", len(batch), "err", err)
+			c.cfg.Metrics.BatchSplit()
+			c.commitEach(ctx, batch)
+			return
+		case lost:
+			var again []*pending
+			for _, p := range batch {
+				if p.msgID != "" {
+					again = append(again, p)
+				} else {
+					p.done(0, fmt.Errorf("publish to room %s: %w", p.room, err))
+				}
+			}
+			c.commitEach(ctx, again)
+			return
+		default:
+			for _, p := range batch {
+				p.done(0, fmt.Errorf("publish to room %s: %w", p.room, err))
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			for _, p := range batch {
+				p.done(0, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, ctx.Err()))
+			}
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// JetStream's atomic batch headers (ADR-50).
+const (
+	batchIDHeader     = "Nats-Batch-Id"
+	batchSeqHeader    = "Nats-Batch-Sequence"
+	batchCommitHeader = "Nats-Batch-Commit"
+)
+
+// publishBatch writes the messages as one atomic batch and returns the
+// stream sequence of the last; the batch's messages have consecutive
+// sequences. Only the committing message asks for a reply: JetStream
+// answers it once the whole batch is stored (with sync_interval: always,
+// synced) or refused.
+func (l *MessageLog) publishBatch(ctx context.Context, batch []*pending) (uint64, error) {
+	id := nuid.Next()
+	for i, p := range batch {
+		m := nats.NewMsg(RoomSubject(p.room))
+		m.Data = p.data
+		m.Header.Set(batchIDHeader, id)
+		m.Header.Set(batchSeqHeader, strconv.Itoa(i+1))
+		m.Header.Set(jetstream.ExpectedStreamHeader, MessagesStream)
+		if p.msgID != "" {
+			m.Header.Set(jetstream.MsgIDHeader, p.msgID)
+		}
+		if i < len(batch)-1 {
+			if err := l.nc.PublishMsg(m); err != nil {
+				return 0, fmt.Errorf("atomic batch of %d: %w", len(batch), err)
+			}
+			continue
+		}
+		m.Header.Set(batchCommitHeader, "1")
+		rctx, cancel := context.WithTimeout(ctx, batchAckWait)
+		resp, err := l.nc.RequestMsgWithContext(rctx, m)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("atomic batch of %d: %w", len(batch), err)
+		}
+		var ack struct {
+			Seq   uint64              `json:"seq"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return 0, fmt.Errorf("atomic batch of %d: bad acknowledgement %q: %w", len(batch), resp.Data, err)
+		}
+		if ack.Error != nil {
+			return 0, fmt.Errorf("atomic batch of %d: %w", len(batch), ack.Error)
+		}
+		return ack.Seq, nil
+	}
+	return 0, errors.New("atomic batch: no messages")
+}
+
+type nopCommitMetrics struct{}
+
+func (nopCommitMetrics) BatchCommitted(int, bool) {}
+func (nopCommitMetrics) BatchSplit()              {}

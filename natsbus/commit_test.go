@@ -1,0 +1,326 @@
+package natsbus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// startTestBus is a real embedded NATS server with JetStream, syncing as
+// durability d asks; the test's end stops it.
+func startTestBus(t *testing.T, dir string, d Durability) *Bus {
+	t.Helper()
+	bus := startBusIn(t, dir, d)
+	t.Cleanup(func() { _ = bus.Close(context.Background()) })
+	return bus
+}
+
+func startBusIn(t *testing.T, dir string, d Durability) *Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bus, err := Start(ctx, Options{DataDir: dir, ServerName: "committest", SyncAlways: d.SyncAlways(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("start embedded NATS: %v", err)
+	}
+	return bus
+}
+
+func openTestLog(t *testing.T, bus *Bus, d Durability) *MessageLog {
+	t.Helper()
+	l, err := bus.OpenMessageLog(context.Background(), LogConfig{Replicas: 1, DuplicateWindow: time.Minute, MaxMsgSize: 1024, Durability: d})
+	if err != nil {
+		t.Fatalf("open message log: %v", err)
+	}
+	return l
+}
+
+// batchRecorder is CommitMetrics that remembers what it was told.
+type batchRecorder struct {
+	mu      sync.Mutex
+	batches []int // sizes; negative for single-publish batches
+	splits  int
+}
+
+func (r *batchRecorder) BatchCommitted(n int, atomic bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !atomic {
+		n = -n
+	}
+	r.batches = append(r.batches, n)
+}
+
+func (r *batchRecorder) BatchSplit() {
+	r.mu.Lock()
+	r.splits++
+	r.mu.Unlock()
+}
+
+func (r *batchRecorder) get() ([]int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.batches...), r.splits
+}
+
+// outcome is what a pending message's done was told.
+type outcome struct {
+	seq   uint64
+	err   error
+	calls int
+}
+
+// testBatch makes n pending messages for room, numbered in their data.
+func testBatch(room string, n int, outs []outcome) []*pending {
+	batch := make([]*pending, n)
+	for i := range batch {
+		batch[i] = &pending{
+			room: room, data: fmt.Appendf(nil, `{"n":%d}`, i), deadline: time.Now().Add(10 * time.Second),
+			done: func(seq uint64, err error) { outs[i].seq, outs[i].err = seq, err; outs[i].calls++ },
+		}
+	}
+	return batch
+}
+
+// roomData reads back the data of the room's stored messages, in order.
+func roomData(t *testing.T, l *MessageLog, room string) []string {
+	t.Helper()
+	msgs, err := l.After(context.Background(), room, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range msgs {
+		out = append(out, string(m.Data))
+	}
+	return out
+}
+
+// TestAtomicBatchStoresInOrder: a batch of atomicMin or more goes to
+// JetStream as one atomic batch; its messages get consecutive ids in
+// the order given.
+func TestAtomicBatchStoresInOrder(t *testing.T) {
+	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	if !l.atomic {
+		t.Fatal("fsync log on nats-server 2.15 does not use atomic batches")
+	}
+	rec := &batchRecorder{}
+	c := l.NewCommitter(CommitConfig{Metrics: rec})
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	outs := make([]outcome, 3*atomicMin)
+	c.commit(testBatch("r", len(outs), outs))
+	for i, o := range outs {
+		if o.calls != 1 || o.err != nil || o.seq != outs[0].seq+uint64(i) {
+			t.Fatalf("message %d: %+v (first id %d)", i, o, outs[0].seq)
+		}
+	}
+	got := roomData(t, l, "r")
+	for i, d := range got {
+		if d != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("stored %d: %s", i, d)
+		}
+	}
+	if batches, splits := rec.get(); len(batches) != 1 || batches[0] != len(outs) || splits != 0 || len(got) != len(outs) {
+		t.Fatalf("batches %v, splits %d, stored %d", batches, splits, len(got))
+	}
+}
+
+// TestRefusedBatchFailsOnlyTheCulprit: JetStream refuses a whole atomic
+// batch when one message breaks a limit (here the stream's maximum message
+// size); the committer sends the rest again, one by one, and only that
+// message's sender hears of a failure.
+func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
+	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	rec := &batchRecorder{}
+	c := l.NewCommitter(CommitConfig{Metrics: rec})
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	for _, culprit := range []int{0, 7, 2*atomicMin - 1} { // first, middle, the committing message
+		room := fmt.Sprintf("r%d", culprit)
+		outs := make([]outcome, 2*atomicMin)
+		batch := testBatch(room, len(outs), outs)
+		batch[culprit].data = bytes.Repeat([]byte("x"), 2048) // over MaxMsgSize 1024
+		c.commit(batch)
+		var want []string
+		for i, o := range outs {
+			switch {
+			case o.calls != 1:
+				t.Fatalf("culprit %d: message %d told %d times", culprit, i, o.calls)
+			case i == culprit && !errors.Is(o.err, jetstream.ErrStreamMessageExceedsMaximum):
+				t.Fatalf("culprit %d: its error is %v, want message size exceeds maximum", culprit, o.err)
+			case i != culprit && o.err != nil:
+				t.Fatalf("culprit %d: message %d failed too: %v", culprit, i, o.err)
+			case i != culprit:
+				want = append(want, fmt.Sprintf(`{"n":%d}`, i))
+			}
+		}
+		if got := roomData(t, l, room); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("culprit %d: stored %v\nwant %v", culprit, got, want)
+		}
+	}
+	if _, splits := rec.get(); splits != 3 {
+		t.Fatalf("%d batches split, want 3", splits)
+	}
+}
+
+// TestDuplicateInBatchIsAcknowledged: a client-msg-id already stored makes
+// JetStream refuse an atomic batch; the repeat must still be acknowledged
+// with the first copy's id (as a single publish would be), and the rest
+// of the batch stored.
+func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
+	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	rec := &batchRecorder{}
+	c := l.NewCommitter(CommitConfig{Metrics: rec})
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	first := make([]outcome, 1)
+	b := testBatch("r", 1, first)
+	b[0].msgID = "alice:m1"
+	c.commit(b)
+	if first[0].err != nil {
+		t.Fatal(first[0].err)
+	}
+	outs := make([]outcome, atomicMin)
+	batch := testBatch("r", len(outs), outs)
+	batch[5].msgID = "alice:m1"
+	batch[9].msgID = "alice:m2"
+	c.commit(batch)
+	for i, o := range outs {
+		if o.calls != 1 || o.err != nil {
+			t.Fatalf("message %d: %+v", i, o)
+		}
+	}
+	if outs[5].seq != first[0].seq {
+		t.Fatalf("repeat acknowledged with id %d, the first copy has %d", outs[5].seq, first[0].seq)
+	}
+	if got := roomData(t, l, "r"); len(got) != atomicMin {
+		t.Fatalf("stored %d messages, want %d (the repeat not again)", len(got), atomicMin)
+	}
+	if _, splits := rec.get(); splits != 1 {
+		t.Fatalf("%d batches split, want 1: JetStream refuses an atomic batch with a repeated msg id", splits)
+	}
+}
+
+// TestSubmitKeepsEachSubmittersOrder: many submitters at once; each one's
+// messages are stored in the order it submitted them, every submitter
+// hears of every message, and batches of more than one message formed.
+func TestSubmitKeepsEachSubmittersOrder(t *testing.T) {
+	for _, d := range []Durability{DurabilityFsync, DurabilityReplicated} {
+		t.Run(string(d), func(t *testing.T) {
+			l := openTestLog(t, startTestBus(t, t.TempDir(), d), d)
+			rec := &batchRecorder{}
+			c := l.NewCommitter(CommitConfig{Metrics: rec})
+			const submitters, each = 8, 200
+			seqs := make([][]uint64, submitters)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			for s := range submitters {
+				wg.Add(each)
+				go func() {
+					for i := range each {
+						c.Submit(fmt.Sprintf("room%d", s%3), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", func(seq uint64, err error) {
+							defer wg.Done()
+							if err != nil {
+								t.Errorf("submitter %d message %d: %v", s, i, err)
+							}
+							mu.Lock()
+							seqs[s] = append(seqs[s], seq)
+							mu.Unlock()
+						})
+					}
+				}()
+			}
+			wg.Wait()
+			if err := c.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for s, got := range seqs {
+				for i := 1; i < len(got); i++ {
+					if got[i] <= got[i-1] {
+						t.Fatalf("submitter %d: message %d stored as %d after %d", s, i, got[i], got[i-1])
+					}
+				}
+			}
+			batches, _ := rec.get()
+			largest, total := 0, 0
+			for _, n := range batches {
+				largest, total = max(largest, n, -n), total+max(n, -n)
+			}
+			if total != submitters*each || largest < 2 {
+				t.Fatalf("%d messages in %d batches, the largest %d: no group commit", total, len(batches), largest)
+			}
+			t.Logf("%d messages in %d batches, the largest %d", total, len(batches), largest)
+		})
+	}
+}
+
+// TestCloseStoresWhatWasSubmitted: Close waits for what was submitted;
+// later submissions fail at once.
+func TestCloseStoresWhatWasSubmitted(t *testing.T) {
+	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	c := l.NewCommitter(CommitConfig{})
+	outs := make([]outcome, 100)
+	for _, p := range testBatch("r", len(outs), outs) {
+		c.Submit(p.room, p.data, "", p.done)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range outs {
+		if o.calls != 1 || o.err != nil {
+			t.Fatalf("message %d after Close: %+v", i, o)
+		}
+	}
+	var late error
+	c.Submit("r", []byte(`{}`), "", func(_ uint64, err error) { late = err })
+	if !errors.Is(late, ErrCommitterClosed) {
+		t.Fatalf("submit after Close: %v", late)
+	}
+}
+
+// TestDurabilityChangesOnAnExistingStream: fsync and replicated share a
+// stream configuration; fast needs a persist mode JetStream cannot change
+// later, and a mismatch stops chatd with an error naming it.
+func TestDurabilityChangesOnAnExistingStream(t *testing.T) {
+	dir := t.TempDir()
+	reopen := func(d Durability) (*MessageLog, error) {
+		bus := startBusIn(t, dir, d)
+		defer func() { _ = bus.Close(context.Background()) }()
+		return bus.OpenMessageLog(context.Background(), LogConfig{Replicas: 1, Durability: d})
+	}
+	for _, step := range []struct {
+		d       Durability
+		wantErr string
+	}{
+		{DurabilityFsync, ""},
+		{DurabilityReplicated, ""},
+		{DurabilityFast, "persist_mode default, --durability fast needs async"},
+		{DurabilityFsync, ""},
+	} {
+		l, err := reopen(step.d)
+		switch {
+		case step.wantErr == "" && err != nil:
+			t.Fatalf("%s: %v", step.d, err)
+		case step.wantErr != "" && (err == nil || !strings.Contains(err.Error(), step.wantErr)):
+			t.Fatalf("%s: error %v, want one naming %q", step.d, err, step.wantErr)
+		case err == nil && l.atomic != (step.d == DurabilityFsync):
+			t.Fatalf("%s: atomic batches %v", step.d, l.atomic)
+		}
+	}
+
+	dir = t.TempDir()
+	if _, err := reopen(DurabilityFast); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reopen(DurabilityFsync); err == nil || !strings.Contains(err.Error(), "persist_mode async, --durability fsync needs default") {
+		t.Fatalf("fsync on a fast stream: %v", err)
+	}
+}

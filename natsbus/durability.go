@@ -1,0 +1,68 @@
+package natsbus
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Durability is what JetStream's acknowledgement of a room message, and so
+// chatd's RECEIPT, means (docs/operations.md, Durability).
+type Durability string
+
+const (
+	// DurabilityFsync: the message is on disk on every replica that
+	// acknowledged it, a quorum of the stream's replicas. The embedded
+	// server syncs every write before acknowledging it (nats-server's
+	// sync_interval: always); group commit makes that one sync per batch.
+	DurabilityFsync Durability = "fsync"
+	// DurabilityReplicated: the message is in the memory of a quorum of
+	// replicas (written to the operating system on each); it reaches disk
+	// within nats-server's sync_interval, 2 minutes by default.
+	DurabilityReplicated Durability = "replicated"
+	// DurabilityFast: one replica, which acknowledges a message still in
+	// its own memory and writes it to the operating system within
+	// milliseconds (JetStream's async persist mode).
+	DurabilityFast Durability = "fast"
+)
+
+// SyncAlways reports whether a server must sync every write for d.
+func (d Durability) SyncAlways() bool { return d == DurabilityFsync }
+
+// persistMode is the stream's persist mode for d. JetStream cannot change
+// it once the stream exists.
+func (d Durability) persistMode() jetstream.PersistModeType {
+	if d == DurabilityFast {
+		return jetstream.AsyncPersistMode
+	}
+	return jetstream.DefaultPersistMode
+}
+
+// streamDiff lists, as "field: has → wants", how the stream's settings that
+// chatd chooses differ between have and want.
+func streamDiff(have, want jetstream.StreamConfig) []string {
+	var out []string
+	add := func(field string, h, w any) {
+		if fmt.Sprint(h) != fmt.Sprint(w) {
+			out = append(out, fmt.Sprintf("%s: %v → %v", field, h, w))
+		}
+	}
+	add("subjects", strings.Join(have.Subjects, ","), strings.Join(want.Subjects, ","))
+	add("storage", have.Storage, want.Storage)
+	add("replicas", have.Replicas, want.Replicas)
+	add("max_age", have.MaxAge, want.MaxAge)
+	add("max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject)
+	add("max_msg_size", have.MaxMsgSize, want.MaxMsgSize)
+	add("duplicate_window", have.Duplicates, want.Duplicates)
+	add("persist_mode", persistName(have.PersistMode), persistName(want.PersistMode))
+	add("allow_atomic", have.AllowAtomicPublish, want.AllowAtomicPublish)
+	return out
+}
+
+func persistName(m jetstream.PersistModeType) string {
+	if m == jetstream.AsyncPersistMode {
+		return "async"
+	}
+	return "default"
+}
