@@ -210,7 +210,7 @@ func logDurability(log *slog.Logger, d natsbus.Durability, replicas int, embedde
 	case natsbus.DurabilityFsync:
 		means = "a RECEIPT waits until the message is on disk on every replica that acknowledged it"
 	case natsbus.DurabilityReplicated:
-		means = "a RECEIPT waits until a quorum of replicas holds the message in memory; disks sync every 2 minutes"
+		means = "a RECEIPT waits until a quorum of replicas holds the message in memory; disks sync on NATS's sync_interval (2 minutes by default)"
 	case natsbus.DurabilityFast:
 		means = "a RECEIPT waits until the one replica holds the message in memory; it is written out within milliseconds"
 	}
