@@ -324,3 +324,19 @@ func TestDurabilityChangesOnAnExistingStream(t *testing.T) {
 		t.Fatalf("fsync on a fast stream: %v", err)
 	}
 }
+
+// TestStreamJetStreamWillNotUpdateIsNamed: a CHAT_MESSAGES stream made by
+// hand with settings JetStream cannot change (here memory storage) stops
+// chatd with an error that lists how it differs, not a bare refusal.
+func TestStreamJetStreamWillNotUpdateIsNamed(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
+	ctx := context.Background()
+	if _, err := bus.JS.CreateStream(ctx, jetstream.StreamConfig{Name: MessagesStream, Subjects: []string{roomPrefix + "*"},
+		Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := bus.OpenMessageLog(ctx, LogConfig{Replicas: 1, Durability: DurabilityFsync})
+	if err == nil || !strings.Contains(err.Error(), "storage: Memory → File") || !strings.Contains(err.Error(), "allow_atomic: false → true") {
+		t.Fatalf("open over a memory stream: %v", err)
+	}
+}
