@@ -102,7 +102,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		return fail(err)
 	}
 	logDurability(log, durability, replicas, bus.Embedded())
-	a.commit = msgs.NewCommitter(natsbus.CommitConfig{Metrics: a.metrics})
+	a.commit = msgs.NewCommitter(a.metrics)
 	store, err := kvstore.Open(ctx, bus, kvstore.Config{Replicas: replicas, Logger: log})
 	if err != nil {
 		return fail(err)
