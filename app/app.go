@@ -105,7 +105,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		return fail(err)
 	}
 	logDurability(log, durability, replicas, bus.Embedded())
-	a.commit = msgs.NewCommitter(natsbus.CommitConfig{Metrics: a.metrics})
+	a.commit = msgs.NewCommitter(a.metrics)
 	store, archive, err := a.openStore(ctx, replicas)
 	if err != nil {
 		return fail(err)
@@ -213,7 +213,7 @@ func logDurability(log *slog.Logger, d natsbus.Durability, replicas int, embedde
 	case natsbus.DurabilityFsync:
 		means = "a RECEIPT waits until the message is on disk on every replica that acknowledged it"
 	case natsbus.DurabilityReplicated:
-		means = "a RECEIPT waits until a quorum of replicas holds the message in memory; disks sync every 2 minutes"
+		means = "a RECEIPT waits until a quorum of replicas holds the message in memory; disks sync on NATS's sync_interval (2 minutes by default)"
 	case natsbus.DurabilityFast:
 		means = "a RECEIPT waits until the one replica holds the message in memory; it is written out within milliseconds"
 	}

@@ -15,20 +15,6 @@ import (
 	"github.com/nats-io/nuid"
 )
 
-// CommitConfig tunes a Committer. Zero values take the defaults.
-type CommitConfig struct {
-	// MaxBatch bounds the messages written as one batch (JetStream takes
-	// at most 1,000 in an atomic batch by default). Default 500.
-	MaxBatch int
-	// MaxBatchBytes bounds the payload of one batch. Default 4 MiB.
-	MaxBatchBytes int
-	// Timeout bounds how long a message may wait to be stored, retries
-	// while a cluster elects a stream leader included. Default 20s.
-	Timeout time.Duration
-	// Metrics hears how batches went; nil: nothing does.
-	Metrics CommitMetrics
-}
-
 // CommitMetrics is told how group commit goes. Its methods run on the
 // committer's goroutine: they must be quick.
 type CommitMetrics interface {
@@ -41,11 +27,16 @@ type CommitMetrics interface {
 	BatchSplit()
 }
 
-// Group commit defaults.
+// Group commit bounds.
 const (
-	defaultMaxBatch      = 500
-	defaultMaxBatchBytes = 4 << 20
-	defaultCommitTimeout = 20 * time.Second
+	// maxBatch bounds the messages of one batch: JetStream takes at most
+	// 1,000 in an atomic batch by default.
+	maxBatch = 500
+	// maxBatchBytes bounds the payload of one batch.
+	maxBatchBytes = 4 << 20
+	// commitTimeout bounds how long a message may wait to be stored,
+	// retries while a cluster elects a stream leader included.
+	commitTimeout = 20 * time.Second
 	// batchAckWait bounds one wait for the acknowledgement of an atomic
 	// batch, as jetstream.WithPublishAsyncTimeout bounds single ones.
 	batchAckWait = 10 * time.Second
@@ -54,7 +45,7 @@ const (
 // atomicMin is the smallest batch written as a JetStream atomic batch;
 // smaller ones go message by message. On one syncing node an atomic batch
 // costs 3.5-4 ms up to 16 messages (JetStream stages it in a store of its
-// own, with four syncs), a single synced message 0.36 ms: 16 cost the same
+// own, with several syncs), a single synced message 0.36 ms: 16 cost the same
 // either way, and more are quicker as one batch (BenchmarkBatchWrite,
 // docs/benchmarks.md, Group commit).
 const atomicMin = 16
@@ -69,7 +60,7 @@ var ErrCommitterClosed = errors.New("natsbus: committer closed")
 // acknowledgements; there is no goroutine per message.
 //
 // Batches are natural: while one batch is being stored, the next gathers
-// whatever arrives meanwhile (up to MaxBatch), so a lone message waits for
+// whatever arrives meanwhile (up to maxBatch), so a lone message waits for
 // at most the batch ahead of it and a busy node writes large batches. One
 // batch at a time also keeps order: messages are stored in the order they
 // were submitted, unless a message sent on its own had to be sent again
@@ -84,12 +75,12 @@ var ErrCommitterClosed = errors.New("natsbus: committer closed")
 // JetStream stages each atomic batch in a synced store of its own, which
 // costs more than single publishes, so these are pipelined.
 type Committer struct {
-	msgs   *MessageLog
-	cfg    CommitConfig
-	log    *slog.Logger
-	ctx    context.Context // ends when Close gives up waiting
-	cancel context.CancelFunc
-	done   chan struct{} // closed when run returns
+	msgs    *MessageLog
+	metrics CommitMetrics
+	log     *slog.Logger
+	ctx     context.Context // ends when Close gives up waiting
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when run returns
 
 	mu     sync.Mutex
 	queue  []*pending
@@ -106,23 +97,15 @@ type pending struct {
 	done     func(seq uint64, err error)
 }
 
-// NewCommitter starts group commit for the log. Close stops it.
-func (l *MessageLog) NewCommitter(cfg CommitConfig) *Committer {
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = defaultMaxBatch
-	}
-	if cfg.MaxBatchBytes <= 0 {
-		cfg.MaxBatchBytes = defaultMaxBatchBytes
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = defaultCommitTimeout
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = nopCommitMetrics{}
+// NewCommitter starts group commit for the log; metrics (nil: none) hears
+// how batches go. Close stops it.
+func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
+	if metrics == nil {
+		metrics = nopCommitMetrics{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Committer{
-		msgs: l, cfg: cfg, log: l.log, ctx: ctx, cancel: cancel,
+		msgs: l, metrics: metrics, log: l.log, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 	go c.run()
@@ -138,7 +121,7 @@ func (l *MessageLog) NewCommitter(cfg CommitConfig) *Committer {
 // Messages are stored in the order of their Submit calls; a caller that
 // submits from one goroutine keeps its own order.
 func (c *Committer) Submit(room string, data []byte, msgID string, done func(seq uint64, err error)) {
-	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(c.cfg.Timeout), done: done}
+	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(commitTimeout), done: done}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -186,7 +169,7 @@ func (c *Committer) run() {
 }
 
 // take waits for messages and returns the next batch: everything queued,
-// up to MaxBatch messages and MaxBatchBytes. ok is false once the
+// up to maxBatch messages and maxBatchBytes. ok is false once the
 // committer is closed and drained.
 func (c *Committer) take() (batch []*pending, ok bool) {
 	for {
@@ -202,9 +185,9 @@ func (c *Committer) take() (batch []*pending, ok bool) {
 		<-c.wake
 	}
 	n, size := 0, 0
-	for n < len(c.queue) && n < c.cfg.MaxBatch {
+	for n < len(c.queue) && n < maxBatch {
 		size += len(c.queue[n].data)
-		if n > 0 && size > c.cfg.MaxBatchBytes {
+		if n > 0 && size > maxBatchBytes {
 			break
 		}
 		n++
@@ -229,7 +212,7 @@ func (c *Committer) commit(batch []*pending) {
 	} else {
 		c.commitEach(ctx, batch)
 	}
-	c.cfg.Metrics.BatchCommitted(len(batch), atomic)
+	c.metrics.BatchCommitted(len(batch), atomic)
 	// The queue's array may outlive the batch (take slices it): let the
 	// messages and their callbacks go now.
 	clear(batch)
@@ -284,7 +267,7 @@ func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
 			// message it refuses (too large, a duplicate msgID) or a batch
 			// broken by a change of leader: single publishes tell which.
 			c.log.Debug("atomic batch refused: sending its messages one by one", "messages", len(batch), "err", err)
-			c.cfg.Metrics.BatchSplit()
+			c.metrics.BatchSplit()
 			c.commitEach(ctx, batch)
 			return
 		case lost:

@@ -24,7 +24,7 @@ func BenchmarkBatchWrite(b *testing.B) {
 		for _, d := range []Durability{DurabilityFsync, DurabilityReplicated} {
 			b.Run(fmt.Sprintf("replicas=%d/durability=%s", replicas, d), func(b *testing.B) {
 				l := benchCluster(b, replicas, d)
-				c := l.NewCommitter(CommitConfig{})
+				c := l.NewCommitter(nil)
 				b.Cleanup(func() { _ = c.Close(context.Background()) })
 				for _, write := range []string{"atomic", "single"} {
 					for _, n := range []int{1, 16, 100, 500} {

@@ -115,7 +115,7 @@ func TestAtomicBatchStoresInOrder(t *testing.T) {
 		t.Fatal("fsync log on nats-server 2.15 does not use atomic batches")
 	}
 	rec := &batchRecorder{}
-	c := l.NewCommitter(CommitConfig{Metrics: rec})
+	c := l.NewCommitter(rec)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	outs := make([]outcome, 3*atomicMin)
 	c.commit(testBatch("r", len(outs), outs))
@@ -142,7 +142,7 @@ func TestAtomicBatchStoresInOrder(t *testing.T) {
 func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
 	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
 	rec := &batchRecorder{}
-	c := l.NewCommitter(CommitConfig{Metrics: rec})
+	c := l.NewCommitter(rec)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	for _, culprit := range []int{0, 7, 2*atomicMin - 1} { // first, middle, the committing message
 		room := fmt.Sprintf("r%d", culprit)
@@ -179,7 +179,7 @@ func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
 func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
 	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
 	rec := &batchRecorder{}
-	c := l.NewCommitter(CommitConfig{Metrics: rec})
+	c := l.NewCommitter(rec)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	first := make([]outcome, 1)
 	b := testBatch("r", 1, first)
@@ -217,7 +217,7 @@ func TestSubmitKeepsEachSubmittersOrder(t *testing.T) {
 		t.Run(string(d), func(t *testing.T) {
 			l := openTestLog(t, startTestBus(t, t.TempDir(), d), d)
 			rec := &batchRecorder{}
-			c := l.NewCommitter(CommitConfig{Metrics: rec})
+			c := l.NewCommitter(rec)
 			const submitters, each = 8, 200
 			seqs := make([][]uint64, submitters)
 			var wg sync.WaitGroup
@@ -266,7 +266,7 @@ func TestSubmitKeepsEachSubmittersOrder(t *testing.T) {
 // later submissions fail at once.
 func TestCloseStoresWhatWasSubmitted(t *testing.T) {
 	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
-	c := l.NewCommitter(CommitConfig{})
+	c := l.NewCommitter(nil)
 	outs := make([]outcome, 100)
 	for _, p := range testBatch("r", len(outs), outs) {
 		c.Submit(p.room, p.data, "", p.done)
@@ -322,5 +322,21 @@ func TestDurabilityChangesOnAnExistingStream(t *testing.T) {
 	}
 	if _, err := reopen(DurabilityFsync); err == nil || !strings.Contains(err.Error(), "persist_mode async, --durability fsync needs default") {
 		t.Fatalf("fsync on a fast stream: %v", err)
+	}
+}
+
+// TestStreamJetStreamWillNotUpdateIsNamed: a CHAT_MESSAGES stream made by
+// hand with settings JetStream cannot change (here memory storage) stops
+// chatd with an error that lists how it differs, not a bare refusal.
+func TestStreamJetStreamWillNotUpdateIsNamed(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
+	ctx := context.Background()
+	if _, err := bus.JS.CreateStream(ctx, jetstream.StreamConfig{Name: MessagesStream, Subjects: []string{roomPrefix + "*"},
+		Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := bus.OpenMessageLog(ctx, LogConfig{Replicas: 1, Durability: DurabilityFsync})
+	if err == nil || !strings.Contains(err.Error(), "storage: Memory → File") || !strings.Contains(err.Error(), "allow_atomic: false → true") {
+		t.Fatalf("open over a memory stream: %v", err)
 	}
 }

@@ -54,7 +54,9 @@ func streamDiff(have, want jetstream.StreamConfig) []string {
 	add("max_age", have.MaxAge, want.MaxAge)
 	add("max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject)
 	add("max_msg_size", have.MaxMsgSize, want.MaxMsgSize)
-	add("duplicate_window", have.Duplicates, want.Duplicates)
+	if want.Duplicates != 0 { // 0 takes the server's default
+		add("duplicate_window", have.Duplicates, want.Duplicates)
+	}
 	add("persist_mode", persistName(have.PersistMode), persistName(want.PersistMode))
 	add("allow_atomic", have.AllowAtomicPublish, want.AllowAtomicPublish)
 	return out

@@ -81,8 +81,8 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		cfg.Durability = DurabilityFsync
 	}
 	if cfg.Durability == DurabilityFast && cfg.Replicas > 1 {
-		return nil, fmt.Errorf("--durability fast needs a stream with 1 replica, not %d: JetStream keeps writes in memory only "+
-			"unreplicated; use --durability replicated", cfg.Replicas)
+		return nil, fmt.Errorf("--durability fast needs a stream with 1 replica, not %d: JetStream's async persist mode is "+
+			"for unreplicated streams only; use --durability replicated", cfg.Replicas)
 	}
 	sc := jetstream.StreamConfig{
 		Name:              MessagesStream,
