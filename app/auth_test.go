@@ -23,6 +23,7 @@ import (
 
 	"github.com/chatd/chatd/app"
 	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/wait"
 	"github.com/coder/websocket"
 	"github.com/go-stomp/stomp/v3/frame"
 	"github.com/golang-jwt/jwt/v5"
@@ -505,7 +506,7 @@ func TestRemovedMemberCutOffOnEveryNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "node 1 sees both members", func() error {
+	wait.Until(t, "node 1 sees both members", func() error {
 		m, err := nodes[1].app.Members(ctx, "team")
 		if err != nil || len(m) != 2 {
 			return fmt.Errorf("members %v %v", m, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/wait"
 	"github.com/go-stomp/stomp/v3"
 )
 
@@ -52,23 +53,6 @@ func startCluster(t testing.TB, size int, mutate ...func(*config.Config)) []*nod
 	return nodes
 }
 
-// eventually retries check until it passes or 15s go by. For state that
-// converges across nodes (KV mirrors, replicas catching up).
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3-node cluster: skipped with -short")
@@ -92,7 +76,7 @@ func TestCluster(t *testing.T) {
 		}
 		// Joins travel between nodes' membership mirrors in milliseconds;
 		// the counts below assume node 0 has seen all three.
-		eventually(t, "node 0 sees the members", func() error {
+		wait.Until(t, "node 0 sees the members", func() error {
 			m, err := n0.app.Members(context.Background(), "x")
 			if err != nil || len(m) != 3 {
 				return fmt.Errorf("members %v %v", m, err)
@@ -152,7 +136,7 @@ func TestCluster(t *testing.T) {
 			// room by asking and change the counts).
 			c := dial(t, n, "bob")
 			cl := c.subscribe("/user/queue/chat.log")
-			eventually(t, "history on node "+strconv.Itoa(i), func() error {
+			wait.Until(t, "history on node "+strconv.Itoa(i), func() error {
 				got := history(t, c, cl, "x", "")
 				if !reflect.DeepEqual(got, want) {
 					return fmt.Errorf("got %+v, want %+v", got, want)
@@ -253,7 +237,7 @@ func TestCluster(t *testing.T) {
 		refHist := history(t, watcher, watcher.subscribe("/user/queue/chat.log"), "drain", `{"limit":100}`)
 		back := dial(t, n1, "ref")
 		bl := back.subscribe("/user/queue/chat.log")
-		eventually(t, "history on the restarted node", func() error {
+		wait.Until(t, "history on the restarted node", func() error {
 			got := history(t, back, bl, "drain", `{"limit":100}`)
 			if !reflect.DeepEqual(texts(got), texts(refHist)) || got[0].ID != refHist[0].ID {
 				return fmt.Errorf("got %d messages from %d, want %d from %d", len(got), got[0].ID, len(refHist), refHist[0].ID)

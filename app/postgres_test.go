@@ -14,6 +14,7 @@ import (
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/pgtest"
+	"github.com/chatd/chatd/internal/wait"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,7 +66,7 @@ func archivedIDs(t *testing.T, c *pgx.Conn, room string) []uint64 {
 // waitArchived waits until the archive holds exactly want for the room.
 func waitArchived(t *testing.T, c *pgx.Conn, room string, want []uint64) {
 	t.Helper()
-	eventually(t, "archive of "+room, func() error {
+	wait.Until(t, "archive of "+room, func() error {
 		if got := archivedIDs(t, c, room); !slices.Equal(got, want) {
 			return fmt.Errorf("archive holds %d messages of %s, want %d", len(got), room, len(want))
 		}
@@ -109,7 +110,7 @@ func TestPostgresMembershipAcrossNodes(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, "node 1 sees alice", membersOn(nodes[1], "alice"))
+	wait.Until(t, "node 1 sees alice", membersOn(nodes[1], "alice"))
 	alice := dialRaw(t, nodes[1])
 	expectConnected(t, alice.connectWith("passcode:"+k.hs(t, "alice")), "alice")
 	alice.send("SUBSCRIBE\nid:s\ndestination:/topic/chat.team\nreceipt:s\n\n\x00")
@@ -124,8 +125,8 @@ func TestPostgresMembershipAcrossNodes(t *testing.T) {
 	// A backend adds bob in SQL: both nodes follow.
 	db := pgConn(t, dbURL)
 	pgExec(t, db, "INSERT INTO room_members (room_id, user_id) VALUES ('team', 'bob')")
-	eventually(t, "node 0 sees bob", membersOn(nodes[0], "alice", "bob"))
-	eventually(t, "node 1 sees bob", membersOn(nodes[1], "alice", "bob"))
+	wait.Until(t, "node 0 sees bob", membersOn(nodes[0], "alice", "bob"))
+	wait.Until(t, "node 1 sees bob", membersOn(nodes[1], "alice", "bob"))
 	bob = dialRaw(t, nodes[1])
 	expectConnected(t, bob.connectWith("passcode:"+k.hs(t, "bob")), "bob")
 	if f := bob.sendFrame("/app/chat.team", msgBody("hi from bob")); f.Command != "RECEIPT" {
@@ -180,7 +181,7 @@ func TestArchiveSurvivesPostgresOutage(t *testing.T) {
 	}
 	if m := scrape(t, n); m["chatd_archive_pending_messages"] == 0 && m["chatd_archive_lag_seconds"] == 0 {
 		// Measured every 5s: the outage may be younger than that.
-		eventually(t, "lag reported", func() error {
+		wait.Until(t, "lag reported", func() error {
 			if m := scrape(t, n); m["chatd_archive_pending_messages"] == 0 {
 				return fmt.Errorf("pending %v", m["chatd_archive_pending_messages"])
 			}
@@ -226,7 +227,7 @@ func TestHistoryAcrossArchiveBoundary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the stream drops the old messages", func() error {
+	wait.Until(t, "the stream drops the old messages", func() error {
 		st, err := js.Stream(context.Background(), "CHAT_MESSAGES")
 		if err != nil {
 			return err
@@ -330,7 +331,7 @@ func TestSearchAPI(t *testing.T) {
 		}
 	}
 	db := pgConn(t, dbURL)
-	eventually(t, "archived", func() error {
+	wait.Until(t, "archived", func() error {
 		if sent = archivedIDs(t, db, "team"); len(sent) != len(bodies) {
 			return fmt.Errorf("%d archived", len(sent))
 		}

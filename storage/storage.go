@@ -7,6 +7,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -86,6 +87,30 @@ type LeaveNotifier interface {
 	// OnLeave registers fn, called on a store goroutine whenever a
 	// membership ends. It must not block.
 	OnLeave(fn func(room, user string))
+}
+
+// LeaveListeners is the callback list behind a store's OnLeave; stores
+// embed it and call Left when a membership ends. The zero value is ready.
+type LeaveListeners struct {
+	mu  sync.RWMutex
+	fns []func(room, user string)
+}
+
+// OnLeave implements LeaveNotifier.
+func (l *LeaveListeners) OnLeave(fn func(room, user string)) {
+	l.mu.Lock()
+	l.fns = append(l.fns, fn)
+	l.mu.Unlock()
+}
+
+// Left tells every callback that user's membership of room ended.
+func (l *LeaveListeners) Left(room, user string) {
+	l.mu.RLock()
+	fns := l.fns
+	l.mu.RUnlock()
+	for _, fn := range fns {
+		fn(room, user)
+	}
 }
 
 // ReadMarks records how far each member has read each room.

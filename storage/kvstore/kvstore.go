@@ -39,11 +39,14 @@ type Store struct {
 	log     *slog.Logger
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
+	// LeaveListeners implements storage.LeaveNotifier: its callbacks hear
+	// of memberships ended by Leave on this node or a delete the watcher
+	// sees.
+	storage.LeaveListeners
 
 	mu        sync.RWMutex
 	rooms     map[string]*room
 	userRooms map[string]map[string]struct{} // user -> rooms they belong to
-	onLeave   []func(room, user string)
 }
 
 type room struct {
@@ -85,24 +88,6 @@ var (
 	_ storage.Store         = (*Store)(nil)
 	_ storage.LeaveNotifier = (*Store)(nil)
 )
-
-// OnLeave implements storage.LeaveNotifier: fn hears of every membership
-// that ends, by Leave on this node or a delete seen by the watcher.
-func (s *Store) OnLeave(fn func(room, user string)) {
-	s.mu.Lock()
-	s.onLeave = append(s.onLeave, fn)
-	s.mu.Unlock()
-}
-
-// left tells the OnLeave callbacks; the caller must not hold s.mu.
-func (s *Store) left(roomID, user string) {
-	s.mu.RLock()
-	fns := s.onLeave
-	s.mu.RUnlock()
-	for _, fn := range fns {
-		fn(roomID, user)
-	}
-}
 
 // Open creates or updates the buckets and loads the mirror. It returns once
 // the mirror holds every key that existed when it started watching.
@@ -263,7 +248,7 @@ func (s *Store) applyEvent(e jetstream.KeyValueEntry, b bucket) {
 	ended := s.apply(roomID, user, ent, b)
 	s.mu.Unlock()
 	if ended {
-		s.left(roomID, user)
+		s.Left(roomID, user)
 	}
 }
 
@@ -476,7 +461,7 @@ func (s *Store) Leave(ctx context.Context, roomID, user string) error {
 	}
 	s.mu.Unlock()
 	if ended {
-		s.left(roomID, user)
+		s.Left(roomID, user)
 	}
 	return nil
 }

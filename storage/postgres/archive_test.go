@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/internal/pgtest"
+	"github.com/chatd/chatd/internal/wait"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage/postgres"
 	"github.com/jackc/pgx/v5"
@@ -94,7 +95,7 @@ func (e *archiveEnv) archived() []uint64 {
 // waitComplete waits until the archive holds exactly the messages sent.
 func (e *archiveEnv) waitComplete() {
 	e.t.Helper()
-	eventually(e.t, "archive complete", func() error {
+	wait.Until(e.t, "archive complete", func() error {
 		if got := e.archived(); !slices.Equal(got, e.sent) {
 			return fmt.Errorf("archive holds %d messages, want the %d sent", len(got), len(e.sent))
 		}
@@ -200,7 +201,7 @@ func TestArchiveEveryMessageOnce(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "lag back to zero", func() error {
+	wait.Until(t, "lag back to zero", func() error {
 		if p, age := a.Lag(); p != 0 || age != 0 {
 			return fmt.Errorf("lag %d messages, %s", p, age)
 		}
@@ -211,7 +212,7 @@ func TestArchiveEveryMessageOnce(t *testing.T) {
 // waitBlocked waits until an archiver's INSERT waits for a lock the test holds.
 func (e *archiveEnv) waitBlocked() {
 	e.t.Helper()
-	eventually(e.t, "archiver's INSERT waits for the lock", func() error {
+	wait.Until(e.t, "archiver's INSERT waits for the lock", func() error {
 		var n int
 		err := e.sql.QueryRow(ctx(e.t), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO messages%'`).Scan(&n)
@@ -272,7 +273,7 @@ func TestArchiverKilledMidBatch(t *testing.T) {
 		e.waitBlocked()
 		first.nc.Close() // it can no longer acknowledge anything
 		unlock()         // its INSERT commits
-		eventually(t, "the first batch committed", func() error {
+		wait.Until(t, "the first batch committed", func() error {
 			if n := len(e.archived()); n != 40 {
 				return fmt.Errorf("%d rows", n)
 			}
@@ -283,7 +284,7 @@ func TestArchiverKilledMidBatch(t *testing.T) {
 		// archiver: stored once all the same.
 		second := e.startArchiver(db, fast())
 		e.waitComplete()
-		eventually(t, "every message acknowledged", func() error {
+		wait.Until(t, "every message acknowledged", func() error {
 			info, err := e.bus.JS.Consumer(ctx(t), natsbus.MessagesStream, postgres.ArchiveConsumer)
 			if err != nil {
 				return err
@@ -311,7 +312,7 @@ func TestArchiveCatchesUpAfterOutage(t *testing.T) {
 	e.waitComplete()
 	proxy.Cut()
 	e.postMany(80)
-	eventually(t, "lag reported", func() error {
+	wait.Until(t, "lag reported", func() error {
 		if p, age := a.Lag(); p != 80 || age <= 0 {
 			return fmt.Errorf("lag %d messages, %s", p, age)
 		}

@@ -41,11 +41,13 @@ type Store struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
+	// LeaveListeners implements storage.LeaveNotifier: its callbacks hear
+	// of every membership that ends, whichever node or SQL session ended it.
+	storage.LeaveListeners
 
 	mu        sync.RWMutex
 	rooms     map[string]*room
 	userRooms map[string]map[string]struct{} // user -> rooms they belong to
-	onLeave   []func(room, user string)
 
 	wmu     sync.Mutex
 	waiters map[uint64]chan struct{} // transaction id -> closed once the mirror holds it
@@ -321,7 +323,7 @@ func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 	s.rooms, s.userRooms = rooms, userRooms
 	s.mu.Unlock()
 	for _, k := range ended {
-		s.left(k.room, k.user)
+		s.Left(k.room, k.user)
 	}
 	s.wmu.Lock()
 	for xid, ch := range s.waiters {
@@ -373,7 +375,7 @@ func (s *Store) apply(c change) {
 		}
 		s.mu.Unlock()
 		if ended {
-			s.left(c.Old.Room, c.Old.User)
+			s.Left(c.Old.Room, c.Old.User)
 		}
 	}
 }
@@ -410,24 +412,6 @@ func (s *Store) removeMember(roomID, user string) bool {
 func (s *Store) prune(id string) {
 	if r := s.rooms[id]; r != nil && r.info == nil && len(r.members) == 0 {
 		delete(s.rooms, id)
-	}
-}
-
-// OnLeave implements storage.LeaveNotifier: fn hears of every membership
-// that ends, whichever node or SQL session ended it.
-func (s *Store) OnLeave(fn func(room, user string)) {
-	s.mu.Lock()
-	s.onLeave = append(s.onLeave, fn)
-	s.mu.Unlock()
-}
-
-// left tells the OnLeave callbacks; the caller must not hold s.mu.
-func (s *Store) left(roomID, user string) {
-	s.mu.RLock()
-	fns := s.onLeave
-	s.mu.RUnlock()
-	for _, fn := range fns {
-		fn(roomID, user)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/internal/pgtest"
+	"github.com/chatd/chatd/internal/wait"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/kvstore"
@@ -94,22 +95,6 @@ func exec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := c.Exec(ctx(t), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// eventually retries check until it passes or 15s go by.
-func eventually(t testing.TB, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -246,21 +231,21 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	if _, err := a.Join(c, "team", "bob", storage.RoleMember); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "b sees the room", func() error {
+	wait.Until(t, "b sees the room", func() error {
 		rm, err := b.Room(c, "team")
 		if err != nil || rm.Name != "Team" || rm.CreatedBy != "alice" {
 			return fmt.Errorf("room %+v %v", rm, err)
 		}
 		return member(b, "team", "alice", storage.RoleOwner)()
 	})
-	eventually(t, "b sees bob", member(b, "team", "bob", storage.RoleMember))
+	wait.Until(t, "b sees bob", member(b, "team", "bob", storage.RoleMember))
 
 	db := sqlConn(t, url)
 	exec(t, db, "INSERT INTO room_members (room_id, user_id) VALUES ('team', 'carol@example.com')")
 	exec(t, db, "UPDATE room_members SET role = 'admin' WHERE user_id = 'carol@example.com'")
 	for name, s := range map[string]*postgres.Store{"a": a, "b": b} {
-		eventually(t, name+" sees carol, made admin in SQL", member(s, "team", "carol@example.com", storage.RoleAdmin))
-		eventually(t, name+" lists carol's rooms", func() error {
+		wait.Until(t, name+" sees carol, made admin in SQL", member(s, "team", "carol@example.com", storage.RoleAdmin))
+		wait.Until(t, name+" lists carol's rooms", func() error {
 			if rooms, _ := s.UserRooms(c, "carol@example.com"); !slices.Equal(rooms, []string{"team"}) {
 				return fmt.Errorf("rooms %v", rooms)
 			}
@@ -282,7 +267,7 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	// A membership moved to another user in SQL ends the old one.
 	exec(t, db, "UPDATE room_members SET user_id = 'alice2' WHERE user_id = 'alice'")
 	expectLeave(t, "a", aLeft, leave{"team", "alice"})
-	eventually(t, "a sees alice2", member(a, "team", "alice2", storage.RoleOwner))
+	wait.Until(t, "a sees alice2", member(a, "team", "alice2", storage.RoleOwner))
 	// Unread counts: members from PostgreSQL, read positions from KV.
 	if _, err := a.Join(c, "team", "dave", storage.RoleMember); err != nil {
 		t.Fatal(err)
@@ -290,7 +275,7 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	if _, err := a.MarkRead(c, "team", "dave", 10); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "b counts unread", func() error {
+	wait.Until(t, "b counts unread", func() error {
 		got, err := b.Unread(c, "team", []storage.MessageRef{{ID: 10, Sender: "alice2"}, {ID: 11, Sender: "alice2"}})
 		if err != nil || !slices.Equal(got, []int{0, 1}) {
 			return fmt.Errorf("unread %v %v, want [0 1]", got, err)
@@ -300,7 +285,7 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	// TRUNCATE fires no row triggers; the nodes reload.
 	exec(t, db, "TRUNCATE room_members")
 	expectLeaves(t, "b after TRUNCATE", bLeft, leave{"team", "alice2"}, leave{"team", "dave"})
-	eventually(t, "a's mirror empty", func() error {
+	wait.Until(t, "a's mirror empty", func() error {
 		if ms, _ := a.Members(c, "team"); len(ms) != 0 {
 			return fmt.Errorf("members %v", ms)
 		}
@@ -332,7 +317,7 @@ func TestMirrorReloadsAfterReconnect(t *testing.T) {
 	}
 	proxy.Restore()
 	expectLeave(t, "after reload", left, leave{"r", "bob"})
-	eventually(t, "carol loaded", member(s, "r", "carol", storage.RoleMember))
+	wait.Until(t, "carol loaded", member(s, "r", "carol", storage.RoleMember))
 
 	// Killing the feed's backend from the server side works the same.
 	exec(t, db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'chatd change feed'")
