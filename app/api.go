@@ -198,8 +198,12 @@ func (a *App) apiMarkRead(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		LastReadID *uint64 `json:"lastReadId"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody)).Decode(&req); err != nil || req.LastReadID == nil || *req.LastReadID == 0 {
-		writeAPIError(w, http.StatusBadRequest, `invalid body: want JSON {"lastReadId":<message id>}`)
+	const want = `{"lastReadId":<message id>}`
+	if !decodeBody(w, r, &req, want) {
+		return
+	}
+	if req.LastReadID == nil || *req.LastReadID == 0 {
+		writeAPIError(w, http.StatusBadRequest, "invalid body: want JSON "+want)
 		return
 	}
 	pos, err := a.chat.MarkRead(r.Context(), room, user, *req.LastReadID)

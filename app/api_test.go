@@ -104,6 +104,8 @@ func TestAPIMessagesAndRead(t *testing.T) {
 		{"bad limit", "GET", "/api/rooms/team/messages?limit=0", bob, "", 400, "invalid limit"},
 		{"bad before", "GET", "/api/rooms/team/messages?before=x", bob, "", 400, "invalid before"},
 		{"bad read body", "POST", "/api/rooms/team/read", bob, `{"lastReadId":"x"}`, 400, "invalid body"},
+		{"no read id", "POST", "/api/rooms/team/read", bob, `{}`, 400, "invalid body"},
+		{"unknown read field", "POST", "/api/rooms/team/read", bob, `{"lastReadId":1,"userId":"alice"}`, 400, "invalid body"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var e struct{ Error string }
