@@ -67,7 +67,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	durability := natsbus.Durability(cfg.Durability)
 	bus, err := natsbus.Start(ctx, natsbus.Options{
 		URL:           cfg.NATSURL,
-		SyncAlways:    durability.SyncAlways(),
+		Durability:    durability,
 		DataDir:       cfg.DataDir,
 		ServerName:    name,
 		ClientListen:  cfg.NATSListen,

@@ -158,46 +158,85 @@ func checkRooms(t *testing.T, watchers map[string][]func() []chat.Message, want 
 	}
 }
 
+// groupCommitCases are the two ways group commit stores with --durability
+// fsync: on one node chatd publishes a batch's messages singly and syncs
+// the stream's block file itself; on a replicated stream (the first of
+// three nodes, R3) a batch goes as one atomic batch, synced by the servers.
+var groupCommitCases = []struct {
+	name   string
+	nodes  int
+	atomic bool
+}{
+	{"one node", 1, false},
+	{"three nodes", 3, true},
+}
+
+func groupCommitNode(t *testing.T, nodes int) *node {
+	if nodes == 1 {
+		return startNode(t)
+	}
+	return startCluster(t, nodes)[0]
+}
+
 // TestGroupCommitKeepsOrderAndReceipts: senders on their own sessions
 // write hundreds of SENDs to three rooms at once. Every SEND gets its
 // RECEIPT, in order; every subscriber of a room sees the same messages in
 // the same order, each sender's in the order it sent them; and the node
-// did write them in atomic batches.
+// did store them in groups, as atomic batches where the stream is
+// replicated.
 func TestGroupCommitKeepsOrderAndReceipts(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
-	before := scrape(t, n)
-	const senders, each = 6, 150
-	fs := floods(senders, each)
-	watchers, want := scene(t, n, fs)
-	var wg sync.WaitGroup
-	for _, f := range fs {
-		wg.Go(func() {
-			f.conn.send(f.burst(0, each))
-			f.receipts(t, 0, each)
+	for _, tc := range groupCommitCases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := groupCommitNode(t, tc.nodes)
+			before := scrape(t, n)
+			const senders, each = 6, 150
+			fs := floods(senders, each)
+			watchers, want := scene(t, n, fs)
+			var wg sync.WaitGroup
+			for _, f := range fs {
+				wg.Go(func() {
+					f.conn.send(f.burst(0, each))
+					f.receipts(t, 0, each)
+				})
+			}
+			wg.Wait()
+			checkRooms(t, watchers, want)
+			after := scrape(t, n)
+			delta := func(k string) float64 { return after[k] - before[k] }
+			atomic := delta(`chatd_jetstream_batch_messages_count{write="atomic"}`)
+			batches := atomic + delta(`chatd_jetstream_batch_messages_count{write="single"}`)
+			stored := delta(`chatd_jetstream_batch_messages_sum{write="atomic"}`) + delta(`chatd_jetstream_batch_messages_sum{write="single"}`)
+			t.Logf("%v messages in %v batches, %v of them atomic", stored, batches, atomic)
+			switch {
+			case stored != senders*each:
+				t.Fatalf("%v messages in batches, want all %d", stored, senders*each)
+			case batches >= stored/2:
+				t.Fatalf("%v messages in %v batches: SENDs arriving together were not stored together", stored, batches)
+			case tc.atomic && atomic == 0:
+				t.Fatal("no atomic batch on a replicated stream")
+			case !tc.atomic && atomic > 0:
+				t.Fatalf("%v atomic batches on one node, where chatd syncs single publishes", atomic)
+			}
 		})
-	}
-	wg.Wait()
-	checkRooms(t, watchers, want)
-	after := scrape(t, n)
-	atomic := after[`chatd_jetstream_batch_messages_count{write="atomic"}`] - before[`chatd_jetstream_batch_messages_count{write="atomic"}`]
-	stored := after[`chatd_jetstream_batch_messages_sum{write="atomic"}`] + after[`chatd_jetstream_batch_messages_sum{write="single"}`] -
-		before[`chatd_jetstream_batch_messages_sum{write="atomic"}`] - before[`chatd_jetstream_batch_messages_sum{write="single"}`]
-	if atomic == 0 || stored != senders*each {
-		t.Fatalf("%v atomic batches, %v messages in batches: want atomic batches holding all %d", atomic, stored, senders*each)
 	}
 }
 
 // TestMessageJetStreamRefusesFailsAlone: in the middle of a flood, one
 // sender's message is too large to store once encoded (JSON escapes '<'
 // to six bytes, so it fits the frame limit but not the stream's). It
-// reaches JetStream in an atomic batch with others; JetStream refuses the
-// batch. Its sender gets an ERROR after the RECEIPTs of its earlier
-// messages, and nobody else notices: every other message is stored and
-// receipted, in order.
+// reaches JetStream in a batch with others: on three nodes an atomic
+// batch, which JetStream refuses whole. Its sender gets an ERROR after the
+// RECEIPTs of its earlier messages, and nobody else notices: every other
+// message is stored and receipted, in order.
 func TestMessageJetStreamRefusesFailsAlone(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
+	for _, tc := range groupCommitCases {
+		t.Run(tc.name, func(t *testing.T) { refusedFailsAlone(t, groupCommitNode(t, tc.nodes), tc.atomic) })
+	}
+}
+
+func refusedFailsAlone(t *testing.T, n *node, atomic bool) {
 	before := scrape(t, n)
 	const senders, each, culpritGood = 6, 150, 40
 	fs := floods(senders, each)
@@ -229,7 +268,7 @@ func TestMessageJetStreamRefusesFailsAlone(t *testing.T) {
 		"chatd_messages_stored_total":            senders*each + culpritGood,
 		`chatd_errors_total{kind="limit"}`:       1,
 	})
-	if after := scrape(t, n); after["chatd_jetstream_batch_splits_total"]-before["chatd_jetstream_batch_splits_total"] < 1 {
+	if after := scrape(t, n); atomic && after["chatd_jetstream_batch_splits_total"]-before["chatd_jetstream_batch_splits_total"] < 1 {
 		t.Fatal("no atomic batch was split: the bad message did not reach JetStream in a batch with others")
 	}
 }

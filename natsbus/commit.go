@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -86,7 +87,26 @@ type Committer struct {
 	queue  []*pending
 	closed bool
 	wake   chan struct{}
+
+	// Where chatd syncs (MessageLog.syncs), stored batches wait here for
+	// their sync, so that the next batch is published while the disk
+	// works; settled is closed when the goroutine draining it returns.
+	unsynced chan unsynced
+	settled  chan struct{}
 }
+
+// unsynced is a stored batch waiting for its sync: seqs and errs are its
+// messages' ids and publish errors.
+type unsynced struct {
+	batch    []*pending
+	seqs     []uint64
+	errs     []error
+	deadline time.Time
+}
+
+// maxUnsynced bounds the stored batches waiting for a sync: a disk that
+// falls behind holds up publishing instead of queueing without bound.
+const maxUnsynced = 8
 
 // pending is one submitted message.
 type pending struct {
@@ -108,13 +128,18 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 		msgs: l, metrics: metrics, log: l.log, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
+	if l.syncs {
+		c.unsynced, c.settled = make(chan unsynced, maxUnsynced), make(chan struct{})
+		go c.settle()
+	}
 	go c.run()
 	return c
 }
 
-// Submit queues a message for the room. done is called once, from the
-// committer's goroutine, with the message's id when JetStream has stored
-// it, or with the error that kept it from being stored. A non-empty msgID
+// Submit queues a message for the room. done is called once, from one of
+// the committer's goroutines (in the order messages were stored), with the
+// message's id when JetStream has stored it (and, with --durability fsync,
+// it is on disk), or with the error that kept it from being stored. A non-empty msgID
 // is JetStream's deduplication key: a repeat within the duplicate window
 // is acknowledged with the first copy's id and not stored again.
 //
@@ -162,9 +187,52 @@ func (c *Committer) run() {
 	for {
 		batch, ok := c.take()
 		if !ok {
-			return
+			break
 		}
 		c.commit(batch)
+	}
+	if c.unsynced != nil {
+		close(c.unsynced)
+		<-c.settled
+	}
+}
+
+// syncLater hands a stored batch to the settle goroutine, which tells its
+// submitters once a sync has covered it.
+func (c *Committer) syncLater(batch []*pending, seqs []uint64, errs []error) {
+	c.unsynced <- unsynced{batch: slices.Clone(batch), seqs: seqs, errs: errs, deadline: batch[0].deadline}
+}
+
+// settle syncs the stored batches in the order they come and tells their
+// submitters. One sync covers every batch waiting when it starts.
+func (c *Committer) settle() {
+	defer close(c.settled)
+	for u := range c.unsynced {
+		waiting := []unsynced{u}
+	more:
+		for {
+			select {
+			case u, ok := <-c.unsynced:
+				if !ok {
+					break more
+				}
+				waiting = append(waiting, u)
+			default:
+				break more
+			}
+		}
+		ctx, cancel := context.WithDeadline(c.ctx, waiting[0].deadline)
+		err := c.msgs.sync(ctx)
+		cancel()
+		for _, u := range waiting {
+			for i, p := range u.batch {
+				if u.errs[i] == nil && err != nil {
+					p.done(0, fmt.Errorf("room %s message %d: %w", p.room, u.seqs[i], err))
+					continue
+				}
+				p.done(u.seqs[i], u.errs[i])
+			}
+		}
 	}
 }
 
@@ -220,6 +288,8 @@ func (c *Committer) commit(batch []*pending) {
 
 // commitEach publishes every message of the batch on its own, all before
 // waiting for the first acknowledgement, then waits for each in order.
+// Each submitter hears as soon as its message is acknowledged, or, where
+// chatd syncs (MessageLog.syncs), once the batch is synced.
 func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 	if err := ctx.Err(); err != nil {
 		for _, p := range batch {
@@ -232,13 +302,23 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 	for i, p := range batch {
 		futs[i], errs[i] = c.msgs.PublishAsync(p.room, nil, p.data, p.msgID)
 	}
-	for i, p := range batch {
-		if errs[i] != nil {
-			p.done(0, errs[i])
-			continue
+	if !c.msgs.syncs {
+		for i, p := range batch {
+			if errs[i] != nil {
+				p.done(0, errs[i])
+				continue
+			}
+			p.done(c.msgs.Await(ctx, futs[i], p.room, p.data, p.msgID))
 		}
-		p.done(c.msgs.Await(ctx, futs[i], p.room, p.data, p.msgID))
+		return
 	}
+	seqs := make([]uint64, len(batch))
+	for i, p := range batch {
+		if errs[i] == nil {
+			seqs[i], errs[i] = c.msgs.Await(ctx, futs[i], p.room, p.data, p.msgID)
+		}
+	}
+	c.syncLater(batch, seqs, errs)
 }
 
 // commitAtomic stores the batch as one JetStream atomic batch: all of it
@@ -252,6 +332,14 @@ func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
 		last, err := c.msgs.publishBatch(ctx, batch)
 		if err == nil {
 			first := last + 1 - uint64(len(batch))
+			if c.msgs.syncs {
+				seqs := make([]uint64, len(batch))
+				for i := range seqs {
+					seqs[i] = first + uint64(i)
+				}
+				c.syncLater(batch, seqs, make([]error, len(batch)))
+				return
+			}
 			for i, p := range batch {
 				p.done(first+uint64(i), nil)
 			}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -37,22 +38,29 @@ func BenchmarkBatchWrite(b *testing.B) {
 }
 
 func benchBatch(b *testing.B, c *Committer, write string, n int) {
-	var failed error
+	var (
+		failed error
+		told   sync.WaitGroup // where chatd syncs, submitters hear later
+	)
 	batch := make([]*pending, n)
 	for i := range batch {
-		batch[i] = &pending{room: "r" + strconv.Itoa(i%8), data: []byte(benchMsg), done: func(_ uint64, err error) {
-			if err != nil && failed == nil {
-				failed = err
-			}
-		}}
+		batch[i] = &pending{room: "r" + strconv.Itoa(i%8), data: []byte(benchMsg), deadline: time.Now().Add(time.Hour),
+			done: func(_ uint64, err error) {
+				if err != nil && failed == nil {
+					failed = err
+				}
+				told.Done()
+			}}
 	}
 	for b.Loop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		told.Add(n)
 		if write == "atomic" {
 			c.commitAtomic(ctx, batch)
 		} else {
 			c.commitEach(ctx, batch)
 		}
+		told.Wait()
 		cancel()
 		if failed != nil {
 			b.Fatal(failed)
@@ -71,7 +79,7 @@ func benchCluster(b *testing.B, size int, d Durability) *MessageLog {
 	opts := make([]Options, size)
 	var routes []string
 	for i := range opts {
-		opts[i] = Options{DataDir: b.TempDir(), ServerName: "bench" + strconv.Itoa(i), SyncAlways: d.SyncAlways(), Logger: quiet}
+		opts[i] = Options{DataDir: b.TempDir(), ServerName: "bench" + strconv.Itoa(i), Durability: d, Logger: quiet}
 		if size > 1 {
 			opts[i].ClusterName, opts[i].ClusterListen = "bench", loopbackAddr(b)
 			routes = append(routes, "nats-route://"+opts[i].ClusterListen)

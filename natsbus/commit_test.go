@@ -28,7 +28,7 @@ func startBusIn(t *testing.T, dir string, d Durability) *Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bus, err := Start(ctx, Options{DataDir: dir, ServerName: "committest", SyncAlways: d.SyncAlways(),
+	bus, err := Start(ctx, Options{DataDir: dir, ServerName: "committest", Durability: d,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatalf("start embedded NATS: %v", err)
@@ -92,6 +92,26 @@ func testBatch(room string, n int, outs []outcome) []*pending {
 	return batch
 }
 
+// commitWait commits the batch and waits until every submitter has heard:
+// where chatd syncs, that is after the batch's sync, on another goroutine.
+func commitWait(t *testing.T, c *Committer, batch []*pending) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(len(batch))
+	for _, p := range batch {
+		done := p.done
+		p.done = func(seq uint64, err error) { done(seq, err); wg.Done() }
+	}
+	c.commit(batch)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(30 * time.Second):
+		t.Fatal("submitters not told within 30s")
+	}
+}
+
 // roomData reads back the data of the room's stored messages, in order.
 func roomData(t *testing.T, l *MessageLog, room string) []string {
 	t.Helper()
@@ -106,19 +126,32 @@ func roomData(t *testing.T, l *MessageLog, room string) []string {
 	return out
 }
 
+// atomicTestLog is a log on one node whose committer writes atomic
+// batches. chatd chooses them for replicated streams only (one Raft
+// proposal per batch); what these tests check, JetStream's all-or-nothing
+// batches and how the committer handles a refusal, is the same on one
+// replica, without a cluster's start-up. chatd syncs here (fsync on one
+// node), so the atomic path's sync is exercised too.
+func atomicTestLog(t *testing.T) *MessageLog {
+	t.Helper()
+	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	if l.atomic || !l.syncs {
+		t.Fatalf("one node with fsync: atomic %v, syncs %v; want single publishes that chatd syncs", l.atomic, l.syncs)
+	}
+	l.atomic = true
+	return l
+}
+
 // TestAtomicBatchStoresInOrder: a batch of atomicMin or more goes to
 // JetStream as one atomic batch; its messages get consecutive ids in
 // the order given.
 func TestAtomicBatchStoresInOrder(t *testing.T) {
-	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
-	if !l.atomic {
-		t.Fatal("fsync log on nats-server 2.15 does not use atomic batches")
-	}
+	l := atomicTestLog(t)
 	rec := &batchRecorder{}
 	c := l.NewCommitter(rec)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	outs := make([]outcome, 3*atomicMin)
-	c.commit(testBatch("r", len(outs), outs))
+	commitWait(t, c, testBatch("r", len(outs), outs))
 	for i, o := range outs {
 		if o.calls != 1 || o.err != nil || o.seq != outs[0].seq+uint64(i) {
 			t.Fatalf("message %d: %+v (first id %d)", i, o, outs[0].seq)
@@ -140,7 +173,7 @@ func TestAtomicBatchStoresInOrder(t *testing.T) {
 // size); the committer sends the rest again, one by one, and only that
 // message's sender hears of a failure.
 func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
-	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	l := atomicTestLog(t)
 	rec := &batchRecorder{}
 	c := l.NewCommitter(rec)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
@@ -149,7 +182,7 @@ func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
 		outs := make([]outcome, 2*atomicMin)
 		batch := testBatch(room, len(outs), outs)
 		batch[culprit].data = bytes.Repeat([]byte("x"), 2048) // over MaxMsgSize 1024
-		c.commit(batch)
+		commitWait(t, c, batch)
 		var want []string
 		for i, o := range outs {
 			switch {
@@ -177,14 +210,14 @@ func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
 // with the first copy's id (as a single publish would be), and the rest
 // of the batch stored.
 func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
-	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	l := atomicTestLog(t)
 	rec := &batchRecorder{}
 	c := l.NewCommitter(rec)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	first := make([]outcome, 1)
 	b := testBatch("r", 1, first)
 	b[0].msgID = "alice:m1"
-	c.commit(b)
+	commitWait(t, c, b)
 	if first[0].err != nil {
 		t.Fatal(first[0].err)
 	}
@@ -192,7 +225,7 @@ func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
 	batch := testBatch("r", len(outs), outs)
 	batch[5].msgID = "alice:m1"
 	batch[9].msgID = "alice:m2"
-	c.commit(batch)
+	commitWait(t, c, batch)
 	for i, o := range outs {
 		if o.calls != 1 || o.err != nil {
 			t.Fatalf("message %d: %+v", i, o)
@@ -311,8 +344,8 @@ func TestDurabilityChangesOnAnExistingStream(t *testing.T) {
 			t.Fatalf("%s: %v", step.d, err)
 		case step.wantErr != "" && (err == nil || !strings.Contains(err.Error(), step.wantErr)):
 			t.Fatalf("%s: error %v, want one naming %q", step.d, err, step.wantErr)
-		case err == nil && l.atomic != (step.d == DurabilityFsync):
-			t.Fatalf("%s: atomic batches %v", step.d, l.atomic)
+		case err == nil && (l.atomic || l.syncs != (step.d == DurabilityFsync)):
+			t.Fatalf("%s on one node: atomic batches %v, chatd syncs %v", step.d, l.atomic, l.syncs)
 		}
 	}
 

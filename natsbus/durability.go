@@ -13,9 +13,11 @@ type Durability string
 
 const (
 	// DurabilityFsync: the message is on disk on every replica that
-	// acknowledged it, a quorum of the stream's replicas. The embedded
-	// server syncs every write before acknowledging it (nats-server's
-	// sync_interval: always); group commit makes that one sync per batch.
+	// acknowledged it, a quorum of the stream's replicas. An embedded
+	// cluster node syncs every write before acknowledging it (nats-server's
+	// sync_interval: always), group commit making that one Raft log sync
+	// per batch; one embedded server leaves its writes unsynced and chatd
+	// syncs the batch's block file before the RECEIPTs (Bus.Sync).
 	DurabilityFsync Durability = "fsync"
 	// DurabilityReplicated: the message is in the memory of a quorum of
 	// replicas (written to the operating system on each); it reaches disk
@@ -26,9 +28,6 @@ const (
 	// milliseconds (JetStream's async persist mode).
 	DurabilityFast Durability = "fast"
 )
-
-// SyncAlways reports whether a server must sync every write for d.
-func (d Durability) SyncAlways() bool { return d == DurabilityFsync }
 
 // persistMode is the stream's persist mode for d. JetStream cannot change
 // it once the stream exists.

@@ -42,9 +42,14 @@ type MessageLog struct {
 	cfg        LogConfig
 	directSubj string
 	// atomic: the stream takes atomic batches and group commit gains from
-	// them: one sync per batch instead of one per message (fsync), or one
-	// Raft proposal instead of one per message (replicated streams).
+	// them: one sync per batch instead of one per message (a syncing
+	// server), or one Raft proposal instead of one per message (replicated
+	// streams).
 	atomic bool
+	// syncs: acknowledged messages are on disk only after Bus.Sync (one
+	// embedded server with --durability fsync).
+	syncs bool
+	bus   *Bus
 }
 
 // StoredMsg is one message read back from the stream.
@@ -184,8 +189,19 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 		epoch:      epoch,
 		cfg:        cfg,
 		directSubj: "$JS.API.DIRECT.GET." + MessagesStream,
-		atomic:     got.AllowAtomicPublish && (cfg.Durability == DurabilityFsync || got.Replicas > 1),
+		// A server that syncs every write syncs an atomic batch once; where
+		// chatd syncs (storeSync), single publishes are quicker: JetStream
+		// stages a one-replica atomic batch in a synced store of its own.
+		atomic: got.AllowAtomicPublish && ((cfg.Durability == DurabilityFsync && b.storeSync == nil) || got.Replicas > 1),
+		syncs:  b.storeSync != nil,
+		bus:    b,
 	}
+}
+
+// sync returns once the messages JetStream acknowledged before the call
+// are on disk, where chatd syncs rather than the server (Bus.Sync).
+func (l *MessageLog) sync(ctx context.Context) error {
+	return l.bus.Sync(ctx, MessagesStream)
 }
 
 // Config returns the configuration the log was opened with.

@@ -32,8 +32,8 @@ import (
 // strace stops a thread at every traced syscall until it has recorded it,
 // so the trace's order is causal: the RECEIPT's write cannot be recorded
 // before an fsync whose end the RECEIPT waited for. Messages go out one at
-// a time (single synced publishes) and in a burst (an atomic batch), the
-// two ways fsync mode stores.
+// a time and in a burst (a group commit of many); on one node the server
+// does not sync, chatd fsyncs the block file it wrote them to.
 func TestFsyncPrecedesReceipt(t *testing.T) {
 	straceBin := needStrace(t)
 	bin := buildChatd(t)

@@ -33,6 +33,7 @@ type Config struct {
 
 // Store implements storage.Store on JetStream KV.
 type Store struct {
+	bus     *natsbus.Bus
 	roomsKV jetstream.KeyValue
 	members jetstream.KeyValue
 	reads   jetstream.KeyValue
@@ -149,7 +150,7 @@ func openBuckets(ctx context.Context, bus *natsbus.Bus, cfg Config, buckets ...b
 	}
 	wctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		log: log, cancel: cancel,
+		bus: bus, log: log, cancel: cancel,
 		rooms: map[string]*room{}, userRooms: map[string]map[string]struct{}{},
 	}
 	for _, b := range buckets {
@@ -368,6 +369,9 @@ func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("create room %s: %w", rm.ID, storage.ErrExists)
 	}
+	if err == nil {
+		err = s.bus.SyncBucket(ctx, natsbus.RoomsBucket)
+	}
 	if err != nil {
 		return fmt.Errorf("create room %s: %w", rm.ID, err)
 	}
@@ -431,6 +435,9 @@ func (s *Store) join(ctx context.Context, roomID, user string, role storage.Role
 		s.mu.Unlock()
 		return false, nil
 	}
+	if err == nil {
+		err = s.bus.SyncBucket(ctx, natsbus.MembersBucket)
+	}
 	if err != nil {
 		return false, fmt.Errorf("add member %s to %s: %w", user, roomID, err)
 	}
@@ -442,9 +449,13 @@ func (s *Store) join(ctx context.Context, roomID, user string, role storage.Role
 
 // Leave implements storage.Memberships.
 func (s *Store) Leave(ctx context.Context, roomID, user string) error {
-	if err := s.retry(ctx, "remove member", func(ctx context.Context) error {
+	err := s.retry(ctx, "remove member", func(ctx context.Context) error {
 		return s.members.Delete(ctx, key(roomID, user))
-	}); err != nil {
+	})
+	if err == nil {
+		err = s.bus.SyncBucket(ctx, natsbus.MembersBucket)
+	}
+	if err != nil {
 		return fmt.Errorf("remove member %s from %s: %w", user, roomID, err)
 	}
 	ended := false
@@ -554,6 +565,9 @@ func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (u
 			if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
 				continue // lost a race with another writer: read again
 			}
+			return 0, fmt.Errorf("store read position %s/%s: %w", roomID, user, err)
+		}
+		if err := s.bus.SyncBucket(ctx, natsbus.ReadsBucket); err != nil {
 			return 0, fmt.Errorf("store read position %s/%s: %w", roomID, user, err)
 		}
 		s.mu.Lock()

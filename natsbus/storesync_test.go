@@ -1,0 +1,254 @@
+package natsbus
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// syncLog records storeSync's fsyncs.
+type syncLog struct {
+	mu     sync.Mutex
+	events []syncEvent
+}
+
+type syncEvent struct {
+	path  string
+	began time.Time
+	size  int64 // the file's size when its fsync ended (-1 for directories)
+}
+
+func (l *syncLog) hook(path string, began time.Time) {
+	size := int64(-1)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
+		size = fi.Size()
+	}
+	l.mu.Lock()
+	l.events = append(l.events, syncEvent{path, began, size})
+	l.mu.Unlock()
+}
+
+func (l *syncLog) snapshot() []syncEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]syncEvent(nil), l.events...)
+}
+
+func blockFiles(t *testing.T, msgs string) []string {
+	t.Helper()
+	blocks, err := filepath.Glob(filepath.Join(msgs, "*.blk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blocks
+}
+
+// TestStoreSyncFollowsBlocks writes through group commit, with chatd
+// syncing, until the stream has moved through several block files, and
+// checks after every batch that each block holding messages was fsynced
+// at its current size (so after the batch's writes), and that the block
+// directory was fsynced after each block appeared in it.
+func TestStoreSyncFollowsBlocks(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
+	if bus.storeSync == nil {
+		t.Fatal("one embedded server with --durability fsync: chatd must sync, not the server")
+	}
+	var rec syncLog
+	bus.storeSync.synced = rec.hook
+	l := openTestLog(t, bus, DurabilityFsync)
+	if l.atomic || !l.syncs {
+		t.Fatalf("where chatd syncs, group commit must publish singles and sync: atomic=%v syncs=%v", l.atomic, l.syncs)
+	}
+	c := l.NewCommitter(nil)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+
+	payload := []byte(strings.Repeat("x", 900))
+	var msgs string
+	for round := 0; ; round++ {
+		if round == 60 {
+			t.Fatalf("60 batches of 500 messages did not fill three blocks: %v", blockFiles(t, msgs))
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 500)
+		for i := range 500 {
+			wg.Add(1)
+			c.Submit("room"+string(rune('a'+i%5)), payload, "", func(_ uint64, err error) {
+				if err != nil {
+					errs <- err
+				}
+				wg.Done()
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if msgs == "" {
+			matches, _ := filepath.Glob(filepath.Join(bus.srv.JetStreamConfig().StoreDir, "*", "streams", MessagesStream, "msgs"))
+			if len(matches) != 1 {
+				t.Fatalf("messages stream's block directory: %v", matches)
+			}
+			msgs = matches[0]
+		}
+		events := rec.snapshot()
+		blocks := blockFiles(t, msgs)
+		for _, blk := range blocks {
+			fi, err := os.Stat(blk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, atSize, dirAfter := -1, false, false
+			for k, e := range events {
+				if e.path == blk {
+					if first < 0 {
+						first = k
+					}
+					atSize = atSize || e.size == fi.Size()
+				}
+				if e.path == msgs && first >= 0 && k > first {
+					dirAfter = true
+				}
+			}
+			if !atSize {
+				t.Fatalf("round %d: block %s (%d bytes) was never fsynced at its current size", round, blk, fi.Size())
+			}
+			if !dirAfter {
+				t.Fatalf("round %d: the block directory was not fsynced after block %s appeared", round, blk)
+			}
+		}
+		if len(blocks) >= 3 {
+			t.Logf("%d batches of 500 filled %d blocks; %d fsyncs", round+1, len(blocks), len(events))
+			return
+		}
+	}
+}
+
+// TestStoreSyncSharedRounds calls Sync from many goroutines at once, each
+// right after its own write was acknowledged: every call must return only
+// after an fsync of the stream's newest block that began after the call.
+// Syncs are shared, so there must be fewer fsyncs than calls.
+func TestStoreSyncSharedRounds(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
+	var rec syncLog
+	bus.storeSync.synced = rec.hook
+	l := openTestLog(t, bus, DurabilityFsync)
+	const workers, each = 16, 40
+	type call struct {
+		began, ended time.Time
+	}
+	calls := make(chan call, workers*each)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for range each {
+				fut, err := l.PublishAsync("r"+string(rune('a'+w)), nil, []byte("hello"), "")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := l.Await(ctx, fut, "r", []byte("hello"), ""); err != nil {
+					t.Error(err)
+					return
+				}
+				began := time.Now()
+				if err := bus.Sync(ctx, MessagesStream); err != nil {
+					t.Error(err)
+					return
+				}
+				calls <- call{began, time.Now()}
+			}
+		}()
+	}
+	wg.Wait()
+	close(calls)
+	events := rec.snapshot()
+	blockSyncs := 0
+	for _, e := range events {
+		if strings.HasSuffix(e.path, ".blk") {
+			blockSyncs++
+		}
+	}
+	n := 0
+	for c := range calls {
+		n++
+		covered := false
+		for _, e := range events {
+			if strings.HasSuffix(e.path, ".blk") && !e.began.Before(c.began) && e.began.Before(c.ended) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			t.Fatalf("a Sync called at %v returned at %v with no block fsync begun in between", c.began, c.ended)
+		}
+	}
+	if n != workers*each {
+		t.Fatalf("%d of %d calls finished", n, workers*each)
+	}
+	if blockSyncs >= n {
+		t.Fatalf("%d calls made %d block fsyncs: concurrent calls do not share them", n, blockSyncs)
+	}
+	t.Logf("%d calls, %d block fsyncs", n, blockSyncs)
+}
+
+// TestStoreSyncOnlyUnclustered: chatd syncs for one embedded server in
+// fsync mode only; with the other modes the bus leaves syncing alone.
+func TestStoreSyncOnlyUnclustered(t *testing.T) {
+	for _, d := range []Durability{DurabilityReplicated, DurabilityFast} {
+		bus := startTestBus(t, t.TempDir(), d)
+		if bus.storeSync != nil {
+			t.Fatalf("--durability %s: chatd must not sync", d)
+		}
+		if err := bus.Sync(context.Background(), MessagesStream); err != nil {
+			t.Fatalf("--durability %s: Sync: %v", d, err)
+		}
+	}
+}
+
+// TestSyncBucketSyncsItsStream: a KV bucket's writes are synced like the
+// messages stream's: SyncBucket fsyncs the block of the bucket's stream
+// (KV_<bucket>) after the write.
+func TestSyncBucketSyncsItsStream(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
+	var rec syncLog
+	bus.storeSync.synced = rec.hook
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := bus.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: ReadsBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := kv.Put(ctx, "room.alice", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.SyncBucket(ctx, ReadsBucket); err != nil {
+			t.Fatal(err)
+		}
+		var last syncEvent
+		for _, e := range rec.snapshot() {
+			if strings.HasSuffix(e.path, ".blk") {
+				last = e
+			}
+		}
+		want := string(filepath.Separator) + filepath.Join("streams", "KV_"+ReadsBucket, "msgs") + string(filepath.Separator)
+		if !strings.Contains(last.path, want) || !strings.HasSuffix(last.path, ".blk") {
+			t.Fatalf("put %d: last fsync %s, want a block of KV_%s", i, last.path, ReadsBucket)
+		}
+		if fi, err := os.Stat(last.path); err != nil || fi.Size() != last.size {
+			t.Fatalf("put %d: block fsynced at %d bytes, now %v (%v)", i, last.size, fi.Size(), err)
+		}
+	}
+}
