@@ -19,8 +19,9 @@ import (
 // CommitMetrics is told how group commit goes. Its methods run on the
 // committer's goroutine: they must be quick.
 type CommitMetrics interface {
-	// BatchCommitted: a batch of n messages was settled, stored or not;
-	// atomic says whether it went to JetStream as one atomic batch.
+	// BatchCommitted: a batch of n messages was written, stored or not
+	// (where chatd syncs, its submitters hear after the sync); atomic says
+	// whether it went to JetStream as one atomic batch.
 	BatchCommitted(n int, atomic bool)
 	// BatchSplit: JetStream refused an atomic batch, storing none of it;
 	// its messages were sent again one by one so that only the culprit
@@ -43,11 +44,12 @@ const (
 	batchAckWait = 10 * time.Second
 )
 
-// atomicMin is the smallest batch written as a JetStream atomic batch;
-// smaller ones go message by message. On one syncing node an atomic batch
-// costs 3.5-4 ms up to 16 messages (JetStream stages it in a store of its
-// own, with several syncs), a single synced message 0.36 ms: 16 cost the same
-// either way, and more are quicker as one batch (BenchmarkBatchWrite,
+// atomicMin is the smallest batch written as a JetStream atomic batch
+// (where the log takes them: replicated streams, or a server that syncs
+// every write); smaller ones go message by message. On one server syncing
+// every write an atomic batch costs 3.5-4 ms up to 16 messages (JetStream
+// stages it in a store of its own, with several syncs), a single synced
+// message 0.36 ms: 16 cost the same either way (BenchmarkBatchWrite,
 // docs/benchmarks.md, Group commit).
 const atomicMin = 16
 
@@ -68,13 +70,16 @@ var ErrCommitterClosed = errors.New("natsbus: committer closed")
 // (see MessageLog.Await).
 //
 // A batch of atomicMin or more goes to JetStream as one atomic batch where
-// that is quicker: with --durability fsync (the server syncs the batch
-// once, not every message) and on replicated streams (one Raft proposal
-// instead of one per message). A batch JetStream refuses (it stores none
-// of it) is sent again message by message, so that only the message at
-// fault fails. One unreplicated replica that does not sync gains nothing:
-// JetStream stages each atomic batch in a synced store of its own, which
-// costs more than single publishes, so these are pipelined.
+// that is quicker: on replicated streams (one Raft proposal instead of one
+// per message) and on a server that syncs every write (synced once, not
+// per message). A batch JetStream refuses (it stores none of it) is sent
+// again message by message, so that only the message at fault fails. One
+// unreplicated replica gains nothing: JetStream stages each atomic batch
+// in a synced store of its own, which costs more than single publishes, so
+// these are pipelined; with --durability fsync chatd then syncs the
+// stream's block file once per batch (MessageLog.syncs), on a goroutine of
+// its own so that the next batch is published meanwhile, and the batch's
+// submitters hear after that sync.
 type Committer struct {
 	msgs    *MessageLog
 	metrics CommitMetrics

@@ -149,24 +149,33 @@ func (st *streamSync) flush() error {
 			return err
 		}
 	}
+	from := uint64(0)
 	if st.blk != nil {
 		if err := st.fsync(st.blk); err != nil {
 			return err
 		}
 		cur, err := os.Stat(st.blk.Name())
 		own, oerr := st.blk.Stat()
-		_, nerr := os.Stat(st.blockPath(st.index + 1))
-		if err == nil && oerr == nil && os.SameFile(cur, own) && errors.Is(nerr, fs.ErrNotExist) {
-			return nil // still the newest block, and synced
+		if err == nil && oerr == nil && os.SameFile(cur, own) {
+			if _, err := os.Stat(st.blockPath(st.index + 1)); errors.Is(err, fs.ErrNotExist) {
+				return nil // still the newest block, and synced
+			}
+			from = st.index
+		} else {
+			// The block is gone: the stream was purged, or removed and
+			// made anew. Start again, its metadata included.
+			if err := st.locate(); err != nil {
+				return err
+			}
 		}
 	}
-	return st.rescan()
+	return st.rescan(from)
 }
 
-// rescan syncs every block numbered from the last one synced on (all of
-// them the first time: writes of an earlier run may not have been synced)
-// and then the directory, and keeps the newest block open.
-func (st *streamSync) rescan() error {
+// rescan syncs every block numbered from on (all of them the first time:
+// writes of an earlier run may not have been synced) and then the
+// directory, and keeps the newest block open.
+func (st *streamSync) rescan(from uint64) error {
 	entries, err := os.ReadDir(st.msgs)
 	if err != nil {
 		return fmt.Errorf("sync stream %s: %w", st.name, err)
@@ -174,7 +183,7 @@ func (st *streamSync) rescan() error {
 	var blocks []uint64
 	for _, e := range entries {
 		if n, ok := strings.CutSuffix(e.Name(), ".blk"); ok {
-			if i, err := strconv.ParseUint(n, 10, 64); err == nil && (st.blk == nil || i >= st.index) {
+			if i, err := strconv.ParseUint(n, 10, 64); err == nil && i >= from {
 				blocks = append(blocks, i)
 			}
 		}

@@ -252,3 +252,61 @@ func TestSyncBucketSyncsItsStream(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreSyncAfterStreamRemade: a stream removed and made anew (as
+// chatd does when someone deletes CHAT_MESSAGES by hand) starts its
+// blocks from 1 again in a new directory; Sync must follow it there.
+func TestStoreSyncAfterStreamRemade(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
+	var rec syncLog
+	bus.storeSync.synced = rec.hook
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// MaxBytes makes JetStream's smallest blocks (32 KB), so that the first
+	// life ends beyond block 1 and the second starts below it.
+	cfg := jetstream.StreamConfig{Name: "REMADE", Subjects: []string{"remade.>"}, MaxBytes: 100_000}
+	put := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := bus.JS.Publish(ctx, "remade.x", []byte(strings.Repeat("y", 100+i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := bus.Sync(ctx, "REMADE"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastBlock := func() syncEvent {
+		var last syncEvent
+		for _, e := range rec.snapshot() {
+			if strings.Contains(e.path, "/streams/REMADE/msgs/") && strings.HasSuffix(e.path, ".blk") {
+				last = e
+			}
+		}
+		return last
+	}
+	if _, err := bus.JS.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	put(400)
+	before := lastBlock()
+	if strings.HasSuffix(before.path, "/1.blk") {
+		t.Fatalf("the first life did not get past block 1: %s", before.path)
+	}
+	if err := bus.JS.DeleteStream(ctx, "REMADE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.JS.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	put(3)
+	after := lastBlock()
+	fi, err := os.Stat(after.path)
+	if err != nil {
+		t.Fatalf("last block fsynced, %s: %v", after.path, err)
+	}
+	if !after.began.After(before.began) || fi.Size() != after.size {
+		t.Fatalf("after the stream was made anew: last block fsync %s at %d bytes (now %d), before it %s at %v",
+			after.path, after.size, fi.Size(), before.path, before.began)
+	}
+}
