@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,8 +17,9 @@ import (
 	"github.com/coder/websocket"
 )
 
-// sessionGoroutines counts the server's session readers and writers.
-func sessionGoroutines() (readers, writers int) {
+// sessionGoroutines counts the server's session readers and writers, and
+// whether its poller runs.
+func sessionGoroutines() (readers, writers int, poller bool) {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -27,21 +29,44 @@ func sessionGoroutines() (readers, writers int) {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-	return bytes.Count(buf, []byte("stompws.(*Session).run(")), bytes.Count(buf, []byte("stompws.(*Session).writeLoop("))
+	return bytes.Count(buf, []byte("stompws.(*Server).serve(")), bytes.Count(buf, []byte("stompws.(*Session).writeLoop(")),
+		bytes.Contains(buf, []byte("stompws.(*poller).run("))
 }
 
-// TestIdleSessionsHoldNoWriter: an idle session keeps one goroutine, its
-// reader; the writer starts for each burst (here: heart-beats) and exits.
-// Sessions that are told things still get them.
-func TestIdleSessionsHoldNoWriter(t *testing.T) {
+// closeCounter is an Observer that counts closed connections.
+type closeCounter struct{ closed atomic.Int32 }
+
+func (c *closeCounter) ConnectionClosed()     { c.closed.Add(1) }
+func (c *closeCounter) ConnectionOpened()     {}
+func (c *closeCounter) SessionConnected()     {}
+func (c *closeCounter) SessionEnded()         {}
+func (c *closeCounter) FrameIn(string)        {}
+func (c *closeCounter) FramesOut(string, int) {}
+func (c *closeCounter) Subscribed()           {}
+func (c *closeCounter) Unsubscribed()         {}
+func (c *closeCounter) ErrorSent(string)      {}
+func (c *closeCounter) SlowConsumer()         {}
+
+// TestIdleSessionsHoldNoGoroutine: a session whose client is silent holds
+// no goroutine: its reader parks in the server's poller after a second,
+// and its writer runs only for each burst (here: heart-beats, which keep
+// going out). A parked session wakes for a frame from its client, for its
+// client closing the connection, and for the server closing it; shutdown
+// stops the poller.
+func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("idle sessions park in epoll, on Linux only")
+	}
 	const n = 50
 	cfg := stompws.DefaultConfig()
 	cfg.HeartBeatSend = 50 * time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	obs := &closeCounter{}
+	cfg.Observer = obs
 	srv := stompws.NewServer(cfg, &roomHandler{subs: map[*stompws.Subscription]struct{}{}})
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	url := "ws" + strings.TrimPrefix(hs.URL, "http")
 	conns := make([]*websocket.Conn, n)
@@ -60,43 +85,89 @@ func TestIdleSessionsHoldNoWriter(t *testing.T) {
 		}
 		conns[i] = c
 	}
-	// Heart-beats keep coming to every session while nothing else does.
-	for _, c := range conns {
-		for range 2 {
-			if _, b, err := c.Read(ctx); err != nil || string(b) != "\n" {
-				t.Fatalf("want a heart-beat, got %q %v", b, err)
+	// Clients keep reading: heart-beats go on arriving at parked sessions.
+	beats := make([]atomic.Int32, n)
+	receipts := make([]chan string, n)
+	for i, c := range conns {
+		receipts[i] = make(chan string, 4)
+		go func() {
+			for {
+				_, b, err := c.Read(ctx)
+				if err != nil {
+					return
+				}
+				if string(b) == "\n" {
+					beats[i].Add(1)
+				} else {
+					receipts[i] <- string(b)
+				}
 			}
+		}()
+	}
+	allParked := func(why string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			readers, writers, _ := sessionGoroutines()
+			if readers == 0 && writers == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d readers and %d writers of %d idle sessions still hold goroutines", why, readers, writers, n)
+			}
+			time.Sleep(10 * time.Millisecond) // polling the condition itself
 		}
 	}
-	// Between beats no session has a writer; every one has its reader.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		readers, writers := sessionGoroutines()
-		if readers != n {
-			t.Fatalf("%d session readers, want %d", readers, n)
-		}
-		if writers == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d idle sessions still hold a writer goroutine", writers, n)
-		}
-		time.Sleep(5 * time.Millisecond) // polling the condition itself
+	allParked("after CONNECT")
+	if _, _, poller := sessionGoroutines(); !poller {
+		t.Fatal("sessions parked, but no poller runs")
 	}
-	// A frame for an idle session starts a writer at once.
-	if err := conns[0].Write(ctx, websocket.MessageText, []byte("SEND\ndestination:/app/x\nreceipt:r1\n\n\x00")); err != nil {
-		t.Fatal(err)
+	before := beats[0].Load()
+	time.Sleep(200 * time.Millisecond) // heart-beats every 50 ms
+	if beats[0].Load() < before+2 {
+		t.Fatalf("a parked session got %d heart-beats in 200 ms", beats[0].Load()-before)
 	}
-	for {
-		_, b, err := conns[0].Read(ctx)
-		if err != nil {
+
+	// A frame wakes each parked session; it answers and parks again.
+	for i, c := range conns {
+		if err := c.Write(ctx, websocket.MessageText, []byte("SEND\ndestination:/app/x\nreceipt:r"+strconv.Itoa(i)+"\n\n\x00")); err != nil {
 			t.Fatal(err)
 		}
-		if string(b) != "\n" {
-			if !bytes.HasPrefix(b, []byte("RECEIPT\nreceipt-id:r1\n")) {
-				t.Fatalf("want the RECEIPT, got %q", b)
+	}
+	for i := range conns {
+		select {
+		case b := <-receipts[i]:
+			if !strings.HasPrefix(b, "RECEIPT\nreceipt-id:r"+strconv.Itoa(i)+"\n") {
+				t.Fatalf("session %d: want its RECEIPT, got %q", i, b)
 			}
-			break
+		case <-ctx.Done():
+			t.Fatalf("session %d: no RECEIPT from a parked session", i)
 		}
+	}
+	allParked("after a SEND each")
+
+	// Clients that go away end their parked sessions.
+	for _, c := range conns[:n/2] {
+		_ = c.CloseNow()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for obs.closed.Load() < n/2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d sessions whose clients left have ended", obs.closed.Load(), n/2)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the condition itself
+	}
+
+	// Shutdown closes the rest from the server's side, and stops the poller.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if err := srv.Shutdown(sctx, "bye"); err != nil {
+		t.Fatalf("shutdown with parked sessions: %v", err)
+	}
+	if got := obs.closed.Load(); got != n {
+		t.Fatalf("%d of %d sessions ended after shutdown", got, n)
+	}
+	if readers, writers, poller := sessionGoroutines(); readers+writers > 0 || poller {
+		t.Fatalf("after shutdown: %d readers, %d writers, poller running %v", readers, writers, poller)
 	}
 }

@@ -275,6 +275,9 @@ func (s *Session) writeLoop() {
 				_ = s.conn.Close(code, "")
 			}
 			close(s.writerDone)
+			// A parked read loop hears of the close only if woken: the
+			// kernel drops a closed socket from the poller.
+			s.unpark()
 			return
 		}
 		if t := s.heartBeat.Load(); t != nil {

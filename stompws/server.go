@@ -214,6 +214,31 @@ type Server struct {
 	// between messages, so an idle session keeps neither.
 	bufs  sync.Pool
 	rbufs sync.Pool
+
+	// parking holds idle sessions without a goroutine (poller), started
+	// with the first session that parks; nil where there is none.
+	pollOnce sync.Once
+	parking  *poller
+}
+
+// poller returns the server's poller, starting it on first use; nil if
+// this system has none.
+func (srv *Server) poller() *poller {
+	srv.pollOnce.Do(func() {
+		p, err := newPoller()
+		if err != nil {
+			srv.log.Debug("idle sessions keep their goroutines", "err", err)
+			return
+		}
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if srv.closing {
+			p.stop()
+			return
+		}
+		srv.parking = p
+	})
+	return srv.parking
 }
 
 // NewServer returns a server that hands destinations to h.
@@ -267,12 +292,26 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	srv.cfg.Observer.ConnectionOpened()
-	go func() {
-		defer srv.wg.Done()
-		defer srv.cfg.Observer.ConnectionClosed()
-		defer srv.remove(s)
-		s.run()
-	}()
+	s.lastRead.Store(time.Now().UnixNano())
+	s.watchdog = time.AfterFunc(s.cfg.ConnectTimeout, s.checkSilence)
+	go srv.serve(s)
+}
+
+// serve runs the session's read loop on a goroutine of its own, and ends
+// the session when the loop does. A loop that parks returns early; the
+// poller calls serve again when the session has input.
+func (srv *Server) serve(s *Session) {
+	parked, err := s.readLoop()
+	if parked {
+		return
+	}
+	s.end(err)
+	if s.pollKey != 0 {
+		srv.parking.forget(s)
+	}
+	srv.remove(s)
+	srv.cfg.Observer.ConnectionClosed()
+	srv.wg.Done()
 }
 
 func (srv *Server) add(s *Session) bool {
@@ -335,18 +374,27 @@ func (srv *Server) Shutdown(ctx context.Context, message string) error {
 	}
 	done := make(chan struct{})
 	go func() { srv.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		srv.mu.Lock()
 		for s := range srv.sessions {
 			_ = s.conn.CloseNow()
+			s.unpark()
 		}
 		srv.mu.Unlock()
 		<-done
-		return fmt.Errorf("stomp shutdown: %w", ctx.Err())
+		err = fmt.Errorf("stomp shutdown: %w", ctx.Err())
 	}
+	srv.pollOnce.Do(func() {}) // none starts after this
+	srv.mu.Lock()
+	p := srv.parking
+	srv.mu.Unlock()
+	if p != nil {
+		p.stop()
+	}
+	return err
 }
 
 // newID returns a random session id (crypto/rand.Text: 26 base32 characters).

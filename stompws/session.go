@@ -46,6 +46,8 @@ type Session struct {
 	rbuf      []byte
 	rbufp     *[]byte // rbuf's pool entry, while it holds the pooled buffer
 	idle      *idleWaiter
+	pollKey   uint64 // the session's key in the server's poller; 0: none yet
+	pollAdded bool   // its socket is in the poller's epoll set
 	txs       map[string]*transaction
 	inflight  chan struct{} // semaphore: SENDs awaiting their result
 	connected atomic.Bool
@@ -54,7 +56,10 @@ type Session struct {
 
 	// halted is set by DISCONNECT or a failed frame: later frames are
 	// ignored while earlier ones finish and the session closes.
-	halted    atomic.Bool
+	halted atomic.Bool
+	// park is the read loop's parking state (parkRunning...): while
+	// parked its goroutine is gone, and whoever unparks starts it again.
+	park      atomic.Int32
 	lastRead  atomic.Int64 // unix nanos of the last WebSocket message from the client
 	recvLimit atomic.Int64 // silence allowed before the session is closed (ns)
 	sendEvery atomic.Int64 // heart-beat interval towards the client (ns); 0: none
@@ -146,15 +151,6 @@ func (s *Session) Context() context.Context { return s.ctx }
 // Close ends the session with an ERROR carrying err's message.
 func (s *Session) Close(err *Error) { s.fail(err, "", closePolicy, false) }
 
-// run is the session's read loop, on the connection's goroutine. Its
-// frames are kept small (the work is in readNext and finish), because an
-// idle session's stack is what they hold while parked in the idle wait.
-func (s *Session) run() {
-	s.lastRead.Store(time.Now().UnixNano())
-	s.watchdog = time.AfterFunc(s.cfg.ConnectTimeout, s.checkSilence)
-	s.end(s.readLoop())
-}
-
 // end ends the session once its read loop has.
 func (s *Session) end(err error) {
 	if err != nil && !errors.Is(err, errStop) && s.log.Enabled(s.ctx, slog.LevelDebug) {
@@ -194,13 +190,94 @@ func (s *Session) end(err error) {
 	s.log.Debug("session closed")
 }
 
-func (s *Session) readLoop() error {
+// parkAfter is how long a session's read loop waits for its client on a
+// goroutine before it parks the session in the server's poller. Sessions
+// in a conversation keep their goroutine (a park and wake-up cost two
+// syscalls and a new goroutine); those only heart-beating (every 10 s or
+// so) hold none most of the time.
+const parkAfter = time.Second
+
+// readLoop reads the session's frames until it ends, or until it parks:
+// then parked is true, and the poller (or wakeReader) starts it again.
+// Its frames are kept small (the work is in readNext and finish): they
+// are what a session holds while it waits for parkAfter.
+func (s *Session) readLoop() (parked bool, err error) {
 	for {
-		if err := s.idle.wait(); err != nil {
-			return err
+		select {
+		case <-s.stop:
+			// Closing: the writer owns the connection now, and its close
+			// handshake reads the client's last frames itself.
+			return false, errStop
+		default:
+		}
+		if s.idle != nil {
+			ready, err := s.idle.waitFor(parkAfter)
+			if err != nil {
+				return false, err
+			}
+			if !ready {
+				if s.parkIn() {
+					return true, nil
+				}
+				if err := s.idle.wait(); err != nil {
+					return false, err
+				}
+			}
 		}
 		if err := s.readNext(); err != nil {
-			return err
+			return false, err
+		}
+	}
+}
+
+// Parking states of a session's read loop.
+const (
+	parkRunning = iota // the loop runs on its goroutine
+	parkArming         // it is registering with the poller
+	parkWoken          // an unpark came while it registered: it goes on
+	parkParked         // it has no goroutine; unpark starts one
+)
+
+// parkIn hands the session's socket to the server's poller. False: it did
+// not park (no poller, the socket is closing, or input came meanwhile),
+// and the read loop goes on itself.
+func (s *Session) parkIn() bool {
+	p := s.srv.poller()
+	if p == nil {
+		return false
+	}
+	// The event may come before arm returns: it then finds parkArming and
+	// leaves parkWoken, so that this loop goes on rather than a second.
+	s.park.Store(parkArming)
+	err := p.arm(s)
+	if err == nil && s.park.CompareAndSwap(parkArming, parkParked) {
+		return true
+	}
+	if err != nil {
+		s.log.Debug("session not parked", "err", err)
+	}
+	s.park.Store(parkRunning)
+	return false
+}
+
+// unpark restarts a parked session's read loop: its client has sent
+// something, or its connection is closing. Called any number of times,
+// from the poller or when the connection closes, it starts at most one
+// loop per park.
+func (s *Session) unpark() {
+	for {
+		switch st := s.park.Load(); st {
+		case parkParked:
+			if s.park.CompareAndSwap(st, parkRunning) {
+				go s.srv.serve(s)
+				return
+			}
+		case parkArming:
+			if s.park.CompareAndSwap(st, parkWoken) {
+				return
+			}
+		default:
+			return
 		}
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"syscall"
+	"time"
 )
 
 // Buffer sizes of a session's hijacked connection. net/http hands over a
@@ -59,11 +61,12 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, connWriteBuf)), nil
 }
 
-// idleWaiter parks a session's read loop until its client sends
-// something. A goroutine blocked deep inside the WebSocket reader keeps a
-// stack of several KiB; one parked here, a few frames down, lets the
-// runtime shrink its stack to the minimum while the connection is idle.
+// idleWaiter waits, outside the WebSocket reader, until a session's
+// client sends something: a goroutine blocked deep inside that reader
+// keeps a stack of several KiB. A session quiet for parkAfter leaves the
+// wait to the server's poller and holds no goroutine at all.
 type idleWaiter struct {
+	conn net.Conn
 	br   *bufio.Reader
 	rc   syscall.RawConn
 	peek [1]byte
@@ -78,14 +81,32 @@ func newIdleWaiter(h *hijacker) *idleWaiter {
 	if err != nil {
 		return nil
 	}
-	return &idleWaiter{br: h.br, rc: rc}
+	return &idleWaiter{conn: h.conn, br: h.br, rc: rc}
 }
 
 // wait returns once input is buffered or the socket is readable (or has
 // failed: the read that follows reports it).
 func (w *idleWaiter) wait() error {
-	if w == nil || w.br.Buffered() > 0 {
+	if w.br.Buffered() > 0 {
 		return nil
 	}
 	return w.rc.Read(func(fd uintptr) bool { return peekReady(fd, w.peek[:]) })
+}
+
+// waitFor is wait for at most d: ready is false if nothing came.
+func (w *idleWaiter) waitFor(d time.Duration) (ready bool, err error) {
+	if w.br.Buffered() > 0 {
+		return true, nil
+	}
+	if err := w.conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return false, err
+	}
+	err = w.rc.Read(func(fd uintptr) bool { return peekReady(fd, w.peek[:]) })
+	if derr := w.conn.SetReadDeadline(time.Time{}); err == nil {
+		err = derr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, nil
+	}
+	return err == nil, err
 }
