@@ -357,7 +357,11 @@ func (s *Session) write(typ websocket.MessageType, b []byte) error {
 	} else {
 		s.writeDeadline.Reset(s.cfg.WriteTimeout)
 	}
+	s.out.begin()
 	err := s.conn.Write(context.Background(), typ, b)
+	if ferr := s.out.end(err == nil); err == nil {
+		err = ferr
+	}
 	s.writeDeadline.Stop()
 	return err
 }

@@ -214,6 +214,9 @@ type Server struct {
 	// between messages, so an idle session keeps neither.
 	bufs  sync.Pool
 	rbufs sync.Pool
+	// conns are the buffers of the connections' readers and writers,
+	// held only while bytes wait in them.
+	conns *connPools
 
 	// parking holds idle sessions without a goroutine (poller), started
 	// with the first session that parks; nil where there is none.
@@ -244,7 +247,7 @@ func (srv *Server) poller() *poller {
 // NewServer returns a server that hands destinations to h.
 func NewServer(cfg Config, h Handler) *Server {
 	cfg = cfg.withDefaults()
-	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}, perUser: map[string]int{}}
+	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}, perUser: map[string]int{}, conns: newConnPools()}
 	srv.bufs.New = func() any { b := make([]byte, 0, 16<<10); return &b }
 	srv.rbufs.New = func() any { b := make([]byte, 0, readBufSize); return &b }
 	return srv
@@ -269,7 +272,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	hj := &hijacker{ResponseWriter: w}
+	hj := &hijacker{ResponseWriter: w, pools: srv.conns}
 	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols:    subprotocols,
 		OriginPatterns:  srv.cfg.OriginPatterns,
@@ -286,6 +289,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(-1)
 	s := newSession(srv, conn, r)
 	s.idle = newIdleWaiter(hj)
+	s.out = hj.out
 	if !srv.add(s) {
 		s.conn.Close(CloseGoingAway, "server is shutting down")
 		srv.wg.Done()

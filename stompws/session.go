@@ -31,6 +31,7 @@ type Session struct {
 	srv    *Server
 	cfg    *Config
 	conn   *websocket.Conn
+	out    *connWriter // what conn writes to: batches go out in one write
 	req    *http.Request
 	id     string
 	ctx    context.Context
