@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,11 @@ type config struct {
 	Strict      bool          `json:"-"`
 	Quiet       bool          `json:"-"`
 	CPUProfile  string        `json:"-"`
+
+	// JWTSecret, when set, loads a chatd that checks tokens: see auth.
+	JWTSecret   string `json:"-"`
+	JWTIssuer   string `json:"jwt_issuer,omitempty"`
+	JWTAudience string `json:"jwt_audience,omitempty"`
 }
 
 // preset returns the flags a scenario sets when they are not given.
@@ -135,6 +141,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.Strict, "strict", false, "exit 1 on any loss, duplicate, reordering or failed connection")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the tool's own CPU profile here (to check it is not the bottleneck)")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", os.Getenv("CHATBENCH_JWT_SECRET"), "the --jwt-secret of the chatd under load (not in dev mode): sign a token for each login and create the run's rooms and members through chatd's API (default $CHATBENCH_JWT_SECRET)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "iss claim of the tokens, if chatd checks one")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "aud claim of the tokens, if chatd checks one")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -15,11 +15,17 @@ import (
 	chatdconfig "github.com/chatd/chatd/config"
 )
 
-// startChatd runs a real chatd node in-process (embedded NATS and
-// JetStream, real HTTP listener on a free loopback port).
+// startChatd runs a real chatd node in-process in dev mode (embedded NATS
+// and JetStream, real HTTP listener on a free loopback port).
 func startChatd(t *testing.T, flags ...string) string {
 	t.Helper()
-	cfg, err := chatdconfig.Parse(append([]string{"--dev", "--http", "127.0.0.1:0", "--data-dir", t.TempDir()}, flags...))
+	return startChatdWith(t, append([]string{"--dev"}, flags...)...)
+}
+
+// startChatdWith is startChatd with no mode chosen: the flags choose.
+func startChatdWith(t *testing.T, flags ...string) string {
+	t.Helper()
+	cfg, err := chatdconfig.Parse(append([]string{"--http", "127.0.0.1:0", "--data-dir", t.TempDir()}, flags...))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -115,6 +121,55 @@ func TestRunAgainstChatd(t *testing.T) {
 		if !strings.Contains(sb.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, sb.String())
 		}
+	}
+}
+
+// TestRunWithTokens loads a chatd that checks tokens, as production runs:
+// chatbench signs one per login, makes the rooms and memberships through
+// the API, and every phase's connections and messages get through. The
+// same run without the secret is refused.
+func TestRunWithTokens(t *testing.T) {
+	const secret = "chatbench-test-secret-of-32-bytes-or-more"
+	url := startChatdWith(t, "--jwt-secret", secret, "--jwt-issuer", "bench", "--send-rate", "0", "--max-connections-per-user", "0")
+	args := []string{
+		"--scenario", "custom", "--url", url, "--quiet", "--rooms", "2", "--members", "3", "--publishers", "1",
+		"--separate-publishers", "--rate", "50", "--duration", "400ms", "--receipts",
+		"--idle", "3", "--idle-rooms", "2", "--storm", "4", "--storm-rooms", "2", "--storm-hold", "50ms", "--timeout", "2m",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	cfg, err := parseConfig(append(args, "--jwt-secret", secret, "--jwt-issuer", "bench"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 rooms x (3 members + 1 publisher), 3 idle, 4 in the storm.
+	if c := rep.Conns; c.Attempted != 8+3+4 || c.Made != c.Attempted || c.Failed != 0 {
+		t.Errorf("with tokens: connections %+v", c)
+	}
+	m := rep.Traffic.Counts
+	if m.Sent < 2*10 || m.Expected != 3*m.Sent || m.Delivered != m.Expected || m.Lost+m.Duplicated+m.OutOfOrder != 0 {
+		t.Errorf("with tokens: messages %+v", m)
+	}
+	if r := rep.Traffic.Receipts; r == nil || r.Acked != m.Sent {
+		t.Errorf("with tokens: receipts %+v, want %d", r, m.Sent)
+	}
+
+	cfg, err = parseConfig(append(args, "--room-prefix", "other-"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.JWTSecret = "" // not from the environment either
+	rep, err = run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := rep.Conns; c.Made != 0 || c.Failed != c.Attempted {
+		t.Errorf("without tokens: connections %+v, want all refused", c)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 // runner holds one run's connections and counters.
 type runner struct {
 	cfg     config
+	auth    *auth // nil: a chatd in dev mode, where the login is the user
 	stderr  io.Writer
 	dialers []*dialer
 	nextSrc atomic.Uint64
@@ -115,6 +116,13 @@ func (r *runner) open(ctx context.Context, login, dest string, cl *client) error
 	defer cancel()
 	t0 := time.Now()
 	o := connectOptions{url: r.cfg.URL, login: login, host: r.cfg.Host, heartBeat: r.cfg.HeartBeat, readBuffer: 1024}
+	if r.auth != nil {
+		tok, err := r.auth.token(login)
+		if err != nil {
+			return &connectError{"connect", err}
+		}
+		o.passcode = tok
+	}
 	if cl.sub != nil {
 		o.readBuffer = 32 << 10
 	}
@@ -302,6 +310,16 @@ func run(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
 	defer cancel()
 	r := newRunner(cfg, stderr)
 	rep := &report{Config: cfg, Started: time.Now()}
+	if cfg.JWTSecret != "" {
+		a, err := newAuth(&cfg)
+		if err != nil {
+			return nil, err
+		}
+		r.auth = a
+		if err := a.ensureRooms(ctx, r.roomMembers(), cfg.DialConcurrency); err != nil {
+			return nil, fmt.Errorf("set up rooms through chatd's API: %w", err)
+		}
+	}
 
 	var server *sampler
 	if cfg.ServerPID > 0 {
@@ -401,6 +419,39 @@ func (r *runner) progress(ctx context.Context) {
 			time.Since(start).Seconds(), r.phase.Load(), made, attempted, r.conns.dropped.Load(), d, d-last)
 		last = d
 	}
+}
+
+// roomMembers lists, room by room, the logins the run's phases will use
+// there, in the names traffic, openIdle and storm give them; the first
+// of each room owns it.
+func (r *runner) roomMembers() map[string][]string {
+	cfg := r.cfg
+	rooms := map[string][]string{}
+	for room := range cfg.Rooms {
+		name := cfg.roomName(room)
+		base := cfg.UserPrefix + "r" + strconv.Itoa(room)
+		for m := range cfg.Members {
+			rooms[name] = append(rooms[name], base+"m"+strconv.Itoa(m))
+		}
+		if cfg.SeparatePublishers {
+			for j := range cfg.Publishers {
+				rooms[name] = append(rooms[name], base+"p"+strconv.Itoa(j))
+			}
+		}
+	}
+	if cfg.IdleRooms > 0 {
+		for i := range cfg.Idle {
+			name := cfg.roomName(i % cfg.IdleRooms)
+			rooms[name] = append(rooms[name], cfg.UserPrefix+"idle"+strconv.Itoa(i))
+		}
+	}
+	if cfg.StormRooms > 0 {
+		for i := range cfg.Storm {
+			name := cfg.roomName(i % cfg.StormRooms)
+			rooms[name] = append(rooms[name], cfg.UserPrefix+"s"+strconv.Itoa(i))
+		}
+	}
+	return rooms
 }
 
 // openIdle opens the idle connections and reports the server's memory.

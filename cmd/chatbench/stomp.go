@@ -187,6 +187,7 @@ func newDialer(src net.IP) *dialer {
 type connectOptions struct {
 	url       string
 	login     string
+	passcode  string // a token, for a chatd that checks them
 	host      string
 	heartBeat time.Duration // asked of and offered to the server; 0: none
 	// readBuffer is the initial read buffer: small for idle connections,
@@ -219,9 +220,11 @@ func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, er
 	stop := context.AfterFunc(ctx, func() { _ = ws.CloseNow() })
 	defer stop()
 	hb := strconv.FormatInt(o.heartBeat.Milliseconds(), 10)
-	err = c.write(appendFrame(nil, "CONNECT", [][2]string{
-		{"accept-version", "1.2"}, {"host", o.host}, {"login", o.login}, {"heart-beat", hb + "," + hb},
-	}, nil))
+	hdr := [][2]string{{"accept-version", "1.2"}, {"host", o.host}, {"login", o.login}, {"heart-beat", hb + "," + hb}}
+	if o.passcode != "" {
+		hdr = append(hdr, [2]string{"passcode", o.passcode})
+	}
+	err = c.write(appendFrame(nil, "CONNECT", hdr, nil))
 	if err != nil {
 		_ = ws.CloseNow()
 		return nil, &connectError{"connect", err}
