@@ -13,9 +13,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -135,12 +137,23 @@ type Proxy struct {
 }
 
 // NewProxy starts a proxy to target (host:port), stopped when the test ends.
+//
+// Its port is below Linux's ephemeral range (32768 and up), not one the
+// kernel hands out: while the proxy is cut, a client retrying the address
+// could otherwise be given that very port as its own and connect to
+// itself, or another connection take it, and Restore find it in use.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	p := &Proxy{t: t, target: target, conns: map[net.Conn]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var ln net.Listener
+	var err error
+	for range 100 {
+		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(20000+mrand.IntN(12000))); err == nil {
+			break
+		}
+	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("proxy: no free port in 20000-31999: %v", err)
 	}
 	p.addr = ln.Addr().String()
 	p.serve(ln)
