@@ -49,6 +49,11 @@ func startCluster(t testing.TB, size int, mutate ...func(*config.Config)) []*nod
 	}
 	for _, n := range nodes {
 		t.Cleanup(n.stop)
+		t.Cleanup(func() {
+			if t.Failed() {
+				n.logs.dump(t, n.cfg.ServerName)
+			}
+		})
 	}
 	return nodes
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,9 +27,37 @@ import (
 // node is one real chatd (embedded NATS and JetStream, real HTTP listener)
 // started in-process on a free port.
 type node struct {
-	t   testing.TB
-	cfg config.Config
-	app *app.App
+	t    testing.TB
+	cfg  config.Config
+	app  *app.App
+	logs failLog // the node's warnings and errors, printed if the test fails
+}
+
+// failLog keeps the first lines a node logs at WARN and above, so that a
+// failing test shows what the server saw (a client's "internal error"
+// is logged there with its cause) without the noise of passing runs.
+type failLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+const failLogLines = 200
+
+func (l *failLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	if len(l.lines) < failLogLines {
+		l.lines = append(l.lines, strings.TrimRight(string(p), "\n"))
+	}
+	l.mu.Unlock()
+	return len(p), nil
+}
+
+func (l *failLog) dump(t testing.TB, name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lines) > 0 {
+		t.Logf("node %s logged (WARN and above, first %d lines):\n%s", name, failLogLines, strings.Join(l.lines, "\n"))
+	}
 }
 
 // testConfig is a dev-mode node on its own port and data dir. The port is
@@ -50,6 +79,11 @@ func startNode(t testing.TB, mutate ...func(*config.Config)) *node {
 	n := &node{t: t, cfg: cfg}
 	n.start()
 	t.Cleanup(n.stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			n.logs.dump(t, "at "+n.cfg.HTTPAddr)
+		}
+	})
 	return n
 }
 
@@ -72,7 +106,11 @@ func (n *node) start() {
 func (n *node) tryStart() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	a, err := app.Start(ctx, n.cfg, "test", testLogger())
+	log := testLogger()
+	if os.Getenv("CHATD_TEST_LOG") == "" {
+		log = slog.New(slog.NewTextHandler(&n.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	a, err := app.Start(ctx, n.cfg, "test", log)
 	if err != nil {
 		return fmt.Errorf("start chatd %s: %w", n.cfg.ServerName, err)
 	}
