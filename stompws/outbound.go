@@ -231,10 +231,17 @@ func (s *Session) slowConsumerLocked(reason string) {
 // writeLoop is the session's only writer while it runs (signal starts
 // it): it takes everything queued at once and writes it as few WebSocket
 // messages, so a burst costs one write, then waits WriteCoalesce so that
-// what arrives meanwhile shares the next write, and exits when there is
-// nothing left. It sends a heart-beat when the timer asks and nothing
-// else goes.
+// what arrives meanwhile shares the next write, and exits when nothing has
+// come for WriterLinger. It sends a heart-beat when the timer asks and
+// nothing else goes.
 func (s *Session) writeLoop() {
+	var linger *time.Timer
+	lingered := false // the last wait ran out with nothing to write
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		beat := s.beatDue.Swap(false)
 		s.mu.Lock()
@@ -247,12 +254,33 @@ func (s *Session) writeLoop() {
 			s.drained, s.waiting = nil, false
 		}
 		if len(items) == 0 && !beat && !closing {
-			// Cleared under s.mu: whoever queues a frame after this
-			// finds no writer and starts one.
-			s.writing.Store(false)
+			if lingered || s.cfg.WriterLinger <= 0 {
+				// Cleared under s.mu: whoever queues a frame after this
+				// finds no writer and starts one.
+				s.writing.Store(false)
+				s.mu.Unlock()
+				// A heart-beat is asked for without s.mu: one asked for
+				// while this writer was leaving found it still running.
+				if s.beatDue.Load() {
+					s.signal()
+				}
+				return
+			}
 			s.mu.Unlock()
-			return
+			if linger == nil {
+				linger = time.NewTimer(s.cfg.WriterLinger)
+			} else {
+				linger.Reset(s.cfg.WriterLinger)
+			}
+			select {
+			case <-s.wake:
+				linger.Stop()
+			case <-linger.C:
+				lingered = true
+			}
+			continue
 		}
+		lingered = false
 		s.mu.Unlock()
 
 		var err error

@@ -3,6 +3,7 @@ package stompws
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -17,36 +18,39 @@ import (
 //
 // The runtime's own poller cannot do this: it wakes goroutines, so each
 // waiting connection needs one. This epoll instance is chatd's own; the
-// runtime's registration of the same socket is left as it is.
+// runtime's registration of the same socket is left as it is. The loop
+// does not block in epoll_wait, which would hold a thread and, until the
+// runtime took it back, a P: the epoll descriptor is itself registered
+// with the runtime's poller (it is readable when it has events), and the
+// loop waits there like any network read.
 type poller struct {
-	epfd int
-	wake [2]int // pipe: a byte written to wake[1] stops the loop
+	epfd int      // the epoll instance, owned by ep
+	ep   *os.File // closed by stop, which ends the loop
+	rc   syscall.RawConn
 	done chan struct{}
 
 	mu       sync.Mutex
-	sessions map[uint64]*Session // by poll key, while registered
+	sessions map[uint64]*Session // by poll key (from 1), while registered
 	next     uint64
 }
-
-// pollKeyStop is the wake pipe's key; sessions' keys start at 1.
-const pollKeyStop = 0
 
 func newPoller() (*poller, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	p := &poller{epfd: epfd, done: make(chan struct{}), sessions: map[uint64]*Session{}}
-	if err := syscall.Pipe2(p.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		syscall.Close(epfd)
-		return nil, fmt.Errorf("pipe2: %w", err)
+		return nil, fmt.Errorf("epoll: set non-blocking: %w", err)
 	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
-	setPollKey(&ev, pollKeyStop)
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.wake[0], &ev); err != nil {
-		p.closeFDs()
-		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	// Non-blocking, so os.NewFile hands it to the runtime's poller.
+	ep := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return nil, fmt.Errorf("epoll: %w", err)
 	}
+	p := &poller{epfd: epfd, ep: ep, rc: rc, done: make(chan struct{}), sessions: map[uint64]*Session{}}
 	go p.run()
 	return p, nil
 }
@@ -103,26 +107,24 @@ func (p *poller) forget(s *Session) {
 
 func (p *poller) run() {
 	defer close(p.done)
-	defer p.closeFDs()
 	events := make([]syscall.EpollEvent, 256)
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, -1)
-		if errors.Is(err, syscall.EINTR) {
-			continue
-		}
-		if err != nil {
-			// Nothing here can fail but a broken epoll descriptor; the
-			// sessions parked on it are woken by their connections'
-			// close (wakeReader) or their heart-beat watchdogs.
+		var n int
+		var werr error
+		err := p.rc.Read(func(fd uintptr) bool {
+			n, werr = syscall.EpollWait(int(fd), events, 0)
+			// Nothing ready: the runtime waits for the descriptor.
+			return n > 0 || (werr != nil && !errors.Is(werr, syscall.EINTR))
+		})
+		if err != nil || werr != nil {
+			// Closed by stop, or (which nothing here can cause) a broken
+			// descriptor: sessions parked on it are woken by their
+			// connections' close (unpark) or heart-beat watchdogs.
 			return
 		}
 		for i := range n {
-			key := pollKey(&events[i])
-			if key == pollKeyStop {
-				return
-			}
 			p.mu.Lock()
-			s := p.sessions[key]
+			s := p.sessions[pollKey(&events[i])]
 			p.mu.Unlock()
 			if s != nil {
 				s.unpark()
@@ -131,15 +133,9 @@ func (p *poller) run() {
 	}
 }
 
-// stop ends the loop. Sessions still registered are woken by their
-// connections' close.
+// stop ends the loop and closes the epoll instance. Sessions still
+// registered are woken by their connections' close.
 func (p *poller) stop() {
-	_, _ = syscall.Write(p.wake[1], []byte{0})
+	p.ep.Close()
 	<-p.done
-}
-
-func (p *poller) closeFDs() {
-	syscall.Close(p.wake[0])
-	syscall.Close(p.wake[1])
-	syscall.Close(p.epfd)
 }

@@ -68,7 +68,9 @@ type Session struct {
 	beatDue   atomic.Bool // the heart-beat timer fired: write one unless other frames go
 	// writing is set while a writer goroutine runs (see signal), and for
 	// good once one has closed the connection.
-	writing  atomic.Bool
+	writing atomic.Bool
+	// wake tells a lingering writer there is more to write.
+	wake     chan struct{}
 	watchdog *time.Timer
 	expiry   *time.Timer
 	// writeDeadline bounds each write; owned by the writer goroutine.
@@ -126,6 +128,7 @@ func newSession(srv *Server, conn *websocket.Conn, r *http.Request) *Session {
 		subs:       map[string]*Subscription{},
 		stop:       make(chan struct{}),
 		writerDone: make(chan struct{}),
+		wake:       make(chan struct{}, 1),
 	}
 	if srv.cfg.SendRate > 0 {
 		s.sendLimit = rate.NewLimiter(rate.Limit(srv.cfg.SendRate), max(srv.cfg.SendBurst, 1))
@@ -199,7 +202,7 @@ func (s *Session) end(err error) {
 const parkAfter = time.Second
 
 // readLoop reads the session's frames until it ends, or until it parks:
-// then parked is true, and the poller (or wakeReader) starts it again.
+// then parked is true, and the poller (or unpark) starts it again.
 // Its frames are kept small (the work is in readNext and finish): they
 // are what a session holds while it waits for parkAfter.
 func (s *Session) readLoop() (parked bool, err error) {
@@ -934,6 +937,11 @@ func (s *Session) pushLocked(it outItem) {
 func (s *Session) signal() {
 	if s.writing.CompareAndSwap(false, true) {
 		go s.writeLoop()
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default: // a wake-up is already pending
 	}
 }
 

@@ -106,6 +106,13 @@ func TestTransportBytesArriveAnyHow(t *testing.T) {
 	srv := stompws.NewServer(cfg, h)
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
+	defer func() { // stops the poller its session parked in
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx, "bye"); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	}()
 	c, err := net.Dial("tcp", hs.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
