@@ -157,7 +157,17 @@ func TestTransportBytesArriveAnyHow(t *testing.T) {
 		t.Fatalf("40 KiB SEND in 100-byte writes: got %q", got[0])
 	}
 
-	time.Sleep(1200 * time.Millisecond) // the session parks after a second of silence
+	// The session parks after a second of silence.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if readers, _, _ := sessionGoroutines(); readers == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the silent session never parked")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the condition itself
+	}
 	if _, err := c.Write(wsFrame(0x9, []byte("are you there"))); err != nil {
 		t.Fatal(err)
 	}
