@@ -222,9 +222,9 @@ type Server struct {
 	// between messages, so an idle session keeps neither.
 	bufs  sync.Pool
 	rbufs sync.Pool
-	// conns are the buffers of the connections' readers and writers,
-	// held only while bytes wait in them.
-	conns *connPools
+	// chunks are the connections' read buffers (connReader), held only
+	// while bytes wait in them; bufs serve their writes (connWriter).
+	chunks sync.Pool
 
 	// parking holds idle sessions without a goroutine (poller), started
 	// with the first session that parks; nil where there is none.
@@ -255,9 +255,10 @@ func (srv *Server) poller() *poller {
 // NewServer returns a server that hands destinations to h.
 func NewServer(cfg Config, h Handler) *Server {
 	cfg = cfg.withDefaults()
-	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}, perUser: map[string]int{}, conns: newConnPools()}
+	srv := &Server{cfg: cfg, h: h, log: cfg.Logger, sessions: map[*Session]struct{}{}, perUser: map[string]int{}}
 	srv.bufs.New = func() any { b := make([]byte, 0, 16<<10); return &b }
 	srv.rbufs.New = func() any { b := make([]byte, 0, readBufSize); return &b }
+	srv.chunks.New = func() any { b := make([]byte, connReadChunk); return &b }
 	return srv
 }
 
@@ -280,7 +281,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	hj := &hijacker{ResponseWriter: w, pools: srv.conns}
+	hj := &hijacker{ResponseWriter: w, chunks: &srv.chunks, bufs: &srv.bufs}
 	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols:    subprotocols,
 		OriginPatterns:  srv.cfg.OriginPatterns,

@@ -32,27 +32,16 @@ const (
 
 // hijacker gives coder/websocket's Accept a connection with small
 // buffers, and keeps what the session needs of it: the connection and the
-// readers for the idle wait, the writer for batches.
+// readers for the idle wait, the writer for batches. Its buffers come from
+// the server's pools: chunks (*[]byte of connReadChunk) for reads, bufs
+// (the write batches' buffers) for writes.
 type hijacker struct {
 	http.ResponseWriter
-	conn  net.Conn
-	br    *bufio.Reader
-	in    *connReader
-	out   *connWriter
-	pools *connPools
-}
-
-// connPools are a server's pools of connection buffers.
-type connPools struct {
-	read  sync.Pool // *[]byte of connReadChunk
-	write sync.Pool // *[]byte, for batches
-}
-
-func newConnPools() *connPools {
-	p := &connPools{}
-	p.read.New = func() any { b := make([]byte, connReadChunk); return &b }
-	p.write.New = func() any { b := make([]byte, 0, 16<<10); return &b }
-	return p
+	chunks, bufs *sync.Pool
+	conn         net.Conn
+	br           *bufio.Reader
+	in           *connReader
+	out          *connWriter
 }
 
 func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -64,14 +53,14 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.in = &connReader{conn: c, pool: &h.pools.read}
+	h.in = &connReader{conn: c, pool: h.chunks}
 	// Bytes the client sent after its handshake are already in net/http's
 	// reader; they move to ours.
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		h.in.pre = bytes.Clone(b)
 	}
-	h.out = &connWriter{conn: c, pool: &h.pools.write}
+	h.out = &connWriter{conn: c, pool: h.bufs}
 	h.conn, h.br = c, bufio.NewReaderSize(h.in, connReadBuf)
 	// coder/websocket re-points the reader at the connection it is given
 	// (after what is buffered): that connection reads through connReader.
