@@ -35,6 +35,17 @@ func (l *syncLog) hook(path string, began time.Time) {
 	l.mu.Unlock()
 }
 
+// lastBlock is the last fsync of a block file whose path contains in.
+func (l *syncLog) lastBlock(in string) syncEvent {
+	var last syncEvent
+	for _, e := range l.snapshot() {
+		if strings.Contains(e.path, in) && strings.HasSuffix(e.path, ".blk") {
+			last = e
+		}
+	}
+	return last
+}
+
 func (l *syncLog) snapshot() []syncEvent {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -237,12 +248,7 @@ func TestSyncBucketSyncsItsStream(t *testing.T) {
 		if err := bus.SyncBucket(ctx, ReadsBucket); err != nil {
 			t.Fatal(err)
 		}
-		var last syncEvent
-		for _, e := range rec.snapshot() {
-			if strings.HasSuffix(e.path, ".blk") {
-				last = e
-			}
-		}
+		last := rec.lastBlock("") // of any stream
 		want := string(filepath.Separator) + filepath.Join("streams", "KV_"+ReadsBucket, "msgs") + string(filepath.Separator)
 		if !strings.Contains(last.path, want) || !strings.HasSuffix(last.path, ".blk") {
 			t.Fatalf("put %d: last fsync %s, want a block of KV_%s", i, last.path, ReadsBucket)
@@ -276,20 +282,11 @@ func TestStoreSyncAfterStreamRemade(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lastBlock := func() syncEvent {
-		var last syncEvent
-		for _, e := range rec.snapshot() {
-			if strings.Contains(e.path, "/streams/REMADE/msgs/") && strings.HasSuffix(e.path, ".blk") {
-				last = e
-			}
-		}
-		return last
-	}
 	if _, err := bus.JS.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	put(400)
-	before := lastBlock()
+	before := rec.lastBlock("/streams/REMADE/msgs/")
 	if strings.HasSuffix(before.path, "/1.blk") {
 		t.Fatalf("the first life did not get past block 1: %s", before.path)
 	}
@@ -300,7 +297,7 @@ func TestStoreSyncAfterStreamRemade(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(3)
-	after := lastBlock()
+	after := rec.lastBlock("/streams/REMADE/msgs/")
 	fi, err := os.Stat(after.path)
 	if err != nil {
 		t.Fatalf("last block fsynced, %s: %v", after.path, err)
