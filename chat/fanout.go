@@ -60,9 +60,10 @@ func (f *fanout) deliver(m *nats.Msg) {
 	msg := stompws.NewMessage(f.dest, hdr, m.Data)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	many := len(f.subs) > inlineFanout
 	sent, dropped := 0, 0
 	for sub := range f.subs {
-		if sub.Deliver(msg) {
+		if deliverTo(sub, many, msg) {
 			sent++
 		} else {
 			dropped++

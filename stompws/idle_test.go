@@ -49,8 +49,8 @@ func (c *closeCounter) SlowConsumer()         {}
 
 // TestIdleSessionsHoldNoGoroutine: a session whose client is silent holds
 // no goroutine: its reader parks in the server's poller after a second,
-// and its writer runs only for each burst (here: heart-beats, which keep
-// going out). A parked session wakes for a frame from its client, for its
+// and heart-beats, which keep going out, are written by their timer
+// without starting a writer goroutine. A parked session wakes for a frame from its client, for its
 // client closing the connection, and for the server closing it; shutdown
 // stops the poller.
 func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
@@ -60,7 +60,7 @@ func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
 	const n = 50
 	cfg := stompws.DefaultConfig()
 	cfg.HeartBeatSend = 50 * time.Millisecond
-	cfg.WriterLinger = 10 * time.Millisecond // writers leave between heart-beats
+	cfg.WriterLinger = 10 * time.Millisecond // a writer that does start leaves soon
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	obs := &closeCounter{}
 	cfg.Observer = obs
@@ -128,6 +128,9 @@ func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
 	for beats[0].Load() < before+2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("a parked session got %d heart-beats in 5 s", beats[0].Load()-before)
+		}
+		if _, writers, _ := sessionGoroutines(); writers != 0 {
+			t.Fatalf("%d writer goroutines run for heart-beats alone", writers)
 		}
 		time.Sleep(10 * time.Millisecond) // polling the condition itself
 	}

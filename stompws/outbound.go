@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"github.com/coder/websocket"
 )
 
 // AckMode is a subscription's acknowledgement mode.
@@ -150,13 +148,32 @@ func (sub *Subscription) settle(id uint64) bool {
 // Deliver queues m for the client without blocking, with extra headers
 // placed before m's own. It returns false if the subscription has ended. A
 // client whose queue is full is cut off as a slow consumer (ERROR, close),
-// so that it never holds back whoever delivers to it.
+// so that it never holds back whoever delivers to it. A session with
+// nothing else to write gets the frame at once, written on the caller's
+// goroutine with one non-blocking write (writeInline).
 func (sub *Subscription) Deliver(m *Message, extra ...Header) bool {
+	return sub.deliver(m, extra, true)
+}
+
+// DeliverQueued is Deliver, except that the session's writer goroutine
+// always writes the frame. It is for one message to many subscriptions:
+// their writes then run in parallel, on as many cores as there are, rather
+// than one after another on the caller's goroutine.
+func (sub *Subscription) DeliverQueued(m *Message, extra ...Header) bool {
+	return sub.deliver(m, extra, false)
+}
+
+func (sub *Subscription) deliver(m *Message, extra []Header, inline bool) bool {
 	s := sub.s
 	s.mu.Lock()
 	ok := s.deliverLocked(sub, m, extra)
 	s.mu.Unlock()
-	s.signal() // also when it failed: a slow consumer's ERROR must go out
+	// Also when it failed: a slow consumer's ERROR must go out.
+	if inline {
+		s.flush()
+	} else {
+		s.signal()
+	}
 	return ok
 }
 
@@ -174,7 +191,7 @@ func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...H
 		if len(s.queue) == 0 || len(s.queue) < s.cfg.OutboundFrames/2 && s.queueBytes+m.size <= s.cfg.OutboundBytes/2 {
 			ok := s.deliverLocked(sub, m, extra)
 			s.mu.Unlock()
-			s.signal()
+			s.flush()
 			if !ok {
 				return ErrSubscriptionClosed
 			}
@@ -228,12 +245,13 @@ func (s *Session) slowConsumerLocked(reason string) {
 	time.AfterFunc(time.Second, func() { _ = s.conn.CloseNow() })
 }
 
-// writeLoop is the session's only writer while it runs (signal starts
-// it): it takes everything queued at once and writes it as few WebSocket
-// messages, so a burst costs one write, then waits WriteCoalesce so that
-// what arrives meanwhile shares the next write, and exits when nothing has
-// come for WriterLinger. It sends a heart-beat when the timer asks and
-// nothing else goes.
+// writeLoop is the session's writer while it runs (signal starts it; a
+// frame that finds no writer and a quiet session is written inline by
+// writeInline instead): it takes everything queued at once and writes it
+// as few WebSocket messages, so a burst costs one write, then waits
+// WriteCoalesce so that what arrives meanwhile shares the next write, and
+// exits when nothing has come for WriterLinger. It sends a heart-beat
+// when the timer asks and nothing else goes.
 func (s *Session) writeLoop() {
 	var linger *time.Timer
 	lingered := false // the last wait ran out with nothing to write
@@ -293,13 +311,20 @@ func (s *Session) writeLoop() {
 			}
 			s.mu.Unlock()
 		} else if !closing {
-			err = s.write(websocket.MessageText, []byte{'\n'})
+			var hb [wsHeaderMax + 1]byte
+			hb[wsHeaderMax] = '\n'
+			err = s.write(wsFrame(hb[:], false))
 		}
 		if err != nil || closing {
 			// writing stays set: no writer starts after this one.
 			if err != nil || code == 0 {
 				_ = s.conn.CloseNow()
 			} else {
+				// The handshake reads the client's input: the read
+				// loop no longer does.
+				s.rmu.Lock()
+				s.handedOver = true
+				s.rmu.Unlock()
 				_ = s.conn.Close(code, "")
 			}
 			close(s.writerDone)
@@ -319,79 +344,192 @@ func (s *Session) writeLoop() {
 
 func (s *Session) writeItems(items []outItem) error {
 	bp := s.srv.bufs.Get().(*[]byte)
-	buf := (*bp)[:0]
-	binary := false
-	flush := func() error {
-		typ := websocket.MessageText
-		if binary {
-			typ = websocket.MessageBinary
-		}
-		err := s.write(typ, buf)
-		buf, binary = buf[:0], false
-		return err
-	}
+	buf := (*bp)[:wsHeaderMax]
+	bin := false
 	var err error
-	var nMsg, nReceipt, nError, nConnected int
+	var n frameCounts
 	for i := range items {
-		it := &items[i]
-		if it.raw != nil {
-			buf = append(buf, it.raw...)
-			switch rawCommand(it.raw) {
-			case CmdReceipt:
-				nReceipt++
-			case CmdError:
-				nError++
-			case CmdConnected:
-				nConnected++
-			}
-		} else {
-			buf = s.appendMessage(buf, it)
-			binary = binary || it.msg.binary
-			nMsg++
-		}
-		if len(buf) >= maxWSMessage {
-			if err = flush(); err != nil {
+		buf = s.appendItem(buf, &items[i], &n)
+		bin = bin || items[i].msg != nil && items[i].msg.binary
+		if len(buf)-wsHeaderMax >= maxWSMessage {
+			if err = s.write(wsFrame(buf, bin)); err != nil {
 				break
 			}
+			buf, bin = buf[:wsHeaderMax], false
 		}
 	}
-	if err == nil && len(buf) > 0 {
-		err = flush()
+	if err == nil && len(buf) > wsHeaderMax {
+		err = s.write(wsFrame(buf, bin))
 	}
-	// Counted once per burst, not per frame, to keep the write path cheap;
-	// a failed write ends the session, and its burst is not counted.
+	// A failed write ends the session, and its burst is not counted.
+	if err == nil {
+		n.report(s.cfg.Observer)
+	}
+	s.putBuf(bp, buf)
+	return err
+}
+
+// frameCounts counts a burst's frames, reported once per burst rather
+// than per frame to keep the write path cheap.
+type frameCounts struct{ msg, receipt, err, connected int }
+
+func (n *frameCounts) report(o Observer) {
 	for _, c := range [...]struct {
 		cmd string
 		n   int
-	}{{CmdMessage, nMsg}, {CmdReceipt, nReceipt}, {CmdError, nError}, {CmdConnected, nConnected}} {
-		if c.n > 0 && err == nil {
-			s.cfg.Observer.FramesOut(c.cmd, c.n)
+	}{{CmdMessage, n.msg}, {CmdReceipt, n.receipt}, {CmdError, n.err}, {CmdConnected, n.connected}} {
+		if c.n > 0 {
+			o.FramesOut(c.cmd, c.n)
 		}
 	}
+}
+
+// appendItem appends the frame of a queued item, counting it.
+func (s *Session) appendItem(buf []byte, it *outItem, n *frameCounts) []byte {
+	if it.raw == nil {
+		n.msg++
+		return s.appendMessage(buf, it)
+	}
+	switch rawCommand(it.raw) {
+	case CmdReceipt:
+		n.receipt++
+	case CmdError:
+		n.err++
+	case CmdConnected:
+		n.connected++
+	}
+	return append(buf, it.raw...)
+}
+
+// putBuf returns a write buffer to the pool, unless a huge burst grew it.
+func (s *Session) putBuf(bp *[]byte, buf []byte) {
 	if cap(buf) <= 4*maxWSMessage {
 		*bp = buf[:0]
 		s.srv.bufs.Put(bp)
 	}
-	return err
 }
 
-// write sends one WebSocket message within WriteTimeout. One timer per
+// write sends one frame (wsFrame) within WriteTimeout. One timer per
 // session bounds every write (a context per write cost an allocation
 // and a timer each): if it fires, the connection is cut, which fails the
 // write.
-func (s *Session) write(typ websocket.MessageType, b []byte) error {
+func (s *Session) write(frame []byte) error {
 	if s.writeDeadline == nil {
 		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.conn.CloseNow() })
 	} else {
 		s.writeDeadline.Reset(s.cfg.WriteTimeout)
 	}
-	s.out.begin()
-	err := s.conn.Write(context.Background(), typ, b)
-	if ferr := s.out.end(err == nil); err == nil {
-		err = ferr
-	}
+	err := s.out.writeFrame(frame)
 	s.writeDeadline.Stop()
+	s.lastWrite.Store(time.Now().UnixNano())
 	return err
+}
+
+// inlineMax bounds what a deliverer writes itself (writeInline); more
+// goes to the writer, which splits it into several messages if need be.
+const inlineMax = 64 << 10
+
+// flush sees to what is queued: written at once on the caller's
+// goroutine when it can be (writeInline), else by the writer.
+func (s *Session) flush() {
+	if !s.writeInline() {
+		s.signal()
+	}
+}
+
+// writeInline writes the queue on the caller's goroutine, with one
+// non-blocking write(2), when no writer runs and the session has written
+// nothing for WriteCoalesce. That is most deliveries of chat traffic, a
+// frame per session now and then: each then costs a syscall, not also a
+// goroutine wake-up, a run-queue wait and timer work. Closer frames go to
+// the writer, which batches them. A heart-beat that is due goes the same
+// way (an EOL, when no frame is queued). What the socket does not take at
+// once is finished by finishWrite, so a slow client never blocks the
+// caller.
+// False: nothing was taken, and the writer must see to the queue.
+func (s *Session) writeInline() bool {
+	if s.out == nil || s.out.rc == nil || s.writing.Load() {
+		return false
+	}
+	now := time.Now().UnixNano()
+	if c := int64(s.cfg.WriteCoalesce); c > 0 && now-s.lastWrite.Load() < c {
+		return false
+	}
+	s.mu.Lock()
+	// The socket's lock is taken under s.mu, so a writer that takes the
+	// queue after this writes after these frames.
+	if s.writing.Load() || s.closing || s.waiting || len(s.queue) == 0 && !s.beatDue.Load() ||
+		s.queueBytes > inlineMax || !s.out.mu.TryLock() {
+		s.mu.Unlock()
+		return false
+	}
+	items := s.queue
+	s.queue, s.spare = s.spare, nil
+	s.queueBytes = 0
+	s.mu.Unlock()
+	// Any frame will do for a heart-beat; with none, it is an EOL.
+	s.beatDue.Store(false)
+
+	bp := s.srv.bufs.Get().(*[]byte)
+	buf := (*bp)[:wsHeaderMax]
+	bin := false
+	var cnt frameCounts
+	for i := range items {
+		buf = s.appendItem(buf, &items[i], &cnt)
+		bin = bin || items[i].msg != nil && items[i].msg.binary
+	}
+	if len(items) == 0 {
+		buf = append(buf, '\n')
+	}
+	clear(items)
+	s.mu.Lock()
+	if s.spare == nil {
+		s.spare = items[:0]
+	}
+	s.mu.Unlock()
+
+	frame := wsFrame(buf, bin)
+	n, err := s.out.writeNow(frame)
+	switch {
+	case err != nil:
+		s.out.mu.Unlock()
+		s.putBuf(bp, buf)
+		s.writeFailed()
+		return true
+	case n < len(frame):
+		go s.finishWrite(bp, buf, frame[n:])
+	default:
+		s.out.mu.Unlock()
+		s.lastWrite.Store(time.Now().UnixNano())
+		s.putBuf(bp, buf)
+	}
+	cnt.report(s.cfg.Observer)
+	if t := s.heartBeat.Load(); t != nil {
+		t.Reset(time.Duration(s.sendEvery.Load()))
+	}
+	return true
+}
+
+// finishWrite writes the rest of a frame that writeInline began, holding
+// the socket's lock that writeInline took, within WriteTimeout.
+func (s *Session) finishWrite(bp *[]byte, buf, rest []byte) {
+	t := time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.conn.CloseNow() })
+	_, err := s.out.conn.Write(rest)
+	t.Stop()
+	s.out.mu.Unlock()
+	s.lastWrite.Store(time.Now().UnixNano())
+	s.putBuf(bp, buf)
+	if err != nil {
+		s.writeFailed()
+	}
+}
+
+// writeFailed cuts a connection whose write failed. The read loop then
+// ends the session; a parked one hears of it only if woken, as the kernel
+// drops a closed socket from the poller.
+func (s *Session) writeFailed() {
+	_ = s.conn.CloseNow()
+	s.unpark()
 }
 
 func (s *Session) appendMessage(buf []byte, it *outItem) []byte {

@@ -59,8 +59,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// WriteCoalesce is how long a session's writer waits after a write
 	// before it writes again, so that frames arriving meanwhile share one
-	// WebSocket message and syscall. A lone frame is written at once.
-	// Negative: no wait.
+	// WebSocket message and syscall. A frame for a session that has
+	// written nothing for this long, and has no writer running, is written
+	// at once by whoever queued it (one non-blocking write). Negative: no
+	// wait.
 	WriteCoalesce time.Duration
 	// WriterLinger is how long a session's writer goroutine waits for more
 	// to write before it exits. A writer started afresh for every burst
@@ -223,7 +225,7 @@ type Server struct {
 	bufs  sync.Pool
 	rbufs sync.Pool
 	// chunks are the connections' read buffers (connReader), held only
-	// while bytes wait in them; bufs serve their writes (connWriter).
+	// while bytes wait in them; bufs hold the frames being written.
 	chunks sync.Pool
 
 	// parking holds idle sessions without a goroutine (poller), started
@@ -281,7 +283,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	hj := &hijacker{ResponseWriter: w, chunks: &srv.chunks, bufs: &srv.bufs}
+	hj := &hijacker{ResponseWriter: w, chunks: &srv.chunks}
 	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		Subprotocols:    subprotocols,
 		OriginPatterns:  srv.cfg.OriginPatterns,

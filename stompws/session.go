@@ -70,9 +70,18 @@ type Session struct {
 	// good once one has closed the connection.
 	writing atomic.Bool
 	// wake tells a lingering writer there is more to write.
-	wake     chan struct{}
-	watchdog *time.Timer
-	expiry   *time.Timer
+	wake chan struct{}
+	// rmu orders the read loop's own reads of the client's input (the
+	// buffered check, answerPing) with coder/websocket's close handshake,
+	// which the writer starts and which then reads that input itself:
+	// handedOver is set, under rmu, before the handshake starts.
+	rmu        sync.Mutex
+	handedOver bool
+	// lastWrite is when the last write to the client ended (unix nanos):
+	// frames within WriteCoalesce of it go to the writer, to be batched.
+	lastWrite atomic.Int64
+	watchdog  *time.Timer
+	expiry    *time.Timer
 	// writeDeadline bounds each write; owned by the writer goroutine.
 	writeDeadline *time.Timer
 
@@ -215,16 +224,29 @@ func (s *Session) readLoop() (parked bool, err error) {
 		default:
 		}
 		if s.idle != nil {
-			ready, err := s.idle.waitFor(parkAfter)
-			if err != nil {
-				return false, err
+			buffered, handedOver := s.inputBuffered()
+			if handedOver {
+				return false, errStop
 			}
-			if !ready {
-				if s.parkIn() {
-					return true, nil
-				}
-				if err := s.idle.wait(); err != nil {
+			if !buffered {
+				ready, err := s.idle.waitFor(parkAfter)
+				if err != nil {
 					return false, err
+				}
+				if !ready {
+					if s.parkIn() {
+						return true, nil
+					}
+					if err := s.idle.wait(); err != nil {
+						return false, err
+					}
+				}
+				other, err := s.answerPing()
+				if err != nil {
+					return false, err
+				}
+				if !other {
+					continue
 				}
 			}
 		}
@@ -232,6 +254,44 @@ func (s *Session) readLoop() (parked bool, err error) {
 			return false, err
 		}
 	}
+}
+
+// inputBuffered reports whether the client's input waits in the
+// session's readers, unless the close handshake reads it now (handedOver).
+func (s *Session) inputBuffered() (buffered, handedOver bool) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if s.handedOver {
+		return false, true
+	}
+	return s.idle.buffered(), false
+}
+
+// answerPing answers a ping at the front of the client's input itself,
+// and reports whether the input holds anything else: false sends the read
+// loop back to waiting (for the next frame), and so to parking. Left to
+// coder/websocket, a ping is answered inside its reader, whose goroutine
+// then stays blocked there until a data frame comes: a client that pings
+// every few seconds (OkHttp's pingInterval, say) would keep its session
+// from ever parking.
+// It runs between messages, with nothing buffered above the socket, where
+// coder/websocket holds no partial frame.
+func (s *Session) answerPing() (other bool, err error) {
+	var buf [maxPing]byte
+	s.rmu.Lock()
+	if s.handedOver {
+		s.rmu.Unlock()
+		return true, nil // the reader finds the connection closing
+	}
+	p, ok, err := s.idle.takePing(&buf)
+	s.rmu.Unlock()
+	if err != nil || !ok {
+		return true, err
+	}
+	// The pong is the payload where it lies, behind a header of its own.
+	buf[4], buf[5] = 0x8A, byte(len(p))
+	_, err = s.out.Write(buf[4 : 6+len(p)])
+	return false, err
 }
 
 // Parking states of a session's read loop.
@@ -648,7 +708,7 @@ func (s *Session) complete(o *op, err error) {
 		s.ops = nil
 	}
 	s.mu.Unlock()
-	s.signal()
+	s.flush()
 	for _, f := range after {
 		f()
 	}
@@ -923,7 +983,7 @@ func (s *Session) enqueueRaw(b []byte) {
 	s.mu.Lock()
 	s.pushLocked(outItem{raw: b})
 	s.mu.Unlock()
-	s.signal()
+	s.flush()
 }
 
 func (s *Session) pushLocked(it outItem) {
@@ -945,9 +1005,10 @@ func (s *Session) signal() {
 	}
 }
 
-// beat is the heart-beat timer's: the writer sends a heart-beat unless it
-// has other frames to send.
+// beat is the heart-beat timer's: a heart-beat goes out unless other
+// frames do, written on the timer's goroutine when it can be
+// (writeInline), else by the writer.
 func (s *Session) beat() {
 	s.beatDue.Store(true)
-	s.signal()
+	s.flush()
 }

@@ -3,7 +3,9 @@ package stompws
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -24,7 +26,7 @@ const (
 	connReadBuf = 128
 	// connWriteBuf holds a whole control frame (a pong or a close frame:
 	// at most 2 + 125 bytes), so that coder/websocket writes each in one
-	// piece outside the session's batches (connWriter).
+	// piece, which connWriter keeps apart from chatd's own frames.
 	connWriteBuf = 256
 	// connReadChunk is what connReader reads from the socket at a time.
 	connReadChunk = 4 << 10
@@ -32,16 +34,15 @@ const (
 
 // hijacker gives coder/websocket's Accept a connection with small
 // buffers, and keeps what the session needs of it: the connection and the
-// readers for the idle wait, the writer for batches. Its buffers come from
-// the server's pools: chunks (*[]byte of connReadChunk) for reads, bufs
-// (the write batches' buffers) for writes.
+// readers for the idle wait, the writer for frames. Read buffers come from
+// the server's pool of chunks (*[]byte of connReadChunk).
 type hijacker struct {
 	http.ResponseWriter
-	chunks, bufs *sync.Pool
-	conn         net.Conn
-	br           *bufio.Reader
-	in           *connReader
-	out          *connWriter
+	chunks *sync.Pool
+	conn   net.Conn
+	br     *bufio.Reader
+	in     *connReader
+	out    *connWriter
 }
 
 func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -60,7 +61,10 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		b, _ := brw.Reader.Peek(n)
 		h.in.pre = bytes.Clone(b)
 	}
-	h.out = &connWriter{conn: c, pool: h.bufs}
+	h.out = &connWriter{conn: c}
+	if sc, ok := c.(syscall.Conn); ok && canWriteNow {
+		h.out.rc, _ = sc.SyscallConn()
+	}
 	h.conn, h.br = c, bufio.NewReaderSize(h.in, connReadBuf)
 	// coder/websocket re-points the reader at the connection it is given
 	// (after what is buffered): that connection reads through connReader.
@@ -134,55 +138,75 @@ func (c *connReader) buffered() int {
 	return n
 }
 
-// connWriter gathers what coder/websocket writes of a session's batch
-// (begin to end), so that the WebSocket message goes out in one write(2)
-// however coder splits it, from a pooled buffer held only meanwhile.
-// Outside a batch, writes go straight to the socket: these are coder's
-// own control frames (pongs, the close frame), each written whole
-// (connWriteBuf), so they never split a frame of a batch.
+// connWriter is a session's socket for writing. chatd frames its own data
+// messages (wsFrame) and writes each with one write(2); coder/websocket
+// writes only its control frames (pongs, the close frame) through Write,
+// each whole, as its bufio writer holds one entirely (connWriteBuf). mu is
+// held for every frame until all of it is written, so frames never
+// interleave, even when one is finished on another goroutine
+// (Session.finishWrite).
 type connWriter struct {
-	conn  net.Conn
-	pool  *sync.Pool
-	mu    sync.Mutex
-	batch *[]byte // non-nil between begin and end
+	conn net.Conn
+	rc   syscall.RawConn // nil: no non-blocking writes (writeNow)
+	mu   sync.Mutex
 }
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
-	if w.batch != nil {
-		*w.batch = append(*w.batch, p...)
-		w.mu.Unlock()
-		return len(p), nil
-	}
-	w.mu.Unlock()
+	defer w.mu.Unlock()
 	return w.conn.Write(p)
 }
 
-// begin starts gathering a batch.
-func (w *connWriter) begin() {
-	b := w.pool.Get().(*[]byte)
-	*b = (*b)[:0]
-	w.mu.Lock()
-	w.batch = b
-	w.mu.Unlock()
+// writeFrame writes a whole frame, blocking until it is written or the
+// connection fails.
+func (w *connWriter) writeFrame(b []byte) error {
+	_, err := w.Write(b)
+	return err
 }
 
-// end writes the batch gathered since begin, or, if send is false (the
-// WebSocket write failed), drops it.
-func (w *connWriter) end(send bool) error {
-	w.mu.Lock()
-	b := w.batch
-	w.batch = nil
-	w.mu.Unlock()
-	var err error
-	if send && len(*b) > 0 {
-		_, err = w.conn.Write(*b)
+// writeNow makes one non-blocking write(2) of b; the caller holds mu. It
+// returns how much the socket took: 0 when its buffer is full.
+func (w *connWriter) writeNow(b []byte) (int, error) {
+	var n int
+	var werr error
+	err := w.rc.Write(func(fd uintptr) bool {
+		n, werr = writeNonblock(fd, b)
+		return true // never wait: what is left goes to finishWrite
+	})
+	if err != nil {
+		return 0, err
 	}
-	if cap(*b) <= 4*maxWSMessage {
-		*b = (*b)[:0]
-		w.pool.Put(b)
+	return n, werr
+}
+
+// wsHeaderMax is the longest header of a frame from the server: 2 bytes
+// and an 8-byte length; server frames are not masked.
+const wsHeaderMax = 10
+
+// wsFrame makes buf, which holds wsHeaderMax bytes of room and then a
+// payload, into one final, unmasked WebSocket frame, and returns it: the
+// header is written just before the payload.
+func wsFrame(buf []byte, bin bool) []byte {
+	n := len(buf) - wsHeaderMax
+	start := wsHeaderMax - 2
+	switch {
+	case n <= 125:
+		buf[start+1] = byte(n)
+	case n <= 0xFFFF:
+		start = wsHeaderMax - 4
+		buf[start+1] = 126
+		binary.BigEndian.PutUint16(buf[start+2:], uint16(n))
+	default:
+		start = 0
+		buf[1] = 127
+		binary.BigEndian.PutUint64(buf[2:], uint64(n))
 	}
-	return err
+	op := byte(0x1) // text
+	if bin {
+		op = 0x2
+	}
+	buf[start] = 0x80 | op // FIN: chatd never fragments
+	return buf[start:]
 }
 
 // idleWaiter waits, outside the WebSocket reader, until a session's
@@ -212,20 +236,14 @@ func newIdleWaiter(h *hijacker) *idleWaiter {
 // buffered: input waits in the session's readers.
 func (w *idleWaiter) buffered() bool { return w.br.Buffered() > 0 || w.in.buffered() > 0 }
 
-// wait returns once input is buffered or the socket is readable (or has
-// failed: the read that follows reports it).
+// wait returns once the socket is readable (or has failed: the read that
+// follows reports it). The caller has checked that nothing is buffered.
 func (w *idleWaiter) wait() error {
-	if w.buffered() {
-		return nil
-	}
 	return w.rc.Read(func(fd uintptr) bool { return peekReady(fd, w.peek[:]) })
 }
 
 // waitFor is wait for at most d: ready is false if nothing came.
 func (w *idleWaiter) waitFor(d time.Duration) (ready bool, err error) {
-	if w.buffered() {
-		return true, nil
-	}
 	if err := w.conn.SetReadDeadline(time.Now().Add(d)); err != nil {
 		return false, err
 	}
@@ -237,4 +255,48 @@ func (w *idleWaiter) waitFor(d time.Duration) (ready bool, err error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// maxPing is the largest ping frame takePing takes: a masked client frame
+// with up to 125 bytes of payload.
+const maxPing = 6 + 125
+
+// takePing takes a whole ping frame from the front of the socket's input,
+// if one is there, into buf, and returns its payload unmasked, at buf[6:]
+// (so that a pong's header fits before it). ok false:
+// the input starts with anything else, or not all of it has come; the
+// WebSocket reader then sees to it (and rejects what is invalid). Only
+// the read loop calls it, between messages, with nothing buffered above
+// the socket, after a wait whose peek saw the input's first byte: unless
+// that is a ping's, it costs no syscall.
+func (w *idleWaiter) takePing(buf *[maxPing]byte) (payload []byte, ok bool, err error) {
+	if w.peek[0] != 0x89 {
+		return nil, false, nil
+	}
+	w.peek[0] = 0
+	var n int
+	if err := w.rc.Read(func(fd uintptr) bool { n = recvNonblock(fd, buf[:], true); return true }); err != nil {
+		return nil, false, nil // the reader reports it
+	}
+	if n < 6 || buf[0] != 0x89 || buf[1]&0x80 == 0 {
+		return nil, false, nil
+	}
+	l := int(buf[1] & 0x7f)
+	if l > 125 || n < 6+l {
+		return nil, false, nil
+	}
+	var got int
+	if err := w.rc.Read(func(fd uintptr) bool { got = recvNonblock(fd, buf[:6+l], false); return true }); err != nil {
+		return nil, false, err
+	}
+	if got != 6+l {
+		// The bytes were there and nothing else reads them: a lost byte
+		// would put the stream out of step, so the session ends.
+		return nil, false, fmt.Errorf("ping: read %d of %d bytes", got, 6+l)
+	}
+	p := buf[6 : 6+l]
+	for i := range p {
+		p[i] ^= buf[2+i%4]
+	}
+	return p, true, nil
 }

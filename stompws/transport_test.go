@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -92,32 +94,29 @@ func (w *rawWS) stompFrames(n int) []string {
 	return out
 }
 
-// TestTransportBytesArriveAnyHow: the session's reader and writer buffer
-// only while bytes wait, and must not lose or split any on the way. STOMP
-// frames sent in the same write as the handshake are read; a large SEND
-// dribbled in 100-byte writes is read whole; a ping is answered while the
-// session is idle; a message far larger than any buffer, and a burst of
-// small ones, arrive intact.
-func TestTransportBytesArriveAnyHow(t *testing.T) {
+// openRaw starts a server with cfg and a roomHandler, and opens a session
+// on it over rawWS: the handshake, CONNECT and a SUBSCRIBE to /topic/room
+// all in one write (so the server must keep what follows the handshake).
+// The server shuts down when the test ends.
+func openRaw(t *testing.T, cfg stompws.Config) (*rawWS, *roomHandler) {
+	t.Helper()
 	h := &roomHandler{subs: map[*stompws.Subscription]struct{}{}}
-	cfg := stompws.DefaultConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Limits.MaxFrameSize = 256 << 10
 	srv := stompws.NewServer(cfg, h)
 	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	defer func() { // stops the poller its session parked in
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { // also stops the poller a session parked in
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx, "bye"); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-	}()
+	})
 	c, err := net.Dial("tcp", hs.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	w := &rawWS{t: t, c: c, br: bufio.NewReader(c)}
 
 	handshake := "GET / HTTP/1.1\r\nHost: " + hs.Listener.Addr().String() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
@@ -143,6 +142,21 @@ func TestTransportBytesArriveAnyHow(t *testing.T) {
 	if got := w.stompFrames(2); !strings.HasPrefix(got[0], "CONNECTED\n") || !strings.HasPrefix(got[1], "RECEIPT\nreceipt-id:sub\n") {
 		t.Fatalf("frames sent with the handshake: got %q", got)
 	}
+	return w, h
+}
+
+// TestTransportBytesArriveAnyHow: the session's reader and writer buffer
+// only while bytes wait, and must not lose or split any on the way. STOMP
+// frames sent in the same write as the handshake are read (openRaw); a
+// large SEND dribbled in 100-byte writes is read whole; pings are
+// answered while the session is idle, and it parks again after each; a
+// ping and a SEND in one write get a pong and a RECEIPT; a message far
+// larger than any buffer, and a burst of small ones, arrive intact.
+func TestTransportBytesArriveAnyHow(t *testing.T) {
+	cfg := stompws.DefaultConfig()
+	cfg.Limits.MaxFrameSize = 256 << 10
+	w, h := openRaw(t, cfg)
+	c := w.c
 
 	body := strings.Repeat("0123456789abcdef", 40<<10/16)
 	send := wsFrame(0x1, []byte("SEND\ndestination:/app/x\nreceipt:big\ncontent-length:"+strconv.Itoa(len(body))+"\n\n"+body+"\x00"))
@@ -157,22 +171,51 @@ func TestTransportBytesArriveAnyHow(t *testing.T) {
 		t.Fatalf("40 KiB SEND in 100-byte writes: got %q", got[0])
 	}
 
-	// The session parks after a second of silence.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if readers, _, _ := sessionGoroutines(); readers == 0 {
-			break
+	// The session parks after a second of silence, and again after each
+	// ping: pings alone keep no goroutine.
+	parked := func(why string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if readers, _, _ := sessionGoroutines(); readers == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the silent session never parked", why)
+			}
+			time.Sleep(10 * time.Millisecond) // polling the condition itself
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the silent session never parked")
-		}
-		time.Sleep(10 * time.Millisecond) // polling the condition itself
 	}
-	if _, err := c.Write(wsFrame(0x9, []byte("are you there"))); err != nil {
+	parked("after the SEND")
+	for _, ping := range []string{"are you there", "", strings.Repeat("p", 125)} {
+		if _, err := c.Write(wsFrame(0x9, []byte(ping))); err != nil {
+			t.Fatal(err)
+		}
+		if op, p := w.read(); op != 0xA || string(p) != ping {
+			t.Fatalf("ping %q: want its pong, got opcode %#x %q", ping, op, p)
+		}
+		parked("after a ping")
+	}
+	// A ping and a SEND in one write; then a ping dribbled a byte at a
+	// time, which is the WebSocket reader's to answer.
+	both := append(wsFrame(0x9, []byte("and")), wsFrame(0x1, []byte("SEND\ndestination:/app/x\nreceipt:after-ping\n\n\x00"))...)
+	if _, err := c.Write(both); err != nil {
 		t.Fatal(err)
 	}
-	if op, p := w.read(); op != 0xA || string(p) != "are you there" {
-		t.Fatalf("ping: want its pong, got opcode %#x %q", op, p)
+	if op, p := w.read(); op != 0xA || string(p) != "and" {
+		t.Fatalf("ping before a SEND: want its pong, got opcode %#x %q", op, p)
+	}
+	if got := w.stompFrames(1); !strings.HasPrefix(got[0], "RECEIPT\nreceipt-id:after-ping\n") {
+		t.Fatalf("SEND after a ping: got %q", got[0])
+	}
+	for _, b := range wsFrame(0x9, []byte("slowly")) {
+		if _, err := c.Write([]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if op, p := w.read(); op != 0xA || string(p) != "slowly" {
+		t.Fatalf("dribbled ping: want its pong, got opcode %#x %q", op, p)
 	}
 
 	subs := h.members()
@@ -198,6 +241,186 @@ func TestTransportBytesArriveAnyHow(t *testing.T) {
 	for i, f := range got {
 		if !bytes.HasSuffix([]byte(f), []byte("\n\nsmall "+strconv.Itoa(i))) {
 			t.Fatalf("burst message %d: %q", i, f)
+		}
+	}
+}
+
+// finishing reports whether a session is finishing a frame the socket took
+// only in part (Session.finishWrite).
+func finishing() bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Contains(buf[:n], []byte("stompws.(*Session).finishWrite("))
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// fillableConfig is a session's configuration for fillSocket: a queue
+// that holds all it delivers, every delivery that finds no writer written
+// at once, and writers that leave as soon as they have nothing left.
+func fillableConfig() stompws.Config {
+	cfg := stompws.DefaultConfig()
+	cfg.OutboundBytes = 256 << 20
+	cfg.OutboundFrames = 1 << 16
+	cfg.WriteCoalesce = -1
+	cfg.WriterLinger = time.Microsecond
+	return cfg
+}
+
+// fillSocket delivers numbered 30 KiB messages to sub, without the client
+// reading, until the socket is full; it returns how many. Full shows as a
+// frame the socket took only in part, being finished on a goroutine of
+// its own (finishWrite). A finisher may also find room at once while the
+// client's side still takes data, and a writer that started meanwhile
+// then blocks on the full socket instead; a writer still running 200 ms
+// after a delivery shows the socket full too. (The sessions are set up
+// with fillableConfig, so that a writer with nothing left leaves.)
+func fillSocket(t *testing.T, sub *stompws.Subscription) int {
+	t.Helper()
+	pad := strings.Repeat("y", 30<<10)
+	for n := 0; n < 4000; n++ {
+		if !sub.Deliver(stompws.NewMessage("/topic/room", nil, []byte(fmt.Sprintf("%05d%s", n, pad)))) {
+			t.Fatalf("message %d not taken", n)
+		}
+		stuck := time.Now().Add(200 * time.Millisecond)
+		for {
+			if finishing() {
+				return n + 1
+			}
+			if _, writers, _ := sessionGoroutines(); writers == 0 {
+				break
+			}
+			if time.Now().After(stuck) {
+				return n + 1
+			}
+			time.Sleep(5 * time.Millisecond) // polling the condition itself
+		}
+	}
+	t.Fatal("the socket never filled")
+	return 0
+}
+
+// TestTransportSlowReaderGetsWholeFrames: a delivery that finds the
+// client's socket full is finished on a goroutine of its own, so the
+// deliverer never waits for a slow client; later frames wait for it, and
+// a pong coder/websocket sends meanwhile lands between frames, not inside
+// one. When the client reads again, every frame arrives whole and in order.
+func TestTransportSlowReaderGetsWholeFrames(t *testing.T) {
+	w, h := openRaw(t, fillableConfig())
+	subs := h.members()
+	if len(subs) != 1 {
+		t.Fatalf("%d subscriptions", len(subs))
+	}
+	n := fillSocket(t, subs[0])
+	pad := strings.Repeat("y", 30<<10)
+	for i := n; i < n+20; i++ {
+		start := time.Now()
+		if !subs[0].Deliver(stompws.NewMessage("/topic/room", nil, []byte(fmt.Sprintf("%05d%s", i, pad)))) {
+			t.Fatalf("message %d not taken", i)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("Deliver to a full socket took %v", d)
+		}
+	}
+	n += 20
+	if _, err := w.c.Write(wsFrame(0x9, []byte("still there?"))); err != nil {
+		t.Fatal(err)
+	}
+
+	next, pongs := 0, 0
+	for next < n {
+		op, p := w.read()
+		switch op {
+		case 0xA:
+			if string(p) != "still there?" {
+				t.Fatalf("pong %q", p)
+			}
+			pongs++
+			continue
+		case 0x1, 0x2:
+		default:
+			t.Fatalf("frame with opcode %#x after message %d", op, next)
+		}
+		for f := range strings.SplitSeq(string(p), "\x00") {
+			if f = strings.TrimLeft(f, "\n"); f == "" {
+				continue
+			}
+			want := fmt.Sprintf("\n\n%05d%s", next, pad)
+			if !strings.HasPrefix(f, "MESSAGE\n") || !strings.HasSuffix(f, want) {
+				t.Fatalf("message %d of %d: got %d bytes, starting %q", next, n, len(f), f[:min(len(f), 80)])
+			}
+			next++
+		}
+	}
+	if pongs == 0 {
+		if op, p := w.read(); op != 0xA || string(p) != "still there?" {
+			t.Fatalf("want the pong after the messages, got opcode %#x %q", op, p)
+		}
+	}
+}
+
+// TestTransportStalledClientIsCut: a client that never reads again is cut
+// once a write to it has waited WriteTimeout, also when the write began
+// on a deliverer's goroutine, and its session ends.
+func TestTransportStalledClientIsCut(t *testing.T) {
+	cfg := fillableConfig()
+	cfg.WriteTimeout = 300 * time.Millisecond
+	obs := &closeCounter{}
+	cfg.Observer = obs
+	w, h := openRaw(t, cfg)
+	subs := h.members()
+	if len(subs) != 1 {
+		t.Fatalf("%d subscriptions", len(subs))
+	}
+	fillSocket(t, subs[0])
+	deadline := time.Now().Add(10 * time.Second)
+	for obs.closed.Load() == 0 || finishing() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stalled client: closed %d, still finishing %v", obs.closed.Load(), finishing())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the condition itself
+	}
+	_ = w
+}
+
+// TestTransportInlineAndQueuedKeepOrder: frames written inline by their
+// deliverer (Deliver) and by the session's writer (DeliverQueued) reach
+// the client in the order they were delivered, however the two mix.
+func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
+	cfg := stompws.DefaultConfig()
+	cfg.WriteCoalesce = -1              // Deliver writes inline whenever no writer runs,
+	cfg.WriterLinger = time.Microsecond // which is most of the time
+	w, h := openRaw(t, cfg)
+	subs := h.members()
+	if len(subs) != 1 {
+		t.Fatalf("%d subscriptions", len(subs))
+	}
+	const n = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			m := stompws.NewMessage("/topic/room", nil, []byte("m"+strconv.Itoa(i)))
+			var ok bool
+			if i%7 < 3 {
+				ok = subs[0].DeliverQueued(m)
+			} else {
+				ok = subs[0].Deliver(m)
+			}
+			if !ok {
+				t.Errorf("message %d not taken", i)
+				return
+			}
+		}
+	}()
+	got := w.stompFrames(n)
+	<-done
+	for i, f := range got {
+		if !strings.HasSuffix(f, "\n\nm"+strconv.Itoa(i)) {
+			t.Fatalf("frame %d: %q", i, f)
 		}
 	}
 }
