@@ -129,10 +129,18 @@ func TestSIGTERMShutsDownGracefully(t *testing.T) {
 	if !sawError {
 		t.Fatal("no ERROR frame before the close")
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("chatd exited with %v\n%s", err, <-rest)
+	// The log is read to its end before Wait, which closes the pipe and
+	// could otherwise cut the last lines off.
+	var out string
+	select {
+	case out = <-rest:
+	case <-ctx.Done():
+		t.Fatal("chatd did not exit after SIGTERM")
 	}
-	if out := <-rest; !strings.Contains(out, "shutdown complete") {
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("chatd exited with %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "shutdown complete") {
 		t.Fatalf("no clean shutdown in the log:\n%s", out)
 	}
 }
