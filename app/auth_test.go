@@ -23,6 +23,7 @@ import (
 
 	"github.com/chatd/chatd/app"
 	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/testport"
 	"github.com/chatd/chatd/internal/wait"
 	"github.com/coder/websocket"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -435,7 +436,7 @@ func TestStartRefusesBadPublicKey(t *testing.T) {
 // outside dev mode: writing to the CHAT_MEMBERS bucket over NATS.
 func TestMembershipFromKV(t *testing.T) {
 	k := newKeys(t)
-	natsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	natsAddr := "127.0.0.1:" + strconv.Itoa(testport.Free(t))
 	n := startJWTNode(t, k, func(c *config.Config) { c.NATSListen = natsAddr })
 	nc, err := nats.Connect("nats://" + natsAddr)
 	if err != nil {

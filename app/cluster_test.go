@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/testport"
 	"github.com/chatd/chatd/internal/wait"
 	"github.com/go-stomp/stomp/v3"
 )
@@ -23,7 +24,7 @@ func startCluster(t testing.TB, size int, mutate ...func(*config.Config)) []*nod
 	var routes []string
 	ports := make([]int, size)
 	for i := range ports {
-		ports[i] = freePort(t)
+		ports[i] = testport.Free(t)
 		routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
 	nodes := make([]*node, size)

@@ -6,19 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chatd/chatd/app"
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/testport"
 	"github.com/coder/websocket"
 	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -63,7 +62,7 @@ func (l *failLog) dump(t testing.TB, name string) {
 // testConfig is a dev-mode node on its own port and data dir. The port is
 // chosen below the ephemeral range because a restarted node binds it again.
 func testConfig(t testing.TB) config.Config {
-	cfg, err := config.Parse([]string{"--dev", "--http", "127.0.0.1:" + strconv.Itoa(freePort(t)), "--data-dir", t.TempDir()})
+	cfg, err := config.Parse([]string{"--dev", "--http", "127.0.0.1:" + strconv.Itoa(testport.Free(t)), "--data-dir", t.TempDir()})
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -355,26 +354,3 @@ func (r *rawConn) expectClosed() {
 }
 
 func msgBody(text string) string { return fmt.Sprintf(`{"message":%q}`, text) }
-
-// nextPort walks 20000-31999 from a random start, so that parallel tests
-// of one run never get the same port (a random pick could coincide before
-// either server binds it). Test-only state.
-var nextPort atomic.Int32
-
-// freePort finds a port for a server that binds it itself later. It looks
-// below Linux's ephemeral range (32768 and up), so that outgoing
-// connections made meanwhile cannot take it.
-func freePort(t testing.TB) int {
-	t.Helper()
-	nextPort.CompareAndSwap(0, int32(rand.IntN(12000)))
-	for range 12000 {
-		port := 20000 + int(nextPort.Add(1))%12000
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			_ = ln.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port in 20000-31999")
-	return 0
-}

@@ -14,6 +14,7 @@ import (
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/pgtest"
+	"github.com/chatd/chatd/internal/testport"
 	"github.com/chatd/chatd/internal/wait"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
@@ -203,7 +204,7 @@ func TestArchiveSurvivesPostgresOutage(t *testing.T) {
 func TestHistoryAcrossArchiveBoundary(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	proxy := pgtest.NewProxy(t, pgtest.ServerAddr(t, dbURL))
-	natsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	natsAddr := "127.0.0.1:" + strconv.Itoa(testport.Free(t))
 	n := startNode(t, func(c *config.Config) {
 		c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr())
 		c.HistoryMaxAge, c.DedupeWindow = 3*time.Second, time.Second
