@@ -61,8 +61,13 @@ type Bus struct {
 	// storeSync syncs the embedded server's writes, where chatd rather
 	// than the server does (Options.Durability); nil elsewhere.
 	storeSync *storeSync
-	log       *slog.Logger
+	// resend tells publishers when an acknowledgement may never come.
+	resend *resendSignal
+	log    *slog.Logger
 }
+
+// publishTimeout bounds the wait for one publish's acknowledgement.
+const publishTimeout = 10 * time.Second
 
 // Start embeds a NATS server with JetStream, or connects to opts.URL, and
 // returns once the connection and JetStream answer.
@@ -71,7 +76,7 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Bus{log: log}
+	b := &Bus{log: log, resend: newResendSignal()}
 	name := opts.ClientName
 	if name == "" {
 		name = "chatd"
@@ -85,7 +90,10 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+			b.resend.fire()
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
 			if sub != nil {
@@ -120,13 +128,17 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 	// instead of holding its sender's RECEIPT (and a graceful shutdown)
 	// forever; the pending bound is well above what sessions keep in flight.
 	js, err := jetstream.New(b.NC,
-		jetstream.WithPublishAsyncTimeout(10*time.Second),
+		jetstream.WithPublishAsyncTimeout(publishTimeout),
 		jetstream.WithPublishAsyncMaxPending(1<<15))
 	if err != nil {
 		b.shutdown()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	b.JS = js
+	if err := b.resend.watchLeaders(b.NC); err != nil {
+		b.shutdown()
+		return nil, fmt.Errorf("watch stream leader elections: %w", err)
+	}
 	if err := b.waitJetStream(ctx); err != nil {
 		b.shutdown()
 		return nil, err

@@ -67,7 +67,7 @@ var ErrCommitterClosed = errors.New("natsbus: committer closed")
 // at most the batch ahead of it and a busy node writes large batches. One
 // batch at a time also keeps order: messages are stored in the order they
 // were submitted, unless a message sent on its own had to be sent again
-// (see MessageLog.Await).
+// (see MessageLog.await).
 //
 // A batch of atomicMin or more goes to JetStream as one atomic batch where
 // that is quicker: on replicated streams (one Raft proposal instead of one
@@ -92,6 +92,7 @@ type Committer struct {
 	queue  []*pending
 	closed bool
 	wake   chan struct{}
+	ids    *nuid.NUID // msgIDs of chatd's own (Submit), under mu
 
 	// Where chatd syncs (MessageLog.syncs), stored batches wait here for
 	// their sync, so that the next batch is published while the disk
@@ -131,7 +132,7 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Committer{
 		msgs: l, metrics: metrics, log: l.log, ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), wake: make(chan struct{}, 1),
+		done: make(chan struct{}), wake: make(chan struct{}, 1), ids: nuid.New(),
 	}
 	if l.syncs {
 		c.unsynced, c.settled = make(chan unsynced, maxUnsynced), make(chan struct{})
@@ -144,9 +145,12 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 // Submit queues a message for the room. done is called once, from one of
 // the committer's goroutines (in the order messages were stored), with the
 // message's id when JetStream has stored it (and, with --durability fsync,
-// it is on disk), or with the error that kept it from being stored. A non-empty msgID
-// is JetStream's deduplication key: a repeat within the duplicate window
-// is acknowledged with the first copy's id and not stored again.
+// it is on disk), or with the error that kept it from being stored. A
+// non-empty msgID is JetStream's deduplication key: a repeat within the
+// duplicate window is acknowledged with the first copy's id and not stored
+// again. A caller's msgIDs must contain a ':' (chat's are user:client-id):
+// where publishes can go unanswered (MessageLog.failover) the committer
+// gives every other message an id of its own, which never does.
 //
 // Messages are stored in the order of their Submit calls; a caller that
 // submits from one goroutine keeps its own order.
@@ -157,6 +161,9 @@ func (c *Committer) Submit(room string, data []byte, msgID string, done func(seq
 		c.mu.Unlock()
 		done(0, ErrCommitterClosed)
 		return
+	}
+	if msgID == "" && c.msgs.failover {
+		p.msgID = c.ids.Next()
 	}
 	c.queue = append(c.queue, p)
 	c.mu.Unlock()
@@ -304,6 +311,7 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 	}
 	futs := make([]jetstream.PubAckFuture, len(batch))
 	errs := make([]error, len(batch))
+	resend := c.msgs.resendOn()
 	for i, p := range batch {
 		futs[i], errs[i] = c.msgs.PublishAsync(p.room, nil, p.data, p.msgID)
 	}
@@ -313,14 +321,14 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 				p.done(0, errs[i])
 				continue
 			}
-			p.done(c.msgs.Await(ctx, futs[i], p.room, p.data, p.msgID))
+			p.done(c.msgs.await(ctx, futs[i], p, resend))
 		}
 		return
 	}
 	seqs := make([]uint64, len(batch))
 	for i, p := range batch {
 		if errs[i] == nil {
-			seqs[i], errs[i] = c.msgs.Await(ctx, futs[i], p.room, p.data, p.msgID)
+			seqs[i], errs[i] = c.msgs.await(ctx, futs[i], p, resend)
 		}
 	}
 	c.syncLater(batch, seqs, errs)
@@ -330,7 +338,7 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 // or none. While a cluster elects a leader the whole batch is sent again
 // (which keeps its order); a batch JetStream refused is split into single
 // publishes; one whose fate is unknown is sent again only where that is
-// safe (messages with a msgID), as Await does.
+// safe (messages with a msgID), as await does.
 func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
 	wait := 50 * time.Millisecond
 	for {
@@ -364,6 +372,9 @@ func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
 			c.commitEach(ctx, batch)
 			return
 		case lost:
+			if errors.Is(err, errResend) {
+				_ = settle(ctx) // commitEach fails the batch if ctx ended
+			}
 			var again []*pending
 			for _, p := range batch {
 				if p.msgID != "" {
@@ -405,6 +416,7 @@ const (
 // answers it once the whole batch is stored (with sync_interval: always,
 // synced) or refused.
 func (l *MessageLog) publishBatch(ctx context.Context, batch []*pending) (uint64, error) {
+	resend := l.resendOn()
 	id := nuid.Next()
 	for i, p := range batch {
 		m := nats.NewMsg(RoomSubject(p.room))
@@ -422,9 +434,7 @@ func (l *MessageLog) publishBatch(ctx context.Context, batch []*pending) (uint64
 			continue
 		}
 		m.Header.Set(batchCommitHeader, "1")
-		rctx, cancel := context.WithTimeout(ctx, batchAckWait)
-		resp, err := l.nc.RequestMsgWithContext(rctx, m)
-		cancel()
+		resp, err := l.request(ctx, m, resend)
 		if err != nil {
 			return 0, fmt.Errorf("atomic batch of %d: %w", len(batch), err)
 		}
@@ -441,6 +451,33 @@ func (l *MessageLog) publishBatch(ctx context.Context, batch []*pending) (uint64
 		return ack.Seq, nil
 	}
 	return 0, errors.New("atomic batch: no messages")
+}
+
+// errResend: a reply stopped being awaited because it may never come
+// (resendSignal).
+var errResend = errors.New("no acknowledgement: the stream's leader changed or the NATS connection was re-made")
+
+// request sends m and waits, at most batchAckWait, for the reply, or
+// until resend closes.
+func (l *MessageLog) request(ctx context.Context, m *nats.Msg, resend <-chan struct{}) (*nats.Msg, error) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if resend != nil {
+		go func() {
+			select {
+			case <-resend:
+				cancel(errResend)
+			case <-rctx.Done():
+			}
+		}()
+	}
+	tctx, tcancel := context.WithTimeout(rctx, batchAckWait)
+	defer tcancel()
+	resp, err := l.nc.RequestMsgWithContext(tctx, m)
+	if err != nil && errors.Is(context.Cause(rctx), errResend) {
+		return nil, errResend
+	}
+	return resp, err
 }
 
 type nopCommitMetrics struct{}

@@ -115,15 +115,20 @@ func commitWait(t *testing.T, c *Committer, batch []*pending) {
 // roomData reads back the data of the room's stored messages, in order.
 func roomData(t *testing.T, l *MessageLog, room string) []string {
 	t.Helper()
-	msgs, err := l.After(context.Background(), room, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, m := range msgs {
-		out = append(out, string(m.Data))
+	for after := uint64(0); ; {
+		msgs, err := l.After(context.Background(), room, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			out = append(out, string(m.Data))
+		}
+		if len(msgs) < 1000 {
+			return out
+		}
+		after = msgs[len(msgs)-1].Seq
 	}
-	return out
 }
 
 // atomicTestLog is a log on one node whose committer writes atomic

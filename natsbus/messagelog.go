@@ -19,7 +19,7 @@ type LogConfig struct {
 	Replicas        int
 	MaxAge          time.Duration // 0: keep forever
 	MaxPerRoom      int64         // 0: no per-room cap
-	DuplicateWindow time.Duration // how long a client-msg-id is remembered
+	DuplicateWindow time.Duration // how long a message id (a client-msg-id, or chatd's own) is remembered
 	MaxMsgSize      int32
 	// Durability sets the stream's persist mode, and with Replicas whether
 	// group commit writes atomic batches (Committer).
@@ -49,7 +49,13 @@ type MessageLog struct {
 	// syncs: acknowledged messages are on disk only after Bus.Sync (one
 	// embedded server with --durability fsync).
 	syncs bool
-	bus   *Bus
+	// failover: a publish's acknowledgement can be lost without the server
+	// being overloaded: the stream's leader can change (a clustered node)
+	// or the connection can be re-made (an external NATS). The committer
+	// then gives every message a msgID, so that one whose fate is unknown
+	// can be sent again without being stored twice.
+	failover bool
+	bus      *Bus
 }
 
 // StoredMsg is one message read back from the stream.
@@ -192,9 +198,10 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 		// A server that syncs every write syncs an atomic batch once; where
 		// chatd syncs (storeSync), single publishes are quicker: JetStream
 		// stages a one-replica atomic batch in a synced store of its own.
-		atomic: got.AllowAtomicPublish && ((cfg.Durability == DurabilityFsync && b.storeSync == nil) || got.Replicas > 1),
-		syncs:  b.storeSync != nil,
-		bus:    b,
+		atomic:   got.AllowAtomicPublish && ((cfg.Durability == DurabilityFsync && b.storeSync == nil) || got.Replicas > 1),
+		syncs:    b.storeSync != nil,
+		failover: b.srv == nil || b.clustered,
+		bus:      b,
 	}
 }
 
@@ -226,14 +233,18 @@ func (l *MessageLog) PublishAsync(room string, hdr nats.Header, data []byte, msg
 	return f, nil
 }
 
-// Await waits for a publish started with PublishAsync and returns the
+// await waits for p's publish, started with PublishAsync, and returns the
 // message's id. While a cluster elects a new stream leader, a publish that
 // reached no server at all is safe to send again, and so is one that
 // carries a msgID (JetStream drops the repeat); those are sent again until
 // ctx ends. Any other failure is returned: the message may or may not be
-// stored. Callers start publishes in order and await them anywhere, so a
-// sender's messages keep their order unless a retry was needed.
-func (l *MessageLog) Await(ctx context.Context, fut jetstream.PubAckFuture, room string, data []byte, msgID string) (uint64, error) {
+// stored. resend, from MessageLog.resendOn before the publish, closes when
+// the acknowledgement may never come (a new leader, a new connection): a
+// message with a msgID is then sent again at once rather than after the
+// publish timeout. Callers start publishes in order and await them
+// anywhere, so a sender's messages keep their order unless a retry was
+// needed.
+func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *pending, resend <-chan struct{}) (uint64, error) {
 	wait := 50 * time.Millisecond
 	for {
 		var err error
@@ -241,35 +252,84 @@ func (l *MessageLog) Await(ctx context.Context, fut jetstream.PubAckFuture, room
 		case ack := <-fut.Ok():
 			return ack.Sequence, nil
 		case err = <-fut.Err():
+		case <-resend:
+			if p.msgID == "" {
+				resend = nil // sending it again could store it twice
+				continue
+			}
+			if err := settle(ctx); err != nil {
+				return 0, fmt.Errorf("publish to room %s: %w", p.room, err)
+			}
+			resend = l.resendOn()
+			if fut, err = l.PublishAsync(p.room, nil, p.data, p.msgID); err != nil {
+				return 0, err
+			}
+			continue
 		case <-ctx.Done():
-			return 0, fmt.Errorf("publish to room %s: %w", room, ctx.Err())
+			return 0, fmt.Errorf("publish to room %s: %w", p.room, ctx.Err())
 		}
 		notStored, lost := classify(err)
-		if !notStored && !(lost && msgID != "") {
-			return 0, fmt.Errorf("publish to room %s: %w", room, err)
+		if !notStored && !(lost && p.msgID != "") {
+			return 0, fmt.Errorf("publish to room %s: %w", p.room, err)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("publish to room %s: %w (gave up: %v)", room, err, ctx.Err())
+			return 0, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, ctx.Err())
+		case <-resend:
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
-		if fut, err = l.PublishAsync(room, nil, data, msgID); err != nil {
+		resend = l.resendOn()
+		if fut, err = l.PublishAsync(p.room, nil, p.data, p.msgID); err != nil {
 			return 0, err
 		}
 	}
 }
 
+// resendSettle is how long after a resend signal a publish is sent again.
+// A new leader takes publishes before it has settled in: sent again at
+// once, a message could be staged there and its proposal dropped, and
+// JetStream then holds its msgID as "in process" until the duplicate
+// window ends. In TestLeaderChangesLoseNoMessage that happened in 2 of 10
+// runs without the pause, and in none of 10 with it.
+const resendSettle = 250 * time.Millisecond
+
+// settle waits resendSettle, or until ctx ends.
+func settle(ctx context.Context) error {
+	select {
+	case <-time.After(resendSettle):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// errCodeMsgIDInProcess is JetStream's "duplicate message id is in
+// process" (JSStreamDuplicateMessageConflict): the first copy has not
+// been stored yet; a repeat later is acknowledged with its id.
+const errCodeMsgIDInProcess = 10158
+
+// resendOn returns the channel that closes when publishes in flight may
+// go unanswered (resendSignal), or nil where chatd embeds the only NATS
+// server: there no leader changes and the connection is in-process.
+func (l *MessageLog) resendOn() <-chan struct{} {
+	if !l.failover {
+		return nil
+	}
+	return l.bus.resend.next()
+}
+
 // classify sorts a failed publish: notStored, no server got it or
 // JetStream refused it unstored (503: no leader or no quorum for the
-// moment), so it is safe to send again; lost, no answer came, so it may
-// or may not be stored.
+// moment), or its msgID's first copy is still being stored (a new leader
+// got it from the old one), so it is safe to send again, after a pause;
+// lost, no answer came, so it may or may not be stored.
 func classify(err error) (notStored, lost bool) {
 	var apiErr *jetstream.APIError
 	notStored = errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.As(err, &apiErr) && apiErr.Code == 503
+		errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errCodeMsgIDInProcess)
 	lost = errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errResend)
 	return notStored, lost
 }
 

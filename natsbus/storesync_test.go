@@ -169,7 +169,7 @@ func TestStoreSyncSharedRounds(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if _, err := l.Await(ctx, fut, "r", []byte("hello"), ""); err != nil {
+				if _, err := l.await(ctx, fut, &pending{room: "r", data: []byte("hello")}, nil); err != nil {
 					t.Error(err)
 					return
 				}

@@ -1,0 +1,254 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/internal/testport"
+	"github.com/chatd/chatd/internal/wait"
+)
+
+// startTestCluster starts size embedded NATS servers routed to each other,
+// with clustered JetStream; each returned bus is one node. stop closes a
+// node as chatd's shutdown does (lame duck first); the test's end stops
+// the rest.
+func startTestCluster(t *testing.T, size int, d Durability) (buses []*Bus, stop func(i int)) {
+	t.Helper()
+	var routes []string
+	listens := make([]string, size)
+	for i := range listens {
+		listens[i] = "127.0.0.1:" + strconv.Itoa(testport.Free(t))
+		routes = append(routes, "nats-route://"+listens[i])
+	}
+	buses = make([]*Bus, size)
+	errs := make([]error, size)
+	var wg sync.WaitGroup
+	for i := range buses {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			buses[i], errs[i] = Start(ctx, Options{
+				DataDir: t.TempDir(), ServerName: "n" + strconv.Itoa(i), Durability: d,
+				ClusterName: "failover", ClusterListen: listens[i], Routes: routes,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			})
+		})
+	}
+	wg.Wait()
+	var mu sync.Mutex
+	stopped := make([]bool, size)
+	stop = func(i int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped[i] || buses[i] == nil {
+			return
+		}
+		stopped[i] = true
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := buses[i].Close(ctx); err != nil {
+			t.Errorf("close node %d: %v", i, err)
+		}
+	}
+	t.Cleanup(func() {
+		for i := range buses {
+			stop(i)
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("start node %d: %v", i, err)
+		}
+	}
+	return buses, stop
+}
+
+// streamLeader names the server leading the messages stream.
+func streamLeader(t *testing.T, l *MessageLog) string {
+	t.Helper()
+	leader, err := currentLeader(l)
+	if err != nil || leader == "" {
+		t.Fatalf("the messages stream has no leader: %v", err)
+	}
+	return leader
+}
+
+// TestLeaderChangesLoseNoMessage: messages submitted on one node while the
+// stream's leader steps down, and then while the node leading it shuts
+// down, are every one stored, once, and no submitter waits out the
+// publish timeout: a publish the old leader left unanswered is sent again
+// when the new leader is elected, and JetStream drops the repeat of one
+// that was stored after all.
+func TestLeaderChangesLoseNoMessage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node cluster: skipped with -short")
+	}
+	for _, d := range []Durability{DurabilityReplicated, DurabilityFsync} {
+		t.Run(string(d), func(t *testing.T) {
+			buses, stop := startTestCluster(t, 3, d)
+			ctx := context.Background()
+			logs := make([]*MessageLog, len(buses))
+			for i, b := range buses {
+				l, err := b.OpenMessageLog(ctx, LogConfig{Replicas: 3, DuplicateWindow: time.Minute, MaxMsgSize: 1024, Durability: d})
+				if err != nil {
+					t.Fatalf("open message log on node %d: %v", i, err)
+				}
+				logs[i] = l
+			}
+			leader := streamLeader(t, logs[0])
+			// Submit from a node that does not lead the stream now.
+			from := 0
+			if leader == "n0" {
+				from = 1
+			}
+			l := logs[from]
+			if !l.failover {
+				t.Fatal("a clustered node's log does not count on failover")
+			}
+			c := l.NewCommitter(nil)
+
+			const submitters = 4
+			var (
+				mu      sync.Mutex
+				errs    []error
+				slowest time.Duration
+				sent    [submitters]int
+			)
+			stopSubmitting := make(chan struct{})
+			var wg sync.WaitGroup
+			for s := range submitters {
+				wg.Go(func() {
+					var inFlight sync.WaitGroup
+					defer inFlight.Wait()
+					for i := 0; ; i++ {
+						select {
+						case <-stopSubmitting:
+							return
+						default:
+						}
+						inFlight.Add(1)
+						began := time.Now()
+						c.Submit("r"+strconv.Itoa(s), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", func(_ uint64, err error) {
+							defer inFlight.Done()
+							mu.Lock()
+							defer mu.Unlock()
+							slowest = max(slowest, time.Since(began))
+							if err != nil {
+								errs = append(errs, fmt.Errorf("submitter %d message %d: %w", s, i, err))
+							}
+						})
+						sent[s] = i + 1
+						if i%4 == 3 {
+							time.Sleep(time.Millisecond) // a steady stream, not one burst
+						}
+					}
+				})
+			}
+			// Two step-downs, each waited out, then the leader shuts down.
+			for range 2 {
+				time.Sleep(300 * time.Millisecond)
+				stepDown(t, buses[from], l)
+			}
+			time.Sleep(300 * time.Millisecond)
+			lead := streamLeader(t, l)
+			if lead == "n"+strconv.Itoa(from) {
+				// Shutting down the submitter's own node would end the
+				// test's publishing: move the leader away first.
+				lead = stepDown(t, buses[from], l)
+			}
+			n, err := strconv.Atoi(strings.TrimPrefix(lead, "n"))
+			if err != nil {
+				t.Fatalf("leader %q", lead)
+			}
+			stop(n)
+			time.Sleep(500 * time.Millisecond)
+			close(stopSubmitting)
+			wg.Wait()
+			if err := c.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, err := range errs {
+				t.Error(err)
+			}
+			// Every message once: with msgIDs, a message sent again is
+			// not stored twice. A replica answering the reads may lag a
+			// moment behind.
+			total := 0
+			for s := range submitters {
+				total += sent[s]
+			}
+			wait.Until(t, "every message stored once", func() error {
+				missing, twice, example := 0, 0, ""
+				for s := range submitters {
+					seen := make(map[string]int)
+					for _, d := range roomData(t, l, "r"+strconv.Itoa(s)) {
+						seen[d]++
+					}
+					for i := range sent[s] {
+						switch n := seen[fmt.Sprintf(`{"s":%d,"i":%d}`, s, i)]; {
+						case n == 0:
+							missing++
+							example = fmt.Sprintf("submitter %d message %d", s, i)
+						case n > 1:
+							twice++
+							example = fmt.Sprintf("submitter %d message %d", s, i)
+						}
+					}
+				}
+				if missing > 0 || twice > 0 {
+					return fmt.Errorf("of %d messages %d not stored and %d stored more than once, e.g. %s", total, missing, twice, example)
+				}
+				return nil
+			})
+			t.Logf("%d messages through 3 leader changes; the slowest took %v", total, slowest)
+			if slowest >= publishTimeout {
+				t.Errorf("a message took %v: it waited out the publish timeout (%v) instead of being sent again when the new leader was elected",
+					slowest, publishTimeout)
+			}
+		})
+	}
+}
+
+// stepDown asks the stream's leader to step down and returns the next.
+func stepDown(t *testing.T, b *Bus, l *MessageLog) string {
+	t.Helper()
+	before := streamLeader(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := b.NC.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+MessagesStream, nil); err != nil {
+		t.Fatalf("step down: %v", err)
+	}
+	var after string
+	wait.Until(t, "a new leader", func() error {
+		now, err := currentLeader(l)
+		if err != nil || now == "" || now == before {
+			return fmt.Errorf("leader %q: %v", now, err)
+		}
+		after = now
+		return nil
+	})
+	return after
+}
+
+// currentLeader asks the stream for its leader; while one is elected the
+// answer is an error or no name.
+func currentLeader(l *MessageLog) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	if info.Cluster == nil {
+		return "", errors.New("the stream is not clustered")
+	}
+	return info.Cluster.Leader, nil
+}

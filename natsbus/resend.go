@@ -1,0 +1,53 @@
+package natsbus
+
+import (
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// leaderElectedSubject is JetStream's advisory that the messages stream
+// has a new leader.
+const leaderElectedSubject = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + MessagesStream
+
+// resendSignal tells publishers waiting for acknowledgements that theirs
+// may never come: the messages stream elected a leader (the old one may
+// have dropped what it had not yet proposed, and the new one acknowledges
+// only what it receives itself), or the connection to NATS was re-made
+// (replies in flight are lost). Without it such a publish waits out the
+// publish timeout, 10 s, before it is sent again; a rolling restart would
+// stall every sender of the cluster for that long.
+//
+// Only a publish that carries a msgID may be sent again on the signal: it
+// may have been stored, and JetStream drops the repeat. MessageLog.failover
+// says where chatd gives every message one.
+type resendSignal struct {
+	mu sync.Mutex
+	ch chan struct{} // closed at the next event, then replaced
+}
+
+func newResendSignal() *resendSignal {
+	return &resendSignal{ch: make(chan struct{})}
+}
+
+// next returns a channel that is closed at the next event after the call.
+func (s *resendSignal) next() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch
+}
+
+func (s *resendSignal) fire() {
+	s.mu.Lock()
+	close(s.ch)
+	s.ch = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// watchLeaders fires the signal at each of the messages stream's leader
+// elections. The advisory reaches every node's connection; where the NATS
+// account may not subscribe to it, publishes fall back on the timeout.
+func (s *resendSignal) watchLeaders(nc *nats.Conn) error {
+	_, err := nc.Subscribe(leaderElectedSubject, func(*nats.Msg) { s.fire() })
+	return err
+}
