@@ -373,7 +373,7 @@ func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
 			return
 		case lost:
 			if errors.Is(err, errResend) {
-				_ = settle(ctx) // commitEach fails the batch if ctx ended
+				_ = c.msgs.bus.resend.waitSettled(ctx) // commitEach fails the batch if ctx ended
 			}
 			var again []*pending
 			for _, p := range batch {

@@ -240,8 +240,8 @@ func (l *MessageLog) PublishAsync(room string, hdr nats.Header, data []byte, msg
 // ctx ends. Any other failure is returned: the message may or may not be
 // stored. resend, from MessageLog.resendOn before the publish, closes when
 // the acknowledgement may never come (a new leader, a new connection): a
-// message with a msgID is then sent again at once rather than after the
-// publish timeout. Callers start publishes in order and await them
+// message with a msgID is then sent again, resendSettle after the event,
+// rather than after the publish timeout. Callers start publishes in order and await them
 // anywhere, so a sender's messages keep their order unless a retry was
 // needed.
 func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *pending, resend <-chan struct{}) (uint64, error) {
@@ -257,7 +257,12 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 				resend = nil // sending it again could store it twice
 				continue
 			}
-			if err := settle(ctx); err != nil {
+			select {
+			case ack := <-fut.Ok(): // answered after all
+				return ack.Sequence, nil
+			default:
+			}
+			if err := l.bus.resend.waitSettled(ctx); err != nil {
 				return 0, fmt.Errorf("publish to room %s: %w", p.room, err)
 			}
 			resend = l.resendOn()
@@ -276,6 +281,9 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 		case <-ctx.Done():
 			return 0, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, ctx.Err())
 		case <-resend:
+			if serr := l.bus.resend.waitSettled(ctx); serr != nil {
+				return 0, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, serr)
+			}
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
@@ -283,24 +291,6 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 		if fut, err = l.PublishAsync(p.room, nil, p.data, p.msgID); err != nil {
 			return 0, err
 		}
-	}
-}
-
-// resendSettle is how long after a resend signal a publish is sent again.
-// A new leader takes publishes before it has settled in: sent again at
-// once, a message could be staged there and its proposal dropped, and
-// JetStream then holds its msgID as "in process" until the duplicate
-// window ends. In TestLeaderChangesLoseNoMessage that happened in 2 of 10
-// runs without the pause, and in none of 10 with it.
-const resendSettle = 250 * time.Millisecond
-
-// settle waits resendSettle, or until ctx ends.
-func settle(ctx context.Context) error {
-	select {
-	case <-time.After(resendSettle):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -58,9 +58,14 @@ func (e *archiveEnv) store(room string, data []byte) uint64 {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	id, err := e.log.Await(ctx(e.t), fut, room, data, "")
-	if err != nil {
-		e.t.Fatal(err)
+	var id uint64
+	select {
+	case ack := <-fut.Ok():
+		id = ack.Sequence
+	case err := <-fut.Err():
+		e.t.Fatalf("store in %s: %v", room, err)
+	case <-ctx(e.t).Done():
+		e.t.Fatalf("store in %s: no acknowledgement", room)
 	}
 	e.sent = append(e.sent, id)
 	e.bodies[id] = data
