@@ -214,11 +214,20 @@ func (c *client) barrier() {
 
 func (c *client) post(room, text string, opts ...func(*frame.Frame) error) {
 	c.t.Helper()
+	if err := c.tryPost(room, text, opts...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryPost is post for goroutines other than the test's: it returns the
+// error rather than failing the test.
+func (c *client) tryPost(room, text string, opts ...func(*frame.Frame) error) error {
 	body, _ := json.Marshal(map[string]string{"message": text})
 	opts = append(opts, stomp.SendOpt.Receipt)
 	if err := c.Send("/app/chat."+room, "application/json", body, opts...); err != nil {
-		c.t.Fatalf("%s post to %s: %v", c.user, room, err)
+		return fmt.Errorf("%s post to %s: %w", c.user, room, err)
 	}
+	return nil
 }
 
 // next waits for the subscription's next MESSAGE.
