@@ -302,7 +302,10 @@ func TestSinceIDReplayWhileOthersSend(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := range during {
-			carol.post("replay", "during "+strconv.Itoa(i))
+			if err := carol.tryPost("replay", "during "+strconv.Itoa(i)); err != nil {
+				t.Error(err)
+				return
+			}
 		}
 	}()
 	bob2 := dial(t, n, "bob")
