@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatd/chatd/internal/testport"
 	"github.com/chatd/chatd/internal/wait"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // startTestCluster starts size embedded NATS servers routed to each other,
@@ -115,43 +116,7 @@ func TestLeaderChangesLoseNoMessage(t *testing.T) {
 			}
 			c := l.NewCommitter(nil)
 
-			const submitters = 4
-			var (
-				mu      sync.Mutex
-				errs    []error
-				slowest time.Duration
-				sent    [submitters]int
-			)
-			stopSubmitting := make(chan struct{})
-			var wg sync.WaitGroup
-			for s := range submitters {
-				wg.Go(func() {
-					var inFlight sync.WaitGroup
-					defer inFlight.Wait()
-					for i := 0; ; i++ {
-						select {
-						case <-stopSubmitting:
-							return
-						default:
-						}
-						inFlight.Add(1)
-						began := time.Now()
-						c.Submit("r"+strconv.Itoa(s), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", func(_ uint64, err error) {
-							defer inFlight.Done()
-							mu.Lock()
-							defer mu.Unlock()
-							slowest = max(slowest, time.Since(began))
-							if err != nil {
-								errs = append(errs, fmt.Errorf("submitter %d message %d: %w", s, i, err))
-							}
-						})
-						sent[s] = i + 1
-						if i%4 == 3 {
-							time.Sleep(time.Millisecond) // a steady stream, not one burst
-						}
-					}
-				})
-			}
+			ld := startLoad(c)
 			// Two step-downs, each waited out, then the leader shuts down.
 			for range 2 {
 				time.Sleep(300 * time.Millisecond)
@@ -170,50 +135,166 @@ func TestLeaderChangesLoseNoMessage(t *testing.T) {
 			}
 			stop(n)
 			time.Sleep(500 * time.Millisecond)
-			close(stopSubmitting)
-			wg.Wait()
+			ld.stop()
 			if err := c.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
-			for _, err := range errs {
-				t.Error(err)
-			}
-			// Every message once: with msgIDs, a message sent again is
-			// not stored twice. A replica answering the reads may lag a
-			// moment behind.
-			total := 0
-			for s := range submitters {
-				total += sent[s]
-			}
-			wait.Until(t, "every message stored once", func() error {
-				missing, twice, example := 0, 0, ""
-				for s := range submitters {
-					seen := make(map[string]int)
-					for _, d := range roomData(t, l, "r"+strconv.Itoa(s)) {
-						seen[d]++
-					}
-					for i := range sent[s] {
-						switch n := seen[fmt.Sprintf(`{"s":%d,"i":%d}`, s, i)]; {
-						case n == 0:
-							missing++
-							example = fmt.Sprintf("submitter %d message %d", s, i)
-						case n > 1:
-							twice++
-							example = fmt.Sprintf("submitter %d message %d", s, i)
-						}
-					}
-				}
-				if missing > 0 || twice > 0 {
-					return fmt.Errorf("of %d messages %d not stored and %d stored more than once, e.g. %s", total, missing, twice, example)
-				}
-				return nil
-			})
-			t.Logf("%d messages through 3 leader changes; the slowest took %v", total, slowest)
-			if slowest >= publishTimeout {
-				t.Errorf("a message took %v: it waited out the publish timeout (%v) instead of being sent again when the new leader was elected",
-					slowest, publishTimeout)
+			ld.check(t, l, "3 leader changes")
+		})
+	}
+}
+
+// TestReconnectLosesNoMessage: chatd on an external NATS whose server
+// restarts while messages are submitted. Publishes in flight when the
+// connection broke are sent again once it is re-made, and stored once:
+// the restarted server rebuilds its msgID memory from the stream.
+func TestReconnectLosesNoMessage(t *testing.T) {
+	dir, port := t.TempDir(), testport.Free(t)
+	start := func() *server.Server {
+		t.Helper()
+		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.SetLoggerV2(&serverLog{log: slog.New(slog.NewTextHandler(io.Discard, nil))}, false, false, false)
+		go srv.Start()
+		if !srv.ReadyForConnections(10 * time.Second) {
+			t.Fatal("NATS server not ready within 10s")
+		}
+		return srv
+	}
+	srv := start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bus, err := Start(ctx, Options{URL: srv.ClientURL(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bus.Close(context.Background()) }()
+	l, err := bus.OpenMessageLog(ctx, LogConfig{Replicas: 1, DuplicateWindow: time.Minute, MaxMsgSize: 1024, Durability: DurabilityFsync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.failover {
+		t.Fatal("a log on an external NATS does not count on failover")
+	}
+	c := l.NewCommitter(nil)
+	ld := startLoad(c)
+	time.Sleep(300 * time.Millisecond)
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv = start()
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	wait.Until(t, "reconnected", func() error {
+		if !bus.NC.IsConnected() {
+			return errors.New(bus.NC.Status().String())
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	ld.stop()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ld.check(t, l, "a server restart")
+}
+
+// loadSubmitters is how many goroutines a load submits from.
+const loadSubmitters = 4
+
+// load submits messages from loadSubmitters goroutines, each to a room
+// of its own, steadily, until stop; check then verifies the outcome.
+type load struct {
+	c     *Committer
+	halt  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	errs  []error
+	worst time.Duration
+	sent  [loadSubmitters]int
+}
+
+func startLoad(c *Committer) *load {
+	ld := &load{c: c, halt: make(chan struct{})}
+	for s := range loadSubmitters {
+		ld.wg.Go(func() { ld.submit(s) })
+	}
+	return ld
+}
+
+func (ld *load) submit(s int) {
+	var inFlight sync.WaitGroup
+	defer inFlight.Wait()
+	for i := 0; ; i++ {
+		select {
+		case <-ld.halt:
+			return
+		default:
+		}
+		inFlight.Add(1)
+		began := time.Now()
+		ld.c.Submit("r"+strconv.Itoa(s), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", func(_ uint64, err error) {
+			defer inFlight.Done()
+			ld.mu.Lock()
+			defer ld.mu.Unlock()
+			ld.worst = max(ld.worst, time.Since(began))
+			if err != nil {
+				ld.errs = append(ld.errs, fmt.Errorf("submitter %d message %d: %w", s, i, err))
 			}
 		})
+		ld.sent[s] = i + 1
+		if i%4 == 3 {
+			time.Sleep(time.Millisecond) // a steady stream, not one burst
+		}
+	}
+}
+
+// stop ends the submitting and waits until every submitter has heard.
+func (ld *load) stop() {
+	close(ld.halt)
+	ld.wg.Wait()
+}
+
+// check fails t unless every message was stored exactly once, none
+// failed, and none waited out the publish timeout (it would have, had it
+// not been sent again at the event).
+func (ld *load) check(t *testing.T, l *MessageLog, through string) {
+	t.Helper()
+	for _, err := range ld.errs {
+		t.Error(err)
+	}
+	// With msgIDs, a message sent again is not stored twice. A replica
+	// answering the reads may lag a moment behind.
+	total := 0
+	for s := range loadSubmitters {
+		total += ld.sent[s]
+	}
+	wait.Until(t, "every message stored once", func() error {
+		missing, twice, example := 0, 0, ""
+		for s := range loadSubmitters {
+			seen := make(map[string]int)
+			for _, d := range roomData(t, l, "r"+strconv.Itoa(s)) {
+				seen[d]++
+			}
+			for i := range ld.sent[s] {
+				switch n := seen[fmt.Sprintf(`{"s":%d,"i":%d}`, s, i)]; {
+				case n == 0:
+					missing++
+					example = fmt.Sprintf("submitter %d message %d", s, i)
+				case n > 1:
+					twice++
+					example = fmt.Sprintf("submitter %d message %d", s, i)
+				}
+			}
+		}
+		if missing > 0 || twice > 0 {
+			return fmt.Errorf("of %d messages %d not stored and %d stored more than once, e.g. %s", total, missing, twice, example)
+		}
+		return nil
+	})
+	t.Logf("%d messages through %s; the slowest took %v", total, through, ld.worst)
+	if ld.worst >= publishTimeout {
+		t.Errorf("a message took %v: it waited out the publish timeout (%v) instead of being sent again at once", ld.worst, publishTimeout)
 	}
 }
 
