@@ -92,7 +92,7 @@ type Committer struct {
 	queue  []*pending
 	closed bool
 	wake   chan struct{}
-	ids    *nuid.NUID // msgIDs of chatd's own (Submit), under mu
+	ids    *nuid.NUID // msgIDs of chatd's own; used by the committing goroutine
 
 	// Where chatd syncs (MessageLog.syncs), stored batches wait here for
 	// their sync, so that the next batch is published while the disk
@@ -150,7 +150,8 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 // duplicate window is acknowledged with the first copy's id and not stored
 // again. A caller's msgIDs must contain a ':' (chat's are user:client-id):
 // where publishes can go unanswered (MessageLog.failover) the committer
-// gives every other message an id of its own, which never does.
+// gives messages ids of its own, which never do, so that it can send
+// them again without storing them twice (commit).
 //
 // Messages are stored in the order of their Submit calls; a caller that
 // submits from one goroutine keeps its own order.
@@ -161,9 +162,6 @@ func (c *Committer) Submit(room string, data []byte, msgID string, done func(seq
 		c.mu.Unlock()
 		done(0, ErrCommitterClosed)
 		return
-	}
-	if msgID == "" && c.msgs.failover {
-		p.msgID = c.ids.Next()
 	}
 	c.queue = append(c.queue, p)
 	c.mu.Unlock()
@@ -290,12 +288,30 @@ func (c *Committer) commit(batch []*pending) {
 	if atomic {
 		c.commitAtomic(ctx, batch)
 	} else {
+		c.stamp(batch)
 		c.commitEach(ctx, batch)
 	}
 	c.metrics.BatchCommitted(len(batch), atomic)
 	// The queue's array may outlive the batch (take slices it): let the
 	// messages and their callbacks go now.
 	clear(batch)
+}
+
+// stamp gives every message of the batch that has no msgID one of
+// chatd's own, where a publish can go unanswered (MessageLog.failover):
+// each can then be sent again without being stored twice. JetStream
+// checks and remembers every msgID on every replica (about 110 bytes per
+// message for --dedupe-window), so atomic batches carry only one
+// (commitAtomic).
+func (c *Committer) stamp(batch []*pending) {
+	if !c.msgs.failover {
+		return
+	}
+	for _, p := range batch {
+		if p.msgID == "" {
+			p.msgID = c.ids.Next()
+		}
+	}
 }
 
 // commitEach publishes every message of the batch on its own, all before
@@ -321,14 +337,22 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 				p.done(0, errs[i])
 				continue
 			}
-			p.done(c.msgs.await(ctx, futs[i], p, resend))
+			ack, err := c.msgs.await(ctx, futs[i], p, resend)
+			if err != nil {
+				p.done(0, err)
+				continue
+			}
+			p.done(ack.Sequence, nil)
 		}
 		return
 	}
 	seqs := make([]uint64, len(batch))
 	for i, p := range batch {
 		if errs[i] == nil {
-			seqs[i], errs[i] = c.msgs.await(ctx, futs[i], p, resend)
+			var ack *jetstream.PubAck
+			if ack, errs[i] = c.msgs.await(ctx, futs[i], p, resend); errs[i] == nil {
+				seqs[i] = ack.Sequence
+			}
 		}
 	}
 	c.syncLater(batch, seqs, errs)
@@ -339,23 +363,33 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 // (which keeps its order); a batch JetStream refused is split into single
 // publishes; one whose fate is unknown is sent again only where that is
 // safe (messages with a msgID), as await does.
+//
+// Where a publish can go unanswered (MessageLog.failover) the batch's
+// first message carries a msgID of chatd's own, its marker: since the
+// batch is stored whole or not at all, the marker alone tells whether it
+// was (resolveMarked). A batch whose first message carries a client's msgID,
+// which may repeat an earlier message, gets a msgID on every message
+// instead.
 func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
+	marked := false
+	if c.msgs.failover {
+		if batch[0].msgID == "" {
+			batch[0].msgID = c.ids.Next()
+			marked = true
+		} else {
+			c.stamp(batch)
+		}
+	}
 	wait := 50 * time.Millisecond
 	for {
 		last, err := c.msgs.publishBatch(ctx, batch)
 		if err == nil {
 			first := last + 1 - uint64(len(batch))
-			if c.msgs.syncs {
-				seqs := make([]uint64, len(batch))
-				for i := range seqs {
-					seqs[i] = first + uint64(i)
-				}
-				c.syncLater(batch, seqs, make([]error, len(batch)))
-				return
+			seqs := make([]uint64, len(batch))
+			for i := range seqs {
+				seqs[i] = first + uint64(i)
 			}
-			for i, p := range batch {
-				p.done(first+uint64(i), nil)
-			}
+			c.stored(batch, seqs)
 			return
 		}
 		notStored, lost := classify(err)
@@ -363,13 +397,27 @@ func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
 		switch {
 		case notStored:
 			// No leader or no quorum for the moment: wait and resend below.
+		case marked && errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeBatchDuplicate:
+			// The marker repeats a batch stored before (its
+			// acknowledgement was lost), or a client's msgID repeats.
+			if !c.resolveMarked(ctx, batch, err) {
+				c.metrics.BatchSplit()
+			}
+			return
 		case errors.As(err, &apiErr):
 			// JetStream answered with an error: it stored nothing. A
 			// message it refuses (too large, a duplicate msgID) or a batch
 			// broken by a change of leader: single publishes tell which.
 			c.log.Debug("atomic batch refused: sending its messages one by one", "messages", len(batch), "err", err)
 			c.metrics.BatchSplit()
+			c.stamp(batch)
 			c.commitEach(ctx, batch)
+			return
+		case lost && marked:
+			if errors.Is(err, errResend) {
+				_ = c.msgs.bus.resend.waitSettled(ctx) // resolveMarked fails the batch if ctx ended
+			}
+			c.resolveMarked(ctx, batch, err)
 			return
 		case lost:
 			if errors.Is(err, errResend) {
@@ -400,6 +448,68 @@ func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
+	}
+}
+
+// errCodeBatchDuplicate is JetStream's "atomic publish batch contains
+// duplicate message id": it stored none of the batch.
+const errCodeBatchDuplicate = 10201
+
+// resolveMarked finds out whether a marked atomic batch (commitAtomic) whose
+// outcome is unknown, or refused for a repeated msgID, was stored: its
+// first message is sent again alone, with the marker. Acknowledged as a
+// duplicate, the batch was stored before, whole, with consecutive ids;
+// stored now, it was not, and the rest of it follows message by message,
+// each with a msgID of its own. It reports whether the batch was stored
+// before, or failed whole (its fate still unknown when ctx ended).
+func (c *Committer) resolveMarked(ctx context.Context, batch []*pending, cause error) (stored bool) {
+	first := batch[0]
+	fut, err := c.msgs.PublishAsync(first.room, nil, first.data, first.msgID)
+	var ack *jetstream.PubAck
+	if err == nil {
+		ack, err = c.msgs.await(ctx, fut, first, c.msgs.resendOn())
+	}
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr):
+		// Refused alone (too large, say): it stored nothing, so neither
+		// was the batch. The rest is sent one by one.
+		first.done(0, err)
+		rest := batch[1:]
+		c.stamp(rest)
+		c.commitEach(ctx, rest)
+		return false
+	case err != nil:
+		err = fmt.Errorf("%w (sending an atomic batch: %v)", err, cause)
+		for _, p := range batch {
+			p.done(0, err)
+		}
+		return true
+	}
+	if ack.Duplicate {
+		seqs := make([]uint64, len(batch))
+		for i := range seqs {
+			seqs[i] = ack.Sequence + uint64(i)
+		}
+		c.stored(batch, seqs)
+		return true
+	}
+	c.stored(batch[:1], []uint64{ack.Sequence})
+	rest := batch[1:]
+	c.stamp(rest)
+	c.commitEach(ctx, rest)
+	return false
+}
+
+// stored tells the submitters of stored messages, after the sync where
+// chatd syncs.
+func (c *Committer) stored(batch []*pending, seqs []uint64) {
+	if c.msgs.syncs {
+		c.syncLater(batch, seqs, make([]error, len(batch)))
+		return
+	}
+	for i, p := range batch {
+		p.done(seqs[i], nil)
 	}
 }
 

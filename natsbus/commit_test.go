@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -96,13 +97,20 @@ func testBatch(room string, n int, outs []outcome) []*pending {
 // where chatd syncs, that is after the batch's sync, on another goroutine.
 func commitWait(t *testing.T, c *Committer, batch []*pending) {
 	t.Helper()
+	toldWait(t, batch, func() { c.commit(batch) })
+}
+
+// toldWait runs send and waits until every submitter of the batch has
+// heard.
+func toldWait(t *testing.T, batch []*pending, send func()) {
+	t.Helper()
 	var wg sync.WaitGroup
 	wg.Add(len(batch))
 	for _, p := range batch {
 		done := p.done
 		p.done = func(seq uint64, err error) { done(seq, err); wg.Done() }
 	}
-	c.commit(batch)
+	send()
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
 	select {
@@ -178,35 +186,40 @@ func TestAtomicBatchStoresInOrder(t *testing.T) {
 // size); the committer sends the rest again, one by one, and only that
 // message's sender hears of a failure.
 func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
-	l := atomicTestLog(t)
-	rec := &batchRecorder{}
-	c := l.NewCommitter(rec)
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	for _, culprit := range []int{0, 7, 2*atomicMin - 1} { // first, middle, the committing message
-		room := fmt.Sprintf("r%d", culprit)
-		outs := make([]outcome, 2*atomicMin)
-		batch := testBatch(room, len(outs), outs)
-		batch[culprit].data = bytes.Repeat([]byte("x"), 2048) // over MaxMsgSize 1024
-		commitWait(t, c, batch)
-		var want []string
-		for i, o := range outs {
-			switch {
-			case o.calls != 1:
-				t.Fatalf("culprit %d: message %d told %d times", culprit, i, o.calls)
-			case i == culprit && !errors.Is(o.err, jetstream.ErrStreamMessageExceedsMaximum):
-				t.Fatalf("culprit %d: its error is %v, want message size exceeds maximum", culprit, o.err)
-			case i != culprit && o.err != nil:
-				t.Fatalf("culprit %d: message %d failed too: %v", culprit, i, o.err)
-			case i != culprit:
-				want = append(want, fmt.Sprintf(`{"n":%d}`, i))
+	for _, failover := range []bool{false, true} { // with failover, a marked batch
+		t.Run(fmt.Sprintf("failover=%v", failover), func(t *testing.T) {
+			l := atomicTestLog(t)
+			l.failover = failover
+			rec := &batchRecorder{}
+			c := l.NewCommitter(rec)
+			t.Cleanup(func() { _ = c.Close(context.Background()) })
+			for _, culprit := range []int{0, 7, 2*atomicMin - 1} { // first, middle, the committing message
+				room := fmt.Sprintf("r%d", culprit)
+				outs := make([]outcome, 2*atomicMin)
+				batch := testBatch(room, len(outs), outs)
+				batch[culprit].data = bytes.Repeat([]byte("x"), 2048) // over MaxMsgSize 1024
+				commitWait(t, c, batch)
+				var want []string
+				for i, o := range outs {
+					switch {
+					case o.calls != 1:
+						t.Fatalf("culprit %d: message %d told %d times", culprit, i, o.calls)
+					case i == culprit && !errors.Is(o.err, jetstream.ErrStreamMessageExceedsMaximum):
+						t.Fatalf("culprit %d: its error is %v, want message size exceeds maximum", culprit, o.err)
+					case i != culprit && o.err != nil:
+						t.Fatalf("culprit %d: message %d failed too: %v", culprit, i, o.err)
+					case i != culprit:
+						want = append(want, fmt.Sprintf(`{"n":%d}`, i))
+					}
+				}
+				if got := roomData(t, l, room); strings.Join(got, " ") != strings.Join(want, " ") {
+					t.Fatalf("culprit %d: stored %v\nwant %v", culprit, got, want)
+				}
 			}
-		}
-		if got := roomData(t, l, room); strings.Join(got, " ") != strings.Join(want, " ") {
-			t.Fatalf("culprit %d: stored %v\nwant %v", culprit, got, want)
-		}
-	}
-	if _, splits := rec.get(); splits != 3 {
-		t.Fatalf("%d batches split, want 3", splits)
+			if _, splits := rec.get(); splits != 3 {
+				t.Fatalf("%d batches split, want 3", splits)
+			}
+		})
 	}
 }
 
@@ -215,35 +228,101 @@ func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
 // with the first copy's id (as a single publish would be), and the rest
 // of the batch stored.
 func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
-	l := atomicTestLog(t)
-	rec := &batchRecorder{}
-	c := l.NewCommitter(rec)
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	first := make([]outcome, 1)
-	b := testBatch("r", 1, first)
-	b[0].msgID = "alice:m1"
-	commitWait(t, c, b)
-	if first[0].err != nil {
-		t.Fatal(first[0].err)
+	// With failover the batch also carries chatd's marker (commitAtomic),
+	// and the refusal is resolved through it.
+	for _, failover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("failover=%v", failover), func(t *testing.T) {
+			l := atomicTestLog(t)
+			l.failover = failover
+			rec := &batchRecorder{}
+			c := l.NewCommitter(rec)
+			t.Cleanup(func() { _ = c.Close(context.Background()) })
+			first := make([]outcome, 1)
+			b := testBatch("r", 1, first)
+			b[0].msgID = "alice:m1"
+			commitWait(t, c, b)
+			if first[0].err != nil {
+				t.Fatal(first[0].err)
+			}
+			outs := make([]outcome, atomicMin)
+			batch := testBatch("r", len(outs), outs)
+			batch[5].msgID = "alice:m1"
+			batch[9].msgID = "alice:m2"
+			commitWait(t, c, batch)
+			for i, o := range outs {
+				if o.calls != 1 || o.err != nil {
+					t.Fatalf("message %d: %+v", i, o)
+				}
+			}
+			if outs[5].seq != first[0].seq {
+				t.Fatalf("repeat acknowledged with id %d, the first copy has %d", outs[5].seq, first[0].seq)
+			}
+			if got, want := roomData(t, l, "r"), atomicMin; len(got) != want {
+				t.Fatalf("stored %d messages, want %d (the repeat not again)", len(got), want)
+			}
+			if _, splits := rec.get(); splits != 1 {
+				t.Fatalf("%d batches split, want 1: JetStream refuses an atomic batch with a repeated msg id", splits)
+			}
+		})
 	}
-	outs := make([]outcome, atomicMin)
-	batch := testBatch("r", len(outs), outs)
-	batch[5].msgID = "alice:m1"
-	batch[9].msgID = "alice:m2"
+}
+
+// TestMarkedBatchOfUnknownFate: where publishes can go unanswered, an
+// atomic batch carries one msgID, on its first message. Sent again alone,
+// that message tells whether the batch was stored: if it was, every
+// submitter hears its message's first id and nothing is stored twice; if
+// it was not, the batch is stored now, in order.
+func TestMarkedBatchOfUnknownFate(t *testing.T) {
+	l := atomicTestLog(t)
+	l.failover = true
+	c := l.NewCommitter(nil)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	const n = 2 * atomicMin
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	stored := make([]outcome, n)
+	batch := testBatch("before", n, stored)
+	sent := slices.Clone(batch) // commit clears the batch's slots
 	commitWait(t, c, batch)
-	for i, o := range outs {
-		if o.calls != 1 || o.err != nil {
-			t.Fatalf("message %d: %+v", i, o)
+	for i, p := range sent {
+		if (i == 0) != (p.msgID != "") {
+			t.Fatalf("message %d has msgID %q: only the first should", i, p.msgID)
 		}
 	}
-	if outs[5].seq != first[0].seq {
-		t.Fatalf("repeat acknowledged with id %d, the first copy has %d", outs[5].seq, first[0].seq)
+	again := make([]outcome, n)
+	repeat := testBatch("before", n, again)
+	repeat[0].msgID = sent[0].msgID
+	var before bool
+	toldWait(t, repeat, func() { before = c.resolveMarked(ctx, repeat, errors.New("test: acknowledgement lost")) })
+	if !before {
+		t.Fatal("a stored batch was taken for one never stored")
 	}
-	if got := roomData(t, l, "r"); len(got) != atomicMin {
-		t.Fatalf("stored %d messages, want %d (the repeat not again)", len(got), atomicMin)
+	for i := range again {
+		if again[i].err != nil || again[i].seq != stored[i].seq {
+			t.Fatalf("message %d: told %+v, first stored as %d", i, again[i], stored[i].seq)
+		}
 	}
-	if _, splits := rec.get(); splits != 1 {
-		t.Fatalf("%d batches split, want 1: JetStream refuses an atomic batch with a repeated msg id", splits)
+	if got := roomData(t, l, "before"); len(got) != n {
+		t.Fatalf("stored %d messages, want %d", len(got), n)
+	}
+
+	fresh := make([]outcome, n)
+	never := testBatch("never", n, fresh)
+	never[0].msgID = c.ids.Next()
+	toldWait(t, never, func() { before = c.resolveMarked(ctx, never, errors.New("test: acknowledgement lost")) })
+	if before {
+		t.Fatal("a batch never stored was taken for one stored")
+	}
+	var want []string
+	for i, o := range fresh {
+		if o.err != nil || i > 0 && o.seq <= fresh[i-1].seq {
+			t.Fatalf("message %d: told %+v after %+v", i, o, fresh[max(i-1, 0)])
+		}
+		want = append(want, fmt.Sprintf(`{"n":%d}`, i))
+	}
+	if got := roomData(t, l, "never"); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("stored %v\nwant %v", got, want)
 	}
 }
 

@@ -233,24 +233,25 @@ func (l *MessageLog) PublishAsync(room string, hdr nats.Header, data []byte, msg
 	return f, nil
 }
 
-// await waits for p's publish, started with PublishAsync, and returns the
-// message's id. While a cluster elects a new stream leader, a publish that
+// await waits for p's publish, started with PublishAsync, and returns
+// its acknowledgement (the message's id, and whether it repeated one
+// already stored). While a cluster elects a new stream leader, a publish that
 // reached no server at all is safe to send again, and so is one that
 // carries a msgID (JetStream drops the repeat); those are sent again until
 // ctx ends. Any other failure is returned: the message may or may not be
 // stored. resend, from MessageLog.resendOn before the publish, closes when
 // the acknowledgement may never come (a new leader, a new connection): a
 // message with a msgID is then sent again, resendSettle after the event,
-// rather than after the publish timeout. Callers start publishes in order and await them
-// anywhere, so a sender's messages keep their order unless a retry was
-// needed.
-func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *pending, resend <-chan struct{}) (uint64, error) {
+// rather than after the publish timeout. Callers start publishes in order
+// and await them anywhere, so a sender's messages keep their order unless
+// a retry was needed.
+func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *pending, resend <-chan struct{}) (*jetstream.PubAck, error) {
 	wait := 50 * time.Millisecond
 	for {
 		var err error
 		select {
 		case ack := <-fut.Ok():
-			return ack.Sequence, nil
+			return ack, nil
 		case err = <-fut.Err():
 		case <-resend:
 			if p.msgID == "" {
@@ -259,37 +260,37 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 			}
 			select {
 			case ack := <-fut.Ok(): // answered after all
-				return ack.Sequence, nil
+				return ack, nil
 			default:
 			}
 			if err := l.bus.resend.waitSettled(ctx); err != nil {
-				return 0, fmt.Errorf("publish to room %s: %w", p.room, err)
+				return nil, fmt.Errorf("publish to room %s: %w", p.room, err)
 			}
 			resend = l.resendOn()
 			if fut, err = l.PublishAsync(p.room, nil, p.data, p.msgID); err != nil {
-				return 0, err
+				return nil, err
 			}
 			continue
 		case <-ctx.Done():
-			return 0, fmt.Errorf("publish to room %s: %w", p.room, ctx.Err())
+			return nil, fmt.Errorf("publish to room %s: %w", p.room, ctx.Err())
 		}
 		notStored, lost := classify(err)
 		if !notStored && !(lost && p.msgID != "") {
-			return 0, fmt.Errorf("publish to room %s: %w", p.room, err)
+			return nil, fmt.Errorf("publish to room %s: %w", p.room, err)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, ctx.Err())
+			return nil, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, ctx.Err())
 		case <-resend:
 			if serr := l.bus.resend.waitSettled(ctx); serr != nil {
-				return 0, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, serr)
+				return nil, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, serr)
 			}
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
 		resend = l.resendOn()
 		if fut, err = l.PublishAsync(p.room, nil, p.data, p.msgID); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 }
