@@ -52,7 +52,8 @@ type MessageLog struct {
 	// failover: a publish's acknowledgement can be lost without the server
 	// being overloaded: the stream's leader can change (a clustered node)
 	// or the connection can be re-made (an external NATS). The committer
-	// then gives every message a msgID, so that one whose fate is unknown
+	// then gives each message sent on its own a msgID, and each atomic
+	// batch one on its first message, so that what has an unknown fate
 	// can be sent again without being stored twice.
 	failover bool
 	bus      *Bus

@@ -22,7 +22,8 @@ const leaderElectedSubject = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + Messa
 //
 // Only a publish that carries a msgID may be sent again on the signal: it
 // may have been stored, and JetStream drops the repeat. MessageLog.failover
-// says where chatd gives every message one.
+// says where chatd gives messages ids: each message sent on its own, and
+// each atomic batch's first (Committer.stamp, Committer.commitAtomic).
 type resendSignal struct {
 	mu   sync.Mutex
 	ch   chan struct{} // closed at the next event, then replaced
