@@ -186,39 +186,49 @@ func TestAtomicBatchStoresInOrder(t *testing.T) {
 // size); the committer sends the rest again, one by one, and only that
 // message's sender hears of a failure.
 func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
-	for _, failover := range []bool{false, true} { // with failover, a marked batch
+	withAndWithoutFailover(t, func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder) {
+		for _, culprit := range []int{0, 7, 2*atomicMin - 1} { // first, middle, the committing message
+			room := fmt.Sprintf("r%d", culprit)
+			outs := make([]outcome, 2*atomicMin)
+			batch := testBatch(room, len(outs), outs)
+			batch[culprit].data = bytes.Repeat([]byte("x"), 2048) // over MaxMsgSize 1024
+			commitWait(t, c, batch)
+			var want []string
+			for i, o := range outs {
+				switch {
+				case o.calls != 1:
+					t.Fatalf("culprit %d: message %d told %d times", culprit, i, o.calls)
+				case i == culprit && !errors.Is(o.err, jetstream.ErrStreamMessageExceedsMaximum):
+					t.Fatalf("culprit %d: its error is %v, want message size exceeds maximum", culprit, o.err)
+				case i != culprit && o.err != nil:
+					t.Fatalf("culprit %d: message %d failed too: %v", culprit, i, o.err)
+				case i != culprit:
+					want = append(want, fmt.Sprintf(`{"n":%d}`, i))
+				}
+			}
+			if got := roomData(t, l, room); strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Fatalf("culprit %d: stored %v\nwant %v", culprit, got, want)
+			}
+		}
+		if _, splits := rec.get(); splits != 3 {
+			t.Fatalf("%d batches split, want 3", splits)
+		}
+	})
+}
+
+// withAndWithoutFailover runs f on a log that writes atomic batches and
+// its committer twice: on one node, and where publishes can go unanswered
+// (MessageLog.failover), where a batch carries chatd's marker and a
+// refused or unanswered one is resolved through it (commitAtomic).
+func withAndWithoutFailover(t *testing.T, f func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder)) {
+	for _, failover := range []bool{false, true} {
 		t.Run(fmt.Sprintf("failover=%v", failover), func(t *testing.T) {
 			l := atomicTestLog(t)
 			l.failover = failover
 			rec := &batchRecorder{}
 			c := l.NewCommitter(rec)
 			t.Cleanup(func() { _ = c.Close(context.Background()) })
-			for _, culprit := range []int{0, 7, 2*atomicMin - 1} { // first, middle, the committing message
-				room := fmt.Sprintf("r%d", culprit)
-				outs := make([]outcome, 2*atomicMin)
-				batch := testBatch(room, len(outs), outs)
-				batch[culprit].data = bytes.Repeat([]byte("x"), 2048) // over MaxMsgSize 1024
-				commitWait(t, c, batch)
-				var want []string
-				for i, o := range outs {
-					switch {
-					case o.calls != 1:
-						t.Fatalf("culprit %d: message %d told %d times", culprit, i, o.calls)
-					case i == culprit && !errors.Is(o.err, jetstream.ErrStreamMessageExceedsMaximum):
-						t.Fatalf("culprit %d: its error is %v, want message size exceeds maximum", culprit, o.err)
-					case i != culprit && o.err != nil:
-						t.Fatalf("culprit %d: message %d failed too: %v", culprit, i, o.err)
-					case i != culprit:
-						want = append(want, fmt.Sprintf(`{"n":%d}`, i))
-					}
-				}
-				if got := roomData(t, l, room); strings.Join(got, " ") != strings.Join(want, " ") {
-					t.Fatalf("culprit %d: stored %v\nwant %v", culprit, got, want)
-				}
-			}
-			if _, splits := rec.get(); splits != 3 {
-				t.Fatalf("%d batches split, want 3", splits)
-			}
+			f(t, l, c, rec)
 		})
 	}
 }
@@ -228,43 +238,34 @@ func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
 // with the first copy's id (as a single publish would be), and the rest
 // of the batch stored.
 func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
-	// With failover the batch also carries chatd's marker (commitAtomic),
-	// and the refusal is resolved through it.
-	for _, failover := range []bool{false, true} {
-		t.Run(fmt.Sprintf("failover=%v", failover), func(t *testing.T) {
-			l := atomicTestLog(t)
-			l.failover = failover
-			rec := &batchRecorder{}
-			c := l.NewCommitter(rec)
-			t.Cleanup(func() { _ = c.Close(context.Background()) })
-			first := make([]outcome, 1)
-			b := testBatch("r", 1, first)
-			b[0].msgID = "alice:m1"
-			commitWait(t, c, b)
-			if first[0].err != nil {
-				t.Fatal(first[0].err)
+	withAndWithoutFailover(t, func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder) {
+		first := make([]outcome, 1)
+		b := testBatch("r", 1, first)
+		b[0].msgID = "alice:m1"
+		commitWait(t, c, b)
+		if first[0].err != nil {
+			t.Fatal(first[0].err)
+		}
+		outs := make([]outcome, atomicMin)
+		batch := testBatch("r", len(outs), outs)
+		batch[5].msgID = "alice:m1"
+		batch[9].msgID = "alice:m2"
+		commitWait(t, c, batch)
+		for i, o := range outs {
+			if o.calls != 1 || o.err != nil {
+				t.Fatalf("message %d: %+v", i, o)
 			}
-			outs := make([]outcome, atomicMin)
-			batch := testBatch("r", len(outs), outs)
-			batch[5].msgID = "alice:m1"
-			batch[9].msgID = "alice:m2"
-			commitWait(t, c, batch)
-			for i, o := range outs {
-				if o.calls != 1 || o.err != nil {
-					t.Fatalf("message %d: %+v", i, o)
-				}
-			}
-			if outs[5].seq != first[0].seq {
-				t.Fatalf("repeat acknowledged with id %d, the first copy has %d", outs[5].seq, first[0].seq)
-			}
-			if got, want := roomData(t, l, "r"), atomicMin; len(got) != want {
-				t.Fatalf("stored %d messages, want %d (the repeat not again)", len(got), want)
-			}
-			if _, splits := rec.get(); splits != 1 {
-				t.Fatalf("%d batches split, want 1: JetStream refuses an atomic batch with a repeated msg id", splits)
-			}
-		})
-	}
+		}
+		if outs[5].seq != first[0].seq {
+			t.Fatalf("repeat acknowledged with id %d, the first copy has %d", outs[5].seq, first[0].seq)
+		}
+		if got, want := roomData(t, l, "r"), atomicMin; len(got) != want {
+			t.Fatalf("stored %d messages, want %d (the repeat not again)", len(got), want)
+		}
+		if _, splits := rec.get(); splits != 1 {
+			t.Fatalf("%d batches split, want 1: JetStream refuses an atomic batch with a repeated msg id", splits)
+		}
+	})
 }
 
 // TestMarkedBatchOfUnknownFate: where publishes can go unanswered, an
