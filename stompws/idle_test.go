@@ -50,9 +50,9 @@ func (c *closeCounter) SlowConsumer()         {}
 // TestIdleSessionsHoldNoGoroutine: a session whose client is silent holds
 // no goroutine: its reader parks in the server's poller after a second,
 // and heart-beats, which keep going out, are written by their timer
-// without starting a writer goroutine. A parked session wakes for a frame from its client, for its
-// client closing the connection, and for the server closing it; shutdown
-// stops the poller.
+// without starting a writer goroutine. A parked session wakes for a frame
+// from its client, for its client closing the connection, and for the
+// server closing it; shutdown stops the poller.
 func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("idle sessions park in epoll, on Linux only")
