@@ -1,6 +1,8 @@
-// Package auth authenticates STOMP-over-WebSocket sessions with JSON Web
-// Tokens. It knows nothing of chat: it maps a WebSocket handshake and a
-// CONNECT frame to a stompws.Principal.
+// Package auth authenticates STOMP-over-WebSocket sessions and HTTP API
+// requests: with JSON Web Tokens (JWT), or in dev mode by trusting the
+// login the client gives (Dev). It knows nothing of chat: it maps a
+// WebSocket handshake and a CONNECT frame to a stompws.Principal, and a
+// bearer token to an Identity.
 package auth
 
 import (
@@ -53,8 +55,14 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
-// JWT authenticates sessions by a signed token; it implements the chat
-// Authenticator.
+// Identity is who a verified token names.
+type Identity struct {
+	User string
+	// Expires is when the token stops being good (zero: never).
+	Expires time.Time
+}
+
+// JWT authenticates sessions by a signed token.
 type JWT struct {
 	cfg    Config
 	parser *jwt.Parser
@@ -209,10 +217,10 @@ func (a *JWT) keyFor(t *jwt.Token) (any, error) {
 
 // errUnauthorized is all a client learns of a refused token: details
 // would help an attacker, so they go to the debug log.
-var errUnauthorized = stompws.Errorf("unauthorized")
+var errUnauthorized = &stompws.Error{Kind: stompws.KindConnect, Message: "unauthorized"}
 
-// Authenticate implements the chat Authenticator: it takes the token from
-// the CONNECT frame or the WebSocket handshake (Token) and verifies it.
+// Authenticate takes the token from the CONNECT frame or the WebSocket
+// handshake (Token) and verifies it.
 func (a *JWT) Authenticate(_ context.Context, req *stompws.ConnectRequest) (stompws.Principal, error) {
 	raw, source := a.Token(req)
 	log := a.log.With("remote", remoteAddr(req), "token_source", source)
@@ -220,32 +228,32 @@ func (a *JWT) Authenticate(_ context.Context, req *stompws.ConnectRequest) (stom
 		log.Debug("authentication refused", "reason", "no token")
 		return stompws.Principal{}, errUnauthorized
 	}
-	p, err := a.Verify(raw)
+	id, err := a.Verify(raw)
 	if err != nil {
 		log.Debug("authentication refused", "reason", err)
 		return stompws.Principal{}, errUnauthorized
 	}
-	return p, nil
+	return stompws.Principal{User: id.User, Expires: id.Expires}, nil
 }
 
-// Verify checks a token and returns its principal.
-func (a *JWT) Verify(raw string) (stompws.Principal, error) {
+// Verify checks a token and returns who it names.
+func (a *JWT) Verify(raw string) (Identity, error) {
 	claims := jwt.MapClaims{}
 	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyFor); err != nil {
-		return stompws.Principal{}, fmt.Errorf("verify token: %w", err)
+		return Identity{}, fmt.Errorf("verify token: %w", err)
 	}
 	user, ok := claims[a.cfg.UserClaim].(string)
 	if !ok || user == "" {
-		return stompws.Principal{}, fmt.Errorf("verify token: claim %q missing or not a string", a.cfg.UserClaim)
+		return Identity{}, fmt.Errorf("verify token: claim %q missing or not a string", a.cfg.UserClaim)
 	}
 	if a.cfg.ValidUser != nil && !a.cfg.ValidUser(user) {
-		return stompws.Principal{}, fmt.Errorf("verify token: invalid user id in claim %q", a.cfg.UserClaim)
+		return Identity{}, fmt.Errorf("verify token: invalid user id in claim %q", a.cfg.UserClaim)
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {
-		return stompws.Principal{}, errors.New("verify token: no exp")
+		return Identity{}, errors.New("verify token: no exp")
 	}
-	return stompws.Principal{User: user, Expires: exp.Time}, nil
+	return Identity{User: user, Expires: exp.Time}, nil
 }
 
 // Token finds the token, in this order: the CONNECT frame's Authorization

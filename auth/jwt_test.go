@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/stompws"
+	"github.com/chatd/chatd/stompws/frame"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -99,7 +100,7 @@ func TestTokenOrder(t *testing.T) {
 	r := httptest.NewRequest("GET", "/ws?access_token=query", nil)
 	r.Header.Set("Authorization", "Bearer handshake")
 	r.Header.Set("Cookie", "tok=cookie")
-	f := &stompws.Frame{Command: "CONNECT", Headers: []stompws.Header{{Name: "Authorization", Value: "Bearer frame"}, {Name: "passcode", Value: "pass"}}}
+	f := &frame.Frame{Command: "CONNECT", Headers: []frame.Header{{Name: "Authorization", Value: "Bearer frame"}, {Name: "passcode", Value: "pass"}}}
 	req := &stompws.ConnectRequest{Frame: f, Request: r}
 	steps := []struct {
 		drop func()

@@ -3,14 +3,14 @@ package chat
 import (
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
-	"github.com/chatd/chatd/natsbus"
-	"github.com/chatd/chatd/stompws"
+	"github.com/chatd/chatd/storage"
 )
 
-// Message is a chat message as clients see it: the MESSAGE body on
-// /topic/chat.{room}, and each element of a history reply.
+// Message is a chat message as clients see it: a room message's body,
+// each element of a history reply, and an HTTP API answer.
 type Message struct {
 	ID          uint64 `json:"id"`
 	RoomID      string `json:"roomId"`
@@ -20,8 +20,19 @@ type Message struct {
 	CreatedAt   string `json:"createdAt"`
 }
 
-// storedMessage is what the stream holds. The id is the stream sequence and
-// unreadCount changes as members read, so neither is stored.
+// ReadEvent tells a room's read-receipt subscribers that a member read up
+// to a message.
+type ReadEvent struct {
+	RoomID     string `json:"roomId"`
+	UserID     string `json:"userId"`
+	LastReadID uint64 `json:"lastReadId"`
+}
+
+// jsonType is the media type of every body chat makes.
+const jsonType = "application/json"
+
+// storedMessage is what the message log holds. The id is the log's
+// position and unreadCount changes as members read, so neither is stored.
 type storedMessage struct {
 	RoomID    string      `json:"roomId"`
 	UserID    string      `json:"userId"`
@@ -34,24 +45,17 @@ type storedMessage struct {
 	Unread *int `json:"unread,omitempty"`
 }
 
-// ReadEvent is broadcast on /topic/chat.{room}.read.
-type ReadEvent struct {
-	RoomID     string `json:"roomId"`
-	UserID     string `json:"userId"`
-	LastReadID uint64 `json:"lastReadId"`
-}
-
 // timeLayout is RFC 3339 with milliseconds, in UTC.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
-// decodeStored reads a stored message. A message a backend posted straight
-// to the subject may lack fields; the stream's own record fills them in.
-func decodeStored(sm natsbus.StoredMsg) (storedMessage, error) {
+// decodeStored reads a stored message. A message a backend stored by hand
+// may lack fields; the log's own record fills them in.
+func decodeStored(sm storage.Message) (storedMessage, error) {
 	var st storedMessage
 	if err := json.Unmarshal(sm.Data, &st); err != nil {
-		return st, fmt.Errorf("message %d in room %s: %w", sm.Seq, sm.Room, err)
+		return st, fmt.Errorf("message %d in room %s: %w", sm.ID, sm.Room, err)
 	}
 	st.RoomID = sm.Room
 	if st.CreatedAt == "" && !sm.Time.IsZero() {
@@ -60,37 +64,84 @@ func decodeStored(sm natsbus.StoredMsg) (storedMessage, error) {
 	return st, nil
 }
 
-// reserved reports STOMP's own headers and chatd's control headers: they
-// are never passed through from a SEND to the MESSAGEs it becomes.
-func reserved(name string) bool {
-	switch name {
-	case "destination", "receipt", "transaction", "content-length", "content-type", "client-msg-id",
-		"subscription", "message-id", "ack", "id", "history", "history-first-id":
-		return true
-	}
-	return false
+// Archived is what the archive keeps of a stored message beside its
+// bytes, for search and for reading the table by hand.
+type Archived struct {
+	UserID    string
+	Text      string
+	CreatedAt time.Time
 }
 
-func passThrough(f *stompws.Frame) [][2]string {
-	var out [][2]string
-	for _, h := range f.Headers {
-		if !reserved(h.Name) {
-			out = append(out, [2]string{h.Name, h.Value})
-		}
-	}
-	return out
+// DecodeArchived reads what the archive indexes from a stored message's
+// bytes. Bytes that are not chat's JSON give empty fields.
+func DecodeArchived(data []byte) Archived {
+	var st storedMessage
+	_ = json.Unmarshal(data, &st)
+	created, _ := time.Parse(time.RFC3339Nano, st.CreatedAt)
+	return Archived{UserID: st.UserID, Text: st.Message, CreatedAt: created}
 }
 
-// stompMessage encodes a chat message once for every subscriber on this node.
-func stompMessage(dest string, m Message, hdrs [][2]string) (*stompws.Message, error) {
+// Publication is one message or event on its way to this node's
+// subscribers: made once, handed to each. Nothing in it may change once
+// it is handed out.
+type Publication struct {
+	// ID is a room message's id; 0 for an event.
+	ID uint64
+	// Body is what the client receives, ContentType its media type.
+	Body        []byte
+	ContentType string
+	// Headers are a room message's SEND headers, passed through to the
+	// client.
+	Headers [][2]string
+	// Fanout is how many subscriptions on this node it goes to.
+	Fanout int
+
+	memo atomic.Pointer[memo]
+}
+
+type memo struct {
+	key any
+	val any
+}
+
+// Encoding returns what an adapter stored with SetEncoding under key (a
+// pointer of its own), or nil: its wire form of p, made once however many
+// subscribers p goes to. One key is kept at a time.
+func (p *Publication) Encoding(key any) any {
+	if m := p.memo.Load(); m != nil && m.key == key {
+		return m.val
+	}
+	return nil
+}
+
+// SetEncoding keeps v as the adapter's encoding of p under key.
+func (p *Publication) SetEncoding(key, v any) { p.memo.Store(&memo{key: key, val: v}) }
+
+// NoteKind says why the history a subscriber asked for is incomplete.
+type NoteKind uint8
+
+// Note kinds (docs/protocol.md: the history header).
+const (
+	NoteNone NoteKind = iota
+	// NoteGap: messages after the client's since-id are no longer held.
+	NoteGap
+	// NoteReset: the since-id is from an earlier life of the log: what
+	// follows is all the room holds.
+	NoteReset
+)
+
+// Note goes with a subscriber's first message when the history it asked
+// for is incomplete. FirstID is the oldest id held of the room.
+type Note struct {
+	Kind    NoteKind
+	FirstID uint64
+}
+
+// publication makes a room message's publication.
+func publication(m Message, hdrs [][2]string) (*Publication, error) {
 	body, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("encode message %d: %w", m.ID, err)
 	}
-	h := make([]stompws.Header, 0, 1+len(hdrs))
-	h = append(h, stompws.Header{Name: "content-type", Value: "application/json"})
-	for _, kv := range hdrs {
-		h = append(h, stompws.Header{Name: kv[0], Value: kv[1]})
-	}
-	return stompws.NewMessage(dest, h, body), nil
+	return &Publication{ID: m.ID, Body: body, ContentType: jsonType, Headers: hdrs}, nil
 }

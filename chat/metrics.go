@@ -6,19 +6,23 @@ import "time"
 // on delivery paths, some under a room's lock: they must be quick and must
 // not block. Config.Metrics nil means nothing is told.
 type Metrics interface {
-	// MessageStored is called when JetStream has acknowledged a posted
-	// message, with how long the publish took.
+	// MessageStored is called when a posted message is stored, with how
+	// long that took.
 	MessageStored(took time.Duration)
 	// PublishFailed is called when storing a posted message failed.
 	PublishFailed()
-	// Delivered counts n messages queued to subscriptions.
+	// LiveReceived is called for each room message the bus brings this
+	// node for its own subscribers: with interest-based fan-out, only
+	// rooms with local subscribers add to it.
+	LiveReceived()
+	// Delivered counts n messages handed to subscriptions.
 	Delivered(path DeliveryPath, n int)
 	// Dropped counts n deliveries that subscriptions refused: the
 	// subscription had just ended, or its client was cut off as a slow
 	// consumer.
 	Dropped(n int)
-	// Replayed is called once for every SUBSCRIBE with since-id, with how
-	// the replay began.
+	// Replayed is called once for every room subscription with a since
+	// id, with how the replay began.
 	Replayed(outcome ReplayOutcome)
 }
 
@@ -47,6 +51,7 @@ type nopMetrics struct{}
 
 func (nopMetrics) MessageStored(time.Duration) {}
 func (nopMetrics) PublishFailed()              {}
+func (nopMetrics) LiveReceived()               {}
 func (nopMetrics) Delivered(DeliveryPath, int) {}
 func (nopMetrics) Dropped(int)                 {}
 func (nopMetrics) Replayed(ReplayOutcome)      {}

@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/chatd/chatd/natsbus"
-	"github.com/chatd/chatd/stompws"
 	"github.com/chatd/chatd/storage"
 )
 
@@ -63,19 +61,19 @@ func (s *Service) CreateRoom(ctx context.Context, user, id, name string) (RoomIn
 		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 		id = base64.RawURLEncoding.EncodeToString(b[:])
 	}
-	if !natsbus.ValidName(id) {
-		return RoomInfo{}, stompws.Errorf("invalid room id: 1 to 64 characters of [A-Za-z0-9_-]")
+	if !ValidRoomID(id) {
+		return RoomInfo{}, errInvalidRoom
 	}
 	if name == "" {
 		name = id
 	}
 	if !utf8.ValidString(name) || len(name) > maxRoomName {
-		return RoomInfo{}, stompws.Errorf("invalid room name: at most %d bytes of UTF-8", maxRoomName)
+		return RoomInfo{}, errorf(Invalid, "invalid room name: at most %d bytes of UTF-8", maxRoomName)
 	}
 	rm := storage.Room{ID: id, Name: name, CreatedBy: user, CreatedAt: time.Now().UTC()}
 	err := s.store.CreateRoom(ctx, rm)
 	if errors.Is(err, storage.ErrExists) {
-		return RoomInfo{}, refuse(ErrConflict, "room %s exists already", id)
+		return RoomInfo{}, errorf(Conflict, "room %s exists already", id)
 	}
 	if err != nil {
 		return RoomInfo{}, fmt.Errorf("create room: %w", err)
@@ -85,6 +83,9 @@ func (s *Service) CreateRoom(ctx context.Context, user, id, name string) (RoomIn
 
 // Room returns a room and its members; only members may see it.
 func (s *Service) Room(ctx context.Context, user, id string) (RoomInfo, error) {
+	if !ValidRoomID(id) {
+		return RoomInfo{}, errInvalidRoom
+	}
 	rm, err := s.room(ctx, id)
 	if err != nil {
 		return RoomInfo{}, err
@@ -98,7 +99,7 @@ func (s *Service) Room(ctx context.Context, user, id string) (RoomInfo, error) {
 func (s *Service) room(ctx context.Context, id string) (storage.Room, error) {
 	rm, err := s.store.Room(ctx, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return rm, refuse(ErrNotFound, "room %s not found", id)
+		return rm, errorf(NotFound, "room %s not found", id)
 	}
 	if err != nil {
 		return rm, fmt.Errorf("room %s: %w", id, err)
@@ -126,10 +127,13 @@ func (s *Service) AddMember(ctx context.Context, actor, room, user string, role 
 		role = storage.RoleMember
 	}
 	if role != storage.RoleMember && role != storage.RoleAdmin {
-		return MemberInfo{}, stompws.Errorf("invalid role: member or admin")
+		return MemberInfo{}, errorf(Invalid, "invalid role: member or admin")
 	}
 	if user == "" || len(user) > maxUserID || !utf8.ValidString(user) {
-		return MemberInfo{}, stompws.Errorf("invalid user id: 1 to %d bytes of UTF-8", maxUserID)
+		return MemberInfo{}, errorf(Invalid, "invalid user id: 1 to %d bytes of UTF-8", maxUserID)
+	}
+	if !ValidRoomID(room) {
+		return MemberInfo{}, errInvalidRoom
 	}
 	if _, err := s.room(ctx, room); err != nil {
 		return MemberInfo{}, err
@@ -139,14 +143,14 @@ func (s *Service) AddMember(ctx context.Context, actor, room, user string, role 
 		return MemberInfo{}, err
 	}
 	if role == storage.RoleAdmin && by.Role != storage.RoleOwner {
-		return MemberInfo{}, refuse(ErrForbidden, "forbidden: only the owner of room %s may add admins", room)
+		return MemberInfo{}, errorf(Forbidden, "forbidden: only the owner of room %s may add admins", room)
 	}
 	added, err := s.store.Join(ctx, room, user, role)
 	if err != nil {
 		return MemberInfo{}, fmt.Errorf("add member: %w", err)
 	}
 	if !added {
-		return MemberInfo{}, refuse(ErrConflict, "%s is a member of room %s already", user, room)
+		return MemberInfo{}, errorf(Conflict, "%s is a member of room %s already", user, room)
 	}
 	m, ok, err := s.store.Membership(ctx, room, user)
 	if err != nil || !ok {
@@ -160,6 +164,9 @@ func (s *Service) AddMember(ctx context.Context, actor, room, user string, role 
 // an admin. The owner stays. The user's live subscriptions to the room end
 // on every node (storage.LeaveNotifier).
 func (s *Service) RemoveMember(ctx context.Context, actor, room, user string) error {
+	if !ValidRoomID(room) {
+		return errInvalidRoom
+	}
 	if _, err := s.room(ctx, room); err != nil {
 		return err
 	}
@@ -173,14 +180,14 @@ func (s *Service) RemoveMember(ctx context.Context, actor, room, user string) er
 			return err
 		}
 		if ok && target.Role == storage.RoleAdmin && by.Role != storage.RoleOwner {
-			return refuse(ErrForbidden, "forbidden: only the owner of room %s may remove admins", room)
+			return errorf(Forbidden, "forbidden: only the owner of room %s may remove admins", room)
 		}
 	}
 	if !ok {
-		return refuse(ErrNotFound, "%s is not a member of room %s", user, room)
+		return errorf(NotFound, "%s is not a member of room %s", user, room)
 	}
 	if target.Role == storage.RoleOwner {
-		return refuse(ErrConflict, "the owner of room %s cannot be removed", room)
+		return errorf(Conflict, "the owner of room %s cannot be removed", room)
 	}
 	if err := s.store.Leave(ctx, room, user); err != nil {
 		return fmt.Errorf("remove member: %w", err)
@@ -199,7 +206,7 @@ func (s *Service) manager(ctx context.Context, actor, room string) (storage.Memb
 		return m, notMember(room)
 	}
 	if m.Role != storage.RoleOwner && m.Role != storage.RoleAdmin {
-		return m, refuse(ErrForbidden, "forbidden: only the owner or an admin of room %s may manage members", room)
+		return m, errorf(Forbidden, "forbidden: only the owner or an admin of room %s may manage members", room)
 	}
 	return m, nil
 }
@@ -269,7 +276,7 @@ func (s *Service) roomSummary(ctx context.Context, user, id string) (RoomSummary
 		return sum, fmt.Errorf("newest message of %s: %w", id, err)
 	}
 	if latest != nil {
-		msgs, _, err := s.chatMessages(ctx, id, []natsbus.StoredMsg{*latest})
+		msgs, _, err := s.chatMessages(ctx, id, []storage.Message{*latest})
 		if err != nil {
 			return sum, err
 		}

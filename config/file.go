@@ -49,7 +49,7 @@ func applyFile(fs *flag.FlagSet, path string) error {
 	if err != nil {
 		return fmt.Errorf("config: --config: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to lose
 	values := map[string][]string{}
 	err = fftoml.Parser(f, func(key, value string) error {
 		values[key] = append(values[key], value) // an array gives several

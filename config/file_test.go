@@ -130,7 +130,7 @@ func TestPrintConfigRoundTrips(t *testing.T) {
 			t.Errorf("printed configuration lacks %s:\n%s", line, printed.String())
 		}
 	}
-	os.Unsetenv("CHATD_HISTORY_MAX_AGE") // t.Setenv restores it at the end
+	_ = os.Unsetenv("CHATD_HISTORY_MAX_AGE") // t.Setenv restores it at the end
 	again, err := Parse([]string{"--config", writeFile(t, printed.String())})
 	if err != nil {
 		t.Fatalf("the printed configuration does not parse: %v\n%s", err, printed.String())

@@ -1,6 +1,17 @@
-// Package natsbus runs or connects to NATS for chatd: the embedded server
-// (with JetStream), a connection to an external NATS, the mapping from chat
-// names to NATS subjects, and the JetStream stream and KV buckets chatd uses.
+// Package natsbus is chatd's only door to NATS: it runs the embedded server
+// (with JetStream) or connects to an external NATS, and offers what the rest
+// of chatd needs of it in NATS-free terms:
+//
+//   - the message log (messagelog.go): the JetStream stream of room
+//     messages, its reads, and group commit on its writes (commit.go);
+//   - live delivery (live.go): a room's messages as they are stored, user
+//     queues and read events, one NATS subscription per watch;
+//   - KV buckets (kv.go) for the storage backends;
+//   - a durable consumer of the stream (consumer.go) for the archiver;
+//   - the subjects and names of all of these (subjects.go), which are part
+//     of chatd's contract with backend services.
+//
+// No other package imports nats.go or nats-server.
 package natsbus
 
 import (
@@ -54,8 +65,8 @@ type Options struct {
 
 // Bus is chatd's connection to NATS and JetStream.
 type Bus struct {
-	NC        *nats.Conn
-	JS        jetstream.JetStream
+	nc        *nats.Conn
+	js        jetstream.JetStream
 	srv       *server.Server // nil when connected to an external NATS
 	clustered bool
 	// storeSync syncs the embedded server's writes, where chatd rather
@@ -107,7 +118,7 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		if err != nil {
 			return nil, fmt.Errorf("connect to NATS at %s: %w", opts.URL, err)
 		}
-		b.NC = nc
+		b.nc = nc
 	} else {
 		srv, err := startEmbedded(ctx, opts, log)
 		if err != nil {
@@ -122,20 +133,20 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 			srv.Shutdown()
 			return nil, fmt.Errorf("connect in-process to embedded NATS: %w", err)
 		}
-		b.NC = nc
+		b.nc = nc
 	}
 	// A publish whose acknowledgement never comes fails after the timeout
 	// instead of holding its sender's RECEIPT (and a graceful shutdown)
 	// forever; the pending bound is well above what sessions keep in flight.
-	js, err := jetstream.New(b.NC,
+	js, err := jetstream.New(b.nc,
 		jetstream.WithPublishAsyncTimeout(publishTimeout),
 		jetstream.WithPublishAsyncMaxPending(1<<15))
 	if err != nil {
 		b.shutdown()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	b.JS = js
-	if err := b.resend.watchLeaders(b.NC); err != nil {
+	b.js = js
+	if err := b.resend.watchLeaders(b.nc); err != nil {
 		b.shutdown()
 		return nil, fmt.Errorf("watch stream leader elections: %w", err)
 	}
@@ -232,7 +243,7 @@ func (b *Bus) waitJetStream(ctx context.Context) error {
 	var last error
 	for i := 0; ; i++ {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := b.JS.AccountInfo(actx)
+		_, err := b.js.AccountInfo(actx)
 		cancel()
 		if err == nil {
 			return nil
@@ -251,10 +262,10 @@ func (b *Bus) waitJetStream(ctx context.Context) error {
 
 // Ready reports whether NATS is connected and JetStream answers.
 func (b *Bus) Ready(ctx context.Context) error {
-	if !b.NC.IsConnected() {
-		return fmt.Errorf("nats: %s", b.NC.Status())
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("nats: %s", b.nc.Status())
 	}
-	if _, err := b.JS.AccountInfo(ctx); err != nil {
+	if _, err := b.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	return nil
@@ -263,36 +274,31 @@ func (b *Bus) Ready(ctx context.Context) error {
 // Embedded reports whether this bus runs its own NATS server.
 func (b *Bus) Embedded() bool { return b.srv != nil }
 
-// Sync returns once every write to the stream that JetStream acknowledged
+// sync returns once every write to the stream that JetStream acknowledged
 // before the call is on disk. Where the acknowledgement already means that
 // (a syncing server), or where the durability mode does not ask for it, it
 // returns at once. Concurrent calls share syncs.
-func (b *Bus) Sync(ctx context.Context, stream string) error {
+func (b *Bus) sync(ctx context.Context, stream string) error {
 	if b.storeSync == nil {
 		return nil
 	}
 	return b.storeSync.sync(ctx, stream)
 }
 
-// SyncBucket is Sync for a KV bucket's stream.
-func (b *Bus) SyncBucket(ctx context.Context, bucket string) error {
-	return b.Sync(ctx, "KV_"+bucket)
-}
-
 // Close drains the connection, so that what was published is delivered, and
 // stops the embedded server, which flushes the JetStream store.
 func (b *Bus) Close(ctx context.Context) error {
 	var err error
-	if b.NC != nil && !b.NC.IsClosed() {
+	if b.nc != nil && !b.nc.IsClosed() {
 		done := make(chan struct{})
-		b.NC.SetClosedHandler(func(*nats.Conn) { close(done) })
-		if derr := b.NC.Drain(); derr != nil {
-			b.NC.Close()
+		b.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if derr := b.nc.Drain(); derr != nil {
+			b.nc.Close()
 		} else {
 			select {
 			case <-done:
 			case <-ctx.Done():
-				b.NC.Close()
+				b.nc.Close()
 				err = fmt.Errorf("drain NATS connection: %w", ctx.Err())
 			}
 		}
@@ -314,8 +320,8 @@ func (b *Bus) Close(ctx context.Context) error {
 }
 
 func (b *Bus) shutdown() {
-	if b.NC != nil {
-		b.NC.Close()
+	if b.nc != nil {
+		b.nc.Close()
 	}
 	if b.srv != nil {
 		b.srv.Shutdown()
@@ -338,10 +344,10 @@ func (l *serverLog) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(f
 // are not its own address; for an external NATS, the servers it knows of.
 func (b *Bus) ClusterSize(ownRoute string, routes []string) int {
 	if b.srv == nil {
-		if b.NC.ConnectedClusterName() == "" {
+		if b.nc.ConnectedClusterName() == "" {
 			return 1
 		}
-		return max(1, len(b.NC.Servers()))
+		return max(1, len(b.nc.Servers()))
 	}
 	peers := map[string]bool{}
 	for _, r := range routes {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -145,18 +146,31 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 // Submit queues a message for the room. done is called once, from one of
 // the committer's goroutines (in the order messages were stored), with the
 // message's id when JetStream has stored it (and, with --durability fsync,
-// it is on disk), or with the error that kept it from being stored. A
-// non-empty msgID is JetStream's deduplication key: a repeat within the
-// duplicate window is acknowledged with the first copy's id and not stored
-// again. A caller's msgIDs must contain a ':' (chat's are user:client-id):
-// where publishes can go unanswered (MessageLog.failover) the committer
-// gives messages ids of its own, which never do, so that it can send
-// them again without storing them twice (commit).
+// it is on disk), or with the error that kept it from being stored (one
+// that wraps storage.ErrTooLarge for a message over the stream's limit).
+//
+// A non-empty clientID is the sender's own id for the message: a repeat
+// from the same sender within the duplicate window is acknowledged with
+// the first copy's id and not stored again. Its JetStream msgID is
+// "<sender token>:<clientID>" (UserToken); where publishes can go
+// unanswered (MessageLog.failover) the committer gives messages ids of its
+// own, NUIDs, which never contain a ':', so that it can send them again
+// without storing them twice (commit).
 //
 // Messages are stored in the order of their Submit calls; a caller that
 // submits from one goroutine keeps its own order.
-func (c *Committer) Submit(room string, data []byte, msgID string, done func(seq uint64, err error)) {
-	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(commitTimeout), done: done}
+func (c *Committer) Submit(room string, data []byte, sender, clientID string, done func(seq uint64, err error)) {
+	msgID := ""
+	if clientID != "" {
+		msgID = UserToken(sender) + ":" + clientID
+	}
+	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(commitTimeout)}
+	p.done = func(seq uint64, err error) {
+		if errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+			err = fmt.Errorf("%w: %w", storage.ErrTooLarge, err)
+		}
+		done(seq, err)
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -329,7 +343,7 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 	errs := make([]error, len(batch))
 	resend := c.msgs.resendOn()
 	for i, p := range batch {
-		futs[i], errs[i] = c.msgs.PublishAsync(p.room, nil, p.data, p.msgID)
+		futs[i], errs[i] = c.msgs.publishAsync(p.room, p.data, p.msgID)
 	}
 	if !c.msgs.syncs {
 		for i, p := range batch {
@@ -464,7 +478,7 @@ const errCodeBatchDuplicate = 10201
 // before, or failed whole (its fate still unknown when ctx ended).
 func (c *Committer) resolveMarked(ctx context.Context, batch []*pending, cause error) (stored bool) {
 	first := batch[0]
-	fut, err := c.msgs.PublishAsync(first.room, nil, first.data, first.msgID)
+	fut, err := c.msgs.publishAsync(first.room, first.data, first.msgID)
 	var ack *jetstream.PubAck
 	if err == nil {
 		ack, err = c.msgs.await(ctx, fut, first, c.msgs.resendOn())

@@ -135,7 +135,7 @@ func roomData(t *testing.T, l *MessageLog, room string) []string {
 		if len(msgs) < 1000 {
 			return out
 		}
-		after = msgs[len(msgs)-1].Seq
+		after = msgs[len(msgs)-1].ID
 	}
 }
 
@@ -344,7 +344,7 @@ func TestSubmitKeepsEachSubmittersOrder(t *testing.T) {
 				wg.Add(each)
 				go func() {
 					for i := range each {
-						c.Submit(fmt.Sprintf("room%d", s%3), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", func(seq uint64, err error) {
+						c.Submit(fmt.Sprintf("room%d", s%3), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", "", func(seq uint64, err error) {
 							defer wg.Done()
 							if err != nil {
 								t.Errorf("submitter %d message %d: %v", s, i, err)
@@ -387,7 +387,7 @@ func TestCloseStoresWhatWasSubmitted(t *testing.T) {
 	c := l.NewCommitter(nil)
 	outs := make([]outcome, 100)
 	for _, p := range testBatch("r", len(outs), outs) {
-		c.Submit(p.room, p.data, "", p.done)
+		c.Submit(p.room, p.data, "", "", p.done)
 	}
 	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -398,7 +398,7 @@ func TestCloseStoresWhatWasSubmitted(t *testing.T) {
 		}
 	}
 	var late error
-	c.Submit("r", []byte(`{}`), "", func(_ uint64, err error) { late = err })
+	c.Submit("r", []byte(`{}`), "", "", func(_ uint64, err error) { late = err })
 	if !errors.Is(late, ErrCommitterClosed) {
 		t.Fatalf("submit after Close: %v", late)
 	}
@@ -449,7 +449,7 @@ func TestDurabilityChangesOnAnExistingStream(t *testing.T) {
 func TestStreamJetStreamWillNotUpdateIsNamed(t *testing.T) {
 	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
 	ctx := context.Background()
-	if _, err := bus.JS.CreateStream(ctx, jetstream.StreamConfig{Name: MessagesStream, Subjects: []string{roomPrefix + "*"},
+	if _, err := bus.js.CreateStream(ctx, jetstream.StreamConfig{Name: MessagesStream, Subjects: []string{roomPrefix + "*"},
 		Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatd/chatd/internal/testport"
-	"github.com/chatd/chatd/internal/wait"
+	"github.com/chatd/chatd/internal/testkit/port"
+	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -26,7 +26,7 @@ func startTestCluster(t *testing.T, size int, d Durability) (buses []*Bus, stop 
 	var routes []string
 	listens := make([]string, size)
 	for i := range listens {
-		listens[i] = "127.0.0.1:" + strconv.Itoa(testport.Free(t))
+		listens[i] = "127.0.0.1:" + strconv.Itoa(port.Free(t))
 		routes = append(routes, "nats-route://"+listens[i])
 	}
 	buses = make([]*Bus, size)
@@ -149,7 +149,7 @@ func TestLeaderChangesLoseNoMessage(t *testing.T) {
 // connection broke are sent again once it is re-made, and stored once:
 // the restarted server rebuilds its msgID memory from the stream.
 func TestReconnectLosesNoMessage(t *testing.T) {
-	dir, port := t.TempDir(), testport.Free(t)
+	dir, port := t.TempDir(), port.Free(t)
 	start := func() *server.Server {
 		t.Helper()
 		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
@@ -186,8 +186,8 @@ func TestReconnectLosesNoMessage(t *testing.T) {
 	srv = start()
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	wait.Until(t, "reconnected", func() error {
-		if !bus.NC.IsConnected() {
-			return errors.New(bus.NC.Status().String())
+		if !bus.nc.IsConnected() {
+			return errors.New(bus.nc.Status().String())
 		}
 		return nil
 	})
@@ -233,7 +233,7 @@ func (ld *load) submit(s int) {
 		}
 		inFlight.Add(1)
 		began := time.Now()
-		ld.c.Submit("r"+strconv.Itoa(s), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", func(_ uint64, err error) {
+		ld.c.Submit("r"+strconv.Itoa(s), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", "", func(_ uint64, err error) {
 			defer inFlight.Done()
 			ld.mu.Lock()
 			defer ld.mu.Unlock()
@@ -304,7 +304,7 @@ func stepDown(t *testing.T, b *Bus, l *MessageLog) string {
 	before := streamLeader(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := b.NC.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+MessagesStream, nil); err != nil {
+	if _, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+MessagesStream, nil); err != nil {
 		t.Fatalf("step down: %v", err)
 	}
 	var after string

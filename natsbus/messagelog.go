@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -57,22 +58,6 @@ type MessageLog struct {
 	// can be sent again without being stored twice.
 	failover bool
 	bus      *Bus
-}
-
-// StoredMsg is one message read back from the stream.
-type StoredMsg struct {
-	Seq    uint64
-	Room   string
-	Header nats.Header
-	Data   []byte
-	Time   time.Time
-}
-
-// LogState is a snapshot of the stream's bounds.
-type LogState struct {
-	Epoch uint64 // first id of this life of the stream
-	First uint64 // oldest id still held
-	Last  uint64 // newest id
 }
 
 // OpenMessageLog creates or updates the messages stream, idempotently, so
@@ -124,14 +109,14 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		sc.MaxMsgSize = -1
 	}
 	var log *MessageLog
-	err := Retry(ctx, b.log, "open stream "+MessagesStream, func(ctx context.Context) error {
-		st, err := b.JS.Stream(ctx, MessagesStream)
+	err := retry(ctx, b.log, "open stream "+MessagesStream, func(ctx context.Context) error {
+		st, err := b.js.Stream(ctx, MessagesStream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			epoch := uint64(time.Now().UnixMicro())
 			c := sc
 			c.FirstSeq = epoch
 			c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
-			if st, err = b.JS.CreateStream(ctx, c); err != nil {
+			if st, err = b.js.CreateStream(ctx, c); err != nil {
 				return err // if another node created it first, the retry updates it
 			}
 			log = b.newLog(st, epoch, cfg, c)
@@ -157,7 +142,7 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 				"and its history (docs/operations.md, Changing durability)",
 				MessagesStream, persistName(old.PersistMode), cfg.Durability, persistName(c.PersistMode))
 		}
-		if st, err = b.JS.UpdateStream(ctx, c); err != nil {
+		if st, err = b.js.UpdateStream(ctx, c); err != nil {
 			if diff := streamDiff(old, c); len(diff) > 0 {
 				return fmt.Errorf("stream %s differs from chatd's configuration (%s) and JetStream refused to update it: %w",
 					MessagesStream, strings.Join(diff, "; "), err)
@@ -189,8 +174,8 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 			"--durability fast acts as replicated", "stream", MessagesStream)
 	}
 	return &MessageLog{
-		js:         b.JS,
-		nc:         b.NC,
+		js:         b.js,
+		nc:         b.nc,
 		log:        b.log,
 		stream:     st,
 		epoch:      epoch,
@@ -207,22 +192,28 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 }
 
 // sync returns once the messages JetStream acknowledged before the call
-// are on disk, where chatd syncs rather than the server (Bus.Sync).
+// are on disk, where chatd syncs rather than the server (Bus.sync).
 func (l *MessageLog) sync(ctx context.Context) error {
-	return l.bus.Sync(ctx, MessagesStream)
+	return l.bus.sync(ctx, MessagesStream)
 }
 
 // Config returns the configuration the log was opened with.
 func (l *MessageLog) Config() LogConfig { return l.cfg }
 
+// MaxPerRoom is how many messages of one room the log keeps (0: no cap).
+func (l *MessageLog) MaxPerRoom() int64 { return l.cfg.MaxPerRoom }
+
+// MaxMessageSize is the largest message the log stores, in bytes.
+func (l *MessageLog) MaxMessageSize() int { return int(l.cfg.MaxMsgSize) }
+
 // Epoch is the first id of this life of the stream.
 func (l *MessageLog) Epoch() uint64 { return l.epoch }
 
-// PublishAsync stores a message in the room. A non-empty msgID is JetStream's
+// publishAsync stores a message in the room. A non-empty msgID is JetStream's
 // deduplication key: a repeat within the duplicate window is acknowledged
 // with the first copy's sequence and not stored again.
-func (l *MessageLog) PublishAsync(room string, hdr nats.Header, data []byte, msgID string) (jetstream.PubAckFuture, error) {
-	m := &nats.Msg{Subject: RoomSubject(room), Header: hdr, Data: data}
+func (l *MessageLog) publishAsync(room string, data []byte, msgID string) (jetstream.PubAckFuture, error) {
+	m := &nats.Msg{Subject: RoomSubject(room), Data: data}
 	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(MessagesStream)}
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
@@ -234,7 +225,7 @@ func (l *MessageLog) PublishAsync(room string, hdr nats.Header, data []byte, msg
 	return f, nil
 }
 
-// await waits for p's publish, started with PublishAsync, and returns
+// await waits for p's publish, started with publishAsync, and returns
 // its acknowledgement (the message's id, and whether it repeated one
 // already stored). While a cluster elects a new stream leader, a publish that
 // reached no server at all is safe to send again, and so is one that
@@ -268,7 +259,7 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 				return nil, fmt.Errorf("publish to room %s: %w", p.room, err)
 			}
 			resend = l.resendOn()
-			if fut, err = l.PublishAsync(p.room, nil, p.data, p.msgID); err != nil {
+			if fut, err = l.publishAsync(p.room, p.data, p.msgID); err != nil {
 				return nil, err
 			}
 			continue
@@ -276,7 +267,7 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 			return nil, fmt.Errorf("publish to room %s: %w", p.room, ctx.Err())
 		}
 		notStored, lost := classify(err)
-		if !notStored && !(lost && p.msgID != "") {
+		if !notStored && (!lost || p.msgID == "") {
 			return nil, fmt.Errorf("publish to room %s: %w", p.room, err)
 		}
 		select {
@@ -290,7 +281,7 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 		}
 		wait = min(2*wait, time.Second)
 		resend = l.resendOn()
-		if fut, err = l.PublishAsync(p.room, nil, p.data, p.msgID); err != nil {
+		if fut, err = l.publishAsync(p.room, p.data, p.msgID); err != nil {
 			return nil, err
 		}
 	}
@@ -326,12 +317,12 @@ func classify(err error) (notStored, lost bool) {
 }
 
 // State returns the stream's current bounds.
-func (l *MessageLog) State(ctx context.Context) (LogState, error) {
+func (l *MessageLog) State(ctx context.Context) (storage.LogState, error) {
 	info, err := l.stream.Info(ctx)
 	if err != nil {
-		return LogState{}, fmt.Errorf("stream info: %w", err)
+		return storage.LogState{}, fmt.Errorf("stream info: %w", err)
 	}
-	return LogState{Epoch: l.epoch, First: info.State.FirstSeq, Last: info.State.LastSeq}, nil
+	return storage.LogState{Epoch: l.epoch, First: info.State.FirstSeq, Last: info.State.LastSeq}, nil
 }
 
 // RoomCount returns how many messages the stream holds for the room.
@@ -347,7 +338,7 @@ func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error)
 // CountAfter returns how many of the room's messages have ids above after,
 // from one direct get: a batch reply tells how many more match.
 func (l *MessageLog) CountAfter(ctx context.Context, room string, after uint64) (uint64, error) {
-	msgs, err := l.direct(ctx, directReq{Seq: after + 1, NextFor: RoomSubject(room), Batch: 1})
+	msgs, err := l.directRaw(ctx, directReq{Seq: after + 1, NextFor: RoomSubject(room), Batch: 1})
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
@@ -359,7 +350,7 @@ func (l *MessageLog) CountAfter(ctx context.Context, room string, after uint64) 
 }
 
 // After returns up to max of the room's messages with id > after, oldest first.
-func (l *MessageLog) After(ctx context.Context, room string, after uint64, max int) ([]StoredMsg, error) {
+func (l *MessageLog) After(ctx context.Context, room string, after uint64, max int) ([]storage.Message, error) {
 	if max <= 0 {
 		return nil, nil
 	}
@@ -369,7 +360,7 @@ func (l *MessageLog) After(ctx context.Context, room string, after uint64, max i
 
 // Latest returns the room's newest message at or below upTo (0: the newest
 // of all), or nil when there is none.
-func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*StoredMsg, error) {
+func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*storage.Message, error) {
 	if upTo == 0 {
 		msgs, err := l.direct(ctx, directReq{LastFor: RoomSubject(room)})
 		if err != nil || len(msgs) == 0 {
@@ -387,8 +378,8 @@ func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*Sto
 // Before returns up to limit of the room's messages with id < before (0: the
 // newest), oldest first. JetStream reads forward only, so it steps back one
 // message at a time; each step is one direct get, served by any replica.
-func (l *MessageLog) Before(ctx context.Context, room string, before uint64, limit int) ([]StoredMsg, error) {
-	out := make([]StoredMsg, 0, limit)
+func (l *MessageLog) Before(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
+	out := make([]storage.Message, 0, limit)
 	upTo := uint64(0)
 	if before > 0 {
 		if before <= 1 {
@@ -405,10 +396,10 @@ func (l *MessageLog) Before(ctx context.Context, room string, before uint64, lim
 			break
 		}
 		out = append(out, *m)
-		if m.Seq <= 1 {
+		if m.ID <= 1 {
 			break
 		}
-		upTo = m.Seq - 1
+		upTo = m.ID - 1
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
@@ -426,9 +417,24 @@ type directReq struct {
 	UpToSeq      uint64   `json:"up_to_seq,omitempty"`
 }
 
-// direct runs one direct get and collects its replies: a single message, or
-// a batch ended by a 204 EOB status. 404 means nothing matched.
-func (l *MessageLog) direct(ctx context.Context, req directReq) ([]StoredMsg, error) {
+// direct runs one direct get and returns the messages it found.
+func (l *MessageLog) direct(ctx context.Context, req directReq) ([]storage.Message, error) {
+	raw, err := l.directRaw(ctx, req)
+	if err != nil || len(raw) == 0 {
+		return nil, err
+	}
+	out := make([]storage.Message, len(raw))
+	for i, m := range raw {
+		if out[i], err = storedFromDirect(m); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// directRaw runs one direct get and collects its replies: a single message,
+// or a batch ended by a 204 EOB status. 404 means nothing matched.
+func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encode direct get: %w", err)
@@ -451,7 +457,7 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]StoredMsg, er
 		return nil, fmt.Errorf("direct get request: %w", err)
 	}
 	batch := req.Batch > 0
-	var out []StoredMsg
+	var out []*nats.Msg
 	for {
 		var m *nats.Msg
 		select {
@@ -469,47 +475,23 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]StoredMsg, er
 				return nil, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
 			}
 		}
-		sm, err := storedFromDirect(m)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sm)
+		out = append(out, m)
 		if !batch {
 			return out, nil
 		}
 	}
 }
 
-func storedFromDirect(m *nats.Msg) (StoredMsg, error) {
+// storedFromDirect reads a message from a direct get's reply, or from the
+// stream's republication of it: both carry the stream's headers.
+func storedFromDirect(m *nats.Msg) (storage.Message, error) {
 	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 	if err != nil {
-		return StoredMsg{}, fmt.Errorf("direct get: bad sequence header: %w", err)
+		return storage.Message{}, fmt.Errorf("direct get: bad sequence header: %w", err)
 	}
-	subj := m.Header.Get(jetstream.SubjectHeader)
-	room, _ := RoomFromSubject(subj)
+	room, _ := roomFromSubject(m.Header.Get(jetstream.SubjectHeader))
 	ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
-	return StoredMsg{Seq: seq, Room: room, Header: m.Header, Data: m.Data, Time: ts}, nil
-}
-
-// LiveMsg is a message republished by the stream after it was stored.
-type LiveMsg struct {
-	StoredMsg
-	// PrevSeq is the id of the room's previous message (0 if none), so that a
-	// subscriber can tell when a republished message never reached it.
-	PrevSeq uint64
-}
-
-// ParseLive decodes a message received on a chat.live.<room> subject.
-func ParseLive(m *nats.Msg) (LiveMsg, error) {
-	sm, err := storedFromDirect(m)
-	if err != nil {
-		return LiveMsg{}, err
-	}
-	prev, err := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
-	if err != nil {
-		return LiveMsg{}, fmt.Errorf("republished message without Nats-Last-Sequence: %w", err)
-	}
-	return LiveMsg{StoredMsg: sm, PrevSeq: prev}, nil
+	return storage.Message{ID: seq, Room: room, Data: m.Data, Time: ts}, nil
 }
 
 // leaderWait bounds how long a read that only the stream leader answers
@@ -542,7 +524,7 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil || !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+		if ctx.Err() != nil || !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 			return 0, fmt.Errorf("newest id of %s: %w (after %s)", room, err, time.Since(began).Round(time.Millisecond))
 		}
 		select {
@@ -580,10 +562,10 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 // reaches upTo or is full: a replica that lags the leader catches up within
 // moments, and a caller that knows upTo is stored must not take a short read
 // for the end of the room.
-func (l *MessageLog) AfterUpTo(ctx context.Context, room string, after, upTo uint64, max int) ([]StoredMsg, error) {
-	return untilCaughtUp(ctx, room, upTo, func() ([]StoredMsg, bool, error) {
+func (l *MessageLog) AfterUpTo(ctx context.Context, room string, after, upTo uint64, max int) ([]storage.Message, error) {
+	return untilCaughtUp(ctx, room, upTo, func() ([]storage.Message, bool, error) {
 		batch, err := l.After(ctx, room, after, max)
-		done := len(batch) == max || len(batch) > 0 && batch[len(batch)-1].Seq >= upTo || upTo <= after
+		done := len(batch) == max || len(batch) > 0 && batch[len(batch)-1].ID >= upTo || upTo <= after
 		return batch, done, err
 	})
 }
@@ -592,7 +574,7 @@ func (l *MessageLog) AfterUpTo(ctx context.Context, room string, after, upTo uin
 // newest), oldest first. The newest page includes the room's newest
 // message as the stream leader knows it: a user who just got a RECEIPT
 // must see the message, whichever replica answers.
-func (l *MessageLog) Page(ctx context.Context, room string, before uint64, limit int) ([]StoredMsg, error) {
+func (l *MessageLog) Page(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
 	var last uint64
 	if before == 0 {
 		var err error
@@ -600,15 +582,15 @@ func (l *MessageLog) Page(ctx context.Context, room string, before uint64, limit
 			return nil, err
 		}
 	}
-	return untilCaughtUp(ctx, room, last, func() ([]StoredMsg, bool, error) {
+	return untilCaughtUp(ctx, room, last, func() ([]storage.Message, bool, error) {
 		page, err := l.Before(ctx, room, before, limit)
-		return page, last == 0 || len(page) > 0 && page[len(page)-1].Seq >= last, err
+		return page, last == 0 || len(page) > 0 && page[len(page)-1].ID >= last, err
 	})
 }
 
 // untilCaughtUp repeats read, briefly backing off, until it reports done:
 // the replica that answers direct gets has caught up to upTo.
-func untilCaughtUp(ctx context.Context, room string, upTo uint64, read func() ([]StoredMsg, bool, error)) ([]StoredMsg, error) {
+func untilCaughtUp(ctx context.Context, room string, upTo uint64, read func() ([]storage.Message, bool, error)) ([]storage.Message, error) {
 	wait := 5 * time.Millisecond
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -54,7 +54,7 @@ func BenchmarkPublishAck(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
-		f, err := log.PublishAsync("bench", nil, data, "")
+		f, err := log.publishAsync("bench", data, "")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func BenchmarkPublishAckPipelined(b *testing.B) {
 					waitAck(b, inflight[0])
 					inflight = append(inflight[:0], inflight[1:]...)
 				}
-				f, err := log.PublishAsync(rooms[i%len(rooms)], nil, data, "")
+				f, err := log.publishAsync(rooms[i%len(rooms)], data, "")
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -11,24 +11,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// SetupTimeout bounds how long start-up waits for a JetStream cluster to
+// setupTimeout bounds how long start-up waits for a JetStream cluster to
 // have enough peers (a node of a 3-node cluster may start first).
-const SetupTimeout = 2 * time.Minute
+const setupTimeout = 2 * time.Minute
 
-// Retry runs fn until it succeeds, fails for good, or SetupTimeout passes.
+// retry runs fn until it succeeds, fails for good, or setupTimeout passes.
 // Errors that a cluster still forming returns (no meta leader, too few
 // peers for the replicas asked, timeouts) are retried.
 //
 // Attempts are short: when several nodes create the same replicated stream
 // at once, the requests that lose the race may get no answer at all.
-func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
-	return RetryFor(ctx, log, what, SetupTimeout, fn)
+func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	return retryFor(ctx, log, what, setupTimeout, fn)
 }
 
-// RetryFor is Retry with its own bound: for writes that meet a stream or
+// retryFor is retry with its own bound: for writes that meet a stream or
 // bucket whose leader is being replaced (a node died), fn must be safe to
 // run again.
-func RetryFor(ctx context.Context, log *slog.Logger, what string, total time.Duration, fn func(context.Context) error) error {
+func retryFor(ctx context.Context, log *slog.Logger, what string, total time.Duration, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
 	wait := 100 * time.Millisecond

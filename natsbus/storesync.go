@@ -135,7 +135,7 @@ func (st *streamSync) close() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.running == nil && st.blk != nil {
-		st.blk.Close()
+		_ = st.blk.Close()
 		st.blk = nil
 	}
 }
@@ -190,7 +190,7 @@ func (st *streamSync) rescan(from uint64) error {
 	}
 	slices.Sort(blocks)
 	if st.blk != nil {
-		st.blk.Close()
+		_ = st.blk.Close()
 		st.blk = nil
 	}
 	for k, i := range blocks {
@@ -202,13 +202,13 @@ func (st *streamSync) rescan(from uint64) error {
 			return fmt.Errorf("sync stream %s: %w", st.name, err)
 		}
 		if err := st.fsync(f); err != nil {
-			f.Close()
+			_ = f.Close()
 			return err
 		}
 		if k == len(blocks)-1 {
 			st.blk, st.index = f, i
 		} else {
-			f.Close()
+			_ = f.Close()
 		}
 	}
 	return st.syncPath(st.msgs)
@@ -263,6 +263,6 @@ func (st *streamSync) syncPath(path string) error {
 	if err != nil {
 		return fmt.Errorf("sync stream %s: %w", st.name, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	return st.fsync(f)
 }

@@ -90,7 +90,7 @@ func TestStoreSyncFollowsBlocks(t *testing.T) {
 		errs := make(chan error, 500)
 		for i := range 500 {
 			wg.Add(1)
-			c.Submit("room"+string(rune('a'+i%5)), payload, "", func(_ uint64, err error) {
+			c.Submit("room"+string(rune('a'+i%5)), payload, "", "", func(_ uint64, err error) {
 				if err != nil {
 					errs <- err
 				}
@@ -164,7 +164,7 @@ func TestStoreSyncSharedRounds(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			for range each {
-				fut, err := l.PublishAsync("r"+string(rune('a'+w)), nil, []byte("hello"), "")
+				fut, err := l.publishAsync("r"+string(rune('a'+w)), []byte("hello"), "")
 				if err != nil {
 					t.Error(err)
 					return
@@ -174,7 +174,7 @@ func TestStoreSyncSharedRounds(t *testing.T) {
 					return
 				}
 				began := time.Now()
-				if err := bus.Sync(ctx, MessagesStream); err != nil {
+				if err := bus.sync(ctx, MessagesStream); err != nil {
 					t.Error(err)
 					return
 				}
@@ -222,36 +222,40 @@ func TestStoreSyncOnlyUnclustered(t *testing.T) {
 		if bus.storeSync != nil {
 			t.Fatalf("--durability %s: chatd must not sync", d)
 		}
-		if err := bus.Sync(context.Background(), MessagesStream); err != nil {
+		if err := bus.sync(context.Background(), MessagesStream); err != nil {
 			t.Fatalf("--durability %s: Sync: %v", d, err)
 		}
 	}
 }
 
 // TestSyncBucketSyncsItsStream: a KV bucket's writes are synced like the
-// messages stream's: SyncBucket fsyncs the block of the bucket's stream
-// (KV_<bucket>) after the write.
+// messages stream's: each write fsyncs the block of the bucket's stream
+// (KV_<bucket>) before it returns.
 func TestSyncBucketSyncsItsStream(t *testing.T) {
 	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
 	var rec syncLog
 	bus.storeSync.synced = rec.hook
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := bus.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: ReadsBucket})
+	const bucket = "SYNCED"
+	kv, err := bus.OpenBucket(ctx, bucket, "", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var rev uint64
 	for i := range 3 {
-		if _, err := kv.Put(ctx, "room.alice", []byte(strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
+		if i == 0 {
+			rev, err = kv.Create(ctx, "room.alice", []byte(strconv.Itoa(i)))
+		} else {
+			rev, err = kv.Update(ctx, "room.alice", []byte(strconv.Itoa(i)), rev)
 		}
-		if err := bus.SyncBucket(ctx, ReadsBucket); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
 		last := rec.lastBlock("") // of any stream
-		want := string(filepath.Separator) + filepath.Join("streams", "KV_"+ReadsBucket, "msgs") + string(filepath.Separator)
+		want := string(filepath.Separator) + filepath.Join("streams", "KV_"+bucket, "msgs") + string(filepath.Separator)
 		if !strings.Contains(last.path, want) || !strings.HasSuffix(last.path, ".blk") {
-			t.Fatalf("put %d: last fsync %s, want a block of KV_%s", i, last.path, ReadsBucket)
+			t.Fatalf("put %d: last fsync %s, want a block of KV_%s", i, last.path, bucket)
 		}
 		if fi, err := os.Stat(last.path); err != nil || fi.Size() != last.size {
 			t.Fatalf("put %d: block fsynced at %d bytes, now %v (%v)", i, last.size, fi.Size(), err)
@@ -274,15 +278,15 @@ func TestStoreSyncAfterStreamRemade(t *testing.T) {
 	put := func(n int) {
 		t.Helper()
 		for i := range n {
-			if _, err := bus.JS.Publish(ctx, "remade.x", []byte(strings.Repeat("y", 100+i))); err != nil {
+			if _, err := bus.js.Publish(ctx, "remade.x", []byte(strings.Repeat("y", 100+i))); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := bus.Sync(ctx, "REMADE"); err != nil {
+		if err := bus.sync(ctx, "REMADE"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := bus.JS.CreateStream(ctx, cfg); err != nil {
+	if _, err := bus.js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	put(400)
@@ -290,10 +294,10 @@ func TestStoreSyncAfterStreamRemade(t *testing.T) {
 	if strings.HasSuffix(before.path, "/1.blk") {
 		t.Fatalf("the first life did not get past block 1: %s", before.path)
 	}
-	if err := bus.JS.DeleteStream(ctx, "REMADE"); err != nil {
+	if err := bus.js.DeleteStream(ctx, "REMADE"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.JS.CreateStream(ctx, cfg); err != nil {
+	if _, err := bus.js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	put(3)

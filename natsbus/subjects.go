@@ -5,20 +5,14 @@ import (
 	"strings"
 )
 
-// The NATS subjects behind chatd's destinations. They are part of chatd's
-// contract (docs/protocol.md): backend services publish and subscribe to them
-// with any NATS client.
+// The NATS subjects, stream and key formats behind chatd's destinations.
+// They are part of chatd's contract (docs/protocol.md): backend services
+// publish and subscribe to them with any NATS client.
 const (
 	// MessagesStream is the one JetStream stream holding every room's
 	// messages, over per-room subjects. One stream rather than one per room:
 	// in a cluster every stream is a Raft group.
 	MessagesStream = "CHAT_MESSAGES"
-	// RoomsBucket is a JetStream KV bucket keyed by room id.
-	RoomsBucket = "CHAT_ROOMS"
-	// MembersBucket and ReadsBucket are JetStream KV buckets keyed
-	// "<room>.<user token>".
-	MembersBucket = "CHAT_MEMBERS"
-	ReadsBucket   = "CHAT_READS"
 
 	roomPrefix = "chat.msg."
 	livePrefix = "chat.live."
@@ -26,8 +20,9 @@ const (
 	userPrefix = "chat.user."
 )
 
-// MaxNameLen bounds room ids and queue-name segments.
-const MaxNameLen = 64
+// maxTokenLen bounds the room ids and queue names natsbus builds subjects
+// from.
+const maxTokenLen = 64
 
 // RoomSubject is where a room's messages are stored: chat.msg.<room>.
 func RoomSubject(room string) string { return roomPrefix + room }
@@ -43,56 +38,57 @@ func ReadSubject(room string) string { return readPrefix + room }
 // UserSubject carries a user's queue: chat.user.<user token>.<queue>.
 func UserSubject(user, queue string) string { return userPrefix + UserToken(user) + "." + queue }
 
-// RoomFromSubject returns the room of a chat.msg.<room> or chat.live.<room> subject.
-func RoomFromSubject(subject string) (string, bool) {
+// roomFromSubject returns the room of a chat.msg.<room> or chat.live.<room> subject.
+func roomFromSubject(subject string) (string, bool) {
 	for _, p := range []string{roomPrefix, livePrefix} {
-		if r, ok := strings.CutPrefix(subject, p); ok && ValidName(r) {
+		if r, ok := strings.CutPrefix(subject, p); ok && validToken(r) {
 			return r, true
 		}
 	}
 	return "", false
 }
 
-// ValidName reports whether s is a valid room id or queue-name segment:
-// 1 to 64 characters of [A-Za-z0-9_-]. Anything else could inject NATS
-// wildcards or extra subject tokens.
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > MaxNameLen {
+// validToken reports whether s may stand as one subject token built from
+// a room id or a queue-name segment: 1 to 64 characters of [A-Za-z0-9_-].
+// The callers check their own rules first (chat's room ids are exactly
+// these); this check keeps wildcards, dots and spaces out of subjects
+// whatever a caller lets through.
+func validToken(s string) bool {
+	if len(s) == 0 || len(s) > maxTokenLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if !nameByte(s[i]) {
+		if !tokenByte(s[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-// ValidQueueName reports whether s is a valid user-queue name: one or more
-// ValidName segments joined by single dots (as in "chat.log"), 64
-// characters at most.
-func ValidQueueName(s string) bool {
-	if len(s) == 0 || len(s) > MaxNameLen {
+// validQueue reports whether s may end a user subject: validToken
+// segments joined by single dots (as in "chat.log"), 64 characters at most.
+func validQueue(s string) bool {
+	if len(s) == 0 || len(s) > maxTokenLen {
 		return false
 	}
 	for _, seg := range strings.Split(s, ".") {
-		if !ValidName(seg) {
+		if !validToken(seg) {
 			return false
 		}
 	}
 	return true
 }
 
-func nameByte(c byte) bool {
+func tokenByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
 // UserToken maps a user id to one NATS subject token (and KV key part). Ids
-// that are valid names stand as they are; any other id becomes "=" followed
-// by its unpadded base64url form, which cannot collide with a plain name
-// since "=" is not a name character.
+// that are valid tokens stand as they are; any other id becomes "="
+// followed by its unpadded base64url form, which cannot collide with a
+// plain token since "=" is not a token character.
 func UserToken(user string) string {
-	if ValidName(user) {
+	if validToken(user) {
 		return user
 	}
 	return "=" + base64.RawURLEncoding.EncodeToString([]byte(user))
@@ -107,5 +103,19 @@ func UserFromToken(tok string) (string, bool) {
 		}
 		return string(b), true
 	}
-	return tok, ValidName(tok)
+	return tok, validToken(tok)
+}
+
+// RoomUserKey is the KV key of a user's record in a room (a membership, a
+// read position): "<room>.<user token>".
+func RoomUserKey(room, user string) string { return room + "." + UserToken(user) }
+
+// SplitRoomUserKey reverses RoomUserKey.
+func SplitRoomUserKey(key string) (room, user string, ok bool) {
+	room, tok, ok := strings.Cut(key, ".")
+	if !ok || !validToken(room) {
+		return "", "", false
+	}
+	user, ok = UserFromToken(tok)
+	return room, user, ok
 }

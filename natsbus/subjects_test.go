@@ -5,22 +5,22 @@ import (
 	"testing"
 )
 
-func TestValidNames(t *testing.T) {
+func TestValidTokens(t *testing.T) {
 	good := []string{"a", "room-1", "R_2", strings.Repeat("x", 64)}
 	bad := []string{"", "a.b", "*", ">", "a b", "a\tb", "é", strings.Repeat("x", 65), "a/b"}
 	for _, s := range good {
-		if !ValidName(s) {
-			t.Errorf("ValidName(%q) = false", s)
+		if !validToken(s) {
+			t.Errorf("validToken(%q) = false", s)
 		}
 	}
 	for _, s := range bad {
-		if ValidName(s) {
-			t.Errorf("ValidName(%q) = true", s)
+		if validToken(s) {
+			t.Errorf("validToken(%q) = true", s)
 		}
 	}
-	if !ValidQueueName("chat.log") || ValidQueueName("chat..log") || ValidQueueName(".x") || ValidQueueName("x.") ||
-		ValidQueueName("a.*") || ValidQueueName(strings.Repeat("a.", 32)+"b") {
-		t.Error("ValidQueueName")
+	if !validQueue("chat.log") || validQueue("chat..log") || validQueue(".x") || validQueue("x.") ||
+		validQueue("a.*") || validQueue(strings.Repeat("a.", 32)+"b") {
+		t.Error("validQueue")
 	}
 }
 
@@ -43,5 +43,14 @@ func TestUserTokenIsOneSafeTokenAndReversible(t *testing.T) {
 	}
 	if UserSubject("alice", "chat.log") != "chat.user.alice.chat.log" {
 		t.Error(UserSubject("alice", "chat.log"))
+	}
+	for _, u := range []string{"alice", "a.b", "用户"} {
+		k := RoomUserKey("lobby", u)
+		if room, user, ok := SplitRoomUserKey(k); !ok || room != "lobby" || user != u {
+			t.Errorf("SplitRoomUserKey(%q) = %q, %q, %v", k, room, user, ok)
+		}
+	}
+	if _, _, ok := SplitRoomUserKey("a*b.alice"); ok {
+		t.Error("SplitRoomUserKey accepted a room that is no token")
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/chatd/chatd/internal/wstest"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -14,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/wstest"
 	"github.com/chatd/chatd/stompws"
+	"github.com/chatd/chatd/stompws/frame"
 	"github.com/coder/websocket"
 )
 
@@ -30,7 +31,7 @@ func (h *roomHandler) Authenticate(_ context.Context, req *stompws.ConnectReques
 	return stompws.Principal{User: req.Frame.Value("login")}, nil
 }
 
-func (h *roomHandler) Send(_ context.Context, _ *stompws.Session, _ *stompws.Frame, done func(error)) {
+func (h *roomHandler) Send(_ context.Context, _ *stompws.Session, _ *frame.Frame, done func(error)) {
 	done(nil)
 }
 
@@ -143,7 +144,7 @@ func benchFanout(b *testing.B, n int) {
 		b.Fatalf("%d subscriptions, want %d", len(subs), n)
 	}
 	body := []byte(`{"id":1795320202978319,"roomId":"lobby","userId":"alice","message":"hello there","unreadCount":4,"createdAt":"2026-11-22T04:03:26.851Z"}`)
-	hdr := []stompws.Header{{Name: "content-type", Value: "application/json"}}
+	hdr := []frame.Header{{Name: "content-type", Value: "application/json"}}
 
 	b.ReportAllocs()
 	var want int64

@@ -76,7 +76,7 @@ func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.CloseNow()
+		defer func() { _ = c.CloseNow() }()
 		connect := "CONNECT\naccept-version:1.2\nhost:t\nlogin:u" + strconv.Itoa(i) + "\nheart-beat:0,50\n\n\x00"
 		if err := c.Write(ctx, websocket.MessageText, []byte(connect)); err != nil {
 			t.Fatal(err)

@@ -1,3 +1,5 @@
+// The Observer: what the server reports for metrics.
+
 package stompws
 
 // Observer is told what the server does, for metrics. Its methods run on
@@ -22,8 +24,8 @@ type Observer interface {
 	Subscribed()
 	Unsubscribed()
 	// ErrorSent is called once for each ERROR frame queued to a client, with
-	// its message header (which may carry client input).
-	ErrorSent(message string)
+	// its kind (KindConnect...; KindOther for an Error without one).
+	ErrorSent(kind string)
 	// SlowConsumer is called when a client is cut off for not keeping up.
 	SlowConsumer()
 }

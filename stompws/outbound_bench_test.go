@@ -3,13 +3,15 @@ package stompws
 import (
 	"strconv"
 	"testing"
+
+	"github.com/chatd/chatd/stompws/frame"
 )
 
 // benchChatBody is a room message body as chatd sends it.
 const benchChatBody = `{"id":1795320202978319,"roomId":"lobby","userId":"alice","message":"#cb1;run;0;17;1795320202978319000;","unreadCount":4,"createdAt":"2026-11-22T04:03:26.851Z"}`
 
 func benchMessage() *Message {
-	return NewMessage("/topic/chat.lobby", []Header{{"content-type", "application/json"}}, []byte(benchChatBody))
+	return NewMessage("/topic/chat.lobby", []frame.Header{{Name: "content-type", Value: "application/json"}}, []byte(benchChatBody))
 }
 
 // BenchmarkAppendMessage is the per-delivery cost of a MESSAGE in the
@@ -22,7 +24,7 @@ func BenchmarkAppendMessage(b *testing.B) {
 		ack  AckMode
 	}{{"auto", AckAuto}, {"client", AckClient}} {
 		b.Run(mode.name, func(b *testing.B) {
-			s := &Session{version: V12}
+			s := &Session{version: frame.V12}
 			sub := newSubscription(s, "sub-0", "/topic/chat.lobby", mode.ack, nil)
 			it := outItem{sub: sub, msg: benchMessage(), id: 1}
 			buf := s.appendMessage(nil, &it)
@@ -41,12 +43,12 @@ func BenchmarkAppendMessage(b *testing.B) {
 // message shares.
 func BenchmarkMessageEncode(b *testing.B) {
 	body := []byte(benchChatBody)
-	hdr := []Header{{"content-type", "application/json"}, {"x-trace", "abc"}}
+	hdr := []frame.Header{{Name: "content-type", Value: "application/json"}, {Name: "x-trace", Value: "abc"}}
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
 		m := NewMessage("/topic/chat.lobby", hdr, body)
-		if len(m.encoded(V12)) == 0 {
+		if len(m.encoded(frame.V12)) == 0 {
 			b.Fatal("empty encoding")
 		}
 	}
@@ -56,14 +58,14 @@ func BenchmarkMessageEncode(b *testing.B) {
 // receipt.
 func BenchmarkDecodeChatSend(b *testing.B) {
 	body := `{"message":"#cb1;run;0;17;1795320202978319000;"}`
-	frame := []byte("SEND\ndestination:/app/chat.lobby\ncontent-type:application/json\nreceipt:17\ncontent-length:" +
+	wire := []byte("SEND\ndestination:/app/chat.lobby\ncontent-type:application/json\nreceipt:17\ncontent-length:" +
 		strconv.Itoa(len(body)) + "\n\n" + body + "\x00")
-	d := Decoder{Limits: DefaultConfig().Limits, Version: V12}
-	b.SetBytes(int64(len(frame)))
+	d := frame.Decoder{Limits: DefaultConfig().Limits, Version: frame.V12}
+	b.SetBytes(int64(len(wire)))
 	b.ReportAllocs()
 	for b.Loop() {
-		f, n, err := d.Decode(frame)
-		if err != nil || f == nil || n != len(frame) {
+		f, n, err := d.Decode(wire)
+		if err != nil || f == nil || n != len(wire) {
 			b.Fatalf("decode: %v %d", err, n)
 		}
 	}

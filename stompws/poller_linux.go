@@ -1,3 +1,6 @@
+// The poller (epoll) that holds parked idle sessions without a goroutine
+// each, and restarts their read loops when their clients send something.
+
 package stompws
 
 import (
@@ -40,14 +43,14 @@ func newPoller() (*poller, error) {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
 	if err := syscall.SetNonblock(epfd, true); err != nil {
-		syscall.Close(epfd)
+		_ = syscall.Close(epfd)
 		return nil, fmt.Errorf("epoll: set non-blocking: %w", err)
 	}
 	// Non-blocking, so os.NewFile hands it to the runtime's poller.
 	ep := os.NewFile(uintptr(epfd), "epoll")
 	rc, err := ep.SyscallConn()
 	if err != nil {
-		ep.Close()
+		_ = ep.Close()
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	p := &poller{epfd: epfd, ep: ep, rc: rc, done: make(chan struct{}), sessions: map[uint64]*Session{}}
@@ -136,6 +139,6 @@ func (p *poller) run() {
 // stop ends the loop and closes the epoll instance. Sessions still
 // registered are woken by their connections' close.
 func (p *poller) stop() {
-	p.ep.Close()
+	_ = p.ep.Close()
 	<-p.done
 }

@@ -1,5 +1,8 @@
 //go:build !linux
 
+// Elsewhere than Linux there is no poller: idle sessions keep their
+// goroutines.
+
 package stompws
 
 import "errors"

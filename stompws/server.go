@@ -1,7 +1,35 @@
-// Package stompws serves STOMP 1.0, 1.1 and 1.2 over WebSocket: frames,
-// sessions, heart-beats, receipts, subscriptions, acknowledgements,
-// transactions, limits and per-session back-pressure. It knows nothing of
-// what destinations mean; a Handler decides.
+// Package stompws serves STOMP 1.0, 1.1 and 1.2 over WebSocket: sessions,
+// heart-beats, receipts, subscriptions, acknowledgements, transactions,
+// limits and per-session back-pressure. It knows nothing of what
+// destinations mean; a Handler decides.
+//
+// It comes in three layers:
+//
+//   - frame (package frame): the STOMP codec, frames to and from bytes,
+//     with no notion of a connection. Clients use it too (chatbench).
+//   - transport (transport*.go, poller*.go): the WebSocket upgrade over
+//     coder/websocket with buffers of chatd's own, the framing and
+//     writing of chatd's data messages, pings answered outside the
+//     WebSocket reader, and idle sessions parked without a goroutine.
+//   - session (the other files): one STOMP connection and its commands,
+//     its outbound queue and its writer, on top of the transport.
+//
+// Where things are:
+//
+//   - server.go: Config, Handler, Server (accepting sessions, shutdown).
+//   - session.go: Session, its construction, accessors and end.
+//   - errors.go: Error and its kinds; failing a session with an ERROR.
+//   - read.go: the read loop, reading messages and decoding frames.
+//   - park.go: the idle wait, answering pings, parking in the poller.
+//   - commands.go: CONNECT and the STOMP commands, receipts in order.
+//   - heartbeat.go: heart-beat negotiation, the watchdog, the server's beats.
+//   - outbound.go: Message, Subscription, delivery, acknowledgements.
+//   - write.go: the outbound queue's writer, batched or inline.
+//   - observer.go: the Observer, for metrics.
+//   - transport.go: the hijacked connection's reader and writer, the
+//     WebSocket framing of data messages, the idle wait and ping reads;
+//     transport_linux.go, the system calls they use.
+//   - poller_linux.go: the epoll poller that holds parked sessions.
 package stompws
 
 import (
@@ -13,6 +41,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd/chatd/stompws/frame"
+
 	"github.com/coder/websocket"
 )
 
@@ -20,10 +50,10 @@ import (
 // the values of DefaultConfig.
 type Config struct {
 	// Limits apply to frames after CONNECT.
-	Limits Limits
+	Limits frame.Limits
 	// PreConnectLimits apply until the session is connected, so that an
 	// unauthenticated peer cannot make the server buffer much.
-	PreConnectLimits Limits
+	PreConnectLimits frame.Limits
 	// MaxSubscriptions per session.
 	MaxSubscriptions int
 	// SendRate bounds a session's SEND frames per second, with bursts of
@@ -84,8 +114,8 @@ type Config struct {
 // DefaultConfig returns the documented defaults (docs/protocol.md).
 func DefaultConfig() Config {
 	return Config{
-		Limits:           Limits{MaxFrameSize: 64 << 10, MaxHeaders: 32, MaxHeaderLen: 8 << 10},
-		PreConnectLimits: Limits{MaxFrameSize: 16 << 10, MaxHeaders: 16, MaxHeaderLen: 8 << 10},
+		Limits:           frame.Limits{MaxFrameSize: 64 << 10, MaxHeaders: 32, MaxHeaderLen: 8 << 10},
+		PreConnectLimits: frame.Limits{MaxFrameSize: 16 << 10, MaxHeaders: 16, MaxHeaderLen: 8 << 10},
 		MaxSubscriptions: 64,
 		MaxInflight:      256,
 		OutboundFrames:   4096,
@@ -106,10 +136,10 @@ func DefaultConfig() Config {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Limits == (Limits{}) {
+	if c.Limits == (frame.Limits{}) {
 		c.Limits = d.Limits
 	}
-	if c.PreConnectLimits == (Limits{}) {
+	if c.PreConnectLimits == (frame.Limits{}) {
 		c.PreConnectLimits = d.PreConnectLimits
 	}
 	setInt := func(p *int, v int) {
@@ -156,9 +186,9 @@ func (c Config) withDefaults() Config {
 
 // ConnectRequest is what a Handler sees of a CONNECT.
 type ConnectRequest struct {
-	Frame   *Frame        // the CONNECT or STOMP frame
+	Frame   *frame.Frame  // the CONNECT or STOMP frame
 	Request *http.Request // the WebSocket handshake
-	Version Version       // the negotiated version
+	Version frame.Version // the negotiated version
 }
 
 // Principal is the authenticated user of a session.
@@ -175,7 +205,7 @@ type Handler interface {
 	// Send handles a SEND. It must call done exactly once, from any
 	// goroutine, when the message is dealt with (for chatd: stored); a
 	// RECEIPT, or an ERROR for a non-nil error, follows in frame order.
-	Send(ctx context.Context, s *Session, f *Frame, done func(error))
+	Send(ctx context.Context, s *Session, f *frame.Frame, done func(error))
 	// Subscribe starts a subscription; an error refuses it. Messages go to
 	// the client through sub.Deliver until Unsubscribe is called.
 	Subscribe(ctx context.Context, sub *Subscription) error
@@ -183,23 +213,6 @@ type Handler interface {
 	// subscription Subscribe accepted, also when the session ends.
 	Unsubscribe(sub *Subscription)
 }
-
-// Error is an error whose message is meant for the client. Any other
-// error a Handler returns reaches the client as "internal error".
-type Error struct {
-	Message string // the ERROR frame's message header
-	Detail  string // the ERROR frame's body, optional
-}
-
-func (e *Error) Error() string {
-	if e.Detail != "" {
-		return e.Message + ": " + e.Detail
-	}
-	return e.Message
-}
-
-// Errorf makes a client-facing Error.
-func Errorf(format string, args ...any) *Error { return &Error{Message: fmt.Sprintf(format, args...)} }
 
 // WebSocket close codes chatd uses.
 const (
@@ -302,7 +315,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.idle = newIdleWaiter(hj)
 	s.out = hj.out
 	if !srv.add(s) {
-		s.conn.Close(CloseGoingAway, "server is shutting down")
+		_ = s.conn.Close(CloseGoingAway, "server is shutting down")
 		srv.wg.Done()
 		return
 	}
@@ -385,7 +398,7 @@ func (srv *Server) Shutdown(ctx context.Context, message string) error {
 	}
 	srv.mu.Unlock()
 	for _, s := range open {
-		s.fail(&Error{Message: message}, "", CloseGoingAway, false)
+		s.fail(&Error{Kind: KindShutdown, Message: message}, "", CloseGoingAway, false)
 	}
 	done := make(chan struct{})
 	go func() { srv.wg.Wait(); close(done) }()

@@ -1,3 +1,27 @@
+// The transport: the WebSocket upgrade (hijacker), the connection's
+// reader and writer, chatd's own framing of data messages (wsFrame), and
+// the idle wait and ping reads beneath the WebSocket reader.
+//
+// It relies on coder/websocket's unexported behaviour in these ways, each
+// pinned by a test in wsinternals_test.go that fails, naming it, when an
+// upgrade changes it:
+//
+//   - (a) after Accept it reads the connection only through the
+//     *bufio.Reader Hijack returned, re-pointed at the net.Conn returned
+//     with it, so connReader sees every byte and idleWaiter.buffered all
+//     it holds (TestCoderReadsThroughOurReaders);
+//   - (b) it writes each control frame (pong, close) through the
+//     bufio.Writer Hijack returned, whole, in one Write to connWriter
+//     (TestCoderWritesControlFramesWhole);
+//   - (c) a message read to its end leaves it holding no part of the next
+//     frame, so answerPing may take a ping from the socket
+//     (TestCoderHoldsNothingBetweenMessages);
+//   - (d) Close's handshake reads the client's input itself, through our
+//     readers, up to the client's close frame
+//     (TestCoderCloseReadsThroughOurReaders);
+//   - (e) CloseNow closes the net.Conn Hijack returned at once, and a
+//     write of ours stuck on it fails (TestCoderCloseNowCutsOurWrites).
+
 package stompws
 
 import (
@@ -26,7 +50,8 @@ const (
 	connReadBuf = 128
 	// connWriteBuf holds a whole control frame (a pong or a close frame:
 	// at most 2 + 125 bytes), so that coder/websocket writes each in one
-	// piece, which connWriter keeps apart from chatd's own frames.
+	// piece, which connWriter keeps apart from chatd's own frames
+	// (assumption (b)).
 	connWriteBuf = 256
 	// connReadChunk is what connReader reads from the socket at a time.
 	connReadChunk = 4 << 10
@@ -58,7 +83,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// Bytes the client sent after its handshake are already in net/http's
 	// reader; they move to ours.
 	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
+		b, _ := brw.Peek(n)
 		h.in.pre = bytes.Clone(b)
 	}
 	h.out = &connWriter{conn: c}
@@ -67,7 +92,8 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h.conn, h.br = c, bufio.NewReaderSize(h.in, connReadBuf)
 	// coder/websocket re-points the reader at the connection it is given
-	// (after what is buffered): that connection reads through connReader.
+	// (after what is buffered): that connection reads through connReader
+	// (assumption (a)).
 	return readConn{c, h.in}, bufio.NewReadWriter(h.br, bufio.NewWriterSize(h.out, connWriteBuf)), nil
 }
 
@@ -82,7 +108,7 @@ func (c readConn) Read(p []byte) (int, error) { return c.in.Read(p) }
 // connReader reads the socket in chunks into a pooled buffer that it holds
 // only while unread bytes remain in it: an idle connection keeps none.
 // Only the session's read loop (or coder/websocket's close handshake,
-// once the loop has stopped) reads it.
+// once the loop has stopped: assumption (d)) reads it.
 type connReader struct {
 	conn net.Conn
 	pool *sync.Pool
@@ -141,7 +167,8 @@ func (c *connReader) buffered() int {
 // connWriter is a session's socket for writing. chatd frames its own data
 // messages (wsFrame) and writes each with one write(2); coder/websocket
 // writes only its control frames (pongs, the close frame) through Write,
-// each whole, as its bufio writer holds one entirely (connWriteBuf). mu is
+// each whole, as its bufio writer holds one entirely (connWriteBuf;
+// assumption (b)). mu is
 // held for every frame until all of it is written, so frames never
 // interleave, even when one is finished on another goroutine
 // (Session.finishWrite).
@@ -267,8 +294,9 @@ const maxPing = 6 + 125
 // the input starts with anything else, or not all of it has come; the
 // WebSocket reader then sees to it (and rejects what is invalid). Only
 // the read loop calls it, between messages, with nothing buffered above
-// the socket, after a wait whose peek saw the input's first byte: unless
-// that is a ping's, it costs no syscall.
+// the socket (where coder/websocket then holds no part of a frame:
+// assumption (c)), after a wait whose peek saw the input's first byte:
+// unless that is a ping's, it costs no syscall.
 func (w *idleWaiter) takePing(buf *[maxPing]byte) (payload []byte, ok bool, err error) {
 	if w.peek[0] != 0x89 {
 		return nil, false, nil

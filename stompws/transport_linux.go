@@ -1,3 +1,7 @@
+// The Linux system calls of the transport: the peek that waits for input
+// without taking it, the non-blocking reads of a ping, and non-blocking
+// writes.
+
 package stompws
 
 import (

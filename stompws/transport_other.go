@@ -1,5 +1,8 @@
 //go:build !linux
 
+// Elsewhere than Linux the transport has no non-blocking system calls:
+// pings and writes go through coder/websocket and the session's writer.
+
 package stompws
 
 // peekReady has no portable form; elsewhere the read loop waits in the

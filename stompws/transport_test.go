@@ -116,7 +116,7 @@ func openRaw(t *testing.T, cfg stompws.Config) (*rawWS, *roomHandler) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	w := &rawWS{t: t, c: c, br: bufio.NewReader(c)}
 
 	handshake := "GET / HTTP/1.1\r\nHost: " + hs.Listener.Addr().String() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +

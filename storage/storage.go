@@ -1,13 +1,18 @@
-// Package storage defines what chatd keeps outside the message stream
-// (rooms, memberships and read positions) behind small interfaces. The
-// embedded default lives in storage/kvstore (JetStream KV); other backends
-// implement the same interfaces.
+// Package storage is chatd's persistence vocabulary: the records it keeps
+// (rooms, memberships, read positions, stored messages) and the small
+// interfaces the backends implement. It imports nothing of chatd, so that
+// the domain (chat), the NATS door (natsbus) and the backends can all name
+// the same records.
+//
+// Backends: storage/kvstore (JetStream KV, the embedded default) and
+// storage/postgres (PostgreSQL, with the message archive); storage/mirror is
+// the in-memory copy of rooms and memberships both keep; storage/storetest
+// is the behaviour every backend must show.
 package storage
 
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 )
 
@@ -18,7 +23,26 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrExists: a room with that id exists already.
 	ErrExists = errors.New("already exists")
+	// ErrTooLarge: the message is larger than the message log stores.
+	ErrTooLarge = errors.New("too large to store")
 )
+
+// Message is one room message as the message log or the archive holds it:
+// its id (the log's sequence, rising across every room), its room, the
+// bytes chat encoded, and when it was stored.
+type Message struct {
+	ID   uint64
+	Room string
+	Data []byte
+	Time time.Time
+}
+
+// LogState is a snapshot of the message log's bounds.
+type LogState struct {
+	Epoch uint64 // first id of this life of the log
+	First uint64 // oldest id still held
+	Last  uint64 // newest id
+}
 
 // Role is a member's standing in a room.
 type Role string
@@ -87,30 +111,6 @@ type LeaveNotifier interface {
 	// OnLeave registers fn, called on a store goroutine whenever a
 	// membership ends. It must not block.
 	OnLeave(fn func(room, user string))
-}
-
-// LeaveListeners is the callback list behind a store's OnLeave; stores
-// embed it and call Left when a membership ends. The zero value is ready.
-type LeaveListeners struct {
-	mu  sync.RWMutex
-	fns []func(room, user string)
-}
-
-// OnLeave implements LeaveNotifier.
-func (l *LeaveListeners) OnLeave(fn func(room, user string)) {
-	l.mu.Lock()
-	l.fns = append(l.fns, fn)
-	l.mu.Unlock()
-}
-
-// Left tells every callback that user's membership of room ended.
-func (l *LeaveListeners) Left(room, user string) {
-	l.mu.RLock()
-	fns := l.fns
-	l.mu.RUnlock()
-	for _, fn := range fns {
-		fn(room, user)
-	}
 }
 
 // ReadMarks records how far each member has read each room.

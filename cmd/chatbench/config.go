@@ -95,7 +95,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: chatbench --scenario chat|fanout|idle|storm [flags]\n\n"+
+		_, _ = fmt.Fprint(stderr, "usage: chatbench --scenario chat|fanout|idle|storm [flags]\n\n"+
 			"A STOMP-over-WebSocket load generator. Targets loopback addresses only.\n"+
 			"A scenario presets flags; any flag given explicitly wins.\n\n")
 		fs.PrintDefaults()

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatd/chatd/app"
 	chatdconfig "github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/node"
 )
 
 // startChatd runs a real chatd node in-process in dev mode (embedded NATS
@@ -31,7 +31,7 @@ func startChatdWith(t *testing.T, flags ...string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a, err := app.Start(ctx, cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := node.Start(ctx, cfg, "test", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("start chatd: %v", err)
 	}

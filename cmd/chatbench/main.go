@@ -36,18 +36,18 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "chatbench:", err)
+		_, _ = fmt.Fprintln(stderr, "chatbench:", err)
 		return 2
 	}
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {
-			fmt.Fprintln(stderr, "chatbench: --cpuprofile:", err)
+			_, _ = fmt.Fprintln(stderr, "chatbench: --cpuprofile:", err)
 			return 2
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "chatbench: --cpuprofile:", err)
+			_, _ = fmt.Fprintln(stderr, "chatbench: --cpuprofile:", err)
 			return 2
 		}
 		defer pprof.StopCPUProfile()
@@ -56,12 +56,12 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := run(ctx, cfg, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "chatbench:", err)
+		_, _ = fmt.Fprintln(stderr, "chatbench:", err)
 		return 1
 	}
 	js, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
-		fmt.Fprintln(stderr, "chatbench: encode report:", err)
+		_, _ = fmt.Fprintln(stderr, "chatbench: encode report:", err)
 		return 1
 	}
 	js = append(js, '\n')
@@ -74,7 +74,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 		err = os.WriteFile(cfg.JSONFile, js, 0o644)
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "chatbench: write report:", err)
+		_, _ = fmt.Fprintln(stderr, "chatbench: write report:", err)
 		return 1
 	}
 	if rep.Conns.Made == 0 {
@@ -101,7 +101,7 @@ func (rep *report) clean() bool {
 
 func writeSummary(w io.Writer, rep *report) {
 	c := rep.Config
-	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format+"\n", args...) }
 	p("chatbench: scenario %s, run %s, %s, sources %d, %.1fs%s", c.Scenario, c.Run, c.URL, len(c.Sources), rep.ElapsedS,
 		map[bool]string{true: " (INTERRUPTED: timeout or signal)"}[rep.Interruped])
 	cr := rep.Conns

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chatd/chatd/stompws/frame"
 )
 
 // runner holds one run's connections and counters.
@@ -182,18 +184,18 @@ func (r *runner) openAll(ctx context.Context, n, conc int, open func(ctx context
 }
 
 // handle is the read loop's callback: it returns 1 for a counted delivery.
-func (cl *client) handle(f *rawFrame, now int64) int {
-	switch string(f.cmd) {
+func (cl *client) handle(f *frame.View, now int64) int {
+	switch string(f.Command()) {
 	case "MESSAGE":
 		if cl.sub != nil {
-			return cl.sub.onMessage(f.body, now)
+			return cl.sub.onMessage(f.Body(), now)
 		}
 	case "RECEIPT":
 		if cl.pub != nil {
 			cl.pub.onReceipt(now)
 		}
 	case "ERROR":
-		msg, _ := f.header("message")
+		msg, _ := f.Header("message")
 		cl.err = msg
 	}
 	return 0
@@ -213,7 +215,7 @@ func (r *runner) closeAll() {
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		fmt.Fprintln(r.stderr, "chatbench: read loops still running 30s after closing")
+		_, _ = fmt.Fprintln(r.stderr, "chatbench: read loops still running 30s after closing")
 	}
 }
 
@@ -415,7 +417,7 @@ func (r *runner) progress(ctx context.Context) {
 		r.conns.mu.Lock()
 		made, attempted := r.conns.made, r.conns.attempted
 		r.conns.mu.Unlock()
-		fmt.Fprintf(r.stderr, "%5.0fs %-8s conns %d/%d dropped %d  delivered %d (%d/s)\n",
+		_, _ = fmt.Fprintf(r.stderr, "%5.0fs %-8s conns %d/%d dropped %d  delivered %d (%d/s)\n",
 			time.Since(start).Seconds(), r.phase.Load(), made, attempted, r.conns.dropped.Load(), d, d-last)
 		last = d
 	}
@@ -849,9 +851,10 @@ func (p *publisher) onReceipt(now int64) {
 // (no coordinated omission).
 func (p *publisher) run(ctx context.Context, r *runner, start, end time.Time, offset time.Duration) {
 	cfg := &r.cfg
-	head := appendFrame(nil, "SEND", [][2]string{{"destination", p.dest}, {"content-type", cfg.ContentType}}, nil)
+	head := frame.AppendFrame(nil, frame.V12, "SEND",
+		[]frame.Header{{Name: "destination", Value: p.dest}, {Name: "content-type", Value: cfg.ContentType}}, nil)
 	head = head[:len(head)-2] // drop the blank line and NUL: more headers follow
-	var frame, body []byte
+	var wire, body []byte
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for seq := uint64(1); cfg.Messages == 0 || seq <= uint64(cfg.Messages); seq++ {
@@ -888,23 +891,23 @@ func (p *publisher) run(ctx context.Context, r *runner, start, end time.Time, of
 		body = append(body[:0], r.bodyPre...)
 		body = appendPayload(body, cfg.Run, p.id, seq, ts, cfg.MsgSize)
 		body = append(body, r.bodySuf...)
-		frame = append(frame[:0], head...)
+		wire = append(wire[:0], head...)
 		if p.receipts {
-			frame = append(frame, "receipt:"...)
-			frame = strconv.AppendUint(frame, seq, 10)
-			frame = append(frame, '\n')
+			wire = append(wire, "receipt:"...)
+			wire = strconv.AppendUint(wire, seq, 10)
+			wire = append(wire, '\n')
 		}
-		frame = append(frame, "content-length:"...)
-		frame = strconv.AppendInt(frame, int64(len(body)), 10)
-		frame = append(frame, "\n\n"...)
-		frame = append(frame, body...)
-		frame = append(frame, 0)
+		wire = append(wire, "content-length:"...)
+		wire = strconv.AppendInt(wire, int64(len(body)), 10)
+		wire = append(wire, "\n\n"...)
+		wire = append(wire, body...)
+		wire = append(wire, 0)
 		if p.receipts {
 			p.mu.Lock()
 			p.pending = append(p.pending, time.Now().UnixNano())
 			p.mu.Unlock()
 		}
-		if err := p.conn.write(frame); err != nil {
+		if err := p.conn.write(wire); err != nil {
 			if !p.conn.closing.Load() {
 				r.conns.drop("publish: " + err.Error())
 			}

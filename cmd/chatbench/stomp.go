@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,144 +12,23 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatd/chatd/stompws/frame"
 	"github.com/coder/websocket"
 )
 
 // A minimal STOMP 1.2 client for load: it parses frames in place in its
-// read buffer, hands MESSAGE bodies to a callback without copying, and
-// writes each frame as one WebSocket message. go-stomp over
-// websocket.NetConn allocates a frame, a header map and a channel send per
-// message, which on this 2-core machine costs the CPU the server needs.
-
-// rawFrame is one received frame; its slices alias the connection's read
-// buffer and are valid until the next read.
-type rawFrame struct {
-	cmd  []byte
-	hdr  []byte // the header lines, each ending in '\n' (CRs kept)
-	body []byte
-}
+// read buffer (frame.Scan, the server's own parser), hands MESSAGE bodies
+// to a callback without copying, and writes each frame as one WebSocket
+// message. go-stomp over websocket.NetConn allocates a frame, a header map
+// and a channel send per message, which on this 2-core machine costs the
+// CPU the server needs.
 
 // errFrame is a malformed frame from the server.
 var errFrame = errors.New("malformed STOMP frame")
 
-// nextFrame parses one frame at the start of b. n is how many bytes it
-// used: for heart-beat EOLs, n > 0 with an empty frame; for an incomplete
-// frame, n == 0.
-func nextFrame(b []byte) (f rawFrame, n int, err error) {
-	for n < len(b) && (b[n] == '\n' || b[n] == '\r' && n+1 < len(b) && b[n+1] == '\n') {
-		if b[n] == '\r' {
-			n++
-		}
-		n++
-	}
-	if n > 0 {
-		return rawFrame{}, n, nil
-	}
-	nl := bytes.IndexByte(b, '\n')
-	if nl < 0 {
-		return rawFrame{}, 0, nil
-	}
-	f.cmd = bytes.TrimSuffix(b[:nl], []byte("\r"))
-	if len(f.cmd) == 0 {
-		return rawFrame{}, 0, errFrame
-	}
-	for _, c := range f.cmd {
-		if c < 'A' || c > 'Z' {
-			return rawFrame{}, 0, errFrame
-		}
-	}
-	// Headers end at the first empty line.
-	pos := nl + 1
-	cl := -1
-	for {
-		i := bytes.IndexByte(b[pos:], '\n')
-		if i < 0 {
-			return rawFrame{}, 0, nil
-		}
-		line := bytes.TrimSuffix(b[pos:pos+i], []byte("\r"))
-		pos += i + 1
-		if len(line) == 0 {
-			break
-		}
-		if cl < 0 && bytes.HasPrefix(line, []byte("content-length:")) {
-			v, perr := strconv.Atoi(string(line[len("content-length:"):]))
-			if perr != nil || v < 0 {
-				return rawFrame{}, 0, errFrame
-			}
-			cl = v
-		}
-	}
-	f.hdr = b[nl+1 : pos]
-	var end int
-	if cl >= 0 {
-		if len(b)-pos <= cl {
-			return rawFrame{}, 0, nil
-		}
-		end = pos + cl
-		if b[end] != 0 {
-			return rawFrame{}, 0, errFrame
-		}
-	} else {
-		i := bytes.IndexByte(b[pos:], 0)
-		if i < 0 {
-			return rawFrame{}, 0, nil
-		}
-		end = pos + i
-	}
-	f.body = b[pos:end]
-	return f, end + 1, nil
-}
-
-// header returns the first value of a header, unescaped (STOMP 1.2).
-func (f *rawFrame) header(name string) (string, bool) {
-	h := f.hdr
-	for len(h) > 0 {
-		i := bytes.IndexByte(h, '\n')
-		if i < 0 {
-			i = len(h)
-		}
-		line := bytes.TrimSuffix(h[:i], []byte("\r"))
-		h = h[min(i+1, len(h)):]
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if ok && string(k) == name {
-			if string(f.cmd) == "CONNECTED" {
-				return string(v), true // never escaped
-			}
-			return unescape(string(v)), true
-		}
-	}
-	return "", false
-}
-
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	return strings.NewReplacer(`\n`, "\n", `\r`, "\r", `\c`, ":", `\\`, `\`).Replace(s)
-}
-
-func escape(s string) string {
-	if !strings.ContainsAny(s, "\\\n\r:") {
-		return s
-	}
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, "\r", `\r`, ":", `\c`).Replace(s)
-}
-
-// appendFrame appends a client frame.
-func appendFrame(dst []byte, cmd string, headers [][2]string, body []byte) []byte {
-	dst = append(dst, cmd...)
-	dst = append(dst, '\n')
-	for _, h := range headers {
-		if cmd == "CONNECT" {
-			dst = append(dst, h[0]+":"+h[1]+"\n"...)
-		} else {
-			dst = append(dst, escape(h[0])+":"+escape(h[1])+"\n"...)
-		}
-	}
-	dst = append(dst, '\n')
-	dst = append(dst, body...)
-	return append(dst, 0)
-}
+// malformed names an error of frame.Scan, which parses the server's frames
+// in place in the read buffer.
+func malformed(err error) error { return fmt.Errorf("%w: %w", errFrame, err) }
 
 // maxReadBuffer bounds one frame the client will buffer.
 const maxReadBuffer = 64 << 20
@@ -220,19 +98,20 @@ func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, er
 	stop := context.AfterFunc(ctx, func() { _ = ws.CloseNow() })
 	defer stop()
 	hb := strconv.FormatInt(o.heartBeat.Milliseconds(), 10)
-	hdr := [][2]string{{"accept-version", "1.2"}, {"host", o.host}, {"login", o.login}, {"heart-beat", hb + "," + hb}}
+	hdr := []frame.Header{{Name: "accept-version", Value: "1.2"}, {Name: "host", Value: o.host},
+		{Name: "login", Value: o.login}, {Name: "heart-beat", Value: hb + "," + hb}}
 	if o.passcode != "" {
-		hdr = append(hdr, [2]string{"passcode", o.passcode})
+		hdr = append(hdr, frame.Header{Name: "passcode", Value: o.passcode})
 	}
-	err = c.write(appendFrame(nil, "CONNECT", hdr, nil))
+	err = c.write(frame.AppendFrame(nil, frame.V12, "CONNECT", hdr, nil))
 	if err != nil {
 		_ = ws.CloseNow()
 		return nil, &connectError{"connect", err}
 	}
 	f, err := c.readFrame()
-	if err == nil && string(f.cmd) != "CONNECTED" {
-		msg, _ := f.header("message")
-		err = fmt.Errorf("server answered %s: %s", f.cmd, msg)
+	if err == nil && string(f.Command()) != "CONNECTED" {
+		msg, _ := f.Header("message")
+		err = fmt.Errorf("server answered %s: %s", f.Command(), msg)
 	}
 	if err != nil {
 		_ = ws.CloseNow()
@@ -242,7 +121,7 @@ func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, er
 		return nil, &connectError{"connect", err}
 	}
 	// Send heart-beats as often as the server asks, no more often than we offered.
-	if sv, ok := f.header("heart-beat"); ok && o.heartBeat > 0 {
+	if sv, ok := f.Header("heart-beat"); ok && o.heartBeat > 0 {
 		_, sy, _ := strings.Cut(sv, ",")
 		if n, perr := strconv.ParseInt(strings.TrimSpace(sy), 10, 64); perr == nil && n > 0 {
 			c.startHeartBeat(max(o.heartBeat, time.Duration(n)*time.Millisecond))
@@ -256,19 +135,19 @@ func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, er
 func (c *stompConn) subscribe(ctx context.Context, id, dest string) error {
 	stop := context.AfterFunc(ctx, func() { _ = c.ws.CloseNow() })
 	defer stop()
-	err := c.write(appendFrame(nil, "SUBSCRIBE", [][2]string{
-		{"id", id}, {"destination", dest}, {"ack", "auto"}, {"receipt", "sub-" + id},
+	err := c.write(frame.AppendFrame(nil, frame.V12, "SUBSCRIBE", []frame.Header{
+		{Name: "id", Value: id}, {Name: "destination", Value: dest}, {Name: "ack", Value: "auto"}, {Name: "receipt", Value: "sub-" + id},
 	}, nil))
 	for err == nil {
-		var f rawFrame
+		var f frame.View
 		if f, err = c.readFrame(); err != nil {
 			break
 		}
-		switch string(f.cmd) {
+		switch string(f.Command()) {
 		case "RECEIPT":
 			return nil
 		case "ERROR":
-			msg, _ := f.header("message")
+			msg, _ := f.Header("message")
 			err = fmt.Errorf("server answered ERROR: %s", msg)
 		}
 	}
@@ -281,8 +160,7 @@ func (c *stompConn) subscribe(ctx context.Context, id, dest string) error {
 // startHeartBeat writes an EOL whenever nothing was written for every.
 func (c *stompConn) startHeartBeat(every time.Duration) {
 	c.lastWrite.Store(time.Now().UnixNano())
-	var beat func()
-	beat = func() {
+	beat := func() {
 		if c.closing.Load() {
 			return
 		}
@@ -348,22 +226,23 @@ func (c *stompConn) fill() error {
 	}
 }
 
-// readFrame returns the next frame other than a heart-beat.
-func (c *stompConn) readFrame() (rawFrame, error) {
+// readFrame returns the next frame other than a heart-beat; it aliases
+// the read buffer until the next read.
+func (c *stompConn) readFrame() (frame.View, error) {
 	for {
-		f, n, err := nextFrame(c.rbuf[c.roff:])
+		f, n, err := frame.Scan(c.rbuf[c.roff:])
 		if err != nil {
-			return rawFrame{}, err
+			return frame.View{}, malformed(err)
 		}
 		if n > 0 {
 			c.roff += n
-			if f.cmd != nil {
+			if len(f.Command()) > 0 {
 				return f, nil
 			}
 			continue
 		}
 		if err := c.fill(); err != nil {
-			return rawFrame{}, err
+			return frame.View{}, err
 		}
 	}
 }
@@ -372,7 +251,7 @@ func (c *stompConn) readFrame() (rawFrame, error) {
 // the time the data arrived (one clock read per read call, shared by the
 // frames it brought). handle returns how many deliveries to add to the
 // run's progress counter.
-func (c *stompConn) serve(handle func(f *rawFrame, now int64) int, progress *atomic.Int64) error {
+func (c *stompConn) serve(handle func(f *frame.View, now int64) int, progress *atomic.Int64) error {
 	for {
 		if err := c.fill(); err != nil {
 			return err
@@ -380,15 +259,15 @@ func (c *stompConn) serve(handle func(f *rawFrame, now int64) int, progress *ato
 		now := time.Now().UnixNano()
 		added := 0
 		for {
-			f, n, err := nextFrame(c.rbuf[c.roff:])
+			f, n, err := frame.Scan(c.rbuf[c.roff:])
 			if err != nil {
-				return err
+				return malformed(err)
 			}
 			if n == 0 {
 				break
 			}
 			c.roff += n
-			if f.cmd != nil {
+			if len(f.Command()) > 0 {
 				added += handle(&f, now)
 			}
 		}

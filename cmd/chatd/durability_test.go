@@ -346,7 +346,7 @@ func parseTrace(t *testing.T, path string) *traceEvents {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	ev := &traceEvents{}
 	open := map[string]*syscallEv{} // pid -> unfinished syscall
 	add := func(e *syscallEv) {

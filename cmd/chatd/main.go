@@ -11,8 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/chatd/chatd/app"
 	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/node"
 )
 
 // version may be set at build time with -ldflags "-X main.version=...";
@@ -54,7 +54,7 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a, err := app.Start(ctx, cfg, v, log)
+	a, err := node.Start(ctx, cfg, v, log)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1

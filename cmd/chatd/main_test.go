@@ -263,7 +263,7 @@ func TestJSONLogsCarryTheSession(t *testing.T) {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
 			t.Fatalf("GET %s: %d, body lacks %q", path, resp.StatusCode, want)
 		}
@@ -275,7 +275,7 @@ func TestJSONLogsCarryTheSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.CloseNow()
+	defer func() { _ = ws.CloseNow() }()
 	if err := ws.Write(ctx, websocket.MessageText, []byte("CONNECT\naccept-version:1.2\nhost:/\nlogin:alice\n\n\x00")); err != nil {
 		t.Fatal(err)
 	}

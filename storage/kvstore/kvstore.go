@@ -1,11 +1,13 @@
 // Package kvstore is chatd's embedded storage backend: rooms, memberships
-// and read positions in JetStream KV buckets, replicated with the rest of
-// JetStream.
+// and read positions in JetStream KV buckets (through natsbus), replicated
+// with the rest of JetStream.
 //
-// Every node keeps an in-memory mirror of the buckets, fed by a KV watcher,
-// so membership checks and unread counts on the hot path cost no round trip.
+// Every node mirrors the buckets in memory (storage/mirror for rooms and
+// memberships, a map here for read positions), fed by a KV watcher, so that
+// membership checks and unread counts on the hot path cost no round trip.
 // A node's own writes are applied to its mirror at once (read-your-writes);
-// entries carry the KV revision so a late watcher event never rolls one back.
+// entries carry the KV revision, so a late watcher event never rolls one
+// back.
 package kvstore
 
 import (
@@ -14,15 +16,23 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/chatd/chatd/storage/mirror"
+)
+
+// The buckets, part of chatd's contract (docs/protocol.md): backend
+// services may write memberships straight into CHAT_MEMBERS. Members and
+// read positions are keyed "<room>.<user token>" (natsbus.RoomUserKey),
+// rooms by their id.
+const (
+	RoomsBucket   = "CHAT_ROOMS"
+	MembersBucket = "CHAT_MEMBERS"
+	ReadsBucket   = "CHAT_READS"
 )
 
 // Config shapes the KV buckets.
@@ -33,45 +43,12 @@ type Config struct {
 
 // Store implements storage.Store on JetStream KV.
 type Store struct {
-	bus     *natsbus.Bus
-	roomsKV jetstream.KeyValue
-	members jetstream.KeyValue
-	reads   jetstream.KeyValue
+	rooms   *natsbus.Bucket
+	members *natsbus.Bucket
+	marks   *ReadMarks
+	mirror  *mirror.Mirror
 	log     *slog.Logger
-	cancel  context.CancelFunc
-	done    sync.WaitGroup
-	// LeaveListeners implements storage.LeaveNotifier: its callbacks hear
-	// of memberships ended by Leave on this node or a delete the watcher
-	// sees.
-	storage.LeaveListeners
-
-	mu        sync.RWMutex
-	rooms     map[string]*room
-	userRooms map[string]map[string]struct{} // user -> rooms they belong to
-}
-
-type room struct {
-	info    entry            // the room's record
-	members map[string]entry // user -> membership
-	reads   map[string]entry // user -> read position
-}
-
-// bucket names which mirrored bucket an entry belongs to.
-type bucket int
-
-const (
-	roomsBucket bucket = iota
-	membersBucket
-	readsBucket
-)
-
-// entry is one mirrored key. present is false after a delete.
-type entry struct {
-	rev     uint64
-	present bool
-	pos     uint64         // reads: the read position
-	member  storage.Member // members: the membership
-	room    storage.Room   // rooms: the record
+	stops   []func()
 }
 
 type memberValue struct {
@@ -93,164 +70,63 @@ var (
 // Open creates or updates the buckets and loads the mirror. It returns once
 // the mirror holds every key that existed when it started watching.
 func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
-	return openBuckets(ctx, bus, cfg, roomsBucket, membersBucket, readsBucket)
-}
-
-// ReadMarks is the read positions alone, mirrored like the whole store's:
-// for a backend that keeps rooms and memberships elsewhere
-// (storage/postgres) but read positions in JetStream.
-type ReadMarks struct{ s *Store }
-
-// OpenReadMarks creates or updates the read positions bucket only and
-// loads its mirror.
-func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMarks, error) {
-	s, err := openBuckets(ctx, bus, cfg, readsBucket)
-	if err != nil {
-		return nil, err
-	}
-	return &ReadMarks{s: s}, nil
-}
-
-// MarkRead is Store.MarkRead.
-func (r *ReadMarks) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
-	return r.s.MarkRead(ctx, roomID, user, id)
-}
-
-// ReadMark is Store.ReadMark: a lookup in the mirror, no round trip.
-func (r *ReadMarks) ReadMark(ctx context.Context, roomID, user string) (uint64, error) {
-	return r.s.ReadMark(ctx, roomID, user)
-}
-
-// Close stops the watcher.
-func (r *ReadMarks) Close() error { return r.s.Close() }
-
-// openBuckets creates or updates the given buckets and loads their mirrors.
-func openBuckets(ctx context.Context, bus *natsbus.Bus, cfg Config, buckets ...bucket) (*Store, error) {
-	if cfg.Replicas < 1 {
-		cfg.Replicas = 1
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	mk := func(bucket, desc string) (jetstream.KeyValue, error) {
-		var kv jetstream.KeyValue
-		err := natsbus.Retry(ctx, log, "open KV bucket "+bucket, func(ctx context.Context) error {
-			var err error
-			kv, err = bus.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-				Bucket:      bucket,
-				Description: desc,
-				History:     1,
-				Storage:     jetstream.FileStorage,
-				Replicas:    cfg.Replicas,
-			})
-			return err
-		})
-		return kv, err
+	s := &Store{log: log, mirror: mirror.New()}
+	var err error
+	if s.marks, err = OpenReadMarks(ctx, bus, cfg); err != nil {
+		return nil, err
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	s := &Store{
-		bus: bus, log: log, cancel: cancel,
-		rooms: map[string]*room{}, userRooms: map[string]map[string]struct{}{},
+	s.stops = append(s.stops, func() { _ = s.marks.Close() })
+	if s.rooms, err = bus.OpenBucket(ctx, RoomsBucket, "chatd rooms, key <room>", cfg.Replicas); err == nil {
+		s.members, err = bus.OpenBucket(ctx, MembersBucket, "chatd room memberships, key <room>.<user>", cfg.Replicas)
 	}
-	for _, b := range buckets {
-		var kv *jetstream.KeyValue
-		var name, desc string
-		switch b {
-		case roomsBucket:
-			kv, name, desc = &s.roomsKV, natsbus.RoomsBucket, "chatd rooms, key <room>"
-		case membersBucket:
-			kv, name, desc = &s.members, natsbus.MembersBucket, "chatd room memberships, key <room>.<user>"
-		case readsBucket:
-			kv, name, desc = &s.reads, natsbus.ReadsBucket, "chatd read positions, key <room>.<user>"
-		}
-		var err error
-		if *kv, err = mk(name, desc); err != nil {
-			s.Close()
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	for b, apply := range map[*natsbus.Bucket]func(natsbus.Entry){s.rooms: s.applyRoom, s.members: s.applyMember} {
+		stop, err := b.Watch(ctx, apply)
+		if err != nil {
+			_ = s.Close()
 			return nil, err
 		}
-		if err := s.watch(ctx, wctx, *kv, b); err != nil {
-			s.Close()
-			return nil, err
-		}
+		s.stops = append(s.stops, stop)
 	}
 	return s, nil
 }
 
-// watch starts mirroring one bucket and waits for its initial values.
-func (s *Store) watch(ctx, wctx context.Context, kv jetstream.KeyValue, b bucket) error {
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		return fmt.Errorf("watch KV bucket %s: %w", kv.Bucket(), err)
-	}
-	loaded := make(chan struct{})
-	s.done.Add(1)
-	go func() {
-		defer s.done.Done()
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(loaded)
-					}
-					continue
-				}
-				s.applyEvent(e, b)
-			}
-		}
-	}()
-	select {
-	case <-loaded:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("load KV bucket %s: %w", kv.Bucket(), ctx.Err())
-	}
-}
-
-func (s *Store) applyEvent(e jetstream.KeyValueEntry, b bucket) {
-	var roomID, user string
-	ok := true
-	if b == roomsBucket {
-		roomID = e.Key()
-		ok = natsbus.ValidName(roomID)
-	} else {
-		roomID, user, ok = splitKey(e.Key())
-	}
-	if !ok {
-		s.log.Warn("ignoring malformed KV key", "bucket", e.Bucket(), "key", e.Key())
+func (s *Store) applyRoom(e natsbus.Entry) {
+	if e.Deleted {
+		s.mirror.DeleteRoom(e.Key, e.Revision)
 		return
 	}
-	ent := entry{rev: e.Revision(), present: e.Operation() == jetstream.KeyValuePut}
-	if ent.present {
-		var err error
-		switch b {
-		case roomsBucket:
-			ent.room, err = decodeRoom(roomID, e.Value())
-		case membersBucket:
-			ent.member, err = decodeMember(user, e.Value())
-		case readsBucket:
-			ent.pos, err = strconv.ParseUint(string(e.Value()), 10, 64)
-		}
-		if err != nil {
-			s.log.Warn("ignoring malformed KV value", "bucket", e.Bucket(), "key", e.Key(), "err", err)
-			return
-		}
+	rm, err := decodeRoom(e.Key, e.Value)
+	if err != nil {
+		s.log.Warn("ignoring malformed KV value", "bucket", RoomsBucket, "key", e.Key, "err", err)
+		return
 	}
-	s.mu.Lock()
-	ended := s.apply(roomID, user, ent, b)
-	s.mu.Unlock()
-	if ended {
-		s.Left(roomID, user)
+	s.mirror.PutRoom(rm, e.Revision)
+}
+
+func (s *Store) applyMember(e natsbus.Entry) {
+	room, user, ok := natsbus.SplitRoomUserKey(e.Key)
+	if !ok {
+		s.log.Warn("ignoring malformed KV key", "bucket", MembersBucket, "key", e.Key)
+		return
 	}
+	if e.Deleted {
+		s.mirror.DeleteMember(room, user, e.Revision)
+		return
+	}
+	m, err := decodeMember(user, e.Value)
+	if err != nil {
+		s.log.Warn("ignoring malformed KV value", "bucket", MembersBucket, "key", e.Key, "err", err)
+		return
+	}
+	s.mirror.PutMember(room, m, e.Revision)
 }
 
 func decodeRoom(id string, v []byte) (storage.Room, error) {
@@ -276,112 +152,25 @@ func decodeMember(user string, v []byte) (storage.Member, error) {
 	return storage.Member{User: user, Role: mv.Role, JoinedAt: mv.JoinedAt}, nil
 }
 
-// apply stores ent unless the mirror already has a newer revision, and
-// reports whether that ended a membership. The caller holds s.mu.
-func (s *Store) apply(roomID, user string, ent entry, b bucket) bool {
-	r := s.rooms[roomID]
-	if r == nil {
-		r = &room{members: map[string]entry{}, reads: map[string]entry{}}
-		s.rooms[roomID] = r
-	}
-	if b == roomsBucket {
-		if r.info.rev < ent.rev {
-			r.info = ent
-		}
-		return false
-	}
-	m := r.reads
-	if b == membersBucket {
-		m = r.members
-	}
-	cur, ok := m[user]
-	if ok && cur.rev >= ent.rev {
-		return false
-	}
-	m[user] = ent
-	if b != membersBucket {
-		return false
-	}
-	if ent.present {
-		if s.userRooms[user] == nil {
-			s.userRooms[user] = map[string]struct{}{}
-		}
-		s.userRooms[user][roomID] = struct{}{}
-	} else {
-		s.unindex(user, roomID)
-	}
-	return ok && cur.present && !ent.present
-}
-
-// unindex drops room from user's rooms. The caller holds s.mu.
-func (s *Store) unindex(user, roomID string) {
-	if rooms := s.userRooms[user]; rooms != nil {
-		delete(rooms, roomID)
-		if len(rooms) == 0 {
-			delete(s.userRooms, user)
-		}
-	}
-}
-
-func key(roomID, user string) string { return roomID + "." + natsbus.UserToken(user) }
-
-func splitKey(k string) (string, string, bool) {
-	roomID, tok, ok := strings.Cut(k, ".")
-	if !ok || !natsbus.ValidName(roomID) {
-		return "", "", false
-	}
-	user, ok := natsbus.UserFromToken(tok)
-	return roomID, user, ok
-}
-
-func (s *Store) lookup(roomID, user string, b bucket) (entry, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r := s.rooms[roomID]
-	if r == nil {
-		return entry{}, false
-	}
-	var e entry
-	switch b {
-	case roomsBucket:
-		e = r.info
-	case membersBucket:
-		e = r.members[user]
-	case readsBucket:
-		e = r.reads[user]
-	}
-	return e, e.present
-}
-
 // CreateRoom implements storage.Rooms: the record first, so that the id is
 // claimed once, then the owner's membership.
 func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
-	val, err := json.Marshal(roomValue{Name: rm.Name, CreatedBy: rm.CreatedBy, CreatedAt: rm.CreatedAt.UTC()})
+	rm.CreatedAt = rm.CreatedAt.UTC()
+	val, err := json.Marshal(roomValue{Name: rm.Name, CreatedBy: rm.CreatedBy, CreatedAt: rm.CreatedAt})
 	if err != nil {
 		return fmt.Errorf("encode room: %w", err)
 	}
-	var rev uint64
-	err = s.retry(ctx, "create room", func(ctx context.Context) error {
-		var err error
-		rev, err = s.roomsKV.Create(ctx, rm.ID, val)
-		return err
-	})
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	rev, err := s.rooms.Create(ctx, rm.ID, val)
+	if errors.Is(err, natsbus.ErrKeyExists) {
 		return fmt.Errorf("create room %s: %w", rm.ID, storage.ErrExists)
-	}
-	if err == nil {
-		err = s.bus.SyncBucket(ctx, natsbus.RoomsBucket)
 	}
 	if err != nil {
 		return fmt.Errorf("create room %s: %w", rm.ID, err)
 	}
-	rm.CreatedAt = rm.CreatedAt.UTC()
-	s.mu.Lock()
-	s.apply(rm.ID, "", entry{rev: rev, present: true, room: rm}, roomsBucket)
-	s.mu.Unlock()
+	s.mirror.PutRoom(rm, rev)
 	if _, err := s.join(ctx, rm.ID, rm.CreatedBy, storage.RoleOwner, rm.CreatedAt); err != nil {
 		// Give the id back rather than leave a room nobody owns.
-		if derr := s.roomsKV.Delete(ctx, rm.ID, jetstream.LastRevision(rev)); derr != nil {
+		if derr := s.rooms.Delete(ctx, rm.ID, rev); derr != nil {
 			s.log.Error("room left without owner", "room", rm.ID, "err", derr)
 		}
 		return fmt.Errorf("create room %s: %w", rm.ID, err)
@@ -391,11 +180,11 @@ func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
 
 // Room implements storage.Rooms.
 func (s *Store) Room(_ context.Context, id string) (storage.Room, error) {
-	e, ok := s.lookup(id, "", roomsBucket)
+	rm, ok := s.mirror.Room(id)
 	if !ok {
 		return storage.Room{}, fmt.Errorf("room %s: %w", id, storage.ErrNotFound)
 	}
-	return e.room, nil
+	return rm, nil
 }
 
 // Join implements storage.Memberships.
@@ -404,7 +193,7 @@ func (s *Store) Join(ctx context.Context, roomID, user string, role storage.Role
 }
 
 func (s *Store) join(ctx context.Context, roomID, user string, role storage.Role, at time.Time) (bool, error) {
-	if _, ok := s.lookup(roomID, user, membersBucket); ok {
+	if _, ok := s.mirror.Member(roomID, user); ok {
 		return false, nil
 	}
 	if !role.Valid() {
@@ -415,216 +204,207 @@ func (s *Store) join(ctx context.Context, roomID, user string, role storage.Role
 	if err != nil {
 		return false, fmt.Errorf("encode membership: %w", err)
 	}
-	var rev uint64
-	err = s.retry(ctx, "add member", func(ctx context.Context) error {
-		var err error
-		rev, err = s.members.Create(ctx, key(roomID, user), val)
-		return err
-	})
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		e, gerr := s.members.Get(ctx, key(roomID, user))
+	key := natsbus.RoomUserKey(roomID, user)
+	rev, err := s.members.Create(ctx, key, val)
+	if errors.Is(err, natsbus.ErrKeyExists) {
+		e, gerr := s.members.Get(ctx, key)
 		if gerr != nil {
 			return false, fmt.Errorf("read membership %s/%s: %w", roomID, user, gerr)
 		}
-		cur, derr := decodeMember(user, e.Value())
+		cur, derr := decodeMember(user, e.Value)
 		if derr != nil {
 			return false, fmt.Errorf("read membership %s/%s: %w", roomID, user, derr)
 		}
-		s.mu.Lock()
-		s.apply(roomID, user, entry{rev: e.Revision(), present: true, member: cur}, membersBucket)
-		s.mu.Unlock()
+		s.mirror.PutMember(roomID, cur, e.Revision)
 		return false, nil
-	}
-	if err == nil {
-		err = s.bus.SyncBucket(ctx, natsbus.MembersBucket)
 	}
 	if err != nil {
 		return false, fmt.Errorf("add member %s to %s: %w", user, roomID, err)
 	}
-	s.mu.Lock()
-	s.apply(roomID, user, entry{rev: rev, present: true, member: mem}, membersBucket)
-	s.mu.Unlock()
+	s.mirror.PutMember(roomID, mem, rev)
 	return true, nil
 }
 
 // Leave implements storage.Memberships.
 func (s *Store) Leave(ctx context.Context, roomID, user string) error {
-	err := s.retry(ctx, "remove member", func(ctx context.Context) error {
-		return s.members.Delete(ctx, key(roomID, user))
-	})
-	if err == nil {
-		err = s.bus.SyncBucket(ctx, natsbus.MembersBucket)
-	}
-	if err != nil {
+	if err := s.members.Delete(ctx, natsbus.RoomUserKey(roomID, user), 0); err != nil {
 		return fmt.Errorf("remove member %s from %s: %w", user, roomID, err)
 	}
-	ended := false
-	s.mu.Lock()
-	if r := s.rooms[roomID]; r != nil {
-		if e, ok := r.members[user]; ok && e.present {
-			// The revision stays, so the watcher's delete event (a newer
-			// one) still lands, and finds nothing more to end.
-			e.present = false
-			r.members[user] = e
-			s.unindex(user, roomID)
-			ended = true
-		}
-	}
-	s.mu.Unlock()
-	if ended {
-		s.Left(roomID, user)
-	}
+	// Revision 0: the entry keeps its revision, so the watcher's delete
+	// event (a newer one) still lands, and finds nothing more to end.
+	s.mirror.DeleteMember(roomID, user, 0)
 	return nil
 }
 
 // IsMember implements storage.Memberships.
 func (s *Store) IsMember(_ context.Context, roomID, user string) (bool, error) {
-	_, ok := s.lookup(roomID, user, membersBucket)
+	_, ok := s.mirror.Member(roomID, user)
 	return ok, nil
 }
 
 // Membership implements storage.Memberships.
 func (s *Store) Membership(_ context.Context, roomID, user string) (storage.Member, bool, error) {
-	e, ok := s.lookup(roomID, user, membersBucket)
-	return e.member, ok, nil
+	m, ok := s.mirror.Member(roomID, user)
+	return m, ok, nil
 }
 
 // Members implements storage.Memberships.
 func (s *Store) Members(_ context.Context, roomID string) ([]storage.Member, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r := s.rooms[roomID]
-	if r == nil {
-		return nil, nil
-	}
-	out := make([]storage.Member, 0, len(r.members))
-	for _, e := range r.members {
-		if e.present {
-			out = append(out, e.member)
-		}
-	}
-	slices.SortFunc(out, func(a, b storage.Member) int { return strings.Compare(a.User, b.User) })
-	return out, nil
+	return s.mirror.Members(roomID), nil
 }
 
 // UserRooms implements storage.Memberships.
 func (s *Store) UserRooms(_ context.Context, user string) ([]string, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]string, 0, len(s.userRooms[user]))
-	for id := range s.userRooms[user] {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out, nil
+	return s.mirror.UserRooms(user), nil
 }
 
-// MarkRead implements storage.ReadMarks with a compare-and-set loop, so
-// concurrent marks from several nodes only ever move the position forward.
+// OnLeave implements storage.LeaveNotifier: fn hears of memberships ended
+// by Leave on this node or by a delete the watcher sees.
+func (s *Store) OnLeave(fn func(room, user string)) { s.mirror.OnLeave(fn) }
+
+// MarkRead implements storage.ReadMarks.
 func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
-	k := key(roomID, user)
-	for attempt := 0; attempt < 20; attempt++ {
-		if e, ok := s.lookup(roomID, user, readsBucket); ok && e.pos >= id {
-			return e.pos, nil
-		}
-		val := []byte(strconv.FormatUint(id, 10))
-		var cur jetstream.KeyValueEntry
-		err := s.retry(ctx, "read position", func(ctx context.Context) error {
-			var err error
-			cur, err = s.reads.Get(ctx, k)
-			if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-				cur, err = nil, nil
-			}
-			return err
-		})
-		if err != nil {
-			return 0, fmt.Errorf("read position %s/%s: %w", roomID, user, err)
-		}
-		var rev uint64
-		if cur != nil {
-			pos, perr := strconv.ParseUint(string(cur.Value()), 10, 64)
-			if perr == nil && pos >= id {
-				s.mu.Lock()
-				s.apply(roomID, user, entry{rev: cur.Revision(), present: true, pos: pos}, readsBucket)
-				s.mu.Unlock()
-				return pos, nil
-			}
-		}
-		// A retried write that had in fact landed comes back as a
-		// conflict, and the loop reads again.
-		err = s.retry(ctx, "store read position", func(ctx context.Context) error {
-			var err error
-			if cur == nil {
-				rev, err = s.reads.Create(ctx, k, val)
-			} else {
-				rev, err = s.reads.Update(ctx, k, val, cur.Revision())
-			}
-			return err
-		})
-		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
-				continue // lost a race with another writer: read again
-			}
-			return 0, fmt.Errorf("store read position %s/%s: %w", roomID, user, err)
-		}
-		if err := s.bus.SyncBucket(ctx, natsbus.ReadsBucket); err != nil {
-			return 0, fmt.Errorf("store read position %s/%s: %w", roomID, user, err)
-		}
-		s.mu.Lock()
-		s.apply(roomID, user, entry{rev: rev, present: true, pos: id}, readsBucket)
-		s.mu.Unlock()
-		return id, nil
-	}
-	return 0, fmt.Errorf("store read position %s/%s: too much contention", roomID, user)
-}
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+	return s.marks.MarkRead(ctx, roomID, user, id)
 }
 
 // ReadMark implements storage.ReadMarks.
-func (s *Store) ReadMark(_ context.Context, roomID, user string) (uint64, error) {
-	e, _ := s.lookup(roomID, user, readsBucket)
-	return e.pos, nil
+func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, error) {
+	return s.marks.ReadMark(ctx, roomID, user)
 }
 
-// Unread implements storage.ReadMarks.
+// Unread implements storage.ReadMarks: members from the mirror, their
+// positions from the read marks, both in memory.
 func (s *Store) Unread(_ context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
-	out := make([]int, len(msgs))
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r := s.rooms[roomID]
-	if r == nil {
-		return out, nil
-	}
-	for u, m := range r.members {
-		if !m.present {
-			continue
-		}
-		pos := r.reads[u].pos
-		for i, msg := range msgs {
-			if u != msg.Sender && pos < msg.ID {
-				out[i]++
-			}
-		}
-	}
-	return out, nil
-}
-
-// kvWriteWait bounds a KV operation's wait for its bucket's leader, long
-// enough for a cluster to replace one that died.
-const kvWriteWait = 30 * time.Second
-
-// retry runs a KV operation again while its bucket has no leader.
-func (s *Store) retry(ctx context.Context, what string, fn func(context.Context) error) error {
-	return natsbus.RetryFor(ctx, s.log, what, kvWriteWait, fn)
+	s.marks.mu.RLock()
+	defer s.marks.mu.RUnlock()
+	return s.mirror.Unread(roomID, msgs, func(user string) uint64 { return s.marks.marks[roomUser{roomID, user}].pos }), nil
 }
 
 // Close stops the watchers.
 func (s *Store) Close() error {
-	s.cancel()
-	s.done.Wait()
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+	s.stops = nil
+	return nil
+}
+
+// ReadMarks is the read positions in the CHAT_READS bucket, mirrored in
+// memory: for Store, and for a backend that keeps rooms and memberships
+// elsewhere (storage/postgres).
+type ReadMarks struct {
+	reads *natsbus.Bucket
+	stop  func()
+
+	mu    sync.RWMutex
+	marks map[roomUser]mark
+}
+
+type roomUser struct{ room, user string }
+
+type mark struct {
+	pos uint64
+	rev uint64
+}
+
+// OpenReadMarks creates or updates the read positions bucket and loads its
+// mirror.
+func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMarks, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b, err := bus.OpenBucket(ctx, ReadsBucket, "chatd read positions, key <room>.<user>", cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	r := &ReadMarks{reads: b, marks: map[roomUser]mark{}}
+	r.stop, err = b.Watch(ctx, func(e natsbus.Entry) {
+		room, user, ok := natsbus.SplitRoomUserKey(e.Key)
+		if !ok {
+			log.Warn("ignoring malformed KV key", "bucket", ReadsBucket, "key", e.Key)
+			return
+		}
+		var p uint64
+		if !e.Deleted {
+			var perr error
+			if p, perr = strconv.ParseUint(string(e.Value), 10, 64); perr != nil {
+				log.Warn("ignoring malformed KV value", "bucket", ReadsBucket, "key", e.Key, "err", perr)
+				return
+			}
+		}
+		r.apply(room, user, mark{pos: p, rev: e.Revision})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// apply keeps m unless a newer revision is held.
+func (r *ReadMarks) apply(room, user string, m mark) {
+	k := roomUser{room, user}
+	r.mu.Lock()
+	if cur, ok := r.marks[k]; !ok || cur.rev < m.rev {
+		r.marks[k] = m
+	}
+	r.mu.Unlock()
+}
+
+func (r *ReadMarks) pos(room, user string) uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.marks[roomUser{room, user}].pos
+}
+
+// ReadMark implements storage.ReadMarks: a lookup in the mirror.
+func (r *ReadMarks) ReadMark(_ context.Context, room, user string) (uint64, error) {
+	return r.pos(room, user), nil
+}
+
+// MarkRead implements storage.ReadMarks with a compare-and-set loop, so
+// concurrent marks from several nodes only ever move the position forward.
+func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) (uint64, error) {
+	key := natsbus.RoomUserKey(room, user)
+	for range 20 {
+		if p := r.pos(room, user); p >= id {
+			return p, nil
+		}
+		cur, err := r.reads.Get(ctx, key)
+		exists := err == nil
+		if err != nil && !errors.Is(err, natsbus.ErrKeyNotFound) {
+			return 0, fmt.Errorf("read position %s/%s: %w", room, user, err)
+		}
+		if exists {
+			if p, perr := strconv.ParseUint(string(cur.Value), 10, 64); perr == nil && p >= id {
+				r.apply(room, user, mark{pos: p, rev: cur.Revision})
+				return p, nil
+			}
+		}
+		val := []byte(strconv.FormatUint(id, 10))
+		var rev uint64
+		if exists {
+			rev, err = r.reads.Update(ctx, key, val, cur.Revision)
+		} else {
+			rev, err = r.reads.Create(ctx, key, val)
+		}
+		if errors.Is(err, natsbus.ErrKeyExists) || errors.Is(err, natsbus.ErrRevisionChanged) {
+			continue // lost a race with another writer (or a retry of ours landed): read again
+		}
+		if err != nil {
+			return 0, fmt.Errorf("store read position %s/%s: %w", room, user, err)
+		}
+		r.apply(room, user, mark{pos: id, rev: rev})
+		return id, nil
+	}
+	return 0, fmt.Errorf("store read position %s/%s: too much contention", room, user)
+}
+
+// Close stops the watcher.
+func (r *ReadMarks) Close() error {
+	if r.stop != nil {
+		r.stop()
+		r.stop = nil
+	}
 	return nil
 }

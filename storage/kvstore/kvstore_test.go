@@ -2,26 +2,39 @@ package kvstore
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/storetest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func startBus(t *testing.T) *natsbus.Bus {
+	bus, _ := startBusAt(t)
+	return bus
+}
+
+// startBusAt is startBus with a client port, for a test that looks at
+// the server with a NATS client of its own; it returns the server's URL.
+func startBusAt(t *testing.T) (*natsbus.Bus, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ServerName: "kvtest"})
+	addr := "127.0.0.1:" + strconv.Itoa(port.Free(t))
+	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ServerName: "kvtest", ClientListen: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = bus.Close(context.Background()) })
-	return bus
+	return bus, "nats://" + addr
 }
 
 func open(t *testing.T, bus *natsbus.Bus) *Store {
@@ -136,7 +149,7 @@ func TestOnLeave(t *testing.T) {
 // the whole store's, with no rooms or members buckets made.
 func TestReadMarksAlone(t *testing.T) {
 	ctx := context.Background()
-	bus := startBus(t)
+	bus, url := startBusAt(t)
 	a, err := OpenReadMarks(ctx, bus, Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -156,9 +169,18 @@ func TestReadMarksAlone(t *testing.T) {
 	if pos, _ := b.ReadMark(ctx, "r", "alice@example.com"); pos != 7 {
 		t.Fatalf("another node loaded position %d", pos)
 	}
-	for _, bucket := range []string{natsbus.RoomsBucket, natsbus.MembersBucket} {
-		if _, err := bus.JS.KeyValue(ctx, bucket); err == nil {
-			t.Fatalf("bucket %s made for read marks alone", bucket)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bucket := range []string{RoomsBucket, MembersBucket} {
+		if _, err := js.KeyValue(ctx, bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+			t.Fatalf("bucket %s made for read marks alone (lookup: %v)", bucket, err)
 		}
 	}
 }

@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
-	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
 	"github.com/jackc/pgx/v5"
 )
 
-// Archive reads the message archive: every room message, kept after the
-// stream has dropped it. Messages come back as the stream held them.
+// Archive is the message archive: every room message, kept after the
+// message log has dropped it. Messages come back as the log held them.
+// archiver fills it (Insert); chat reads it.
 type Archive struct{ db *DB }
 
 // Archive returns the database's message archive.
@@ -24,7 +27,7 @@ func id(n uint64) int64 { return int64(min(n, math.MaxInt64)) }
 
 // Before returns up to limit of the room's archived messages with ids below
 // before (0: the newest), oldest first.
-func (a *Archive) Before(ctx context.Context, room string, before uint64, limit int) ([]natsbus.StoredMsg, error) {
+func (a *Archive) Before(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
 	if before == 0 {
 		before = math.MaxUint64
 	}
@@ -39,7 +42,7 @@ func (a *Archive) Before(ctx context.Context, room string, before uint64, limit 
 
 // Between returns up to limit of the room's archived messages with ids
 // above after and below below, oldest first.
-func (a *Archive) Between(ctx context.Context, room string, after, below uint64, limit int) ([]natsbus.StoredMsg, error) {
+func (a *Archive) Between(ctx context.Context, room string, after, below uint64, limit int) ([]storage.Message, error) {
 	msgs, err := a.query(ctx, `SELECT id, room_id, data, stored_at FROM messages
 		WHERE room_id = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4`, room, id(after), id(below), limit)
 	if err != nil {
@@ -53,7 +56,7 @@ func (a *Archive) Between(ctx context.Context, room string, after, below uint64,
 // by websearch_to_tsquery, which takes any text: words must all appear,
 // "quoted words" in that order, -word must not; anything else is text, never
 // syntax. Words match as written, case aside (the 'simple' configuration).
-func (a *Archive) Search(ctx context.Context, room, query string, before uint64, limit int) ([]natsbus.StoredMsg, error) {
+func (a *Archive) Search(ctx context.Context, room, query string, before uint64, limit int) ([]storage.Message, error) {
 	if before == 0 {
 		before = math.MaxUint64
 	}
@@ -66,19 +69,56 @@ func (a *Archive) Search(ctx context.Context, room, query string, before uint64,
 	return msgs, nil
 }
 
-func (a *Archive) query(ctx context.Context, sql string, args ...any) ([]natsbus.StoredMsg, error) {
+func (a *Archive) query(ctx context.Context, sql string, args ...any) ([]storage.Message, error) {
 	rows, err := a.db.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (natsbus.StoredMsg, error) {
-		var m natsbus.StoredMsg
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (storage.Message, error) {
+		var m storage.Message
 		var seq int64
 		var at time.Time
 		if err := r.Scan(&seq, &m.Room, &m.Data, &at); err != nil {
 			return m, err
 		}
-		m.Seq, m.Time = uint64(seq), at.UTC()
+		m.ID, m.Time = uint64(seq), at.UTC()
 		return m, nil
 	})
+}
+
+// Row is one message as the archive keeps it: the log's bytes, and what
+// search and people reading the table need of them.
+type Row struct {
+	ID        uint64
+	Room      string
+	User      string
+	Text      string
+	CreatedAt time.Time
+	StoredAt  time.Time
+	Data      []byte
+}
+
+// Insert writes the rows in one statement; rows already archived (by id)
+// are left as they are. It returns how many it wrote.
+func (a *Archive) Insert(ctx context.Context, rows []Row) (int64, error) {
+	n := len(rows)
+	ids, rooms, users, texts := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
+	created, stored, data := make([]time.Time, n), make([]time.Time, n), make([][]byte, n)
+	for i, r := range rows {
+		ids[i], rooms[i], users[i], texts[i] = id(r.ID), r.Room, text(r.User), text(r.Text)
+		created[i], stored[i], data[i] = r.CreatedAt, r.StoredAt, r.Data
+	}
+	tag, err := a.db.pool.Exec(ctx, `INSERT INTO messages (id, room_id, user_id, message, created_at, stored_at, data)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bytea[])
+		ON CONFLICT (id) DO NOTHING`, ids, rooms, users, texts, created, stored, data)
+	if err != nil {
+		return 0, fmt.Errorf("insert %d messages: %w", n, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// text makes s storable as PostgreSQL text, which refuses NUL and invalid
+// UTF-8; the row's data keeps the original bytes.
+func text(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, string(utf8.RuneError)), "\x00", "")
 }

@@ -6,13 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/storage/mirror"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -41,21 +40,12 @@ type Store struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
-	// LeaveListeners implements storage.LeaveNotifier: its callbacks hear
-	// of every membership that ends, whichever node or SQL session ended it.
-	storage.LeaveListeners
-
-	mu        sync.RWMutex
-	rooms     map[string]*room
-	userRooms map[string]map[string]struct{} // user -> rooms they belong to
+	// mirror tells its OnLeave callbacks of every membership that ends,
+	// whichever node or SQL session ended it.
+	mirror *mirror.Mirror
 
 	wmu     sync.Mutex
 	waiters map[uint64]chan struct{} // transaction id -> closed once the mirror holds it
-}
-
-type room struct {
-	info    *storage.Room // nil: no record (members joined without one)
-	members map[string]storage.Member
 }
 
 var (
@@ -79,8 +69,7 @@ func NewStore(ctx context.Context, db *DB, marks ReadMarks) (*Store, error) {
 	fctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
 		db: db, marks: marks, log: db.log, cancel: cancel, done: make(chan struct{}),
-		rooms: map[string]*room{}, userRooms: map[string]map[string]struct{}{},
-		waiters: map[uint64]chan struct{}{},
+		mirror: mirror.New(), waiters: map[uint64]chan struct{}{},
 	}
 	loaded := make(chan struct{})
 	go s.follow(fctx, loaded)
@@ -263,15 +252,7 @@ func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 	if err != nil {
 		return sn, fmt.Errorf("load: snapshot: %w", err)
 	}
-	rooms := map[string]*room{}
-	get := func(id string) *room {
-		r := rooms[id]
-		if r == nil {
-			r = &room{members: map[string]storage.Member{}}
-			rooms[id] = r
-		}
-		return r
-	}
+	var rooms []storage.Room
 	rows, err := tx.Query(ctx, "SELECT id, name, created_by, created_at FROM rooms")
 	if err != nil {
 		return sn, fmt.Errorf("load rooms: %w", err)
@@ -283,7 +264,7 @@ func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 			return sn, fmt.Errorf("load rooms: %w", err)
 		}
 		rm.CreatedAt = rm.CreatedAt.UTC()
-		get(rm.ID).info = &rm
+		rooms = append(rooms, rm)
 	}
 	if err := rows.Err(); err != nil {
 		return sn, fmt.Errorf("load rooms: %w", err)
@@ -292,39 +273,20 @@ func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 	if err != nil {
 		return sn, fmt.Errorf("load memberships: %w", err)
 	}
-	userRooms := map[string]map[string]struct{}{}
+	var members []mirror.Membership
 	for rows.Next() {
-		var roomID string
-		var m storage.Member
-		if err := rows.Scan(&roomID, &m.User, &m.Role, &m.JoinedAt); err != nil {
+		var ms mirror.Membership
+		if err := rows.Scan(&ms.Room, &ms.Member.User, &ms.Member.Role, &ms.Member.JoinedAt); err != nil {
 			rows.Close()
 			return sn, fmt.Errorf("load memberships: %w", err)
 		}
-		m.JoinedAt = m.JoinedAt.UTC()
-		get(roomID).members[m.User] = m
-		if userRooms[m.User] == nil {
-			userRooms[m.User] = map[string]struct{}{}
-		}
-		userRooms[m.User][roomID] = struct{}{}
+		ms.Member.JoinedAt = ms.Member.JoinedAt.UTC()
+		members = append(members, ms)
 	}
 	if err := rows.Err(); err != nil {
 		return sn, fmt.Errorf("load memberships: %w", err)
 	}
-	type key struct{ room, user string }
-	var ended []key
-	s.mu.Lock()
-	for id, r := range s.rooms {
-		for u := range r.members {
-			if nr := rooms[id]; nr == nil || !hasMember(nr, u) {
-				ended = append(ended, key{id, u})
-			}
-		}
-	}
-	s.rooms, s.userRooms = rooms, userRooms
-	s.mu.Unlock()
-	for _, k := range ended {
-		s.Left(k.room, k.user)
-	}
+	s.mirror.Replace(rooms, members)
 	s.wmu.Lock()
 	for xid, ch := range s.waiters {
 		if sn.holds(xid) {
@@ -336,82 +298,27 @@ func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 	return sn, nil
 }
 
-func hasMember(r *room, user string) bool {
-	_, ok := r.members[user]
-	return ok
-}
-
 // apply brings one row change into the mirror.
 func (s *Store) apply(c change) {
 	switch c.Table {
 	case "rooms":
-		s.mu.Lock()
 		if c.Old != nil && (c.New == nil || c.Old.ID != c.New.ID) {
-			if r := s.rooms[c.Old.ID]; r != nil {
-				r.info = nil
-				s.prune(c.Old.ID)
-			}
+			s.mirror.DeleteRoom(c.Old.ID, 0)
 		}
 		if n := c.New; n != nil {
-			s.room(n.ID).info = &storage.Room{ID: n.ID, Name: n.Name, CreatedBy: n.CreatedBy, CreatedAt: time.UnixMicro(n.At).UTC()}
+			s.mirror.PutRoom(storage.Room{ID: n.ID, Name: n.Name, CreatedBy: n.CreatedBy, CreatedAt: time.UnixMicro(n.At).UTC()}, 0)
 		}
-		s.mu.Unlock()
 	case "room_members":
-		ended := false
-		s.mu.Lock()
 		if o := c.Old; o != nil && (c.New == nil || o.Room != c.New.Room || o.User != c.New.User) {
-			ended = s.removeMember(o.Room, o.User)
+			s.mirror.DeleteMember(o.Room, o.User, 0)
 		}
 		if n := c.New; n != nil {
 			role := storage.Role(n.Role)
 			if !role.Valid() {
 				role = storage.RoleMember
 			}
-			s.room(n.Room).members[n.User] = storage.Member{User: n.User, Role: role, JoinedAt: time.UnixMicro(n.At).UTC()}
-			if s.userRooms[n.User] == nil {
-				s.userRooms[n.User] = map[string]struct{}{}
-			}
-			s.userRooms[n.User][n.Room] = struct{}{}
+			s.mirror.PutMember(n.Room, storage.Member{User: n.User, Role: role, JoinedAt: time.UnixMicro(n.At).UTC()}, 0)
 		}
-		s.mu.Unlock()
-		if ended {
-			s.Left(c.Old.Room, c.Old.User)
-		}
-	}
-}
-
-// room returns the mirror's room, adding it if new. The caller holds s.mu.
-func (s *Store) room(id string) *room {
-	r := s.rooms[id]
-	if r == nil {
-		r = &room{members: map[string]storage.Member{}}
-		s.rooms[id] = r
-	}
-	return r
-}
-
-// removeMember drops a membership and reports whether there was one. The
-// caller holds s.mu.
-func (s *Store) removeMember(roomID, user string) bool {
-	r := s.rooms[roomID]
-	if r == nil || !hasMember(r, user) {
-		return false
-	}
-	delete(r.members, user)
-	s.prune(roomID)
-	if rooms := s.userRooms[user]; rooms != nil {
-		delete(rooms, roomID)
-		if len(rooms) == 0 {
-			delete(s.userRooms, user)
-		}
-	}
-	return true
-}
-
-// prune forgets a room with neither record nor members. The caller holds s.mu.
-func (s *Store) prune(id string) {
-	if r := s.rooms[id]; r != nil && r.info == nil && len(r.members) == 0 {
-		delete(s.rooms, id)
 	}
 }
 
@@ -500,10 +407,8 @@ func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
 
 // Room implements storage.Rooms, from the mirror.
 func (s *Store) Room(_ context.Context, id string) (storage.Room, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if r := s.rooms[id]; r != nil && r.info != nil {
-		return *r.info, nil
+	if rm, ok := s.mirror.Room(id); ok {
+		return rm, nil
 	}
 	return storage.Room{}, fmt.Errorf("room %s: %w", id, storage.ErrNotFound)
 }
@@ -544,50 +449,28 @@ func (s *Store) Leave(ctx context.Context, roomID, user string) error {
 
 // IsMember implements storage.Memberships, from the mirror.
 func (s *Store) IsMember(_ context.Context, roomID, user string) (bool, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r := s.rooms[roomID]
-	return r != nil && hasMember(r, user), nil
+	_, ok := s.mirror.Member(roomID, user)
+	return ok, nil
 }
 
 // Membership implements storage.Memberships, from the mirror.
 func (s *Store) Membership(_ context.Context, roomID, user string) (storage.Member, bool, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if r := s.rooms[roomID]; r != nil {
-		m, ok := r.members[user]
-		return m, ok, nil
-	}
-	return storage.Member{}, false, nil
+	m, ok := s.mirror.Member(roomID, user)
+	return m, ok, nil
 }
 
 // Members implements storage.Memberships, from the mirror.
 func (s *Store) Members(_ context.Context, roomID string) ([]storage.Member, error) {
-	s.mu.RLock()
-	r := s.rooms[roomID]
-	var out []storage.Member
-	if r != nil {
-		out = make([]storage.Member, 0, len(r.members))
-		for _, m := range r.members {
-			out = append(out, m)
-		}
-	}
-	s.mu.RUnlock()
-	slices.SortFunc(out, func(a, b storage.Member) int { return strings.Compare(a.User, b.User) })
-	return out, nil
+	return s.mirror.Members(roomID), nil
 }
 
 // UserRooms implements storage.Memberships, from the mirror.
 func (s *Store) UserRooms(_ context.Context, user string) ([]string, error) {
-	s.mu.RLock()
-	out := make([]string, 0, len(s.userRooms[user]))
-	for id := range s.userRooms[user] {
-		out = append(out, id)
-	}
-	s.mu.RUnlock()
-	slices.Sort(out)
-	return out, nil
+	return s.mirror.UserRooms(user), nil
 }
+
+// OnLeave implements storage.LeaveNotifier.
+func (s *Store) OnLeave(fn func(room, user string)) { s.mirror.OnLeave(fn) }
 
 // MarkRead implements storage.ReadMarks in marks.
 func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
@@ -602,23 +485,16 @@ func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, erro
 // Unread implements storage.ReadMarks: the members from the mirror, their
 // positions from marks, both in memory.
 func (s *Store) Unread(ctx context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
-	out := make([]int, len(msgs))
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r := s.rooms[roomID]
-	if r == nil {
-		return out, nil
-	}
-	for u := range r.members {
-		pos, err := s.marks.ReadMark(ctx, roomID, u)
-		if err != nil {
-			return nil, fmt.Errorf("read position of %s in %s: %w", u, roomID, err)
+	var perr error
+	out := s.mirror.Unread(roomID, msgs, func(user string) uint64 {
+		pos, err := s.marks.ReadMark(ctx, roomID, user)
+		if err != nil && perr == nil {
+			perr = fmt.Errorf("read position of %s in %s: %w", user, roomID, err)
 		}
-		for i, msg := range msgs {
-			if u != msg.Sender && pos < msg.ID {
-				out[i]++
-			}
-		}
+		return pos
+	})
+	if perr != nil {
+		return nil, perr
 	}
 	return out, nil
 }

@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatd/chatd/internal/pgtest"
-	"github.com/chatd/chatd/internal/wait"
+	"github.com/chatd/chatd/internal/testkit/pgtest"
+	"github.com/chatd/chatd/internal/testkit/tcpproxy"
+	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/kvstore"
@@ -208,15 +209,6 @@ func member(s *postgres.Store, room, user string, role storage.Role) func() erro
 	}
 }
 
-func notMember(s *postgres.Store, room, user string) func() error {
-	return func() error {
-		if ok, err := s.IsMember(context.Background(), room, user); ok || err != nil {
-			return fmt.Errorf("%s still a member of %s (%v)", user, room, err)
-		}
-		return nil
-	}
-}
-
 // Two stores on one database stand for two nodes: each follows the
 // other's changes, and changes made in SQL by hand, through the feed.
 func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
@@ -297,7 +289,7 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 // removals included, once it is back.
 func TestMirrorReloadsAfterReconnect(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	proxy := pgtest.NewProxy(t, pgtest.ServerAddr(t, url))
+	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, url))
 	bus, _ := startBus(t)
 	s := openStore(t, openDB(t, pgtest.WithHost(t, url, proxy.Addr())), bus)
 	left := leaves(s)

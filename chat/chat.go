@@ -1,0 +1,129 @@
+// Package chat is chatd's domain: rooms and their members, messages and
+// their history, replay after a reconnect, read positions and unread
+// counts, user queues. It knows neither STOMP nor NATS: it works through
+// the ports it defines (ports.go), and the adapters (stompapi, httpapi)
+// turn protocols into calls of Service.
+//
+// Where things are: rooms.go (rooms and membership rules), post.go
+// (storing a message), history.go (history pages and search), reads.go
+// (read positions), subscribe.go (subscriptions and their end when a
+// member is removed), feed.go and replay.go (a room's live messages and
+// the catch-up before them), topics.go (user queues and read events),
+// registry.go (one feed or topic per key while it has subscribers).
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/chatd/chatd/storage"
+)
+
+// Config tunes the chat service.
+type Config struct {
+	// AutoJoin makes a user a member of any room they send or subscribe to
+	// (dev mode). Otherwise only members may use a room.
+	AutoJoin bool
+	// ProbeDelay is how long after a room's last live message a node checks
+	// that it missed nothing at the end of the room (see roomFeed).
+	ProbeDelay time.Duration
+	Logger     *slog.Logger
+	// Metrics is told of stored, delivered and dropped messages and of
+	// replays; nil: nothing is.
+	Metrics Metrics
+	// Archive, if set, holds every message, also those the log has
+	// dropped: history and replays read past the log's oldest message
+	// from it, and rooms can be searched.
+	Archive Archive
+}
+
+// History page sizes.
+const (
+	DefaultLogLimit = 20
+	MaxLogLimit     = 100
+)
+
+// Service is the chat domain, one per node.
+type Service struct {
+	msgs   MessageLog
+	commit Committer
+	bus    Bus
+	store  Store
+	cfg    Config
+	log    *slog.Logger
+
+	feeds  registry[*roomFeed]
+	topics registry[*topic]
+	// members holds the subscriptions to rooms and their read events by
+	// member, so that a removed member's end at once.
+	mu      sync.Mutex
+	members map[roomUser]map[Subscriber]struct{}
+	wg      sync.WaitGroup
+}
+
+type roomUser struct{ room, user string }
+
+// NewService wires the domain to its ports.
+func NewService(msgs MessageLog, commit Committer, bus Bus, store Store, cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ProbeDelay <= 0 {
+		cfg.ProbeDelay = time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopMetrics{}
+	}
+	s := &Service{
+		msgs: msgs, commit: commit, bus: bus, store: store, cfg: cfg, log: cfg.Logger,
+		members: map[roomUser]map[Subscriber]struct{}{},
+	}
+	if n, ok := store.(storage.LeaveNotifier); ok {
+		n.OnLeave(s.memberLeft)
+	}
+	return s
+}
+
+// authorize lets user use room: in dev mode by joining it (creating it,
+// with user as owner, if it is new), otherwise only if a member.
+func (s *Service) authorize(ctx context.Context, room, user string) error {
+	ok, err := s.store.IsMember(ctx, room, user)
+	if err != nil {
+		return fmt.Errorf("membership of %s: %w", room, err)
+	}
+	if ok {
+		return nil
+	}
+	if !s.cfg.AutoJoin {
+		return notMember(room)
+	}
+	err = s.store.CreateRoom(ctx, storage.Room{ID: room, Name: room, CreatedBy: user, CreatedAt: time.Now()})
+	if errors.Is(err, storage.ErrExists) {
+		_, err = s.store.Join(ctx, room, user, storage.RoleMember)
+	}
+	if err != nil {
+		return fmt.Errorf("join %s: %w", room, err)
+	}
+	return nil
+}
+
+// async runs fn on a goroutine that Close waits for.
+func (s *Service) async(fn func()) {
+	s.wg.Go(fn)
+}
+
+// Close waits for work in flight (replays, probes' reads) and stops every
+// feed and topic. Sessions must be ended first.
+func (s *Service) Close() {
+	s.wg.Wait()
+	for _, f := range s.feeds.drain() {
+		f.stop()
+	}
+	for _, t := range s.topics.drain() {
+		t.stop()
+	}
+}

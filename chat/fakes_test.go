@@ -1,0 +1,420 @@
+package chat_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/storage/mirror"
+)
+
+// world fakes the ports chat needs of NATS: the message log, group commit
+// and the bus, in memory, with the faults a test may inject (live
+// messages lost, a room whose newest id cannot be read for a while, a log
+// that dropped its oldest messages).
+type world struct {
+	mu      sync.Mutex
+	epoch   uint64
+	msgs    []storage.Message // every message held, by id
+	dedupe  map[string]uint64 // sender:clientID -> id
+	watches map[string]map[*watch]struct{}
+	topics  map[string]map[*topicWatch]struct{}
+	drop    map[string]int           // room -> live messages to lose
+	block   map[string]chan struct{} // room -> LastID waits until closed
+	perRoom int64
+}
+
+func newWorld() *world {
+	return &world{
+		epoch: 1000, dedupe: map[string]uint64{}, watches: map[string]map[*watch]struct{}{},
+		topics: map[string]map[*topicWatch]struct{}{}, drop: map[string]int{}, block: map[string]chan struct{}{},
+	}
+}
+
+// watch delivers one room's live messages on a goroutine of its own, one
+// at a time, as a NATS subscription does.
+type watch struct {
+	ch   chan live
+	quit chan struct{}
+	done chan struct{}
+}
+
+type live struct {
+	m    storage.Message
+	prev uint64
+}
+
+type topicWatch struct {
+	fn func([]byte, string)
+}
+
+func (w *world) lastOf(room string) uint64 {
+	for i := len(w.msgs) - 1; i >= 0; i-- {
+		if w.msgs[i].Room == room {
+			return w.msgs[i].ID
+		}
+	}
+	return 0
+}
+
+func (w *world) nextID() uint64 {
+	if len(w.msgs) == 0 {
+		return w.epoch
+	}
+	return w.msgs[len(w.msgs)-1].ID + 1
+}
+
+// Submit implements chat.Committer: stored at once, then sent live.
+func (w *world) Submit(room string, data []byte, sender, clientID string, done func(uint64, error)) {
+	w.mu.Lock()
+	key := sender + "\x00" + clientID
+	if id, ok := w.dedupe[key]; ok && clientID != "" {
+		w.mu.Unlock()
+		done(id, nil)
+		return
+	}
+	prev := w.lastOf(room)
+	m := storage.Message{ID: w.nextID(), Room: room, Data: data, Time: time.Now()}
+	w.msgs = append(w.msgs, m)
+	if clientID != "" {
+		w.dedupe[key] = m.ID
+	}
+	if w.drop[room] > 0 {
+		w.drop[room]--
+	} else {
+		for wt := range w.watches[room] {
+			wt.ch <- live{m, prev}
+		}
+	}
+	w.mu.Unlock()
+	done(m.ID, nil)
+}
+
+// trim drops the log's n oldest messages, as retention would.
+func (w *world) trim(n int) {
+	w.mu.Lock()
+	w.msgs = slices.Clone(w.msgs[n:])
+	w.mu.Unlock()
+}
+
+func (w *world) room(room string) []storage.Message {
+	var out []storage.Message
+	for _, m := range w.msgs {
+		if m.Room == room {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (w *world) Page(_ context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []storage.Message
+	for _, m := range w.room(room) {
+		if before == 0 || m.ID < before {
+			out = append(out, m)
+		}
+	}
+	return out[max(0, len(out)-limit):], nil
+}
+
+func (w *world) After(_ context.Context, room string, after uint64, limit int) ([]storage.Message, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []storage.Message
+	for _, m := range w.room(room) {
+		if m.ID > after && len(out) < limit {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (w *world) AfterUpTo(ctx context.Context, room string, after, _ uint64, limit int) ([]storage.Message, error) {
+	return w.After(ctx, room, after, limit)
+}
+
+func (w *world) LastID(ctx context.Context, room string) (uint64, error) {
+	w.mu.Lock()
+	ch := w.block[room]
+	w.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastOf(room), nil
+}
+
+func (w *world) Latest(_ context.Context, room string, upTo uint64) (*storage.Message, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ms := w.room(room)
+	for i := len(ms) - 1; i >= 0; i-- {
+		if upTo == 0 || ms[i].ID <= upTo {
+			return &ms[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func (w *world) State(context.Context) (storage.LogState, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := storage.LogState{Epoch: w.epoch, First: w.epoch, Last: w.epoch - 1}
+	if len(w.msgs) > 0 {
+		st.First, st.Last = w.msgs[0].ID, w.msgs[len(w.msgs)-1].ID
+	}
+	return st, nil
+}
+
+func (w *world) RoomCount(_ context.Context, room string) (uint64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return uint64(len(w.room(room))), nil
+}
+
+func (w *world) CountAfter(ctx context.Context, room string, after uint64) (uint64, error) {
+	ms, err := w.After(ctx, room, after, 1<<30)
+	return uint64(len(ms)), err
+}
+
+func (w *world) MaxPerRoom() int64   { return w.perRoom }
+func (w *world) MaxMessageSize() int { return 1 << 16 }
+
+// WatchRoom implements chat.Bus.
+func (w *world) WatchRoom(room string, fn func(storage.Message, uint64, int)) (func(), error) {
+	wt := &watch{ch: make(chan live, 1<<14), quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(wt.done)
+		for {
+			select {
+			case l := <-wt.ch:
+				fn(l.m, l.prev, len(wt.ch))
+			case <-wt.quit:
+				return
+			}
+		}
+	}()
+	w.mu.Lock()
+	if w.watches[room] == nil {
+		w.watches[room] = map[*watch]struct{}{}
+	}
+	w.watches[room][wt] = struct{}{}
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(w.watches[room], wt)
+		w.mu.Unlock()
+		close(wt.quit)
+		<-wt.done
+	}, nil
+}
+
+func (w *world) watchTopic(key string, fn func([]byte, string)) (func(), error) {
+	tw := &topicWatch{fn: fn}
+	w.mu.Lock()
+	if w.topics[key] == nil {
+		w.topics[key] = map[*topicWatch]struct{}{}
+	}
+	w.topics[key][tw] = struct{}{}
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(w.topics[key], tw)
+		w.mu.Unlock()
+	}, nil
+}
+
+func (w *world) publish(key, contentType string, body []byte) error {
+	w.mu.Lock()
+	var fns []func([]byte, string)
+	for tw := range w.topics[key] {
+		fns = append(fns, tw.fn)
+	}
+	w.mu.Unlock()
+	for _, fn := range fns {
+		fn(body, contentType)
+	}
+	return nil
+}
+
+func (w *world) WatchUser(user, queue string, fn func([]byte, string)) (func(), error) {
+	return w.watchTopic("user."+user+"."+queue, fn)
+}
+
+func (w *world) WatchReads(room string, fn func([]byte, string)) (func(), error) {
+	return w.watchTopic("read."+room, fn)
+}
+
+func (w *world) PublishUser(user, queue, contentType string, body []byte) error {
+	return w.publish("user."+user+"."+queue, contentType, body)
+}
+
+func (w *world) PublishReads(room, contentType string, body []byte) error {
+	return w.publish("read."+room, contentType, body)
+}
+
+// memStore fakes a storage backend: rooms and memberships in a mirror,
+// read positions in a map.
+type memStore struct {
+	m *mirror.Mirror
+
+	mu    sync.Mutex
+	marks map[[2]string]uint64
+}
+
+func newMemStore() *memStore { return &memStore{m: mirror.New(), marks: map[[2]string]uint64{}} }
+
+func (s *memStore) CreateRoom(_ context.Context, rm storage.Room) error {
+	if _, ok := s.m.Room(rm.ID); ok {
+		return storage.ErrExists
+	}
+	s.m.PutRoom(rm, 0)
+	s.m.PutMember(rm.ID, storage.Member{User: rm.CreatedBy, Role: storage.RoleOwner, JoinedAt: rm.CreatedAt}, 0)
+	return nil
+}
+
+func (s *memStore) Room(_ context.Context, id string) (storage.Room, error) {
+	if rm, ok := s.m.Room(id); ok {
+		return rm, nil
+	}
+	return storage.Room{}, storage.ErrNotFound
+}
+
+func (s *memStore) Join(_ context.Context, room, user string, role storage.Role) (bool, error) {
+	if _, ok := s.m.Member(room, user); ok {
+		return false, nil
+	}
+	s.m.PutMember(room, storage.Member{User: user, Role: role, JoinedAt: time.Now()}, 0)
+	return true, nil
+}
+
+func (s *memStore) Leave(_ context.Context, room, user string) error {
+	s.m.DeleteMember(room, user, 0)
+	return nil
+}
+
+func (s *memStore) IsMember(_ context.Context, room, user string) (bool, error) {
+	_, ok := s.m.Member(room, user)
+	return ok, nil
+}
+
+func (s *memStore) Membership(_ context.Context, room, user string) (storage.Member, bool, error) {
+	m, ok := s.m.Member(room, user)
+	return m, ok, nil
+}
+
+func (s *memStore) Members(_ context.Context, room string) ([]storage.Member, error) {
+	return s.m.Members(room), nil
+}
+
+func (s *memStore) UserRooms(_ context.Context, user string) ([]string, error) {
+	return s.m.UserRooms(user), nil
+}
+
+func (s *memStore) MarkRead(_ context.Context, room, user string, id uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := [2]string{room, user}
+	s.marks[k] = max(s.marks[k], id)
+	return s.marks[k], nil
+}
+
+func (s *memStore) ReadMark(_ context.Context, room, user string) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.marks[[2]string{room, user}], nil
+}
+
+func (s *memStore) Unread(_ context.Context, room string, msgs []storage.MessageRef) ([]int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m.Unread(room, msgs, func(u string) uint64 { return s.marks[[2]string{room, u}] }), nil
+}
+
+func (s *memStore) OnLeave(fn func(room, user string)) { s.m.OnLeave(fn) }
+
+// sink is a subscriber that keeps what it is given.
+type sink struct {
+	mu    sync.Mutex
+	pubs  []*chat.Publication
+	notes []chat.Note
+	ended error
+	more  chan struct{} // a signal per delivery
+}
+
+func newSink() *sink { return &sink{more: make(chan struct{}, 1<<16)} }
+
+func (s *sink) Deliver(p *chat.Publication, n chat.Note) bool {
+	s.mu.Lock()
+	s.pubs = append(s.pubs, p)
+	s.notes = append(s.notes, n)
+	s.mu.Unlock()
+	s.more <- struct{}{}
+	return true
+}
+
+func (s *sink) DeliverWait(_ context.Context, p *chat.Publication, n chat.Note) error {
+	s.Deliver(p, n)
+	return nil
+}
+
+func (s *sink) End(err error) {
+	s.mu.Lock()
+	s.ended = err
+	s.mu.Unlock()
+	s.more <- struct{}{}
+}
+
+func (s *sink) Logger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// ids lists the ids delivered.
+func (s *sink) ids() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]uint64, len(s.pubs))
+	for i, p := range s.pubs {
+		out[i] = p.ID
+	}
+	return out
+}
+
+// await waits until cond holds of the sink.
+func (s *sink) await(cond func() bool) error {
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		ok := cond()
+		s.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-s.more:
+		case <-deadline:
+			return errors.New("timed out")
+		}
+	}
+}
+
+// awaitIDs waits for n deliveries and returns their ids.
+func (s *sink) awaitIDs(n int) ([]uint64, error) {
+	err := s.await(func() bool { return len(s.pubs) >= n })
+	ids := s.ids()
+	if err != nil {
+		return ids, fmt.Errorf("%d of %d deliveries: %w", len(ids), n, err)
+	}
+	return ids, nil
+}

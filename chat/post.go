@@ -1,0 +1,90 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/chatd/chatd/storage"
+)
+
+// MaxClientMsgID bounds a sender's own id for a message.
+const MaxClientMsgID = 128
+
+// Post stores a message that user sends to room. body is the message as
+// the client wrote it (JSON with a non-empty "message"); headers are
+// passed through to every client that receives it; clientID, if set, is
+// the sender's own id for it, so that a resend stores nothing twice. done
+// is called once: nil when the message is stored (as durably as the
+// deployment says), else why not.
+//
+// Post hands the message to the committer before it returns, so that a
+// sender who posts from one goroutine has its messages stored in the
+// order it sent them. A message on its way is stored even if its sender
+// goes.
+func (s *Service) Post(ctx context.Context, user, room string, body []byte, headers [][2]string, clientID string, done func(error)) {
+	if !ValidRoomID(room) {
+		done(errInvalidRoom)
+		return
+	}
+	var in struct {
+		Message *string `json:"message"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		done(errorf(Invalid, "invalid message body: want JSON {\"message\":\"...\"}"))
+		return
+	}
+	if in.Message == nil || *in.Message == "" {
+		done(errorf(Invalid, "invalid message body: \"message\" must be a non-empty string"))
+		return
+	}
+	if len(clientID) > MaxClientMsgID {
+		done(errorf(Invalid, "invalid client-msg-id: 1 to %d characters", MaxClientMsgID))
+		return
+	}
+	if err := s.authorize(ctx, room, user); err != nil {
+		done(err)
+		return
+	}
+	others, err := s.store.Unread(ctx, room, []storage.MessageRef{{ID: math.MaxUint64, Sender: user}})
+	if err != nil {
+		done(fmt.Errorf("members of %s: %w", room, err))
+		return
+	}
+	data, err := json.Marshal(storedMessage{
+		RoomID:    room,
+		UserID:    user,
+		Message:   *in.Message,
+		CreatedAt: formatTime(time.Now()),
+		Headers:   headers,
+		Unread:    &others[0],
+	})
+	if err != nil {
+		done(fmt.Errorf("encode message: %w", err))
+		return
+	}
+	start := time.Now()
+	s.commit.Submit(room, data, user, clientID, func(_ uint64, err error) {
+		if err != nil {
+			s.cfg.Metrics.PublishFailed()
+			done(s.storeError(room, err))
+			return
+		}
+		s.cfg.Metrics.MessageStored(time.Since(start))
+		done(nil)
+	})
+}
+
+// storeError is what the sender of a message the log did not store is
+// told: why, if it is something the client can mend.
+func (s *Service) storeError(room string, err error) error {
+	if errors.Is(err, storage.ErrTooLarge) {
+		// JSON escapes some characters to six bytes: a frame within the
+		// frame limit can still make too large a message.
+		return errorf(TooLarge, "message too large to store: more than %d bytes once encoded", s.msgs.MaxMessageSize())
+	}
+	return fmt.Errorf("store message in %s: %w", room, err)
+}

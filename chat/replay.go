@@ -1,0 +1,178 @@
+package chat
+
+import (
+	"context"
+
+	"github.com/chatd/chatd/storage"
+)
+
+// replayBatch is how many stored messages one read returns in a replay.
+const replayBatch = 256
+
+// errHistoryUnavailable ends a session whose replay could not be read.
+var errHistoryUnavailable = &Error{Kind: Unavailable, Msg: "history unavailable, resubscribe"}
+
+// replay delivers the room's stored messages after since, then switches the
+// subscription to live delivery with no gap and no duplicate: live messages
+// that arrive meanwhile wait in pending, and whatever of them the replay
+// already delivered is skipped by id. ctx is the subscriber's: it ends
+// with the subscription's session.
+func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
+	log := rs.sub.Logger()
+	metrics := f.svc.cfg.Metrics
+	cursor, note, below, err := f.replayStart(ctx, since)
+	if err != nil {
+		metrics.Replayed(ReplayFailed)
+		log.Warn("replay failed", "room", f.room, "since", since, "err", err)
+		rs.sub.End(errHistoryUnavailable)
+		return
+	}
+	switch note.Kind {
+	case NoteNone:
+		metrics.Replayed(ReplayComplete)
+	case NoteGap:
+		metrics.Replayed(ReplayGap)
+	default:
+		metrics.Replayed(ReplayReset)
+	}
+	f.mu.Lock()
+	rs.note = note
+	f.mu.Unlock()
+	fail := func(what string, err error) {
+		if ctx.Err() == nil {
+			log.Warn("replay failed", "room", f.room, "step", what, "after", cursor, "err", err)
+			rs.sub.End(errHistoryUnavailable)
+		}
+	}
+	for {
+		// Everything up to the leader's newest id is stored; read it all,
+		// even from a replica that is a moment behind.
+		upTo, err := f.svc.msgs.LastID(ctx, f.room)
+		if err != nil {
+			fail("newest id", err)
+			return
+		}
+		// Ids below below that the log no longer holds come from the
+		// archive (replayStart).
+		for cursor < upTo || below > cursor+1 {
+			var batch []storage.Message
+			if below > cursor+1 {
+				if batch, err = f.svc.cfg.Archive.Between(ctx, f.room, cursor, below, replayBatch); err != nil {
+					fail("archive", err)
+					return
+				}
+				if len(batch) == 0 {
+					cursor = below - 1 // the room has no message in between
+					continue
+				}
+			} else {
+				if batch, err = f.svc.msgs.AfterUpTo(ctx, f.room, cursor, upTo, replayBatch); err != nil {
+					fail("read", err)
+					return
+				}
+				if cursor < below && len(batch) > 0 && batch[0].ID > below {
+					// More left the log while the archive was read: they
+					// are archived too.
+					below = batch[0].ID
+					continue
+				}
+			}
+			pubs, err := f.svc.publications(ctx, f.room, batch)
+			if err != nil {
+				fail("encode", err)
+				return
+			}
+			for i, p := range pubs {
+				f.mu.Lock()
+				n := rs.note
+				rs.note = Note{}
+				f.mu.Unlock()
+				if err := rs.sub.DeliverWait(ctx, p, n); err != nil {
+					metrics.Delivered(DeliveryReplay, i)
+					return // the subscription or session ended
+				}
+			}
+			metrics.Delivered(DeliveryReplay, len(pubs))
+			cursor = batch[len(batch)-1].ID
+		}
+		// Caught up: switch to live under the feed's lock. Anything stored
+		// after upTo was handed to the feed after this subscription joined
+		// it, so it is in pending or still to come live.
+		f.mu.Lock()
+		if f.members[rs.sub] != rs {
+			f.mu.Unlock()
+			return
+		}
+		if rs.overflow {
+			rs.pending, rs.overflow = nil, false
+			f.mu.Unlock()
+			continue
+		}
+		rs.last = cursor
+		sent, dropped := 0, 0
+		for _, it := range rs.pending {
+			s, d := rs.deliver(it)
+			sent, dropped = sent+s, dropped+d
+		}
+		f.countLive(sent, dropped)
+		rs.pending, rs.replaying = nil, false
+		f.mu.Unlock()
+		return
+	}
+}
+
+// replayStart decides where a replay begins, whether the client must be
+// told that the history it asks for is incomplete, and, with an archive,
+// below which id the replay reads from the archive: where the log may
+// have dropped messages after the cursor, the archive has them.
+func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note Note, below uint64, err error) {
+	st, err := f.svc.msgs.State(ctx)
+	if err != nil {
+		return 0, Note{}, 0, err
+	}
+	first, err := f.svc.msgs.After(ctx, f.room, 0, 1)
+	if err != nil {
+		return 0, Note{}, 0, err
+	}
+	firstID := st.First
+	if len(first) > 0 {
+		firstID = first[0].ID
+	}
+	kind := NoteNone
+	cursor = since
+	if since > st.Last || since != 0 && since+1 < st.Epoch {
+		// Ids from another life of the log name nothing here: everything
+		// the room holds is new to this client.
+		kind, cursor = NoteReset, 0
+	}
+	dropped := cursor+1 < st.First && st.First > st.Epoch
+	if max := f.svc.msgs.MaxPerRoom(); !dropped && max > 0 && len(first) > 0 && first[0].ID > cursor+1 {
+		n, err := f.svc.msgs.RoomCount(ctx, f.room)
+		if err != nil {
+			return 0, Note{}, 0, err
+		}
+		dropped = int64(n) >= max // the per-room cap removed older messages
+	}
+	if dropped && f.svc.cfg.Archive != nil {
+		below = firstID
+		if len(first) == 0 {
+			below = st.Last + 1 // the log holds nothing of the room
+		}
+		oldest, err := f.svc.cfg.Archive.Between(ctx, f.room, cursor, below, 1)
+		switch {
+		case err != nil:
+			// Chat goes on without the archive: say what is missing.
+			f.svc.log.Warn("archive unavailable: replay reports a gap", "room", f.room, "since", since, "err", err)
+			below = 0
+		case len(oldest) > 0:
+			firstID = oldest[0].ID
+		}
+	}
+	if dropped && below == 0 && kind == NoteNone {
+		kind = NoteGap
+	}
+	if kind != NoteNone {
+		note = Note{Kind: kind, FirstID: firstID}
+	}
+	return cursor, note, below, nil
+}

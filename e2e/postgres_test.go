@@ -1,0 +1,423 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/testkit/jwttest"
+	"github.com/chatd/chatd/internal/testkit/pgtest"
+	"github.com/chatd/chatd/internal/testkit/port"
+	"github.com/chatd/chatd/internal/testkit/tcpproxy"
+	"github.com/chatd/chatd/internal/testkit/wait"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// pgConn is a plain connection to the test's database, to look at the
+// archive and to change memberships as a backend would, in SQL.
+func pgConn(t *testing.T, dbURL string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+func pgExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// archivedIDs lists the room's ids in the archive (a duplicate would show).
+func archivedIDs(t *testing.T, c *pgx.Conn, room string) []uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := c.Query(ctx, "SELECT id FROM messages WHERE room_id = $1 ORDER BY id", room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]uint64, len(ids))
+	for i, id := range ids {
+		out[i] = uint64(id)
+	}
+	return out
+}
+
+// waitArchived waits until the archive holds exactly want for the room.
+func waitArchived(t *testing.T, c *pgx.Conn, room string, want []uint64) {
+	t.Helper()
+	wait.Until(t, "archive of "+room, func() error {
+		if got := archivedIDs(t, c, room); !slices.Equal(got, want) {
+			return fmt.Errorf("archive holds %d messages of %s, want %d", len(got), room, len(want))
+		}
+		return nil
+	})
+}
+
+func ids(ms []chat.Message) []uint64 {
+	out := make([]uint64, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
+
+// TestPostgresMembershipAcrossNodes: two nodes start at once on an empty
+// database; memberships made on one node, or in SQL by a backend, hold on
+// the other, and a removal ends the member's live subscription there.
+func TestPostgresMembershipAcrossNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2-node cluster: skipped with -short")
+	}
+	dbURL := pgtest.NewDatabase(t)
+	k := jwttest.NewKeys(t)
+	nodes := startCluster(t, 2, func(c *config.Config) {
+		c.Dev = false
+		c.JWTSecret = string(k.Secret)
+		c.JWTIssuer, c.JWTAudience = jwttest.Issuer, jwttest.Audience
+		c.PostgresURL = dbURL
+	})
+	ctx := context.Background()
+	if err := nodes[0].addMember(ctx, "team", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	membersOn := func(n *node, want ...string) func() error {
+		return func() error {
+			m, err := n.members(ctx, "team")
+			if err != nil || !slices.Equal(m, want) {
+				return fmt.Errorf("members %v %v, want %v", m, err, want)
+			}
+			return nil
+		}
+	}
+	wait.Until(t, "node 1 sees alice", membersOn(nodes[1], "alice"))
+	alice := dialRaw(t, nodes[1])
+	expectConnected(t, alice.ConnectWith("passcode:"+k.HS(t, "alice")), "alice")
+	alice.Send("SUBSCRIBE\nid:s\ndestination:/topic/chat.team\nreceipt:s\n\n\x00")
+	if f := alice.Frame(); f.Command != "RECEIPT" {
+		t.Fatalf("alice's SUBSCRIBE: %s %v", f.Command, f.Header)
+	}
+	bob := dialRaw(t, nodes[1])
+	expectConnected(t, bob.ConnectWith("passcode:"+k.HS(t, "bob")), "bob")
+	bob.Send("SEND\ndestination:/app/chat.team\n\n" + msgBody("not yet") + "\x00")
+	bob.ExpectError("forbidden: not a member of room team")
+
+	// A backend adds bob in SQL: both nodes follow.
+	db := pgConn(t, dbURL)
+	pgExec(t, db, "INSERT INTO room_members (room_id, user_id) VALUES ('team', 'bob')")
+	wait.Until(t, "node 0 sees bob", membersOn(nodes[0], "alice", "bob"))
+	wait.Until(t, "node 1 sees bob", membersOn(nodes[1], "alice", "bob"))
+	bob = dialRaw(t, nodes[1])
+	expectConnected(t, bob.ConnectWith("passcode:"+k.HS(t, "bob")), "bob")
+	if f := sendFrame(bob, "/app/chat.team", msgBody("hi from bob")); f.Command != "RECEIPT" {
+		t.Fatalf("bob's SEND: %s %v", f.Command, f.Header)
+	}
+	f := alice.Frame()
+	var m chat.Message
+	if err := json.Unmarshal(f.Body, &m); f.Command != "MESSAGE" || err != nil || m.Message != "hi from bob" || m.UnreadCount != 1 {
+		t.Fatalf("alice got %s %q (%v)", f.Command, f.Body, err)
+	}
+	// Removed in SQL: her subscription on node 1 ends at once.
+	pgExec(t, db, "DELETE FROM room_members WHERE user_id = 'alice'")
+	alice.ExpectError("forbidden: no longer a member of room team")
+	// The shared archive consumer stored the message once.
+	waitArchived(t, db, "team", []uint64{m.ID})
+	for _, n := range nodes {
+		if _, ok := scrape(t, n)["chatd_archive_lag_seconds"]; !ok {
+			t.Fatal("no archive metrics")
+		}
+	}
+}
+
+// TestArchiveSurvivesPostgresOutage cuts chatd off from PostgreSQL during
+// a steady send: chat goes on, and the archive ends complete.
+func TestArchiveSurvivesPostgresOutage(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
+	n := startNode(t, func(c *config.Config) { c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr()) })
+	alice, bob := dial(t, n, "alice"), dial(t, n, "bob")
+	sub := bob.subscribe("/topic/chat.steady")
+	alice.post("steady", "before") // both joined while PostgreSQL is up
+	var got []uint64
+	got = append(got, nextChat(t, sub).ID)
+	failures := func() float64 { return scrape(t, n)["chatd_archive_write_failures_total"] }
+	sent := 1
+	send := func(k int) {
+		for range k {
+			alice.post("steady", "m"+strconv.Itoa(sent))
+			got = append(got, nextChat(t, sub).ID)
+			sent++
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	send(40)
+	proxy.Cut()
+	send(40)
+	// Keep sending until the archiver has met the outage.
+	for deadline := time.Now().Add(15 * time.Second); failures() == 0; send(5) {
+		if time.Now().After(deadline) {
+			t.Fatal("the archiver never failed a write while PostgreSQL was cut off")
+		}
+	}
+	if m := scrape(t, n); m["chatd_archive_pending_messages"] == 0 && m["chatd_archive_lag_seconds"] == 0 {
+		// Measured every 5s: the outage may be younger than that.
+		wait.Until(t, "lag reported", func() error {
+			if m := scrape(t, n); m["chatd_archive_pending_messages"] == 0 {
+				return fmt.Errorf("pending %v", m["chatd_archive_pending_messages"])
+			}
+			return nil
+		})
+	}
+	proxy.Restore()
+	send(40)
+	if len(got) != sent {
+		t.Fatalf("bob got %d of %d", len(got), sent)
+	}
+	waitArchived(t, pgConn(t, dbURL), "steady", got)
+}
+
+// TestHistoryAcrossArchiveBoundary: with a retention short enough that the
+// stream drops the old messages, paging and since-id walk on into the
+// archive without a gap; with PostgreSQL cut off, a replay says what it
+// cannot give.
+func TestHistoryAcrossArchiveBoundary(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
+	natsAddr := "127.0.0.1:" + strconv.Itoa(port.Free(t))
+	n := startNode(t, func(c *config.Config) {
+		c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr())
+		c.HistoryMaxAge, c.DedupeWindow = 3*time.Second, time.Second
+		c.NATSListen = natsAddr
+	})
+	db := pgConn(t, dbURL)
+	alice := dial(t, n, "alice")
+	sub := alice.subscribe("/topic/chat.arc")
+	var all []uint64
+	for i := range 12 {
+		alice.post("arc", "old "+strconv.Itoa(i))
+		all = append(all, nextChat(t, sub).ID)
+	}
+	waitArchived(t, db, "arc", all)
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, "the stream drops the old messages", func() error {
+		st, err := js.Stream(context.Background(), "CHAT_MESSAGES")
+		if err != nil {
+			return err
+		}
+		info, err := st.Info(context.Background(), jetstream.WithSubjectFilter("chat.msg.arc"))
+		if err != nil || info.State.Subjects["chat.msg.arc"] != 0 {
+			return fmt.Errorf("stream holds %v of the room (%v)", info.State.Subjects, err)
+		}
+		return nil
+	})
+	for i := range 5 {
+		alice.post("arc", "new "+strconv.Itoa(i))
+		all = append(all, nextChat(t, sub).ID)
+	}
+
+	bob := dial(t, n, "bob")
+	logSub := bob.subscribe("/user/queue/chat.log")
+	var paged []uint64
+	for before := uint64(0); ; {
+		page := history(t, bob, logSub, "arc", fmt.Sprintf(`{"before":%d,"limit":4}`, before))
+		if len(page) == 0 {
+			break
+		}
+		paged = append(ids(page), paged...)
+		before = page[0].ID
+	}
+	if !slices.Equal(paged, all) {
+		t.Fatalf("STOMP pages %v\nwant %v", paged, all)
+	}
+	paged = nil
+	for before := ""; ; {
+		var page []chat.Message
+		if code := api(t, n, "GET", "/api/rooms/arc/messages?limit=3"+before, "bob", "", &page); code != 200 {
+			t.Fatalf("HTTP page: %d", code)
+		}
+		if len(page) == 0 {
+			break
+		}
+		paged = append(ids(page), paged...)
+		before = "&before=" + strconv.FormatUint(page[0].ID, 10)
+	}
+	if !slices.Equal(paged, all) {
+		t.Fatalf("HTTP pages %v\nwant %v", paged, all)
+	}
+
+	carol := dial(t, n, "carol")
+	resumed := carol.subscribeSince("/topic/chat.arc", all[2])
+	for i, want := range all[3:] {
+		m := next(t, resumed)
+		var cm chat.Message
+		_ = json.Unmarshal(m.Body, &cm)
+		if cm.ID != want || m.Header.Get("history") != "" {
+			t.Fatalf("replayed #%d: id %d (want %d), history note %q", i, cm.ID, want, m.Header.Get("history"))
+		}
+	}
+	alice.post("arc", "live")
+	if m := nextChat(t, resumed); m.Message != "live" {
+		t.Fatalf("after the replay: %+v", m)
+	}
+	nextChat(t, sub)
+
+	// Without PostgreSQL, the replay says messages are missing, and pages
+	// that need the archive fail rather than end early.
+	proxy.Cut()
+	carol = dial(t, n, "carol") // a member already: joining needs PostgreSQL
+	gap := carol.subscribeSince("/topic/chat.arc", all[2])
+	m := next(t, gap)
+	var cm chat.Message
+	_ = json.Unmarshal(m.Body, &cm)
+	// It starts at the stream's oldest (all[12], unless the new ones have
+	// expired by now too): past every message only the archive holds.
+	if m.Header.Get("history") != "gap" || cm.ID <= all[11] || m.Header.Get("history-first-id") != strconv.FormatUint(cm.ID, 10) {
+		t.Fatalf("replay without the archive began with %d, headers %v; want a gap, past %d", cm.ID, m.Header, all[11])
+	}
+	if code := api(t, n, "GET", "/api/rooms/arc/messages?limit=3&before="+strconv.FormatUint(all[12], 10), "bob", "", nil); code != 500 {
+		t.Fatalf("page past the stream without the archive: %d, want 500", code)
+	}
+}
+
+func TestSearchAPI(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	k := jwttest.NewKeys(t)
+	n := startJWTNode(t, k, func(c *config.Config) { c.PostgresURL = dbURL })
+	for _, u := range []string{"alice", "bob"} {
+		if err := n.addMember(context.Background(), "team", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := dialRaw(t, n)
+	expectConnected(t, alice.ConnectWith("passcode:"+k.HS(t, "alice")), "alice")
+	bodies := []string{"Deploy the release tonight", "lunch?", `he said "this" & that | !not`}
+	for i := range 25 {
+		bodies = append(bodies, "release note "+strconv.Itoa(i))
+	}
+	bodies = append(bodies, "'); DROP TABLE messages; --")
+	var sent []uint64
+	for _, text := range bodies {
+		body, _ := json.Marshal(map[string]string{"message": text})
+		if f := sendFrame(alice, "/app/chat.team", string(body)); f.Command != "RECEIPT" {
+			t.Fatalf("SEND: %s %v", f.Command, f.Header)
+		}
+	}
+	db := pgConn(t, dbURL)
+	wait.Until(t, "archived", func() error {
+		if sent = archivedIDs(t, db, "team"); len(sent) != len(bodies) {
+			return fmt.Errorf("%d archived", len(sent))
+		}
+		return nil
+	})
+	bobTok := k.HS(t, "bob")
+	search := func(tok, q, extra string) ([]chat.Message, int) {
+		t.Helper()
+		var out []chat.Message
+		var raw json.RawMessage
+		code := api(t, n, "GET", "/api/rooms/team/search?q="+url.QueryEscape(q)+extra, tok, "", &raw)
+		if code == 200 {
+			if err := json.Unmarshal(raw, &out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out, code
+	}
+	// By word, newest first, paged.
+	var found []uint64
+	for before := ""; ; {
+		page, code := search(bobTok, "release", "&limit=10"+before)
+		if code != 200 {
+			t.Fatalf("search: %d", code)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, m := range page {
+			if !strings.Contains(strings.ToLower(m.Message), "release") || m.UserID != "alice" {
+				t.Fatalf("found %+v", m)
+			}
+			found = append(found, m.ID)
+		}
+		before = "&before=" + strconv.FormatUint(page[len(page)-1].ID, 10)
+	}
+	want := append([]uint64{sent[0]}, sent[3:28]...)
+	slices.Reverse(want) // newest first
+	if !slices.Equal(found, want) {
+		t.Fatalf("release: %v\nwant %v", found, want)
+	}
+	if got, _ := search(bobTok, "LUNCH", ""); len(got) != 1 || got[0].Message != "lunch?" {
+		t.Fatalf("lunch: %+v", got)
+	}
+	// Members only.
+	if _, code := search(k.HS(t, "carol"), "release", ""); code != 403 {
+		t.Fatalf("non-member: %d, want 403", code)
+	}
+	if _, code := search("", "release", ""); code != 401 {
+		t.Fatalf("no token: %d, want 401", code)
+	}
+	// Hostile input is text: quotes and operators are words or ignored,
+	// never syntax errors, never SQL.
+	for q, wantIDs := range map[string][]uint64{
+		`"this" & that | !not`:            {sent[2]},
+		`(((`:                             nil,
+		`release:*`:                       want,
+		`rel:*`:                           nil, // no prefix search
+		`'); DROP TABLE messages; --`:     {sent[28]},
+		`\\' OR 1=1 --`:                   nil,
+		strings.Repeat("release ", 32):    want,
+		`<script>alert(1)</script> lunch`: nil,
+	} {
+		got, code := search(bobTok, q, "&limit=100")
+		if code != 200 || !slices.Equal(ids(got), wantIDs) {
+			t.Fatalf("search %q: %d %v, want %v", q, code, ids(got), wantIDs)
+		}
+	}
+	for q, why := range map[string]string{"": "empty", strings.Repeat("x", chat.MaxSearchQuery+1): "too long", "\xff": "not UTF-8", "a\x00b": "NUL"} {
+		if _, code := search(bobTok, q, ""); code != 400 {
+			t.Fatalf("%s query: %d, want 400", why, code)
+		}
+	}
+	if got := archivedIDs(t, db, "team"); len(got) != len(bodies) {
+		t.Fatalf("archive after hostile searches: %d rows", len(got))
+	}
+}
+
+func TestSearchNeedsTheArchive(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	var body map[string]string
+	if code := api(t, n, "GET", "/api/rooms/lobby/search?q=hello", "alice", "", &body); code != 501 || !strings.Contains(body["error"], "--postgres-url") {
+		t.Fatalf("search without PostgreSQL: %d %v, want 501 naming --postgres-url", code, body)
+	}
+}

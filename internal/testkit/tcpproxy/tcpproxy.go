@@ -1,0 +1,136 @@
+// Package tcpproxy is a TCP proxy for tests that cut a component off from
+// a server (PostgreSQL, NATS) and give it back, as a network failure would.
+package tcpproxy
+
+import (
+	"errors"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Proxy is a TCP proxy in front of a server. Cut closes every connection
+// through it and refuses new ones, as a network failure would; Restore
+// takes connections again, on the same address.
+type Proxy struct {
+	t      testing.TB
+	target string
+	addr   string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// New starts a proxy to target (host:port), stopped when the test ends.
+//
+// Its port is below Linux's ephemeral range (32768 and up), not one the
+// kernel hands out: while the proxy is cut, a client retrying the address
+// could otherwise be given that very port as its own and connect to
+// itself, or another connection take it, and Restore find it in use.
+func New(t testing.TB, target string) *Proxy {
+	t.Helper()
+	p := &Proxy{t: t, target: target, conns: map[net.Conn]struct{}{}}
+	var ln net.Listener
+	var err error
+	for range 100 {
+		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(20000+mrand.IntN(12000))); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("proxy: no free port in 20000-31999: %v", err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(func() {
+		p.Cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// Addr is the proxy's address.
+func (p *Proxy) Addr() string { return p.addr }
+
+func (p *Proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Go(func() { p.pipe(c) })
+		}
+	})
+}
+
+func (p *Proxy) pipe(c net.Conn) {
+	s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.ln == nil { // cut meanwhile
+		p.mu.Unlock()
+		_ = c.Close()
+		_ = s.Close()
+		return
+	}
+	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	copyClose := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		_ = dst.Close()
+		_ = src.Close()
+	}
+	wg.Go(func() { copyClose(s, c) })
+	wg.Go(func() { copyClose(c, s) })
+	wg.Wait()
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, s)
+	p.mu.Unlock()
+}
+
+// Cut closes every proxied connection and stops accepting new ones.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+// Restore accepts connections again, on the same address.
+func (p *Proxy) Restore() {
+	p.t.Helper()
+	var err error
+	for range 50 { // the port may take a moment to be free again
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			p.serve(ln)
+			return
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.t.Fatalf("proxy: listen on %s again: %v", p.addr, err)
+}

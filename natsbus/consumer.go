@@ -1,0 +1,131 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/chatd/chatd/storage"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConsumerConfig shapes a durable consumer of the messages stream.
+type ConsumerConfig struct {
+	// Name is the durable name; every node asking for the same name shares
+	// the one consumer, and each message goes to one of them.
+	Name        string
+	Description string
+	// AckWait is how long a delivered message may stay unacknowledged
+	// before JetStream hands it out again.
+	AckWait time.Duration
+	// MaxAckPending bounds the messages delivered and not yet
+	// acknowledged, across every node.
+	MaxAckPending int
+}
+
+// Consumer is a durable consumer of every room message, from the first
+// the stream holds, each acknowledged explicitly (at least once).
+type Consumer struct {
+	log  *MessageLog
+	cfg  ConsumerConfig
+	cons jetstream.Consumer
+}
+
+// Delivery is one message handed to a Consumer: acknowledge it once it is
+// dealt with.
+type Delivery struct {
+	storage.Message
+	msg jetstream.Msg
+}
+
+// Ack says the message is dealt with. A lost acknowledgement means one
+// redelivery, so it is not awaited.
+func (d Delivery) Ack() { _ = d.msg.Ack() }
+
+// Nak hands the message back for redelivery at once.
+func (d Delivery) Nak() { _ = d.msg.Nak() }
+
+// InProgress asks for another AckWait before the message is handed out
+// again.
+func (d Delivery) InProgress() { _ = d.msg.InProgress() }
+
+// Consumer creates the durable consumer, or updates it to cfg. Every node
+// asks with the same settings, so whichever asks first makes it.
+func (l *MessageLog) Consumer(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
+	c := &Consumer{log: l, cfg: cfg}
+	if err := c.Ensure(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Ensure makes the consumer again if it is gone (the stream was rebuilt,
+// or someone deleted it); harmless if it is not.
+func (c *Consumer) Ensure(ctx context.Context) error {
+	return retry(ctx, c.log.log, "consumer "+c.cfg.Name, func(ctx context.Context) error {
+		cons, err := c.log.js.CreateOrUpdateConsumer(ctx, MessagesStream, jetstream.ConsumerConfig{
+			Durable:       c.cfg.Name,
+			Description:   c.cfg.Description,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.cfg.AckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: c.cfg.MaxAckPending,
+		})
+		if err == nil {
+			c.cons = cons
+		}
+		return err
+	})
+}
+
+// Fetch takes up to max messages, waiting at most wait for them; none is
+// not an error. Only one goroutine may call Fetch and Ensure.
+func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]Delivery, error) {
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	batch, err := c.cons.Fetch(max, jetstream.FetchContext(fctx))
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	var out []Delivery
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			// Not a JetStream message: nothing to hand out, nothing to ack.
+			c.log.log.Error("consumer: skipping message without metadata", "consumer", c.cfg.Name, "subject", m.Subject(), "err", err)
+			continue
+		}
+		room, _ := roomFromSubject(m.Subject())
+		out = append(out, Delivery{
+			Message: storage.Message{ID: md.Sequence.Stream, Room: room, Data: m.Data(), Time: md.Timestamp},
+			msg:     m,
+		})
+	}
+	if err := batch.Error(); err != nil && len(out) == 0 && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, jetstream.ErrNoMessages) {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	return out, nil
+}
+
+// Backlog is how many messages the consumer has not had acknowledged, by
+// any node, and when the oldest of them was stored (zero if none).
+func (c *Consumer) Backlog(ctx context.Context) (pending uint64, oldest time.Time, err error) {
+	// A fresh handle: the one Fetch uses belongs to its goroutine.
+	cons, err := c.log.js.Consumer(ctx, MessagesStream, c.cfg.Name)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("consumer info: %w", err)
+	}
+	info := cons.CachedInfo()
+	pending = info.NumPending + uint64(info.NumAckPending)
+	if pending == 0 {
+		return 0, time.Time{}, nil
+	}
+	m, err := c.log.stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(RoomSubject("*")))
+	if err != nil {
+		return pending, time.Time{}, fmt.Errorf("oldest unacknowledged message: %w", err)
+	}
+	return pending, m.Time, nil
+}

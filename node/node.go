@@ -1,0 +1,364 @@
+// Package node is chatd's composition root: it builds one node from a
+// configuration (NATS and JetStream, storage, the chat domain, the STOMP
+// and HTTP adapters, metrics) and serves it: the WebSocket endpoint, the
+// HTTP API, the chat page, health, metrics and pprof. It holds no logic of
+// its own beyond wiring, start-up order and shutdown order.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/chatd/chatd/archiver"
+	"github.com/chatd/chatd/auth"
+	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/httpapi"
+	"github.com/chatd/chatd/metrics"
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/stompapi"
+	"github.com/chatd/chatd/stompws"
+	"github.com/chatd/chatd/storage/kvstore"
+	"github.com/chatd/chatd/storage/postgres"
+	"github.com/chatd/chatd/web"
+)
+
+// Node is a running chatd node.
+type Node struct {
+	cfg   config.Config
+	log   *slog.Logger
+	bus   *natsbus.Bus
+	store interface{ Close() error }
+	// commit is group commit on the publish path, closed after chat.
+	commit *natsbus.Committer
+	chat   *chat.Service
+	stomp  *stompapi.Handler
+	server *stompws.Server
+	http   *http.Server
+	ln     net.Listener
+	serve  chan error
+	// metrics is this node's own Prometheus registry, served at /metrics.
+	metrics *metrics.Metrics
+	// draining is set when shutdown begins: /readyz turns 503 at once.
+	draining atomic.Bool
+	// pprof serves net/http/pprof on --pprof; nil when off.
+	pprof *http.Server
+	// pg and stopArchiver are set with --postgres-url (openStore).
+	pg           *postgres.DB
+	stopArchiver func()
+}
+
+// authenticator authenticates both STOMP sessions and HTTP API requests.
+type authenticator interface {
+	stompapi.Authenticator
+	httpapi.Verifier
+}
+
+// Start brings a node up: it returns once the node is ready to serve.
+func Start(ctx context.Context, cfg config.Config, version string, log *slog.Logger) (*Node, error) {
+	name := cfg.ServerName
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	n := &Node{cfg: cfg, log: log, serve: make(chan error, 1), metrics: metrics.New(name, version)}
+	if cfg.Dev {
+		log.Warn("DEV MODE: the CONNECT login header is trusted as the user id and rooms are joined on first use; " +
+			"never expose this server to untrusted users")
+		if cfg.JWTSecret != "" || cfg.JWTPublicKey != "" || cfg.JWTJWKS != "" {
+			log.Warn("DEV MODE: --jwt-secret, --jwt-public-key and --jwt-jwks are ignored")
+		}
+	}
+	durability := natsbus.Durability(cfg.Durability)
+	bus, err := natsbus.Start(ctx, natsbus.Options{
+		URL:           cfg.NATSURL,
+		Durability:    durability,
+		DataDir:       cfg.DataDir,
+		ServerName:    name,
+		ClientListen:  cfg.NATSListen,
+		ClusterName:   cfg.ClusterName,
+		ClusterListen: cfg.ClusterListen,
+		Routes:        cfg.Routes,
+		ClientName:    "chatd " + name,
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.bus = bus
+	replicas := cfg.Replicas
+	if replicas == 0 {
+		replicas = 1
+		if bus.ClusterSize(cfg.ClusterListen, cfg.Routes) >= 3 {
+			replicas = 3
+		}
+	}
+	log.Info("JetStream replicas", "replicas", replicas)
+	fail := func(err error) (*Node, error) {
+		_ = n.closeBackends(context.Background()) // the start error says what went wrong
+		return nil, err
+	}
+	msgs, err := bus.OpenMessageLog(ctx, natsbus.LogConfig{
+		Replicas:        replicas,
+		MaxAge:          cfg.HistoryMaxAge,
+		MaxPerRoom:      cfg.HistoryMaxPerRoom,
+		DuplicateWindow: cfg.DedupeWindow,
+		MaxMsgSize:      int32(cfg.MaxFrameSize + 4096),
+		Durability:      durability,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	logDurability(log, durability, replicas, bus.Embedded())
+	n.commit = msgs.NewCommitter(n.metrics)
+	store, archive, err := n.openStore(ctx, msgs, replicas)
+	if err != nil {
+		return fail(err)
+	}
+	authn, err := newAuthenticator(cfg, log)
+	if err != nil {
+		return fail(err)
+	}
+	n.chat = chat.NewService(msgs, n.commit, bus, store, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: n.metrics, Archive: archive})
+	n.stomp = stompapi.New(n.chat, authn, log)
+	n.server = stompws.NewServer(stompConfig(cfg, version, log, n.metrics), n.stomp)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", n.server)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", n.ready)
+	httpapi.New(n.chat, authn, log).Routes(mux)
+	mux.Handle("GET /metrics", n.metrics.Handler())
+	mux.Handle("GET /", web.Handler())
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fail(fmt.Errorf("listen on --http %s: %w", cfg.HTTPAddr, err))
+	}
+	n.ln = ln
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { n.serve <- n.http.Serve(ln) }()
+	if cfg.PprofAddr != "" {
+		if n.pprof, err = startPprof(cfg.PprofAddr, log); err != nil {
+			_ = n.http.Close()
+			return fail(err)
+		}
+	}
+	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", "ws://"+ln.Addr().String()+"/ws",
+		"page", "http://"+ln.Addr().String()+"/",
+		"node", name, "nats", natsMode(cfg), "version", version)
+	return n, nil
+}
+
+// stompConfig is the STOMP server's configuration from chatd's.
+func stompConfig(cfg config.Config, version string, log *slog.Logger, obs stompws.Observer) stompws.Config {
+	sc := stompws.DefaultConfig()
+	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
+	sc.MaxSubscriptions = cfg.MaxSubscriptions
+	sc.HeartBeatSend, sc.HeartBeatRecv = cfg.HeartBeat, cfg.HeartBeat
+	if cfg.HeartBeat == 0 {
+		sc.HeartBeatSend, sc.HeartBeatRecv = -1, -1 // --heartbeat 0: off
+	}
+	sc.HeartBeatGrace = cfg.HeartBeatGrace
+	sc.ConnectTimeout = cfg.ConnectTimeout
+	sc.OriginPatterns = cfg.AllowedOrigins
+	if !cfg.Dev {
+		// Dev mode's users are whoever they say they are, and benchmarks
+		// drive it flat out: per-user and per-session limits mean nothing there.
+		sc.SendRate, sc.SendBurst = cfg.SendRate, cfg.SendBurst
+		sc.MaxSessionsPerUser = cfg.MaxConnectionsPerUser
+	}
+	sc.ServerName = "chatd/" + version
+	sc.Logger = log
+	sc.Observer = obs
+	return sc
+}
+
+// openStore opens where rooms and memberships live: with --postgres-url,
+// PostgreSQL (read positions staying in JetStream KV), with the message
+// archive and its archiver; else JetStream KV alone, and no archive.
+func (n *Node) openStore(ctx context.Context, msgs *natsbus.MessageLog, replicas int) (chat.Store, chat.Archive, error) {
+	kv := kvstore.Config{Replicas: replicas, Logger: n.log}
+	if n.cfg.PostgresURL == "" {
+		s, err := kvstore.Open(ctx, n.bus, kv)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.store = s
+		return s, nil, nil
+	}
+	db, err := postgres.Open(ctx, postgres.Options{URL: n.cfg.PostgresURL, Logger: n.log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--postgres-url: %w", err)
+	}
+	n.pg = db
+	marks, err := kvstore.OpenReadMarks(ctx, n.bus, kv)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := postgres.NewStore(ctx, db, marks)
+	if err != nil {
+		_ = marks.Close()
+		return nil, nil, fmt.Errorf("--postgres-url: %w", err)
+	}
+	n.store = store
+	ar, err := archiver.New(ctx, db.Archive(), msgs, archiver.Config{Logger: n.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ar.Run(actx)
+	}()
+	n.stopArchiver = func() {
+		cancel()
+		<-done
+	}
+	n.metrics.WatchArchive(ar)
+	n.log.Info("rooms and memberships in PostgreSQL; every message archived there")
+	return store, db.Archive(), nil
+}
+
+// newAuthenticator is dev mode's trusted login header, or JWT verification.
+func newAuthenticator(cfg config.Config, log *slog.Logger) (authenticator, error) {
+	if cfg.Dev {
+		return auth.Dev{ValidUser: chat.ValidUserID, Rule: chat.UserIDRule}, nil
+	}
+	ac := auth.Config{
+		Secret:    []byte(cfg.JWTSecret),
+		Issuer:    cfg.JWTIssuer,
+		Audience:  cfg.JWTAudience,
+		UserClaim: cfg.JWTUserClaim,
+		Cookie:    cfg.JWTCookie,
+		ValidUser: chat.ValidUserID,
+		Logger:    log,
+	}
+	if cfg.JWTPublicKey != "" {
+		key, err := auth.LoadPublicKey(cfg.JWTPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+		ac.PublicKeyPEM = key
+	}
+	if cfg.JWTJWKS != "" {
+		set, err := auth.LoadJWKS(cfg.JWTJWKS)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-jwks: %w", err)
+		}
+		ac.JWKS = set
+	}
+	j, err := auth.New(ac)
+	if err != nil {
+		return nil, fmt.Errorf("JWT authentication (--jwt-secret, --jwt-public-key, --jwt-jwks): %w", err)
+	}
+	return j, nil
+}
+
+// logDurability says at start what a RECEIPT means on this node. An
+// external NATS decides for itself when it syncs, and no client can see
+// that setting: chatd says what the operator must configure rather than
+// claim fsync.
+func logDurability(log *slog.Logger, d natsbus.Durability, replicas int, embedded bool) {
+	var means string
+	switch d {
+	case natsbus.DurabilityFsync:
+		means = "a RECEIPT waits until the message is on disk on every replica that acknowledged it"
+	case natsbus.DurabilityReplicated:
+		means = "a RECEIPT waits until a quorum of replicas holds the message in memory; disks sync on NATS's sync_interval (2 minutes by default)"
+	case natsbus.DurabilityFast:
+		means = "a RECEIPT waits until the one replica holds the message in memory; it is written out within milliseconds"
+	}
+	if embedded || d != natsbus.DurabilityFsync {
+		log.Info("durability", "durability", string(d), "replicas", replicas, "means", means)
+		return
+	}
+	log.Warn("durability fsync is not verified: chatd cannot see when an external NATS server syncs. "+
+		"A RECEIPT means on disk only if every JetStream server runs with `jetstream { sync_interval: always }`; "+
+		"otherwise it means what --durability replicated means (docs/operations.md, Durability)",
+		"durability", string(d), "replicas", replicas)
+}
+
+func natsMode(cfg config.Config) string {
+	if cfg.NATSURL != "" {
+		return "external " + cfg.NATSURL
+	}
+	return "embedded, data in " + cfg.DataDir
+}
+
+func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if n.draining.Load() {
+		// Load balancers stop sending new clients here while sessions go.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("draining\n"))
+		return
+	}
+	if err := n.bus.Ready(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Addr is the HTTP listen address (useful with port 0).
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// Done reports the HTTP server stopping on its own.
+func (n *Node) Done() <-chan error { return n.serve }
+
+// Shutdown stops accepting connections, tells every session to go (ERROR,
+// then WebSocket close 1012, which STOMP clients treat as "reconnect"),
+// waits for stored work, and stops NATS, which flushes JetStream.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.draining.Store(true)
+	n.log.Info("shutting down", "sessions", n.server.Sessions())
+	var errs []error
+	if n.pprof != nil {
+		_ = n.pprof.Close() // a profile in progress is cut short
+	}
+	if err := n.http.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := n.server.Shutdown(ctx, "server shutting down, reconnect"); err != nil {
+		errs = append(errs, err)
+	}
+	n.stomp.Close()
+	n.chat.Close()
+	errs = append(errs, n.closeBackends(ctx))
+	n.log.Info("shutdown complete")
+	return errors.Join(errs...)
+}
+
+func (n *Node) closeBackends(ctx context.Context) error {
+	var errs []error
+	if n.commit != nil {
+		// Sessions are gone: what they sent is stored before NATS stops.
+		errs = append(errs, n.commit.Close(ctx))
+	}
+	if n.stopArchiver != nil {
+		n.stopArchiver() // it uses the store's pool and the bus
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	if n.pg != nil {
+		n.pg.Close()
+	}
+	if n.bus != nil {
+		errs = append(errs, n.bus.Close(ctx))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,218 @@
+// Package stompapi is chat over STOMP: it implements stompws.Handler,
+// turning destinations, headers and bodies into calls of the chat domain
+// (chat.Service) and the domain's errors into ERROR frames, and delivers
+// the domain's publications as MESSAGE frames.
+package stompapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/stompws"
+	"github.com/chatd/chatd/stompws/frame"
+)
+
+// Authenticator checks a STOMP CONNECT (auth.JWT, or auth.Dev in dev mode).
+type Authenticator interface {
+	Authenticate(ctx context.Context, req *stompws.ConnectRequest) (stompws.Principal, error)
+}
+
+// Handler serves chat's destinations.
+type Handler struct {
+	svc  *chat.Service
+	auth Authenticator
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	subs map[*stompws.Subscription]func() // stops the domain's side
+	wg   sync.WaitGroup
+}
+
+var _ stompws.Handler = (*Handler)(nil)
+
+// New returns a handler that serves svc to sessions auth lets in.
+func New(svc *chat.Service, auth Authenticator, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Handler{svc: svc, auth: auth, log: log, subs: map[*stompws.Subscription]func(){}}
+}
+
+// Authenticate implements stompws.Handler.
+func (h *Handler) Authenticate(ctx context.Context, req *stompws.ConnectRequest) (stompws.Principal, error) {
+	return h.auth.Authenticate(ctx, req)
+}
+
+// Send implements stompws.Handler: the /app destinations.
+func (h *Handler) Send(ctx context.Context, s *stompws.Session, f *frame.Frame, done func(error)) {
+	d, derr := parseDestination(f.Value("destination"))
+	if derr != nil {
+		done(derr)
+		return
+	}
+	user := s.User()
+	switch d.kind {
+	case destPost:
+		cid, ok := f.Get("client-msg-id")
+		if ok && cid == "" {
+			done(stompws.Errorf(stompws.KindRequest, "invalid client-msg-id: 1 to %d characters", chat.MaxClientMsgID))
+			return
+		}
+		// Posted here, on the session's read loop, so that a session's
+		// messages are stored in the order it sent them.
+		h.svc.Post(ctx, user, d.name, f.Body, passThrough(f), cid, func(err error) { done(clientError(err)) })
+	case destLog:
+		h.async(func() { done(clientError(h.history(ctx, user, d.name, f.Body))) })
+	case destMarkRead:
+		h.async(func() { done(clientError(h.markRead(ctx, user, d.name, f.Body))) })
+	default:
+		done(stompws.Errorf(stompws.KindDestination, "cannot SEND to %s: clients send to /app/chat.{room}", f.Value("destination")))
+	}
+}
+
+func (h *Handler) async(fn func()) { h.wg.Go(fn) }
+
+// logRequest is the optional body of /app/chat.{room}.log.
+type logRequest struct {
+	Before uint64 `json:"before"`
+	Limit  int    `json:"limit"`
+}
+
+// history answers /app/chat.{room}.log on the user's LogQueue.
+func (h *Handler) history(ctx context.Context, user, room string, raw []byte) error {
+	req := logRequest{Limit: chat.DefaultLogLimit}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, &req); err != nil {
+			return stompws.Errorf(stompws.KindRequest, "invalid log request: want JSON {\"before\":<id>,\"limit\":<1-%d>}", chat.MaxLogLimit)
+		}
+	}
+	if req.Limit <= 0 {
+		return stompws.Errorf(stompws.KindRequest, "invalid log request: limit must be 1 to %d", chat.MaxLogLimit)
+	}
+	return h.svc.SendHistory(ctx, user, room, req.Before, req.Limit)
+}
+
+// markRead is /app/chat.{room}.read with {"lastReadId":N}.
+func (h *Handler) markRead(ctx context.Context, user, room string, raw []byte) error {
+	var req struct {
+		LastReadID *uint64 `json:"lastReadId"`
+	}
+	if err := json.Unmarshal(raw, &req); err != nil || req.LastReadID == nil || *req.LastReadID == 0 {
+		return stompws.Errorf(stompws.KindRequest, "invalid read receipt: want JSON {\"lastReadId\":<message id>}")
+	}
+	_, err := h.svc.MarkRead(ctx, user, room, *req.LastReadID)
+	return err
+}
+
+// Subscribe implements stompws.Handler.
+func (h *Handler) Subscribe(ctx context.Context, sub *stompws.Subscription) error {
+	d, derr := parseDestination(sub.Destination)
+	if derr != nil {
+		return derr
+	}
+	user := sub.Session().User()
+	recv := &subscriber{h: h, ss: sub}
+	var stop func()
+	var err error
+	switch d.kind {
+	case destRoom:
+		since, serr := sinceID(sub.Frame)
+		if serr != nil {
+			return serr
+		}
+		stop, err = h.svc.SubscribeRoom(ctx, user, d.name, since, recv)
+	case destRoomReads:
+		stop, err = h.svc.SubscribeReads(ctx, user, d.name, recv)
+	case destUserQueue:
+		stop, err = h.svc.SubscribeQueue(ctx, user, d.name, recv)
+	default:
+		return stompws.Errorf(stompws.KindDestination, "cannot SUBSCRIBE to %s: subscribe to /topic/... or /user/queue/...", sub.Destination)
+	}
+	if err != nil {
+		return clientError(err)
+	}
+	h.mu.Lock()
+	h.subs[sub] = stop
+	h.mu.Unlock()
+	return nil
+}
+
+// sinceID reads a SUBSCRIBE's since-id header: nil if it has none.
+func sinceID(f *frame.Frame) (*uint64, error) {
+	v, ok := f.Get("since-id")
+	if !ok {
+		return nil, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return nil, stompws.Errorf(stompws.KindRequest, "invalid since-id %q: want a message id (a non-negative integer)", v)
+	}
+	return &n, nil
+}
+
+// Unsubscribe implements stompws.Handler.
+func (h *Handler) Unsubscribe(sub *stompws.Subscription) {
+	h.mu.Lock()
+	stop := h.subs[sub]
+	delete(h.subs, sub)
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// Close waits for the requests in flight. Sessions must be ended first.
+func (h *Handler) Close() { h.wg.Wait() }
+
+// clientError makes a domain error an ERROR frame's: its message and the
+// kind metrics count it by. Any other error stays as it is, and reaches
+// the client as "internal error" (stompws logs it).
+func clientError(err error) error {
+	ce, ok := errors.AsType[*chat.Error](err)
+	if !ok {
+		return err
+	}
+	return &stompws.Error{Kind: errorKind(ce.Kind), Message: ce.Msg, Detail: ce.Detail}
+}
+
+func errorKind(k chat.Kind) string {
+	switch k {
+	case chat.Forbidden:
+		return stompws.KindForbidden
+	case chat.TooLarge:
+		return stompws.KindLimit
+	case chat.Unavailable:
+		return stompws.KindUnavailable
+	case chat.Internal:
+		return stompws.KindInternal
+	}
+	return stompws.KindRequest
+}
+
+// reserved reports STOMP's own headers and chatd's control headers: they
+// are never passed through from a SEND to the MESSAGEs it becomes.
+func reserved(name string) bool {
+	switch name {
+	case "destination", "receipt", "transaction", "content-length", "content-type", "client-msg-id",
+		"subscription", "message-id", "ack", "id", historyHeader, historyFirstIDHeader:
+		return true
+	}
+	return false
+}
+
+// passThrough is the SEND's headers that go on to every MESSAGE.
+func passThrough(f *frame.Frame) [][2]string {
+	var out [][2]string
+	for _, h := range f.Headers {
+		if !reserved(h.Name) {
+			out = append(out, [2]string{h.Name, h.Value})
+		}
+	}
+	return out
+}

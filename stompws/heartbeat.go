@@ -1,0 +1,74 @@
+// Heart-beats: their negotiation at CONNECT, the watchdog that closes a
+// silent client (and one that never sends CONNECT), and the server's own
+// beats.
+
+package stompws
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// agreeHeartBeats applies STOMP 1.1 §Heart-beating to the client's
+// heart-beat header (cx,cy) and the server's HeartBeatSend (sx) and
+// HeartBeatRecv (sy): each side sends no more often than the other asked
+// for, and 0 on either side (or a negative server setting) switches that
+// direction off. out is how often the server sends heart-beats, in how
+// often it expects them.
+func agreeHeartBeats(cx, cy, sx, sy time.Duration) (out, in time.Duration) {
+	if cy > 0 && sx > 0 {
+		out = max(sx, cy)
+	}
+	if cx > 0 && sy > 0 {
+		in = max(cx, sy)
+	}
+	return out, in
+}
+
+// parseHeartBeat reads a CONNECT's heart-beat header: what the client
+// offers to send (cx) and asks for (cy).
+func parseHeartBeat(h string) (cx, cy time.Duration, ok bool) {
+	if h == "" {
+		return 0, 0, true
+	}
+	a, b, found := strings.Cut(h, ",")
+	if !found {
+		return 0, 0, false
+	}
+	x, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 31)
+	y, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 31)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return time.Duration(x) * time.Millisecond, time.Duration(y) * time.Millisecond, true
+}
+
+// checkSilence closes a session whose client said nothing in time: no
+// CONNECT within ConnectTimeout, or no frame or heart-beat within the agreed
+// interval plus the grace.
+func (s *Session) checkSilence() {
+	if !s.connected.Load() {
+		s.fail(&Error{Kind: KindConnect, Message: "no CONNECT frame within " + s.cfg.ConnectTimeout.String()}, "", closePolicy, false)
+		return
+	}
+	limit := time.Duration(s.recvLimit.Load())
+	if limit <= 0 {
+		return // the client sends no heart-beats; TCP tells us when it goes
+	}
+	idle := time.Since(time.Unix(0, s.lastRead.Load()))
+	if idle >= limit {
+		s.fail(&Error{Kind: KindHeartbeat, Message: "heart-beat timeout: nothing received for " + idle.Round(time.Millisecond).String()},
+			"", closePolicy, false)
+		return
+	}
+	s.watchdog.Reset(limit - idle)
+}
+
+// beat is the heart-beat timer's: a heart-beat goes out unless other
+// frames do, written on the timer's goroutine when it can be
+// (writeInline), else by the writer.
+func (s *Session) beat() {
+	s.beatDue.Store(true)
+	s.flush()
+}

@@ -1,0 +1,161 @@
+package stompws_test
+
+// Protocol tests of heart-beats and of the CONNECT timeout.
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/internal/testkit/stomptest"
+	"github.com/chatd/chatd/stompws"
+	"github.com/coder/websocket"
+)
+
+// 9a. Heart-beats both ways.
+func TestProtocolHeartBeats(t *testing.T) {
+	t.Parallel()
+	const every = 500 * time.Millisecond
+	const grace = 300 * time.Millisecond
+	// The CONNECT timeout stays at its default (10s), well past every+grace.
+	ts := startServer(t, func(c *stompws.Config) {
+		c.HeartBeatSend, c.HeartBeatRecv = every, every
+		c.HeartBeatGrace = grace
+	})
+
+	t.Run("server sends", func(t *testing.T) {
+		t.Parallel()
+		ws := dialWS(t, ts.url)
+		t.Cleanup(func() { _ = ws.CloseNow() })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := ws.Write(ctx, websocket.MessageText,
+			[]byte(stomptest.Render("CONNECT", "", "accept-version:1.2", "login:hb", "heart-beat:0,500"))); err != nil {
+			t.Fatal(err)
+		}
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("CONNECTED\n")) || !bytes.Contains(b, []byte("\nheart-beat:500,0\n")) {
+			t.Fatalf("want CONNECTED with heart-beat:500,0, got %q", b)
+		}
+		const window = 3 * time.Second
+		rctx, rcancel := context.WithTimeout(context.Background(), window)
+		defer rcancel()
+		var beats []time.Time
+		for {
+			_, b, err := ws.Read(rctx)
+			if err != nil {
+				if rctx.Err() == nil {
+					t.Fatalf("read: %v", err)
+				}
+				break
+			}
+			if string(b) != "\n" {
+				t.Fatalf("unexpected message %q", b)
+			}
+			beats = append(beats, time.Now())
+		}
+		if len(beats) < 2 {
+			t.Fatalf("%d heart-beats in %s, want at least 2", len(beats), window)
+		}
+		if most := int(window/every) + 1; len(beats) > most {
+			t.Fatalf("%d heart-beats in %s, want at most %d", len(beats), window, most)
+		}
+	})
+
+	t.Run("none unless asked", func(t *testing.T) {
+		t.Parallel()
+		r := dialRaw(t, ts)
+		f := r.ConnectAs("hb", "1.2", "heart-beat:0,0")
+		if got := f.Header.Get("heart-beat"); got != "0,0" {
+			t.Fatalf("CONNECTED heart-beat %q, want 0,0", got)
+		}
+		r2 := dialRaw(t, ts)
+		f = r2.ConnectAs("hb", "1.2", "heart-beat:100,0")
+		if got := f.Header.Get("heart-beat"); got != "0,500" {
+			t.Fatalf("CONNECTED heart-beat %q, want 0,500 (the server never asks for more often than it offers)", got)
+		}
+		// Nothing was asked of the first client: it may stay silent past
+		// every+grace. (A wait only to show that something does NOT happen.)
+		time.Sleep(every + grace + 500*time.Millisecond)
+		r.Subscribe("s", "/queue/still-here")
+	})
+
+	t.Run("silent client is closed", func(t *testing.T) {
+		t.Parallel()
+		r := dialRaw(t, ts)
+		start := time.Now()
+		f := r.ConnectAs("hb", "1.2", "heart-beat:500,0")
+		if got := f.Header.Get("heart-beat"); got != "0,500" {
+			t.Fatalf("CONNECTED heart-beat %q, want 0,500", got)
+		}
+		e := r.Expect("ERROR")
+		elapsed := time.Since(start)
+		if msg := e.Header.Get("message"); !strings.Contains(msg, "heart-beat") {
+			t.Fatalf("ERROR %q, want a heart-beat timeout", msg)
+		}
+		if elapsed < every+grace-50*time.Millisecond {
+			t.Errorf("closed after %s, before the %s the client was allowed", elapsed, every+grace)
+		}
+		if limit := every + grace + 2*time.Second; elapsed > limit {
+			t.Errorf("closed after %s, want within %s", elapsed, limit)
+		}
+		r.ExpectClosed()
+	})
+
+	t.Run("client heart-beats keep it open", func(t *testing.T) {
+		t.Parallel()
+		r := dialRaw(t, ts)
+		r.ConnectAs("hb", "1.2", "heart-beat:500,0")
+		tick := time.NewTicker(every / 3)
+		defer tick.Stop()
+		for end := time.Now().Add(3 * (every + grace)); time.Now().Before(end); {
+			<-tick.C
+			r.Send("\n")
+		}
+		r.Subscribe("s", "/queue/alive")
+	})
+}
+
+// 9b. No CONNECT in time.
+func TestProtocolConnectTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	ts := startServer(t, func(c *stompws.Config) { c.ConnectTimeout = timeout })
+
+	for _, tc := range []struct{ name, send string }{
+		{"nothing", ""},
+		{"partial CONNECT", "CONNECT\naccept-version:1.2\n"},
+		{"heart-beats only", "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := dialRaw(t, ts)
+			start := time.Now()
+			if tc.send != "" {
+				r.Send(tc.send)
+			}
+			r.ExpectError("no CONNECT frame")
+			if elapsed := time.Since(start); elapsed < timeout/2 || elapsed > timeout+5*time.Second {
+				t.Errorf("closed after %s, want about %s", elapsed, timeout)
+			}
+		})
+	}
+}
+
+// TestProtocolHeartBeatOff: with heart-beats off both ways the server
+// neither sends nor asks for heart-beats, whatever the client offers.
+func TestProtocolHeartBeatOff(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *stompws.Config) { c.HeartBeatSend, c.HeartBeatRecv = -1, -1 })
+	r := dialRaw(t, ts)
+	r.Send("CONNECT\naccept-version:1.2\nhost:/\nlogin:alice\nheart-beat:100,100\n\n\x00")
+	f := r.Frame()
+	if f.Command != "CONNECTED" || f.Header.Get("heart-beat") != "0,0" {
+		t.Fatalf("got %s heart-beat %q, want CONNECTED 0,0", f.Command, f.Header.Get("heart-beat"))
+	}
+}

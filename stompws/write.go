@@ -1,0 +1,327 @@
+// The session's writer: the outbound queue drained into WebSocket
+// messages, by a writer goroutine that batches bursts and lingers, or
+// inline by whoever queued a frame when the session is quiet.
+
+package stompws
+
+import "time"
+
+// enqueueRaw queues a frame encoded already (CONNECTED) and sees to it.
+func (s *Session) enqueueRaw(b []byte) {
+	s.mu.Lock()
+	s.pushLocked(outItem{raw: b})
+	s.mu.Unlock()
+	s.flush()
+}
+
+// pushLocked queues an item; the caller holds s.mu and sees to it.
+func (s *Session) pushLocked(it outItem) {
+	s.queue = append(s.queue, it)
+	s.queueBytes += len(it.raw)
+}
+
+// signal makes sure a writer will look at the queue, starting one unless
+// one runs. The writer exits when it finds nothing to do, so an idle
+// session holds no writer goroutine.
+func (s *Session) signal() {
+	if s.writing.CompareAndSwap(false, true) {
+		go s.writeLoop()
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// maxWSMessage caps how many queued frames are written as one WebSocket
+// message. Batching waiting frames saves a syscall and a WebSocket header
+// each; STOMP clients split frames on NUL, whatever the message boundaries.
+const maxWSMessage = 256 << 10
+
+// writeLoop is the session's writer while it runs (signal starts it; a
+// frame that finds no writer and a quiet session is written inline by
+// writeInline instead): it takes everything queued at once and writes it
+// as few WebSocket messages, so a burst costs one write, then waits
+// WriteCoalesce so that what arrives meanwhile shares the next write, and
+// exits when nothing has come for WriterLinger. It sends a heart-beat
+// when the timer asks and nothing else goes.
+func (s *Session) writeLoop() {
+	var linger *time.Timer
+	lingered := false // the last wait ran out with nothing to write
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	for {
+		beat := s.beatDue.Swap(false)
+		s.mu.Lock()
+		items := s.queue
+		s.queue, s.spare = s.spare, nil
+		s.queueBytes = 0
+		closing, code := s.closing, s.closeCode
+		if s.waiting {
+			close(s.drained)
+			s.drained, s.waiting = nil, false
+		}
+		if len(items) == 0 && !beat && !closing {
+			if lingered || s.cfg.WriterLinger <= 0 {
+				// Cleared under s.mu: whoever queues a frame after this
+				// finds no writer and starts one.
+				s.writing.Store(false)
+				s.mu.Unlock()
+				// A heart-beat is asked for without s.mu: one asked for
+				// while this writer was leaving found it still running.
+				if s.beatDue.Load() {
+					s.signal()
+				}
+				return
+			}
+			s.mu.Unlock()
+			if linger == nil {
+				linger = time.NewTimer(s.cfg.WriterLinger)
+			} else {
+				linger.Reset(s.cfg.WriterLinger)
+			}
+			select {
+			case <-s.wake:
+				linger.Stop()
+			case <-linger.C:
+				lingered = true
+			}
+			continue
+		}
+		lingered = false
+		s.mu.Unlock()
+
+		var err error
+		if len(items) > 0 {
+			err = s.writeItems(items)
+			clear(items)
+			s.mu.Lock()
+			if s.spare == nil {
+				s.spare = items[:0]
+			}
+			s.mu.Unlock()
+		} else if !closing {
+			var hb [wsHeaderMax + 1]byte
+			hb[wsHeaderMax] = '\n'
+			err = s.write(wsFrame(hb[:], false))
+		}
+		if err != nil || closing {
+			// writing stays set: no writer starts after this one.
+			if err != nil || code == 0 {
+				_ = s.conn.CloseNow()
+			} else {
+				// The handshake reads the client's input: the read
+				// loop no longer does.
+				s.rmu.Lock()
+				s.handedOver = true
+				s.rmu.Unlock()
+				_ = s.conn.Close(code, "")
+			}
+			close(s.writerDone)
+			// A parked read loop hears of the close only if woken: the
+			// kernel drops a closed socket from the poller.
+			s.unpark()
+			return
+		}
+		if t := s.heartBeat.Load(); t != nil {
+			t.Reset(time.Duration(s.sendEvery.Load()))
+		}
+		if s.cfg.WriteCoalesce > 0 {
+			time.Sleep(s.cfg.WriteCoalesce)
+		}
+	}
+}
+
+func (s *Session) writeItems(items []outItem) error {
+	bp := s.srv.bufs.Get().(*[]byte)
+	buf := (*bp)[:wsHeaderMax]
+	bin := false
+	var err error
+	var n frameCounts
+	for i := range items {
+		buf = s.appendItem(buf, &items[i], &n)
+		bin = bin || items[i].msg != nil && items[i].msg.binary
+		if len(buf)-wsHeaderMax >= maxWSMessage {
+			if err = s.write(wsFrame(buf, bin)); err != nil {
+				break
+			}
+			buf, bin = buf[:wsHeaderMax], false
+		}
+	}
+	if err == nil && len(buf) > wsHeaderMax {
+		err = s.write(wsFrame(buf, bin))
+	}
+	// A failed write ends the session, and its burst is not counted.
+	if err == nil {
+		n.report(s.cfg.Observer)
+	}
+	s.putBuf(bp, buf)
+	return err
+}
+
+// frameCounts counts a burst's frames, reported once per burst rather
+// than per frame to keep the write path cheap.
+type frameCounts struct{ msg, receipt, err, connected int }
+
+func (n *frameCounts) report(o Observer) {
+	for _, c := range [...]struct {
+		cmd string
+		n   int
+	}{{CmdMessage, n.msg}, {CmdReceipt, n.receipt}, {CmdError, n.err}, {CmdConnected, n.connected}} {
+		if c.n > 0 {
+			o.FramesOut(c.cmd, c.n)
+		}
+	}
+}
+
+// appendItem appends the frame of a queued item, counting it.
+func (s *Session) appendItem(buf []byte, it *outItem, n *frameCounts) []byte {
+	if it.raw == nil {
+		n.msg++
+		return s.appendMessage(buf, it)
+	}
+	switch rawCommand(it.raw) {
+	case CmdReceipt:
+		n.receipt++
+	case CmdError:
+		n.err++
+	case CmdConnected:
+		n.connected++
+	}
+	return append(buf, it.raw...)
+}
+
+// putBuf returns a write buffer to the pool, unless a huge burst grew it.
+func (s *Session) putBuf(bp *[]byte, buf []byte) {
+	if cap(buf) <= 4*maxWSMessage {
+		*bp = buf[:0]
+		s.srv.bufs.Put(bp)
+	}
+}
+
+// write sends one frame (wsFrame) within WriteTimeout. One timer per
+// session bounds every write (a context per write cost an allocation
+// and a timer each): if it fires, the connection is cut, which fails the
+// write (transport.go, assumption (e)).
+func (s *Session) write(wf []byte) error {
+	if s.writeDeadline == nil {
+		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.conn.CloseNow() })
+	} else {
+		s.writeDeadline.Reset(s.cfg.WriteTimeout)
+	}
+	err := s.out.writeFrame(wf)
+	s.writeDeadline.Stop()
+	s.lastWrite.Store(time.Now().UnixNano())
+	return err
+}
+
+// inlineMax bounds what a deliverer writes itself (writeInline); more
+// goes to the writer, which splits it into several messages if need be.
+const inlineMax = 64 << 10
+
+// flush sees to what is queued: written at once on the caller's
+// goroutine when it can be (writeInline), else by the writer.
+func (s *Session) flush() {
+	if !s.writeInline() {
+		s.signal()
+	}
+}
+
+// writeInline writes the queue on the caller's goroutine, with one
+// non-blocking write(2), when no writer runs and the session has written
+// nothing for WriteCoalesce. That is most deliveries of chat traffic, a
+// frame per session now and then: each then costs a syscall, not also a
+// goroutine wake-up, a run-queue wait and timer work. Closer frames go to
+// the writer, which batches them. A heart-beat that is due goes the same
+// way (an EOL, when no frame is queued). What the socket does not take at
+// once is finished by finishWrite, so a slow client never blocks the
+// caller.
+// False: nothing was taken, and the writer must see to the queue.
+func (s *Session) writeInline() bool {
+	if s.out == nil || s.out.rc == nil || s.writing.Load() {
+		return false
+	}
+	now := time.Now().UnixNano()
+	if c := int64(s.cfg.WriteCoalesce); c > 0 && now-s.lastWrite.Load() < c {
+		return false
+	}
+	s.mu.Lock()
+	// The socket's lock is taken under s.mu, so a writer that takes the
+	// queue after this writes after these frames.
+	if s.writing.Load() || s.closing || s.waiting || len(s.queue) == 0 && !s.beatDue.Load() ||
+		s.queueBytes > inlineMax || !s.out.mu.TryLock() {
+		s.mu.Unlock()
+		return false
+	}
+	items := s.queue
+	s.queue, s.spare = s.spare, nil
+	s.queueBytes = 0
+	s.mu.Unlock()
+	// Any frame will do for a heart-beat; with none, it is an EOL.
+	s.beatDue.Store(false)
+
+	bp := s.srv.bufs.Get().(*[]byte)
+	buf := (*bp)[:wsHeaderMax]
+	bin := false
+	var cnt frameCounts
+	for i := range items {
+		buf = s.appendItem(buf, &items[i], &cnt)
+		bin = bin || items[i].msg != nil && items[i].msg.binary
+	}
+	if len(items) == 0 {
+		buf = append(buf, '\n')
+	}
+	clear(items)
+	s.mu.Lock()
+	if s.spare == nil {
+		s.spare = items[:0]
+	}
+	s.mu.Unlock()
+
+	wf := wsFrame(buf, bin)
+	n, err := s.out.writeNow(wf)
+	switch {
+	case err != nil:
+		s.out.mu.Unlock()
+		s.putBuf(bp, buf)
+		s.writeFailed()
+		return true
+	case n < len(wf):
+		go s.finishWrite(bp, buf, wf[n:])
+	default:
+		s.out.mu.Unlock()
+		s.lastWrite.Store(time.Now().UnixNano())
+		s.putBuf(bp, buf)
+	}
+	cnt.report(s.cfg.Observer)
+	if t := s.heartBeat.Load(); t != nil {
+		t.Reset(time.Duration(s.sendEvery.Load()))
+	}
+	return true
+}
+
+// finishWrite writes the rest of a frame that writeInline began, holding
+// the socket's lock that writeInline took, within WriteTimeout.
+func (s *Session) finishWrite(bp *[]byte, buf, rest []byte) {
+	t := time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.conn.CloseNow() })
+	_, err := s.out.conn.Write(rest)
+	t.Stop()
+	s.out.mu.Unlock()
+	s.lastWrite.Store(time.Now().UnixNano())
+	s.putBuf(bp, buf)
+	if err != nil {
+		s.writeFailed()
+	}
+}
+
+// writeFailed cuts a connection whose write failed. The read loop then
+// ends the session; a parked one hears of it only if woken, as the kernel
+// drops a closed socket from the poller.
+func (s *Session) writeFailed() {
+	_ = s.conn.CloseNow()
+	s.unpark()
+}
