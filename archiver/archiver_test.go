@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,18 +15,12 @@ import (
 	"github.com/chatd/chatd/internal/testkit/pgtest"
 	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/internal/testkit/tcpproxy"
+	"github.com/chatd/chatd/internal/testkit/testlog"
 	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage/postgres"
 	"github.com/jackc/pgx/v5"
 )
-
-func testLogger() *slog.Logger {
-	if os.Getenv("CHATD_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -53,7 +44,7 @@ type archiveEnv struct {
 func newArchiveEnv(t testing.TB) *archiveEnv {
 	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(port.Free(t))
-	bus, err := natsbus.Start(ctx(t), natsbus.Options{DataDir: t.TempDir(), ServerName: "archivetest", ClientListen: addr, Logger: testLogger()})
+	bus, err := natsbus.Start(ctx(t), natsbus.Options{DataDir: t.TempDir(), ServerName: "archivetest", ClientListen: addr, Logger: testlog.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +74,7 @@ func sqlConn(t testing.TB, url string) *pgx.Conn {
 
 func openDB(t testing.TB, url string) *postgres.DB {
 	t.Helper()
-	db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testLogger()})
+	db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testlog.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +169,7 @@ type runner struct {
 func (e *archiveEnv) startArchiver(db *postgres.DB, cfg archiver.Config) *runner {
 	e.t.Helper()
 	proxy := tcpproxy.New(e.t, e.natsURL)
-	bus, err := natsbus.Start(ctx(e.t), natsbus.Options{URL: "nats://" + proxy.Addr(), Logger: testLogger()})
+	bus, err := natsbus.Start(ctx(e.t), natsbus.Options{URL: "nats://" + proxy.Addr(), Logger: testlog.New()})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -186,7 +177,7 @@ func (e *archiveEnv) startArchiver(db *postgres.DB, cfg archiver.Config) *runner
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cfg.Logger = testLogger()
+	cfg.Logger = testlog.New()
 	a, err := archiver.New(ctx(e.t), db.Archive(), log, cfg)
 	if err != nil {
 		e.t.Fatal(err)

@@ -7,21 +7,18 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/jwttest"
-	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/internal/testkit/stomptest"
+	"github.com/chatd/chatd/internal/testkit/testlog"
 	"github.com/chatd/chatd/internal/testkit/wait"
 	chatdnode "github.com/chatd/chatd/node"
 	"github.com/coder/websocket"
 	"github.com/go-stomp/stomp/v3/frame"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // startJWTNode starts a node that authenticates by JWT (not dev mode).
@@ -185,7 +182,7 @@ func TestStartRefusesBadPublicKey(t *testing.T) {
 	cfg.Dev, cfg.JWTPublicKey = false, bad
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	a, err := chatdnode.Start(ctx, cfg, "test", testLogger())
+	a, err := chatdnode.Start(ctx, cfg, "test", testlog.New())
 	if err == nil {
 		_ = a.Shutdown(ctx)
 		t.Fatal("chatd started with a bad --jwt-public-key")
@@ -199,17 +196,8 @@ func TestStartRefusesBadPublicKey(t *testing.T) {
 // outside dev mode: writing to the CHAT_MEMBERS bucket over NATS.
 func TestMembershipFromKV(t *testing.T) {
 	k := jwttest.NewKeys(t)
-	natsAddr := "127.0.0.1:" + strconv.Itoa(port.Free(t))
-	n := startJWTNode(t, k, func(c *config.Config) { c.NATSListen = natsAddr })
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := startJWTNode(t, k)
+	js := n.jetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, "CHAT_MEMBERS")

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/chatd/chatd/natsbus"
@@ -30,23 +31,28 @@ func (n *node) natsURL() string {
 	return "nats://" + n.cfg.NATSListen
 }
 
-// kv opens one of chatd's KV buckets over a NATS connection of the test's.
-func (n *node) kv(ctx context.Context, bucket string) (jetstream.KeyValue, func(), error) {
+// jetStream connects t to the node's NATS, as a backend service would.
+func (n *node) jetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
 	nc, err := nats.Connect(n.natsURL())
 	if err != nil {
-		return nil, nil, err
+		t.Fatal(err)
 	}
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		nc.Close()
-		return nil, nil, err
+		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(ctx, bucket)
+	return js
+}
+
+// kv opens one of chatd's KV buckets over a NATS connection of the test's.
+func (n *node) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := n.jetStream(n.t).KeyValue(ctx, bucket)
 	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("bucket %s: %w", bucket, err)
+		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
-	return kv, nc.Close, nil
+	return kv, nil
 }
 
 // sql runs fn on a connection to the node's PostgreSQL database.
@@ -70,11 +76,10 @@ func (n *node) addMember(ctx context.Context, room, user string) error {
 			return err
 		})
 	}
-	kv, done, err := n.kv(ctx, kvstore.MembersBucket)
+	kv, err := n.kv(ctx, kvstore.MembersBucket)
 	if err != nil {
 		return err
 	}
-	defer done()
 	_, err = kv.Put(ctx, natsbus.RoomUserKey(room, user), []byte(`{"role":"member"}`))
 	return err
 }
@@ -87,11 +92,10 @@ func (n *node) removeMember(ctx context.Context, room, user string) error {
 			return err
 		})
 	}
-	kv, done, err := n.kv(ctx, kvstore.MembersBucket)
+	kv, err := n.kv(ctx, kvstore.MembersBucket)
 	if err != nil {
 		return err
 	}
-	defer done()
 	return kv.Delete(ctx, natsbus.RoomUserKey(room, user))
 }
 
@@ -109,11 +113,10 @@ func (n *node) members(ctx context.Context, room string) ([]string, error) {
 		})
 		return users, err
 	}
-	kv, done, err := n.kv(ctx, kvstore.MembersBucket)
+	kv, err := n.kv(ctx, kvstore.MembersBucket)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
 	keys, err := kv.ListKeysFiltered(ctx, room+".>")
 	if err != nil {
 		return nil, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/internal/testkit/stomptest"
+	"github.com/chatd/chatd/internal/testkit/testlog"
 	chatdnode "github.com/chatd/chatd/node"
 	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -87,14 +87,6 @@ func startNode(t testing.TB, mutate ...func(*config.Config)) *node {
 	return n
 }
 
-// testLogger discards chatd's logs unless CHATD_TEST_LOG is set.
-func testLogger() *slog.Logger {
-	if os.Getenv("CHATD_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 func (n *node) start() {
 	n.t.Helper()
 	if err := n.tryStart(); err != nil {
@@ -106,7 +98,7 @@ func (n *node) start() {
 func (n *node) tryStart() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	log := testLogger()
+	log := testlog.New()
 	if os.Getenv("CHATD_TEST_LOG") == "" {
 		log = slog.New(slog.NewTextHandler(&n.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -207,22 +199,7 @@ func (c *client) tryPost(room, text string, opts ...func(*frame.Frame) error) er
 }
 
 // next waits for the subscription's next MESSAGE.
-func next(t testing.TB, sub *stomp.Subscription) *stomp.Message {
-	t.Helper()
-	select {
-	case m, ok := <-sub.C:
-		if !ok {
-			t.Fatalf("subscription %s closed", sub.Destination())
-		}
-		if m.Err != nil {
-			t.Fatalf("subscription %s: %v", sub.Destination(), m.Err)
-		}
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no message on %s within 10s", sub.Destination())
-	}
-	return nil
-}
+func next(t testing.TB, sub *stomp.Subscription) *stomp.Message { return stomptest.Next(t, sub) }
 
 // nextChat decodes the next room message.
 func nextChat(t testing.TB, sub *stomp.Subscription) chat.Message {
@@ -237,16 +214,7 @@ func nextChat(t testing.TB, sub *stomp.Subscription) chat.Message {
 
 // quiet asserts that nothing arrives on sub for a while. Used only to show
 // that something did NOT happen; every positive check waits for an event.
-func quiet(t testing.TB, sub *stomp.Subscription, d time.Duration) {
-	t.Helper()
-	select {
-	case m := <-sub.C:
-		if m != nil && m.Err == nil {
-			t.Fatalf("unexpected message on %s: %s", sub.Destination(), m.Body)
-		}
-	case <-time.After(d):
-	}
-}
+func quiet(t testing.TB, sub *stomp.Subscription, d time.Duration) { stomptest.Quiet(t, sub, d) }
 
 // dialRaw opens a raw STOMP connection to the node, for malformed and
 // edge-case frames.

@@ -15,11 +15,9 @@ import (
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/jwttest"
 	"github.com/chatd/chatd/internal/testkit/pgtest"
-	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/internal/testkit/tcpproxy"
 	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -206,11 +204,9 @@ func TestArchiveSurvivesPostgresOutage(t *testing.T) {
 func TestHistoryAcrossArchiveBoundary(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
-	natsAddr := "127.0.0.1:" + strconv.Itoa(port.Free(t))
 	n := startNode(t, func(c *config.Config) {
 		c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr())
 		c.HistoryMaxAge, c.DedupeWindow = 3*time.Second, time.Second
-		c.NATSListen = natsAddr
 	})
 	db := pgConn(t, dbURL)
 	alice := dial(t, n, "alice")
@@ -221,15 +217,7 @@ func TestHistoryAcrossArchiveBoundary(t *testing.T) {
 		all = append(all, nextChat(t, sub).ID)
 	}
 	waitArchived(t, db, "arc", all)
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := n.jetStream(t)
 	wait.Until(t, "the stream drops the old messages", func() error {
 		st, err := js.Stream(context.Background(), "CHAT_MESSAGES")
 		if err != nil {

@@ -125,11 +125,7 @@ func (a *API) userRooms(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rooms, err := a.chat.UserRooms(r.Context(), user)
-	if err != nil {
-		a.failed(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, rooms)
+	a.reply(w, r, http.StatusOK, rooms, err)
 }
 
 // room is GET /api/rooms/{room}: the room and its members.
@@ -139,11 +135,7 @@ func (a *API) room(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, err := a.chat.Room(r.Context(), user, room)
-	if err != nil {
-		a.failed(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, info)
+	a.reply(w, r, http.StatusOK, info, err)
 }
 
 // addMember is POST /api/rooms/{room}/members with
@@ -161,11 +153,7 @@ func (a *API) addMember(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, err := a.chat.AddMember(r.Context(), user, room, req.UserID, req.Role)
-	if err != nil {
-		a.failed(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, m)
+	a.reply(w, r, http.StatusCreated, m, err)
 }
 
 // removeMember is DELETE /api/rooms/{room}/members/{user}; the user
@@ -194,11 +182,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msgs, err := a.chat.History(r.Context(), user, room, before, limit)
-	if err != nil {
-		a.failed(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, msgs)
+	a.reply(w, r, http.StatusOK, msgs, err)
 }
 
 // markRead is POST /api/rooms/{room}/read with {"lastReadId":N}.
@@ -224,6 +208,15 @@ func (a *API) markRead(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, chat.ReadEvent{RoomID: room, UserID: user, LastReadID: pos})
+}
+
+// reply answers with v as JSON and code, or, if err is set, as failed does.
+func (a *API) reply(w http.ResponseWriter, r *http.Request, code int, v any, err error) {
+	if err != nil {
+		a.failed(w, r, err)
+		return
+	}
+	writeJSON(w, code, v)
 }
 
 // failed answers a failed request with the status of the domain error's
@@ -309,9 +302,5 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msgs, err := a.chat.Search(r.Context(), user, room, r.URL.Query().Get("q"), before, limit)
-	if err != nil {
-		a.failed(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, msgs)
+	a.reply(w, r, http.StatusOK, msgs, err)
 }

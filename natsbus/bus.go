@@ -285,23 +285,19 @@ func (b *Bus) sync(ctx context.Context, stream string) error {
 	return b.storeSync.sync(ctx, stream)
 }
 
-// Close drains the connection, so that what was published is delivered, and
-// stops the embedded server, which flushes the JetStream store.
+// Close flushes the connection, so that what was published has reached
+// the server, closes it, and stops the embedded server, which flushes the
+// JetStream store. It does not drain subscriptions: by the time it is
+// called no session is left to deliver to. (nats.go's Drain also waits for
+// every subscription to be unsubscribed server-side; on a cluster node
+// whose peers had gone it could wait out its timeout.)
 func (b *Bus) Close(ctx context.Context) error {
 	var err error
 	if b.nc != nil && !b.nc.IsClosed() {
-		done := make(chan struct{})
-		b.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
-		if derr := b.nc.Drain(); derr != nil {
-			b.nc.Close()
-		} else {
-			select {
-			case <-done:
-			case <-ctx.Done():
-				b.nc.Close()
-				err = fmt.Errorf("drain NATS connection: %w", ctx.Err())
-			}
+		if ferr := b.nc.FlushWithContext(ctx); ferr != nil && !errors.Is(ferr, nats.ErrConnectionClosed) && !errors.Is(ferr, nats.ErrConnectionReconnecting) {
+			err = fmt.Errorf("flush NATS connection: %w", ferr)
 		}
+		b.nc.Close()
 	}
 	if b.srv != nil {
 		if b.clustered {

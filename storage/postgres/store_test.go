@@ -3,10 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,6 +12,7 @@ import (
 
 	"github.com/chatd/chatd/internal/testkit/pgtest"
 	"github.com/chatd/chatd/internal/testkit/tcpproxy"
+	"github.com/chatd/chatd/internal/testkit/testlog"
 	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
@@ -23,13 +21,6 @@ import (
 	"github.com/chatd/chatd/storage/storetest"
 	"github.com/jackc/pgx/v5"
 )
-
-func testLogger() *slog.Logger {
-	if os.Getenv("CHATD_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -47,7 +38,7 @@ func startBus(t testing.TB) (*natsbus.Bus, string) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	bus, err := natsbus.Start(ctx(t), natsbus.Options{DataDir: t.TempDir(), ServerName: "pgtest", ClientListen: addr, Logger: testLogger()})
+	bus, err := natsbus.Start(ctx(t), natsbus.Options{DataDir: t.TempDir(), ServerName: "pgtest", ClientListen: addr, Logger: testlog.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +48,7 @@ func startBus(t testing.TB) (*natsbus.Bus, string) {
 
 func openDB(t testing.TB, url string) *postgres.DB {
 	t.Helper()
-	db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testLogger()})
+	db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testlog.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +58,7 @@ func openDB(t testing.TB, url string) *postgres.DB {
 
 func openStore(t *testing.T, db *postgres.DB, bus *natsbus.Bus) *postgres.Store {
 	t.Helper()
-	marks, err := kvstore.OpenReadMarks(ctx(t), bus, kvstore.Config{Logger: testLogger()})
+	marks, err := kvstore.OpenReadMarks(ctx(t), bus, kvstore.Config{Logger: testlog.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +98,7 @@ func TestMigrations(t *testing.T) {
 	errs := make([]error, nodes)
 	for i := range nodes {
 		wg.Go(func() {
-			db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testLogger()})
+			db, err := postgres.Open(ctx(t), postgres.Options{URL: url, Logger: testlog.New()})
 			if err == nil {
 				db.Close()
 			}
