@@ -285,6 +285,10 @@ func (b *Bus) sync(ctx context.Context, stream string) error {
 	return b.storeSync.sync(ctx, stream)
 }
 
+// flushWait bounds Close's flush: the server is in process, or a round
+// trip away.
+const flushWait = 5 * time.Second
+
 // Close flushes the connection, so that what was published has reached
 // the server, closes it, and stops the embedded server, which flushes the
 // JetStream store. It does not drain subscriptions: by the time it is
@@ -294,7 +298,10 @@ func (b *Bus) sync(ctx context.Context, stream string) error {
 func (b *Bus) Close(ctx context.Context) error {
 	var err error
 	if b.nc != nil && !b.nc.IsClosed() {
-		if ferr := b.nc.FlushWithContext(ctx); ferr != nil && !errors.Is(ferr, nats.ErrConnectionClosed) && !errors.Is(ferr, nats.ErrConnectionReconnecting) {
+		fctx, cancel := context.WithTimeout(ctx, flushWait)
+		ferr := b.nc.FlushWithContext(fctx)
+		cancel()
+		if ferr != nil && !errors.Is(ferr, nats.ErrConnectionClosed) && !errors.Is(ferr, nats.ErrConnectionReconnecting) {
 			err = fmt.Errorf("flush NATS connection: %w", ferr)
 		}
 		b.nc.Close()
