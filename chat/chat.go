@@ -39,6 +39,10 @@ type Config struct {
 	// dropped: history and replays read past the log's oldest message
 	// from it, and rooms can be searched.
 	Archive Archive
+	// Fields names the JSON fields of messages (zero: chatd's own);
+	// KeepClientFields keeps a SEND body's other fields with the message.
+	Fields           Fields
+	KeepClientFields bool
 }
 
 // History page sizes.
@@ -78,6 +82,7 @@ func NewService(msgs MessageLog, commit Committer, bus Bus, store Store, cfg Con
 	if cfg.Metrics == nil {
 		cfg.Metrics = nopMetrics{}
 	}
+	cfg.Fields = *cfg.Fields.orDefault()
 	s := &Service{
 		msgs: msgs, commit: commit, bus: bus, store: store, cfg: cfg, log: cfg.Logger,
 		members: map[roomUser]map[Subscriber]struct{}{},

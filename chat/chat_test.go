@@ -234,8 +234,9 @@ func testHistoryAndUnread(t *testing.T, b backend) {
 	if err != nil || len(older) != 1 || older[0].Message != "m0" {
 		t.Fatalf("page before %d: %+v %v", h[0].ID, older, err)
 	}
-	pos, err := s.MarkRead(ctx, "ben", "r", h[1].ID+1000) // past the newest: held to it
-	if err != nil || pos != h[1].ID {
+	ev, err := s.MarkRead(ctx, "ben", "r", h[1].ID+1000) // past the newest: held to it
+	pos := ev.LastReadID
+	if err != nil || pos != h[1].ID || ev.RoomID != "r" || ev.UserID != "ben" {
 		t.Fatalf("MarkRead: %d %v, want %d", pos, err, h[1].ID)
 	}
 	if h, _ := s.History(ctx, "cat", "r", 0, 1); h[0].UnreadCount != 1 {
@@ -244,8 +245,8 @@ func testHistoryAndUnread(t *testing.T, b backend) {
 	if err := reads.await(func() bool { return len(reads.pubs) == 1 }); err != nil {
 		t.Fatal("no read event")
 	}
-	var ev chat.ReadEvent
-	if err := json.Unmarshal(reads.pubs[0].Body, &ev); err != nil || ev != (chat.ReadEvent{RoomID: "r", UserID: "ben", LastReadID: pos}) {
+	var got chat.ReadEvent
+	if err := json.Unmarshal(reads.pubs[0].Body, &got); err != nil || got != (chat.ReadEvent{RoomID: "r", UserID: "ben", LastReadID: pos}) {
 		t.Fatalf("read event %s: %v", reads.pubs[0].Body, err)
 	}
 	rooms, err := s.UserRooms(ctx, "ben")
@@ -274,7 +275,7 @@ func testQueueEncodedOnce(t *testing.T, b backend) {
 		}
 		defer stop()
 	}
-	if err := s.SendHistory(ctx, "ann", "r", 0, 10); err != nil {
+	if err := s.SendHistory(ctx, "ann", "r", 0, 10, chat.LogQueue); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []*sink{k1, k2} {

@@ -259,7 +259,7 @@ func (s *Service) livePublication(sm storage.Message) (*Publication, error) {
 	}
 	return publication(Message{
 		ID: sm.ID, RoomID: sm.Room, UserID: st.UserID, Message: st.Message,
-		UnreadCount: *st.Unread, CreatedAt: st.CreatedAt,
+		UnreadCount: *st.Unread, CreatedAt: st.CreatedAt, Extra: st.Extra, fields: &s.cfg.Fields,
 	}, st.Headers)
 }
 

@@ -50,7 +50,8 @@ func (s *Service) chatMessages(ctx context.Context, room string, stored []storag
 			s.log.Warn("skipping undecodable message", "err", err)
 			continue
 		}
-		msgs = append(msgs, Message{ID: sm.ID, RoomID: room, UserID: st.UserID, Message: st.Message, CreatedAt: st.CreatedAt})
+		msgs = append(msgs, Message{ID: sm.ID, RoomID: room, UserID: st.UserID, Message: st.Message, CreatedAt: st.CreatedAt,
+			Extra: st.Extra, fields: &s.cfg.Fields})
 		hdrs = append(hdrs, st.Headers)
 		refs = append(refs, storage.MessageRef{ID: sm.ID, Sender: st.UserID})
 	}
@@ -140,11 +141,15 @@ func (s *Service) Search(ctx context.Context, user, room, query string, before u
 }
 
 // LogQueue is the user queue that answers a history request made over
-// STOMP: the reply reaches every session of the user, on every node.
+// STOMP, unless the deployment names another: the reply reaches every
+// session of the user, on every node.
 const LogQueue = "chat.log"
 
-// SendHistory publishes a history page (History's) to user's LogQueue.
-func (s *Service) SendHistory(ctx context.Context, user, room string, before uint64, limit int) error {
+// SendHistory publishes a history page (History's) to user's queue.
+func (s *Service) SendHistory(ctx context.Context, user, room string, before uint64, limit int, queue string) error {
+	if !ValidQueueName(queue) {
+		return fmt.Errorf("history reply queue %q: not a queue name", queue)
+	}
 	msgs, err := s.History(ctx, user, room, before, limit)
 	if err != nil {
 		return err
@@ -153,7 +158,7 @@ func (s *Service) SendHistory(ctx context.Context, user, room string, before uin
 	if err != nil {
 		return fmt.Errorf("encode history: %w", err)
 	}
-	if err := s.bus.PublishUser(user, LogQueue, jsonType, body); err != nil {
+	if err := s.bus.PublishUser(user, queue, jsonType, body); err != nil {
 		return fmt.Errorf("history reply: %w", err)
 	}
 	return nil

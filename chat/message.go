@@ -10,7 +10,8 @@ import (
 )
 
 // Message is a chat message as clients see it: a room message's body,
-// each element of a history reply, and an HTTP API answer.
+// each element of a history reply, and an HTTP API answer. It is written
+// with its deployment's field names (wire.go); the tags are chatd's own.
 type Message struct {
 	ID          uint64 `json:"id"`
 	RoomID      string `json:"roomId"`
@@ -18,6 +19,11 @@ type Message struct {
 	Message     string `json:"message"`
 	UnreadCount int    `json:"unreadCount"`
 	CreatedAt   string `json:"createdAt"`
+	// Extra is the sender's other fields, a JSON object, given back as
+	// they were sent (Config.KeepClientFields).
+	Extra json.RawMessage `json:"-"`
+
+	fields *Fields
 }
 
 // ReadEvent tells a room's read-receipt subscribers that a member read up
@@ -26,6 +32,8 @@ type ReadEvent struct {
 	RoomID     string `json:"roomId"`
 	UserID     string `json:"userId"`
 	LastReadID uint64 `json:"lastReadId"`
+
+	fields *Fields
 }
 
 // jsonType is the media type of every body chat makes.
@@ -39,6 +47,8 @@ type storedMessage struct {
 	Message   string      `json:"message"`
 	CreatedAt string      `json:"createdAt"`
 	Headers   [][2]string `json:"headers,omitempty"` // the SEND's own headers, passed through on MESSAGE
+	// Extra is the SEND body's other fields, a JSON object, kept as sent.
+	Extra json.RawMessage `json:"extra,omitempty"`
 	// Unread is unreadCount when the message was sent (every member but the
 	// sender), fixed by the sending node so that every node broadcasts the
 	// same value. History computes current counts instead.

@@ -15,7 +15,8 @@ import (
 const MaxClientMsgID = 128
 
 // Post stores a message that user sends to room. body is the message as
-// the client wrote it (JSON with a non-empty "message"); headers are
+// the client wrote it (a JSON object with a non-empty text field, named
+// by Config.Fields); headers are
 // passed through to every client that receives it; clientID, if set, is
 // the sender's own id for it, so that a resend stores nothing twice. done
 // is called once: nil when the message is stored (as durably as the
@@ -30,15 +31,9 @@ func (s *Service) Post(ctx context.Context, user, room string, body []byte, head
 		done(errInvalidRoom)
 		return
 	}
-	var in struct {
-		Message *string `json:"message"`
-	}
-	if err := json.Unmarshal(body, &in); err != nil {
-		done(errorf(Invalid, "invalid message body: want JSON {\"message\":\"...\"}"))
-		return
-	}
-	if in.Message == nil || *in.Message == "" {
-		done(errorf(Invalid, "invalid message body: \"message\" must be a non-empty string"))
+	d, err := s.cfg.Fields.parseDraft(body, s.cfg.KeepClientFields)
+	if err != nil {
+		done(err)
 		return
 	}
 	if len(clientID) > MaxClientMsgID {
@@ -57,7 +52,8 @@ func (s *Service) Post(ctx context.Context, user, room string, body []byte, head
 	data, err := json.Marshal(storedMessage{
 		RoomID:    room,
 		UserID:    user,
-		Message:   *in.Message,
+		Message:   d.text,
+		Extra:     d.extra,
 		CreatedAt: formatTime(time.Now()),
 		Headers:   headers,
 		Unread:    &others[0],

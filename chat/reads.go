@@ -9,7 +9,12 @@ import (
 // MarkRead moves user's read position in room forward to lastReadID (held
 // to the room's newest message), tells the room's read-event subscribers
 // on every node if it moved, and returns the position.
-func (s *Service) MarkRead(ctx context.Context, user, room string, lastReadID uint64) (uint64, error) {
+func (s *Service) MarkRead(ctx context.Context, user, room string, lastReadID uint64) (ReadEvent, error) {
+	pos, err := s.markRead(ctx, user, room, lastReadID)
+	return ReadEvent{RoomID: room, UserID: user, LastReadID: pos, fields: &s.cfg.Fields}, err
+}
+
+func (s *Service) markRead(ctx context.Context, user, room string, lastReadID uint64) (uint64, error) {
 	if !ValidRoomID(room) {
 		return 0, errInvalidRoom
 	}
@@ -39,7 +44,7 @@ func (s *Service) MarkRead(ctx context.Context, user, room string, lastReadID ui
 	if pos <= prev {
 		return pos, nil // positions only move forward; nothing new to tell
 	}
-	body, err := json.Marshal(ReadEvent{RoomID: room, UserID: user, LastReadID: pos})
+	body, err := json.Marshal(ReadEvent{RoomID: room, UserID: user, LastReadID: pos, fields: &s.cfg.Fields})
 	if err != nil {
 		return 0, fmt.Errorf("encode read event: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatd/chatd/stompapi/dest"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peterbourgon/ff/v3"
 )
@@ -74,6 +75,25 @@ type Config struct {
 	// Durability is what a RECEIPT waits for: fsync, replicated or fast
 	// (docs/operations.md, Durability).
 	Durability string
+	// HeartBeatMin is the shortest heart-beat interval a client may ask for.
+	HeartBeatMin time.Duration
+	// WSPath is the endpoint's path: the raw WebSocket, and with SockJS the
+	// SockJS endpoint under it.
+	WSPath string
+	SockJS bool
+	// The STOMP destination templates (docs/configuration.md,
+	// Destinations), each with {room} once.
+	DestSend         string
+	DestRoom         string
+	DestHistory      string
+	DestHistoryReply string
+	DestRead         string
+	DestReadEvents   string
+	UserPrefix       string
+	// MessageFields names the JSON fields of a message, by what they hold
+	// (MessageFieldKeys); KeepClientFields keeps a SEND body's other fields.
+	MessageFields    map[string]string
+	KeepClientFields bool
 	// settings is the effective configuration, for WriteTOML.
 	settings []setting
 }
@@ -106,6 +126,9 @@ func Parse(args []string) (Config, error) {
 	}
 	if err := applyFile(fs, c.ConfigFile); err != nil {
 		return c, err
+	}
+	if c.MessageFields == nil {
+		c.MessageFields, _ = parseMessageFields("")
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return c, fmt.Errorf("config: invalid --log-level %q: want debug, info, warn or error", level)
@@ -178,8 +201,75 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.Float64Var(&c.SendRate, "send-rate", 20, "SEND frames per second per session, outside dev mode (0: no limit)")
 	fs.IntVar(&c.SendBurst, "send-burst", 40, "SEND frames a session may send at once above --send-rate")
 	fs.IntVar(&c.MaxConnectionsPerUser, "max-connections-per-user", 16, "open sessions per user on one node, outside dev mode (0: no limit)")
+	fs.DurationVar(&c.HeartBeatMin, "heartbeat-min", time.Second, "shortest STOMP heart-beat interval a client may ask for, either way")
+	fs.StringVar(&c.WSPath, "ws-path", "/ws", "path of the STOMP endpoint: a raw WebSocket there, SockJS under it")
+	fs.BoolVar(&c.SockJS, "sockjs", true, "serve SockJS (Spring's .withSockJS()) under --ws-path")
+	fs.StringVar(&c.DestSend, "dest-send", "/app/chat.{room}", "destination a SEND posts a message to")
+	fs.StringVar(&c.DestRoom, "dest-room", "/topic/chat.{room}", "destination to SUBSCRIBE to for a room's messages")
+	fs.StringVar(&c.DestHistory, "dest-history", "/app/chat.{room}.log", "destination a SEND asks for a page of history at")
+	fs.StringVar(&c.DestHistoryReply, "dest-history-reply", "/user/queue/chat.log", "user queue the history pages are answered on")
+	fs.StringVar(&c.DestRead, "dest-read", "/app/chat.{room}.read", "destination a SEND marks messages read at")
+	fs.StringVar(&c.DestReadEvents, "dest-read-events", "/topic/chat.{room}.read", "destination to SUBSCRIBE to for a room's read receipts")
+	fs.StringVar(&c.UserPrefix, "user-prefix", "/user", "prefix of user queues: {user-prefix}/queue/{name}")
+	fs.Func("message-fields", "JSON field names of messages, as key=name pairs: text, id, room, user, unread, created (e.g. text=messageText,room=chatroomId)", func(v string) error {
+		m, err := parseMessageFields(v)
+		if err != nil {
+			return err
+		}
+		c.MessageFields = m
+		return nil
+	})
+	fs.BoolVar(&c.KeepClientFields, "keep-client-fields", true, "keep a SEND body's other top-level fields and give them back with the message")
 
 	return fs
+}
+
+// MessageFieldKeys are what --message-fields names, with chatd's names.
+var MessageFieldKeys = map[string]string{
+	"text": "message", "id": "id", "room": "roomId", "user": "userId", "unread": "unreadCount", "created": "createdAt",
+}
+
+// parseMessageFields reads --message-fields: key=name pairs, over the
+// defaults.
+func parseMessageFields(v string) (map[string]string, error) {
+	m := map[string]string{}
+	for k, name := range MessageFieldKeys {
+		m[k] = name
+	}
+	for _, pair := range strings.Split(v, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		k, name, ok := strings.Cut(pair, "=")
+		k, name = strings.TrimSpace(k), strings.TrimSpace(name)
+		if _, known := MessageFieldKeys[k]; !ok || !known {
+			return nil, fmt.Errorf("%q: want key=name with key text, id, room, user, unread or created", pair)
+		}
+		if !validFieldName(name) {
+			return nil, fmt.Errorf("%q: a field name is 1 to 64 characters of letters, digits, _ and $", pair)
+		}
+		m[k] = name
+	}
+	seen := map[string]string{}
+	for _, k := range []string{"text", "id", "room", "user", "unread", "created"} {
+		if other, dup := seen[m[k]]; dup {
+			return nil, fmt.Errorf("%s and %s would both be the field %q", other, k, m[k])
+		}
+		seen[m[k]] = k
+	}
+	return m, nil
+}
+
+func validFieldName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '_' && r != '$' {
+			return false
+		}
+	}
+	return true
 }
 
 // Usage returns the flag list for --help.
@@ -316,8 +406,95 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --max-connections-per-user %d: must not be negative", c.MaxConnectionsPerUser)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("config: invalid --shutdown-timeout %s: must be positive", c.ShutdownTimeout)
+	case c.HeartBeatMin < 100*time.Millisecond:
+		return fmt.Errorf("config: invalid --heartbeat-min %s: at least 100ms", c.HeartBeatMin)
+	case c.HeartBeat != 0 && c.HeartBeat < c.HeartBeatMin:
+		return fmt.Errorf("config: --heartbeat %s is below --heartbeat-min %s", c.HeartBeat, c.HeartBeatMin)
+	}
+	if err := checkWSPath(c.WSPath); err != nil {
+		return err
+	}
+	if _, err := c.Destinations(); err != nil {
+		return err
 	}
 	return nil
+}
+
+// reservedPaths are the node's own HTTP paths, which --ws-path must not take.
+var reservedPaths = []string{"/api", "/metrics", "/healthz", "/readyz"}
+
+func checkWSPath(p string) error {
+	switch {
+	case !strings.HasPrefix(p, "/") || p == "/" || strings.HasSuffix(p, "/"):
+		return fmt.Errorf("config: invalid --ws-path %q: a path such as /ws or /ws/chat, no trailing /", p)
+	case strings.ContainsAny(p, " \t\r\n{}?#%*"):
+		return fmt.Errorf("config: invalid --ws-path %q: letters, digits and / . _ - only", p)
+	}
+	for _, r := range reservedPaths {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return fmt.Errorf("config: invalid --ws-path %q: %s is chatd's own", p, r)
+		}
+	}
+	return nil
+}
+
+// Destinations reads the --dest-* and --user-prefix settings and checks
+// them: each template holds {room} once, none can match what another
+// does, and the history reply is a user queue.
+func (c Config) Destinations() (dest.Set, error) {
+	var d dest.Set
+	named := []struct {
+		flag  string
+		value string
+		to    *dest.Template
+	}{
+		{"--dest-send", c.DestSend, &d.Send}, {"--dest-room", c.DestRoom, &d.Room}, {"--dest-history", c.DestHistory, &d.History},
+		{"--dest-read", c.DestRead, &d.Read}, {"--dest-read-events", c.DestReadEvents, &d.ReadEvents},
+	}
+	for _, n := range named {
+		t, err := dest.Parse(n.value)
+		if err != nil {
+			return d, fmt.Errorf("config: invalid %s: %w", n.flag, err)
+		}
+		*n.to = t
+	}
+	q, err := dest.Queue(c.UserPrefix)
+	if err != nil {
+		return d, fmt.Errorf("config: invalid --user-prefix: %w", err)
+	}
+	d.Queue = q
+	all := append(named, struct {
+		flag  string
+		value string
+		to    *dest.Template
+	}{"--user-prefix", q.String(), &d.Queue})
+	for i := range all {
+		for j := i + 1; j < len(all); j++ {
+			if ex, ok := dest.Overlap(*all[i].to, *all[j].to); ok {
+				return d, fmt.Errorf("config: %s (%s) and %s (%s) both match %q: a destination must name one thing",
+					all[i].flag, all[i].to, all[j].flag, all[j].to, ex)
+			}
+		}
+	}
+	name, ok := q.Match(c.DestHistoryReply)
+	if !ok || !validQueueName(name) {
+		return d, fmt.Errorf("config: invalid --dest-history-reply %q: want a user queue, %s", c.DestHistoryReply, q)
+	}
+	d.HistoryReply = name
+	return d, nil
+}
+
+// validQueueName is chat's rule for a user queue's name.
+func validQueueName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, seg := range strings.Split(s, ".") {
+		if seg == "" {
+			return false
+		}
+	}
+	return true
 }
 
 func checkHostPort(flagName, addr string) error {

@@ -202,12 +202,8 @@ func (a *API) markRead(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusBadRequest, "invalid body: want JSON "+want)
 		return
 	}
-	pos, err := a.chat.MarkRead(r.Context(), user, room, *req.LastReadID)
-	if err != nil {
-		a.failed(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, chat.ReadEvent{RoomID: room, UserID: user, LastReadID: pos})
+	ev, err := a.chat.MarkRead(r.Context(), user, room, *req.LastReadID)
+	a.reply(w, r, http.StatusOK, ev, err)
 }
 
 // reply answers with v as JSON and code, or, if err is set, as failed does.

@@ -125,12 +125,32 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	if err != nil {
 		return fail(err)
 	}
-	n.chat = chat.NewService(msgs, n.commit, bus, store, chat.Config{AutoJoin: cfg.Dev, Logger: log, Metrics: n.metrics, Archive: archive})
-	n.stomp = stompapi.New(n.chat, authn, log)
+	n.chat = chat.NewService(msgs, n.commit, bus, store, chat.Config{
+		AutoJoin: cfg.Dev, Logger: log, Metrics: n.metrics, Archive: archive,
+		Fields: chat.Fields{
+			Text: cfg.MessageFields["text"], ID: cfg.MessageFields["id"], Room: cfg.MessageFields["room"],
+			User: cfg.MessageFields["user"], Unread: cfg.MessageFields["unread"], Created: cfg.MessageFields["created"],
+		},
+		KeepClientFields: cfg.KeepClientFields,
+	})
+	dests, err := cfg.Destinations()
+	if err != nil {
+		return fail(err)
+	}
+	n.stomp = stompapi.New(n.chat, authn, dests, log)
 	n.server = stompws.NewServer(stompConfig(cfg, version, log, n.metrics), n.stomp)
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /ws", n.server)
+	// The raw WebSocket at --ws-path, and at --ws-path/websocket as
+	// Spring's SockJS endpoints serve it; SockJS's transports under it.
+	mux.Handle("GET "+cfg.WSPath, n.server)
+	if cfg.SockJS {
+		mux.Handle("GET "+cfg.WSPath+"/websocket", n.server)
+		sj := n.server.SockJS(cfg.WSPath, stompws.SockJSOptions{})
+		for _, m := range []string{"GET", "POST", "OPTIONS"} {
+			mux.Handle(m+" "+cfg.WSPath+"/", sj)
+		}
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -152,7 +172,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 			return fail(err)
 		}
 	}
-	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", "ws://"+ln.Addr().String()+"/ws",
+	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", "ws://"+ln.Addr().String()+cfg.WSPath, "sockjs", cfg.SockJS,
 		"page", "http://"+ln.Addr().String()+"/",
 		"node", name, "nats", natsMode(cfg), "version", version)
 	return n, nil
@@ -163,9 +183,9 @@ func stompConfig(cfg config.Config, version string, log *slog.Logger, obs stompw
 	sc := stompws.DefaultConfig()
 	sc.Limits.MaxFrameSize = cfg.MaxFrameSize
 	sc.MaxSubscriptions = cfg.MaxSubscriptions
-	sc.HeartBeatSend, sc.HeartBeatRecv = cfg.HeartBeat, cfg.HeartBeat
+	sc.HeartBeat, sc.HeartBeatMin = cfg.HeartBeat, cfg.HeartBeatMin
 	if cfg.HeartBeat == 0 {
-		sc.HeartBeatSend, sc.HeartBeatRecv = -1, -1 // --heartbeat 0: off
+		sc.HeartBeat = -1 // --heartbeat 0: off
 	}
 	sc.HeartBeatGrace = cfg.HeartBeatGrace
 	sc.ConnectTimeout = cfg.ConnectTimeout

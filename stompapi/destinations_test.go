@@ -3,9 +3,12 @@ package stompapi
 import (
 	"strings"
 	"testing"
+
+	"github.com/chatd/chatd/stompapi/dest"
 )
 
-func TestParseDestination(t *testing.T) {
+func TestRouteDefaults(t *testing.T) {
+	h := New(nil, nil, DefaultDestinations(), nil)
 	good := map[string]destination{
 		"/topic/chat.r1":                         {destRoom, "r1"},
 		"/topic/chat.r1.read":                    {destRoomReads, "r1"},
@@ -17,9 +20,9 @@ func TestParseDestination(t *testing.T) {
 		"/topic/chat." + strings.Repeat("a", 64): {destRoom, strings.Repeat("a", 64)},
 	}
 	for d, want := range good {
-		got, err := parseDestination(d)
+		got, err := h.route(d)
 		if err != nil || got != want {
-			t.Errorf("parseDestination(%q) = %v, %v; want %v", d, got, err, want)
+			t.Errorf("route(%q) = %v, %v; want %v", d, got, err, want)
 		}
 	}
 	bad := []string{
@@ -29,8 +32,42 @@ func TestParseDestination(t *testing.T) {
 		"/topic/chat." + strings.Repeat("a", 65), "topic/chat.a", "/TOPIC/chat.a",
 	}
 	for _, d := range bad {
-		if got, err := parseDestination(d); err == nil {
-			t.Errorf("parseDestination(%q) = %v, want an error", d, got)
+		if got, err := h.route(d); err == nil {
+			t.Errorf("route(%q) = %v, want an error", d, got)
+		}
+	}
+}
+
+// TestRouteSpring: the conventions of Spring apps, with "/" separators
+// and numeric room ids.
+func TestRouteSpring(t *testing.T) {
+	p := func(s string) dest.Template {
+		tp, err := dest.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tp
+	}
+	q, _ := dest.Queue("/user")
+	h := New(nil, nil, dest.Set{
+		Send: p("/pub/chat/send/{room}"), History: p("/pub/chat/log/{room}"), Read: p("/pub/chat/read/{room}"),
+		Room: p("/sub/chat/{room}"), ReadEvents: p("/sub/chat/{room}/read"), Queue: q, HistoryReply: "history",
+	}, nil)
+	for d, want := range map[string]destination{
+		"/pub/chat/send/7":    {destPost, "7"},
+		"/sub/chat/7":         {destRoom, "7"},
+		"/sub/chat/7/read":    {destRoomReads, "7"},
+		"/pub/chat/log/room1": {destLog, "room1"},
+	} {
+		if got, err := h.route(d); err != nil || got != want {
+			t.Errorf("route(%q) = %v, %v; want %v", d, got, err, want)
+		}
+	}
+	for _, d := range []string{"/pub/chat/send/7/x", "/sub/chat/7/8", "/sub/chat/*", "/app/chat.7", "/topic/chat.7"} {
+		if got, err := h.route(d); err == nil {
+			t.Errorf("route(%q) = %v, want an error", d, got)
+		} else if !strings.Contains(err.Detail, "/pub/chat/send/{room}") {
+			t.Errorf("route(%q): the ERROR does not say what is served: %q", d, err.Detail)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/stompapi/dest"
 	"github.com/chatd/chatd/stompws"
 	"github.com/chatd/chatd/stompws/frame"
 )
@@ -25,9 +26,11 @@ type Authenticator interface {
 
 // Handler serves chat's destinations.
 type Handler struct {
-	svc  *chat.Service
-	auth Authenticator
-	log  *slog.Logger
+	svc        *chat.Service
+	auth       Authenticator
+	log        *slog.Logger
+	dests      dest.Set
+	destDetail string
 
 	mu   sync.Mutex
 	subs map[*stompws.Subscription]func() // stops the domain's side
@@ -36,12 +39,13 @@ type Handler struct {
 
 var _ stompws.Handler = (*Handler)(nil)
 
-// New returns a handler that serves svc to sessions auth lets in.
-func New(svc *chat.Service, auth Authenticator, log *slog.Logger) *Handler {
+// New returns a handler that serves svc at dests to sessions auth lets
+// in.
+func New(svc *chat.Service, auth Authenticator, dests dest.Set, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{svc: svc, auth: auth, log: log, subs: map[*stompws.Subscription]func(){}}
+	return &Handler{svc: svc, auth: auth, log: log, dests: dests, destDetail: describe(dests), subs: map[*stompws.Subscription]func(){}}
 }
 
 // Authenticate implements stompws.Handler.
@@ -51,7 +55,7 @@ func (h *Handler) Authenticate(ctx context.Context, req *stompws.ConnectRequest)
 
 // Send implements stompws.Handler: the /app destinations.
 func (h *Handler) Send(ctx context.Context, s *stompws.Session, f *frame.Frame, done func(error)) {
-	d, derr := parseDestination(f.Value("destination"))
+	d, derr := h.route(f.Value("destination"))
 	if derr != nil {
 		done(derr)
 		return
@@ -72,19 +76,19 @@ func (h *Handler) Send(ctx context.Context, s *stompws.Session, f *frame.Frame, 
 	case destMarkRead:
 		h.async(func() { done(clientError(h.markRead(ctx, user, d.name, f.Body))) })
 	default:
-		done(stompws.Errorf(stompws.KindDestination, "cannot SEND to %s: clients send to /app/chat.{room}", f.Value("destination")))
+		done(stompws.Errorf(stompws.KindDestination, "cannot SEND to %s: clients send to %s", f.Value("destination"), h.dests.Send))
 	}
 }
 
 func (h *Handler) async(fn func()) { h.wg.Go(fn) }
 
-// logRequest is the optional body of /app/chat.{room}.log.
+// logRequest is the optional body of a history request.
 type logRequest struct {
 	Before uint64 `json:"before"`
 	Limit  int    `json:"limit"`
 }
 
-// history answers /app/chat.{room}.log on the user's LogQueue.
+// history answers a history request on the user's history reply queue.
 func (h *Handler) history(ctx context.Context, user, room string, raw []byte) error {
 	req := logRequest{Limit: chat.DefaultLogLimit}
 	if len(bytes.TrimSpace(raw)) > 0 {
@@ -95,10 +99,10 @@ func (h *Handler) history(ctx context.Context, user, room string, raw []byte) er
 	if req.Limit <= 0 {
 		return stompws.Errorf(stompws.KindRequest, "invalid log request: limit must be 1 to %d", chat.MaxLogLimit)
 	}
-	return h.svc.SendHistory(ctx, user, room, req.Before, req.Limit)
+	return h.svc.SendHistory(ctx, user, room, req.Before, req.Limit, h.dests.HistoryReply)
 }
 
-// markRead is /app/chat.{room}.read with {"lastReadId":N}.
+// markRead is a read receipt: {"lastReadId":N}.
 func (h *Handler) markRead(ctx context.Context, user, room string, raw []byte) error {
 	var req struct {
 		LastReadID *uint64 `json:"lastReadId"`
@@ -112,7 +116,7 @@ func (h *Handler) markRead(ctx context.Context, user, room string, raw []byte) e
 
 // Subscribe implements stompws.Handler.
 func (h *Handler) Subscribe(ctx context.Context, sub *stompws.Subscription) error {
-	d, derr := parseDestination(sub.Destination)
+	d, derr := h.route(sub.Destination)
 	if derr != nil {
 		return derr
 	}
@@ -132,7 +136,7 @@ func (h *Handler) Subscribe(ctx context.Context, sub *stompws.Subscription) erro
 	case destUserQueue:
 		stop, err = h.svc.SubscribeQueue(ctx, user, d.name, recv)
 	default:
-		return stompws.Errorf(stompws.KindDestination, "cannot SUBSCRIBE to %s: subscribe to /topic/... or /user/queue/...", sub.Destination)
+		return stompws.Errorf(stompws.KindDestination, "cannot SUBSCRIBE to %s: subscribe to %s, %s or %s", sub.Destination, h.dests.Room, h.dests.ReadEvents, h.dests.Queue)
 	}
 	if err != nil {
 		return clientError(err)

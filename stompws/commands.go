@@ -77,7 +77,8 @@ func (s *Session) onConnect(f *frame.Frame) error {
 			[]frame.Header{{Name: "version", Value: "1.2,1.1,1.0"}}, closePolicy)
 		return errStop
 	}
-	cx, cy, ok := parseHeartBeat(f.Value("heart-beat"))
+	hbHeader, hbPresent := f.Get("heart-beat")
+	cx, cy, ok := parseHeartBeat(hbHeader)
 	if !ok {
 		s.fail(&Error{Kind: KindConnect, Message: "invalid heart-beat header"}, "", closePolicy, false)
 		return errStop
@@ -99,7 +100,7 @@ func (s *Session) onConnect(f *frame.Frame) error {
 		return errStop
 	}
 	s.principal, s.counted = p, s.cfg.MaxSessionsPerUser > 0
-	out, in := agreeHeartBeats(cx, cy, s.cfg.HeartBeatSend, s.cfg.HeartBeatRecv)
+	out, in := agreeHeartBeats(v, hbPresent, cx, cy, s.cfg.HeartBeat, s.cfg.HeartBeatMin)
 	s.version = v
 	s.log = s.log.With("user", p.User)
 	s.dec = frame.Decoder{Limits: s.cfg.Limits, Version: v}

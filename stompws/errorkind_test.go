@@ -104,7 +104,7 @@ func TestErrorKinds(t *testing.T) {
 
 		{name: "heart-beat timeout", kind: "heartbeat", msg: "heart-beat timeout",
 			cfg: func(c *stompws.Config) {
-				c.HeartBeatRecv, c.HeartBeatGrace = 100*time.Millisecond, 100*time.Millisecond
+				c.HeartBeatMin, c.HeartBeatGrace = 100*time.Millisecond, 100*time.Millisecond
 			},
 			run: func(t *testing.T, ts *testServer) *stomptest.Raw {
 				r := dialRaw(t, ts)

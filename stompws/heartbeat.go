@@ -8,20 +8,34 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chatd/chatd/stompws/frame"
 )
 
-// agreeHeartBeats applies STOMP 1.1 §Heart-beating to the client's
-// heart-beat header (cx,cy) and the server's HeartBeatSend (sx) and
-// HeartBeatRecv (sy): each side sends no more often than the other asked
-// for, and 0 on either side (or a negative server setting) switches that
-// direction off. out is how often the server sends heart-beats, in how
-// often it expects them.
-func agreeHeartBeats(cx, cy, sx, sy time.Duration) (out, in time.Duration) {
-	if cy > 0 && sx > 0 {
-		out = max(sx, cy)
+// agreeHeartBeats settles the session's heart-beats from the client's
+// heart-beat header (cx,cy; present: the CONNECT had one) and the server's
+// Config.HeartBeat (def) and HeartBeatMin (floor). out is how often the
+// server sends heart-beats, in how often it expects them; 0 switches a
+// direction off. The client gets what it asks for, held to the floor:
+// STOMP 1.1 has each side send no more often than the other asked, and
+// the server here asks nothing slower than the client. STOMP 1.0 knows no
+// heart-beats; a 1.1+ client that sends no header leaves the server free,
+// and gets EOLs every def, which 1.1+ clients take between frames.
+func agreeHeartBeats(v frame.Version, present bool, cx, cy, def, floor time.Duration) (out, in time.Duration) {
+	switch {
+	case def < 0:
+		return 0, 0
+	case !present:
+		if v >= frame.V11 {
+			out = def
+		}
+		return out, 0
 	}
-	if cx > 0 && sy > 0 {
-		in = max(cx, sy)
+	if cy > 0 {
+		out = max(cy, floor)
+	}
+	if cx > 0 {
+		in = max(cx, floor)
 	}
 	return out, in
 }

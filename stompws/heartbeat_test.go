@@ -21,7 +21,7 @@ func TestProtocolHeartBeats(t *testing.T) {
 	const grace = 300 * time.Millisecond
 	// The CONNECT timeout stays at its default (10s), well past every+grace.
 	ts := startServer(t, func(c *stompws.Config) {
-		c.HeartBeatSend, c.HeartBeatRecv = every, every
+		c.HeartBeat, c.HeartBeatMin = every, every
 		c.HeartBeatGrace = grace
 	})
 
@@ -77,7 +77,7 @@ func TestProtocolHeartBeats(t *testing.T) {
 		r2 := dialRaw(t, ts)
 		f = r2.ConnectAs("hb", "1.2", "heart-beat:100,0")
 		if got := f.Header.Get("heart-beat"); got != "0,500" {
-			t.Fatalf("CONNECTED heart-beat %q, want 0,500 (the server never asks for more often than it offers)", got)
+			t.Fatalf("CONNECTED heart-beat %q, want 0,500 (never more often than HeartBeatMin)", got)
 		}
 		// Nothing was asked of the first client: it may stay silent past
 		// every+grace. (A wait only to show that something does NOT happen.)
@@ -151,11 +151,77 @@ func TestProtocolConnectTimeout(t *testing.T) {
 // neither sends nor asks for heart-beats, whatever the client offers.
 func TestProtocolHeartBeatOff(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, func(c *stompws.Config) { c.HeartBeatSend, c.HeartBeatRecv = -1, -1 })
+	ts := startServer(t, func(c *stompws.Config) { c.HeartBeat = -1 })
 	r := dialRaw(t, ts)
 	r.Send("CONNECT\naccept-version:1.2\nhost:/\nlogin:alice\nheart-beat:100,100\n\n\x00")
 	f := r.Frame()
 	if f.Command != "CONNECTED" || f.Header.Get("heart-beat") != "0,0" {
 		t.Fatalf("got %s heart-beat %q, want CONNECTED 0,0", f.Command, f.Header.Get("heart-beat"))
 	}
+}
+
+// TestHeartBeatsFollowTheClient: the agreed intervals are the client's,
+// held to HeartBeatMin (stomp.js apps often ask for 4 s or less); a
+// client that asks for none gets none; one that sends no heart-beat
+// header leaves the server free to send at HeartBeat.
+func TestHeartBeatsFollowTheClient(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(c *stompws.Config) { c.HeartBeatGrace = time.Second }) // defaults: 10 s, floor 1 s
+	for _, tc := range []struct{ accept, header, want string }{
+		{"1.2", "heart-beat:10000,10000", "10000,10000"},
+		{"1.2", "heart-beat:4000,4000", "4000,4000"},
+		{"1.2", "heart-beat:0,1000", "1000,0"},
+		{"1.2", "heart-beat:100,50", "1000,1000"},
+		{"1.2", "heart-beat:0,0", "0,0"},
+		{"1.2", "", "10000,0"},
+		{"1.1", "", "10000,0"},
+		{"", "", "0,0"}, // STOMP 1.0 has no heart-beats
+	} {
+		r := dialRaw(t, ts)
+		var extra []string
+		if tc.header != "" {
+			extra = append(extra, tc.header)
+		}
+		if got := r.ConnectAs("hb", tc.accept, extra...).Header.Get("heart-beat"); got != tc.want && (tc.accept != "" || got != "") {
+			t.Errorf("version %q, %q: CONNECTED heart-beat %q, want %s", tc.accept, tc.header, got, tc.want)
+		}
+	}
+
+	t.Run("0,1000 gets beats at least every second", func(t *testing.T) {
+		t.Parallel()
+		ws := dialWS(t, ts.url)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := ws.Write(ctx, websocket.MessageText,
+			[]byte(stomptest.Render("CONNECT", "", "accept-version:1.2", "login:hb", "heart-beat:0,1000"))); err != nil {
+			t.Fatal(err)
+		}
+		if _, b, err := ws.Read(ctx); err != nil || !bytes.HasPrefix(b, []byte("CONNECTED\n")) {
+			t.Fatalf("CONNECTED: %q %v", b, err)
+		}
+		last := time.Now()
+		for range 4 {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gap := time.Since(last); string(b) != "\n" || gap > 1500*time.Millisecond {
+				t.Fatalf("got %q after %s, want a heart-beat within 1 s (and scheduling)", b, gap)
+			}
+			last = time.Now()
+		}
+	})
+
+	t.Run("1000,0 and silent is closed within seconds", func(t *testing.T) {
+		t.Parallel()
+		r := dialRaw(t, ts)
+		start := time.Now()
+		if got := r.ConnectAs("hb", "1.2", "heart-beat:1000,0").Header.Get("heart-beat"); got != "0,1000" {
+			t.Fatalf("CONNECTED heart-beat %q, want 0,1000", got)
+		}
+		r.ExpectError("heart-beat timeout")
+		if elapsed := time.Since(start); elapsed > 4*time.Second || elapsed < 1900*time.Millisecond {
+			t.Fatalf("closed after %s, want 2 s (1 s and the grace)", elapsed)
+		}
+	})
 }

@@ -59,7 +59,7 @@ func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
 	}
 	const n = 50
 	cfg := stompws.DefaultConfig()
-	cfg.HeartBeatSend = 50 * time.Millisecond
+	cfg.HeartBeatMin = 50 * time.Millisecond
 	cfg.WriterLinger = 10 * time.Millisecond // a writer that does start leaves soon
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	obs := &closeCounter{}

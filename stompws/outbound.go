@@ -260,5 +260,5 @@ func (s *Session) slowConsumerLocked(reason string) {
 		s.cfg.Observer.SlowConsumer()
 	}
 	s.failLocked(&Error{Kind: KindSlowConsumer, Message: "slow consumer: " + reason}, nil, "", closePolicy, true)
-	time.AfterFunc(time.Second, func() { _ = s.conn.CloseNow() })
+	time.AfterFunc(time.Second, func() { _ = s.link.closeNow() })
 }

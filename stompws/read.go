@@ -65,6 +65,12 @@ func (s *Session) readNext() error {
 		return err
 	}
 	_ = typ // STOMP frames arrive as text or binary alike
+	return s.readFrom(r)
+}
+
+// readFrom reads and handles one message from the client, in a pooled
+// buffer that an idle session gives back.
+func (s *Session) readFrom(r io.Reader) error {
 	s.lastRead.Store(time.Now().UnixNano())
 	if s.rbuf == nil {
 		s.rbufp = s.srv.rbufs.Get().(*[]byte)

@@ -75,11 +75,15 @@ type Config struct {
 	// MaxTransactions per session, and MaxTxFrames per transaction.
 	MaxTransactions int
 	MaxTxFrames     int
-	// HeartBeatSend is the shortest interval at which the server offers to
-	// send heart-beats; HeartBeatRecv the interval it asks of clients. A
-	// negative value switches that direction off (zero takes the default).
-	HeartBeatSend time.Duration
-	HeartBeatRecv time.Duration
+	// Heart-beats follow the client's CONNECT (STOMP 1.1, Heart-beating):
+	// the server sends as often as the client asks and expects beats as
+	// often as the client offers, but never more often than HeartBeatMin
+	// either way; a client that asks for 0 gets none. To a STOMP 1.1+
+	// client whose CONNECT has no heart-beat header the server sends every
+	// HeartBeat, and expects nothing. A negative HeartBeat switches
+	// heart-beats off altogether (zero takes the defaults).
+	HeartBeat    time.Duration
+	HeartBeatMin time.Duration
 	// HeartBeatGrace is added to the agreed client interval before a silent
 	// connection is closed.
 	HeartBeatGrace time.Duration
@@ -123,8 +127,8 @@ func DefaultConfig() Config {
 		MaxUnacked:       1024,
 		MaxTransactions:  8,
 		MaxTxFrames:      128,
-		HeartBeatSend:    10 * time.Second,
-		HeartBeatRecv:    10 * time.Second,
+		HeartBeat:        10 * time.Second,
+		HeartBeatMin:     time.Second,
 		HeartBeatGrace:   5 * time.Second,
 		ConnectTimeout:   10 * time.Second,
 		WriteTimeout:     10 * time.Second,
@@ -159,12 +163,10 @@ func (c Config) withDefaults() Config {
 			*p = v
 		}
 	}
-	if c.HeartBeatSend == 0 {
-		c.HeartBeatSend = d.HeartBeatSend
+	if c.HeartBeat == 0 {
+		c.HeartBeat = d.HeartBeat
 	}
-	if c.HeartBeatRecv == 0 {
-		c.HeartBeatRecv = d.HeartBeatRecv
-	}
+	setDur(&c.HeartBeatMin, d.HeartBeatMin)
 	setDur(&c.HeartBeatGrace, d.HeartBeatGrace)
 	setDur(&c.ConnectTimeout, d.ConnectTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
@@ -286,13 +288,7 @@ var subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
 // of its own: the handler returns, so net/http's per-request state and its
 // goroutine's stack are not kept for the life of the connection.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	srv.mu.Lock()
-	closing := srv.closing
-	if !closing {
-		srv.wg.Add(1)
-	}
-	srv.mu.Unlock()
-	if closing {
+	if !srv.acquire() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
@@ -311,9 +307,9 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Frames are bounded by Limits; the reader enforces them itself so that
 	// an oversized frame gets a STOMP ERROR rather than a bare close.
 	conn.SetReadLimit(-1)
-	s := newSession(srv, conn, r)
+	s := newSession(srv, &wsLink{conn: conn, out: hj.out}, r)
+	s.conn, s.out = conn, hj.out
 	s.idle = newIdleWaiter(hj)
-	s.out = hj.out
 	if !srv.add(s) {
 		_ = s.conn.Close(CloseGoingAway, "server is shutting down")
 		srv.wg.Done()
@@ -325,11 +321,35 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go srv.serve(s)
 }
 
+// acquire counts a connection in, unless the server is shutting down;
+// the session's end counts it out (serve).
+func (srv *Server) acquire() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	srv.wg.Add(1)
+	return true
+}
+
+func (srv *Server) isClosing() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.closing
+}
+
 // serve runs the session's read loop on a goroutine of its own, and ends
-// the session when the loop does. A loop that parks returns early; the
-// poller calls serve again when the session has input.
+// the session when the loop does. A WebSocket loop that parks returns
+// early; the poller calls serve again when the session has input.
 func (srv *Server) serve(s *Session) {
-	parked, err := s.readLoop()
+	var parked bool
+	var err error
+	if s.sj != nil {
+		err = s.readSockJS()
+	} else {
+		parked, err = s.readLoop()
+	}
 	if parked {
 		return
 	}
@@ -408,7 +428,7 @@ func (srv *Server) Shutdown(ctx context.Context, message string) error {
 	case <-ctx.Done():
 		srv.mu.Lock()
 		for s := range srv.sessions {
-			_ = s.conn.CloseNow()
+			_ = s.link.closeNow()
 			s.unpark()
 		}
 		srv.mu.Unlock()

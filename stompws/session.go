@@ -16,6 +16,7 @@ import (
 
 	"github.com/chatd/chatd/stompws/frame"
 	"github.com/coder/websocket"
+	"github.com/igm/sockjs-go/v3/sockjs"
 	"golang.org/x/time/rate"
 )
 
@@ -32,8 +33,10 @@ var errStop = errors.New("session closing")
 type Session struct {
 	srv    *Server
 	cfg    *Config
-	conn   *websocket.Conn
-	out    *connWriter // what conn writes to: batches go out in one write
+	link   link            // how frames reach the client (link.go)
+	conn   *websocket.Conn // a WebSocket session's connection, read by readLoop; nil over SockJS
+	out    *connWriter     // what conn writes to: batches go out in one write; nil over SockJS
+	sj     *sockjs.Session // a SockJS session's, read by readSockJS; nil over a WebSocket
 	req    *http.Request
 	id     string
 	ctx    context.Context
@@ -125,12 +128,12 @@ type op struct {
 
 type transaction struct{ frames []*frame.Frame }
 
-func newSession(srv *Server, conn *websocket.Conn, r *http.Request) *Session {
+func newSession(srv *Server, l link, r *http.Request) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{
 		srv:        srv,
 		cfg:        &srv.cfg,
-		conn:       conn,
+		link:       l,
 		req:        r,
 		id:         newID(),
 		ctx:        ctx,

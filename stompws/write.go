@@ -107,19 +107,19 @@ func (s *Session) writeLoop() {
 		} else if !closing {
 			var hb [wsHeaderMax + 1]byte
 			hb[wsHeaderMax] = '\n'
-			err = s.write(wsFrame(hb[:], false))
+			err = s.write(hb[:], false)
 		}
 		if err != nil || closing {
 			// writing stays set: no writer starts after this one.
 			if err != nil || code == 0 {
-				_ = s.conn.CloseNow()
+				_ = s.link.closeNow()
 			} else {
 				// The handshake reads the client's input: the read
 				// loop no longer does.
 				s.rmu.Lock()
 				s.handedOver = true
 				s.rmu.Unlock()
-				_ = s.conn.Close(code, "")
+				_ = s.link.close(code)
 			}
 			close(s.writerDone)
 			// A parked read loop hears of the close only if woken: the
@@ -146,14 +146,14 @@ func (s *Session) writeItems(items []outItem) error {
 		buf = s.appendItem(buf, &items[i], &n)
 		bin = bin || items[i].msg != nil && items[i].msg.binary
 		if len(buf)-wsHeaderMax >= maxWSMessage {
-			if err = s.write(wsFrame(buf, bin)); err != nil {
+			if err = s.write(buf, bin); err != nil {
 				break
 			}
 			buf, bin = buf[:wsHeaderMax], false
 		}
 	}
 	if err == nil && len(buf) > wsHeaderMax {
-		err = s.write(wsFrame(buf, bin))
+		err = s.write(buf, bin)
 	}
 	// A failed write ends the session, and its burst is not counted.
 	if err == nil {
@@ -203,17 +203,17 @@ func (s *Session) putBuf(bp *[]byte, buf []byte) {
 	}
 }
 
-// write sends one frame (wsFrame) within WriteTimeout. One timer per
-// session bounds every write (a context per write cost an allocation
-// and a timer each): if it fires, the connection is cut, which fails the
-// write (transport.go, assumption (e)).
-func (s *Session) write(wf []byte) error {
+// write sends buf[wsHeaderMax:] as one message (link.write) within
+// WriteTimeout. One timer per session bounds every write (a context per
+// write cost an allocation and a timer each): if it fires, the connection
+// is cut, which fails the write (transport.go, assumption (e)).
+func (s *Session) write(buf []byte, bin bool) error {
 	if s.writeDeadline == nil {
-		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.conn.CloseNow() })
+		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.link.closeNow() })
 	} else {
 		s.writeDeadline.Reset(s.cfg.WriteTimeout)
 	}
-	err := s.out.writeFrame(wf)
+	err := s.link.write(buf, bin)
 	s.writeDeadline.Stop()
 	s.lastWrite.Store(time.Now().UnixNano())
 	return err
@@ -307,7 +307,7 @@ func (s *Session) writeInline() bool {
 // finishWrite writes the rest of a frame that writeInline began, holding
 // the socket's lock that writeInline took, within WriteTimeout.
 func (s *Session) finishWrite(bp *[]byte, buf, rest []byte) {
-	t := time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.conn.CloseNow() })
+	t := time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.link.closeNow() })
 	_, err := s.out.conn.Write(rest)
 	t.Stop()
 	s.out.mu.Unlock()
@@ -322,6 +322,6 @@ func (s *Session) finishWrite(bp *[]byte, buf, rest []byte) {
 // ends the session; a parked one hears of it only if woken, as the kernel
 // drops a closed socket from the poller.
 func (s *Session) writeFailed() {
-	_ = s.conn.CloseNow()
+	_ = s.link.closeNow()
 	s.unpark()
 }

@@ -1,0 +1,52 @@
+// The session's link to its client: a WebSocket (the transport in
+// transport*.go, with parking and inline writes) or a SockJS session
+// (sockjs.go). The session writes and closes through the link; only a
+// WebSocket session reads through coder/websocket itself.
+
+package stompws
+
+import (
+	"github.com/coder/websocket"
+	"github.com/igm/sockjs-go/v3/sockjs"
+)
+
+// link is how a session's frames reach its client and how its
+// connection ends.
+type link interface {
+	// write sends buf[wsHeaderMax:] as one message, blocking until it is
+	// handed over; buf has wsHeaderMax bytes of room in front for a
+	// WebSocket frame header. bin: the payload is not valid UTF-8.
+	write(buf []byte, bin bool) error
+	// close ends the connection with code, after a close handshake where
+	// the transport has one; closeNow cuts it.
+	close(code websocket.StatusCode) error
+	closeNow() error
+}
+
+// wsLink is a WebSocket: chatd frames its own messages (wsFrame) and
+// writes each with one write(2) (connWriter); coder/websocket does the
+// close handshake.
+type wsLink struct {
+	conn *websocket.Conn
+	out  *connWriter
+}
+
+func (l *wsLink) write(buf []byte, bin bool) error { return l.out.writeFrame(wsFrame(buf, bin)) }
+
+func (l *wsLink) close(code websocket.StatusCode) error { return l.conn.Close(code, "") }
+
+func (l *wsLink) closeNow() error { return l.conn.CloseNow() }
+
+// sockjsLink is a SockJS session: each write is one SockJS message, which
+// sockjs-go frames for whichever transport the client uses. SockJS
+// carries text only, so a payload that is not UTF-8 reaches the client
+// with its invalid bytes replaced (docs/protocol.md, SockJS).
+type sockjsLink struct {
+	sess sockjs.Session
+}
+
+func (l *sockjsLink) write(buf []byte, _ bool) error { return l.sess.Send(string(buf[wsHeaderMax:])) }
+
+func (l *sockjsLink) close(code websocket.StatusCode) error { return l.sess.Close(uint32(code), "") }
+
+func (l *sockjsLink) closeNow() error { return l.sess.Close(uint32(websocket.StatusGoingAway), "") }

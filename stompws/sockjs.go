@@ -1,0 +1,285 @@
+// STOMP over SockJS: the clients of Spring's .withSockJS() endpoints
+// (sockjs-client with stomp.js). The SockJS protocol is
+// github.com/igm/sockjs-go's; each SockJS session is a STOMP session like
+// a WebSocket's, with the same limits, heart-beats, back-pressure,
+// authentication, metrics and shutdown. What differs: a SockJS session's
+// reads hold a goroutine (it never parks), and its writes go through
+// sockjs-go's buffer to whichever transport the client chose.
+
+package stompws
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	gws "github.com/gorilla/websocket"
+	"github.com/igm/sockjs-go/v3/sockjs"
+)
+
+// SockJSOptions shape the SockJS endpoint.
+type SockJSOptions struct {
+	// DisconnectDelay is how long a session whose client has no request
+	// open (a polling client that went quiet) is kept before it ends.
+	DisconnectDelay time.Duration
+	// HeartbeatDelay is how often SockJS's own heart-beat ("h") goes to a
+	// streaming client, keeping proxies from timing the response out.
+	HeartbeatDelay time.Duration
+}
+
+// SockJS returns the SockJS endpoint at prefix (the path the client's
+// SockJS URL names, as "/ws"): /info, and the websocket, xhr-streaming,
+// xhr-polling, eventsource, htmlfile and jsonp transports under it. The
+// raw WebSocket at prefix itself, and at prefix+"/websocket" as Spring
+// serves it, are ServeHTTP's: mount both.
+//
+// Browser origins are checked as for the WebSocket (Config.OriginPatterns);
+// a request body is held to what one message can carry (Limits).
+func (srv *Server) SockJS(prefix string, o SockJSOptions) http.Handler {
+	opts := sockjs.DefaultOptions
+	opts.Websocket = true
+	opts.RawWebsocket = false // prefix+"/websocket" goes to ServeHTTP
+	opts.JSessionID = nil
+	if o.DisconnectDelay > 0 {
+		opts.DisconnectDelay = o.DisconnectDelay
+	}
+	if o.HeartbeatDelay > 0 {
+		opts.HeartbeatDelay = o.HeartbeatDelay
+	}
+	opts.WebsocketWriteTimeout = srv.cfg.WriteTimeout
+	// The origin was checked before the request got here (serveSockJS).
+	opts.CheckOrigin = func(*http.Request) bool { return true }
+	opts.WebsocketUpgrader = &gws.Upgrader{
+		CheckOrigin:     func(*http.Request) bool { return true },
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+	}
+	h := sockjs.NewHandler(prefix, opts, srv.serveSockJSSession)
+	return &sockjsEndpoint{srv: srv, h: h, maxMessage: int64(srv.cfg.Limits.MaxFrameSize) * 2}
+}
+
+// sockjsEndpoint checks a request before sockjs-go sees it.
+type sockjsEndpoint struct {
+	srv *Server
+	h   http.Handler
+	// maxMessage bounds a request body (xhr_send, jsonp_send) and a
+	// WebSocket message: a frame's limit, JSON-escaped and with room.
+	maxMessage int64
+}
+
+func (e *sockjsEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := checkOrigin(r, e.srv.cfg.OriginPatterns); err != nil {
+		e.srv.log.Debug("SockJS request refused", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	if e.srv.isClosing() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if r.Method == http.MethodPost && r.Body != nil {
+		// sockjs-go decodes a body whole and, if it is cut short, takes
+		// what it got: a body over the limit is refused here instead.
+		body, err := io.ReadAll(io.LimitReader(r.Body, e.maxMessage+1))
+		if err != nil {
+			http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if int64(len(body)) > e.maxMessage {
+			http.Error(w, fmt.Sprintf("message too large: more than %d bytes", e.maxMessage), http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	if strings.HasSuffix(r.URL.Path, "/websocket") {
+		// sockjs-go's WebSocket reads whole messages without a bound.
+		w = &limitHijacker{ResponseWriter: w, max: e.maxMessage}
+	}
+	e.h.ServeHTTP(w, r)
+}
+
+// serveSockJSSession runs one SockJS session as a STOMP session, on the
+// goroutine sockjs-go starts for it.
+func (srv *Server) serveSockJSSession(sj sockjs.Session) {
+	if !srv.acquire() {
+		_ = sj.Close(uint32(CloseGoingAway), "server is shutting down")
+		return
+	}
+	r := sj.Request()
+	s := newSession(srv, &sockjsLink{sess: sj}, r)
+	s.sj = &sj
+	if !srv.add(s) {
+		_ = sj.Close(uint32(CloseGoingAway), "server is shutting down")
+		srv.wg.Done()
+		return
+	}
+	srv.cfg.Observer.ConnectionOpened()
+	s.lastRead.Store(time.Now().UnixNano())
+	s.watchdog = time.AfterFunc(s.cfg.ConnectTimeout, s.checkSilence)
+	srv.serve(s)
+}
+
+// readSockJS reads the session's frames from its SockJS messages until
+// the session or the SockJS session ends.
+func (s *Session) readSockJS() error {
+	for {
+		msg, err := s.sj.RecvCtx(s.ctx)
+		if err != nil {
+			if s.isClosing() {
+				return errStop
+			}
+			return err
+		}
+		if err := s.readFrom(strings.NewReader(msg)); err != nil {
+			return err
+		}
+	}
+}
+
+// checkOrigin lets a browser request in as coder/websocket's Accept does
+// for the WebSocket endpoint (sockjs_test.go holds the two to the same
+// verdicts): no Origin, the request's own host, or a host matching one
+// of the patterns (path.Match, case aside; with "://", scheme and host).
+func checkOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return fmt.Errorf("failed to parse Origin header %q: %w", origin, err)
+	}
+	if strings.EqualFold(r.Host, u.Host) {
+		return nil
+	}
+	for _, p := range patterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		ok, err := path.Match(strings.ToLower(p), strings.ToLower(target))
+		if err != nil {
+			return fmt.Errorf("failed to parse path pattern %q: %w", p, err)
+		}
+		if ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("request Origin %q is not authorized for Host %q", u.Host, r.Host)
+}
+
+// limitHijacker hands the WebSocket upgrade a connection whose reads end
+// in an error once a client message grows past max.
+type limitHijacker struct {
+	http.ResponseWriter
+	max int64
+}
+
+func (h *limitHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("stompws: the connection cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	lc := &limitConn{Conn: c, max: h.max}
+	if br := brw.Reader; br.Buffered() > 0 {
+		b, _ := br.Peek(br.Buffered())
+		lc.pre = append([]byte(nil), b...)
+	}
+	return lc, bufio.NewReadWriter(bufio.NewReader(lc), brw.Writer), nil
+}
+
+// limitConn reads the client's WebSocket frames as they pass (RFC 6455,
+// section 5.2: a header, then the payload) and fails the read that would
+// take one message past max bytes of payload, cutting the connection.
+type limitConn struct {
+	net.Conn
+	max int64
+	pre []byte // bytes read past the handshake, read first
+
+	hdr     []byte // a frame header still being read
+	payload int64  // bytes of the current frame's payload still to come
+	message int64  // payload bytes of the current message so far
+}
+
+var errMessageTooLarge = errors.New("stompws: SockJS WebSocket message too large")
+
+func (c *limitConn) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if len(c.pre) > 0 {
+		n = copy(p, c.pre)
+		c.pre = c.pre[n:]
+	} else {
+		n, err = c.Conn.Read(p)
+	}
+	if cerr := c.track(p[:n]); cerr != nil {
+		_ = c.Close()
+		return 0, cerr
+	}
+	return n, err
+}
+
+// track follows the frames in b.
+func (c *limitConn) track(b []byte) error {
+	for len(b) > 0 {
+		if c.payload > 0 {
+			k := min(int64(len(b)), c.payload)
+			c.payload -= k
+			b = b[k:]
+			continue
+		}
+		c.hdr = append(c.hdr, b[0])
+		b = b[1:]
+		need := 2
+		if len(c.hdr) >= 2 {
+			switch c.hdr[1] & 0x7f {
+			case 126:
+				need += 2
+			case 127:
+				need += 8
+			}
+			if c.hdr[1]&0x80 != 0 {
+				need += 4 // the mask
+			}
+		}
+		if len(c.hdr) < need {
+			continue
+		}
+		length := int64(c.hdr[1] & 0x7f)
+		switch length {
+		case 126:
+			length = int64(binary.BigEndian.Uint16(c.hdr[2:4]))
+		case 127:
+			length = int64(binary.BigEndian.Uint64(c.hdr[2:10]) & (1<<63 - 1))
+		}
+		fin, opcode := c.hdr[0]&0x80 != 0, c.hdr[0]&0x0f
+		c.hdr = c.hdr[:0]
+		if opcode < 0x8 { // a data frame (control frames are bounded by the protocol)
+			if opcode != 0 {
+				c.message = 0
+			}
+			c.message += length
+			if c.message > c.max {
+				return errMessageTooLarge
+			}
+			if fin {
+				c.message = 0
+			}
+		}
+		c.payload = length
+	}
+	return nil
+}
