@@ -180,7 +180,7 @@ func (h *fakeHandler) droppedDeliveries() int {
 
 // recorder is an Observer that records what it hears.
 type recorder struct {
-	closed, slow atomic.Int64 // connections closed, slow consumers cut off
+	closed, slow, connected atomic.Int64 // connections closed, slow consumers cut off, sessions connected
 
 	mu     sync.Mutex
 	kinds  []string       // ErrorSent, in order
@@ -189,7 +189,7 @@ type recorder struct {
 
 func (r *recorder) ConnectionOpened()     {}
 func (r *recorder) ConnectionClosed()     { r.closed.Add(1) }
-func (r *recorder) SessionConnected()     {}
+func (r *recorder) SessionConnected()     { r.connected.Add(1) }
 func (r *recorder) SessionEnded()         {}
 func (r *recorder) FramesOut(string, int) {}
 func (r *recorder) Subscribed()           {}

@@ -6,6 +6,8 @@
 package stompws
 
 import (
+	"time"
+
 	"github.com/coder/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
 )
@@ -43,10 +45,33 @@ func (l *wsLink) closeNow() error { return l.conn.CloseNow() }
 // with its invalid bytes replaced (docs/protocol.md, SockJS).
 type sockjsLink struct {
 	sess sockjs.Session
+	ep   *sockjsEndpoint
+	// polled is, after a write, the signal of the poll that will carry it
+	// (sockjsEndpoint.polledSignal); only the session's writer uses it.
+	polled <-chan struct{}
 }
 
-func (l *sockjsLink) write(buf []byte, _ bool) error { return l.sess.Send(string(buf[wsHeaderMax:])) }
+func (l *sockjsLink) write(buf []byte, _ bool) error {
+	if l.sess.ReceiverType() == sockjs.ReceiverTypeXHR {
+		l.polled = l.ep.polledSignal(l.sess.ID())
+	}
+	return l.sess.Send(string(buf[wsHeaderMax:]))
+}
 
-func (l *sockjsLink) close(code websocket.StatusCode) error { return l.sess.Close(uint32(code), "") }
+// close waits, over xhr-polling, for the client's next poll to take what
+// was written last (an ERROR, a DISCONNECT's RECEIPT), at most the
+// disconnect delay: sockjs-go drops what a closing session still holds.
+func (l *sockjsLink) close(code websocket.StatusCode) error {
+	if l.polled != nil {
+		t := time.NewTimer(l.ep.closeWait)
+		select {
+		case <-l.polled:
+		case <-t.C:
+		case <-l.sess.Context().Done():
+		}
+		t.Stop()
+	}
+	return l.sess.Close(uint32(code), "")
+}
 
 func (l *sockjsLink) closeNow() error { return l.sess.Close(uint32(websocket.StatusGoingAway), "") }

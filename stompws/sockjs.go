@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	gws "github.com/gorilla/websocket"
@@ -63,17 +64,100 @@ func (srv *Server) SockJS(prefix string, o SockJSOptions) http.Handler {
 		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
 	}
-	h := sockjs.NewHandler(prefix, opts, srv.serveSockJSSession)
-	return &sockjsEndpoint{srv: srv, h: h, maxMessage: int64(srv.cfg.Limits.MaxFrameSize) * 2}
+	e := &sockjsEndpoint{srv: srv, prefix: prefix, maxMessage: int64(srv.cfg.Limits.MaxFrameSize) * 2,
+		keepEnded: 2 * opts.DisconnectDelay, ended: map[string]time.Time{}, polling: map[string]int{}, polled: map[string]chan struct{}{}}
+	e.closeWait = opts.DisconnectDelay
+	e.h = sockjs.NewHandler(prefix, opts, func(sj sockjs.Session) {
+		srv.serveSockJSSession(sj, e)
+		e.end(sj.ID())
+	})
+	return e
 }
 
 // sockjsEndpoint checks a request before sockjs-go sees it.
 type sockjsEndpoint struct {
-	srv *Server
-	h   http.Handler
+	srv    *Server
+	h      http.Handler
+	prefix string
 	// maxMessage bounds a request body (xhr_send, jsonp_send) and a
 	// WebSocket message: a frame's limit, JSON-escaped and with room.
 	maxMessage int64
+
+	// ended holds the sessions that ended within keepEnded: sockjs-go
+	// keeps a closing session for its disconnect delay and answers a
+	// message sent to it with a 500; the client is told 404 instead, as
+	// for a session that is gone.
+	mu        sync.Mutex
+	ended     map[string]time.Time
+	keepEnded time.Duration
+	polling   map[string]int // session -> polls under way
+	// polled is closed, and replaced, whenever a poll of the session
+	// returns: a session ending waits for its client to take what it was
+	// sent last (sockjsLink.close).
+	polled    map[string]chan struct{}
+	closeWait time.Duration
+}
+
+// polledSignal returns the channel closed at the session's next poll's
+// return.
+func (e *sockjsEndpoint) polledSignal(id string) <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ch := e.polled[id]
+	if ch == nil {
+		ch = make(chan struct{})
+		e.polled[id] = ch
+	}
+	return ch
+}
+
+// pollReturned tells whoever waits that a poll of the session returned.
+func (e *sockjsEndpoint) pollReturned(id string) {
+	e.mu.Lock()
+	if ch := e.polled[id]; ch != nil {
+		close(ch)
+		delete(e.polled, id)
+	}
+	e.mu.Unlock()
+}
+
+// end records that a session ended, and forgets those ended long enough
+// ago that sockjs-go no longer knows them either.
+func (e *sockjsEndpoint) end(id string) {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ended[id] = now
+	if ch := e.polled[id]; ch != nil {
+		close(ch)
+		delete(e.polled, id)
+	}
+	for k, t := range e.ended {
+		if now.Sub(t) > e.keepEnded {
+			delete(e.ended, k)
+		}
+	}
+}
+
+func (e *sockjsEndpoint) hasEnded(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.ended[id]
+	return ok
+}
+
+// sessionOf is the SockJS session a request's path names
+// (prefix/{server}/{session}/{transport}), or "".
+func (e *sockjsEndpoint) sessionOf(r *http.Request) string {
+	rest, ok := strings.CutPrefix(r.URL.Path, e.prefix+"/")
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return ""
+	}
+	return parts[1]
 }
 
 func (e *sockjsEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -84,6 +168,10 @@ func (e *sockjsEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if e.srv.isClosing() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if id := e.sessionOf(r); id != "" && strings.HasSuffix(r.URL.Path, "_send") && e.hasEnded(id) {
+		http.Error(w, "SockJS session "+id+" has ended", http.StatusNotFound)
 		return
 	}
 	if r.Method == http.MethodPost && r.Body != nil {
@@ -100,22 +188,84 @@ func (e *sockjsEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	if strings.HasSuffix(r.URL.Path, "/websocket") {
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/websocket"):
 		// sockjs-go's WebSocket reads whole messages without a bound.
-		w = &limitHijacker{ResponseWriter: w, max: e.maxMessage}
+		e.h.ServeHTTP(&limitHijacker{ResponseWriter: w, max: e.maxMessage}, r)
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/xhr"):
+		e.poll(w, r)
+	case strings.Contains(r.URL.Path, "/jsonp"):
+		// JSONP polling, for browsers without XHR, is not served: its
+		// messages would wait in sockjs-go for the next poll with none of
+		// the care xhr-polling gets here (poll, sockjsLink.close).
+		http.NotFound(w, r)
+	default:
+		e.h.ServeHTTP(w, r)
 	}
-	e.h.ServeHTTP(w, r)
 }
+
+// anotherConnection is SockJS's close frame for a second request polling
+// a session at once.
+const anotherConnection = `c[2010,"Another connection still open"]` + "\n"
+
+// poll serves an xhr-polling request. sockjs-go lets a poll's receiver go
+// on a goroutine of its own after the response is written, so a client
+// that polls again at once can find it still attached and be told
+// "Another connection still open", which ends its SockJS connection.
+// Where this endpoint has no other poll of the session under way, that
+// answer can only be the race: the poll is served again a moment later.
+// (TestSockJSPollsBackToBack fails without this.)
+func (e *sockjsEndpoint) poll(w http.ResponseWriter, r *http.Request) {
+	id := e.sessionOf(r)
+	e.mu.Lock()
+	e.polling[id]++
+	alone := e.polling[id] == 1
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if e.polling[id]--; e.polling[id] == 0 {
+			delete(e.polling, id)
+		}
+		e.mu.Unlock()
+	}()
+	for attempt := 1; ; attempt++ {
+		b := &bufferedResponse{header: http.Header{}, code: http.StatusOK}
+		e.h.ServeHTTP(b, r)
+		if alone && attempt < 20 && b.code == http.StatusOK && b.body.String() == anotherConnection && r.Context().Err() == nil {
+			time.Sleep(time.Duration(attempt) * time.Millisecond)
+			continue
+		}
+		for k, v := range b.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(b.code)
+		_, _ = w.Write(b.body.Bytes())
+		e.pollReturned(id)
+		return
+	}
+}
+
+// bufferedResponse holds an xhr-polling response (one SockJS frame).
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header         { return b.header }
+func (b *bufferedResponse) WriteHeader(code int)        { b.code = code }
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (b *bufferedResponse) Flush()                      {}
 
 // serveSockJSSession runs one SockJS session as a STOMP session, on the
 // goroutine sockjs-go starts for it.
-func (srv *Server) serveSockJSSession(sj sockjs.Session) {
+func (srv *Server) serveSockJSSession(sj sockjs.Session, e *sockjsEndpoint) {
 	if !srv.acquire() {
 		_ = sj.Close(uint32(CloseGoingAway), "server is shutting down")
 		return
 	}
 	r := sj.Request()
-	s := newSession(srv, &sockjsLink{sess: sj}, r)
+	s := newSession(srv, &sockjsLink{sess: sj, ep: e}, r)
 	s.sj = &sj
 	if !srv.add(s) {
 		_ = sj.Close(uint32(CloseGoingAway), "server is shutting down")
