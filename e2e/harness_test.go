@@ -130,19 +130,26 @@ func (n *node) restart() {
 	n.start()
 }
 
-func (n *node) wsURL() string { return "ws://" + n.app.Addr() + "/ws" }
+func (n *node) wsURL() string { return "ws://" + n.app.Addr() + n.cfg.WSPath }
 
 // client is go-stomp's client over a real WebSocket.
 type client struct {
 	*stomptest.Client
 	t    testing.TB
 	user string
+	// barrierDest is the node's read-receipt destination for a room of
+	// the barrier's own.
+	barrierDest string
 }
 
 func dial(t testing.TB, n *node, user string, opts ...func(*stomp.Conn) error) *client {
 	t.Helper()
 	c := stomptest.Dial(t, n.wsURL(), user, opts...)
-	return &client{Client: c, t: t, user: user}
+	d, err := n.cfg.Destinations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &client{Client: c, t: t, user: user, barrierDest: d.Read.Expand("barrier")}
 }
 
 // subscribe subscribes and waits for the server's RECEIPT, so the
@@ -175,7 +182,7 @@ func (c *client) subscribeSince(dest string, since uint64) *stomp.Subscription {
 // barrier returns once the server has handled every frame sent before it.
 func (c *client) barrier() {
 	c.t.Helper()
-	if err := c.Send("/app/chat.barrier.read", "application/json", []byte(`{"lastReadId":1}`), stomp.SendOpt.Receipt); err != nil {
+	if err := c.Send(c.barrierDest, "application/json", []byte(`{"lastReadId":1}`), stomp.SendOpt.Receipt); err != nil {
 		c.t.Fatalf("%s barrier: %v", c.user, err)
 	}
 }
