@@ -91,7 +91,7 @@ type Config struct {
 	DestReadEvents   string
 	UserPrefix       string
 	// MessageFields names the JSON fields of a message, by what they hold
-	// (MessageFieldKeys); KeepClientFields keeps a SEND body's other fields.
+	// (text, id, room, user, unread, created); KeepClientFields keeps a SEND body's other fields.
 	MessageFields    map[string]string
 	KeepClientFields bool
 	// settings is the effective configuration, for WriteTOML.
@@ -224,25 +224,24 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	return fs
 }
 
-// MessageFieldKeys are what --message-fields names, with chatd's names.
-var MessageFieldKeys = map[string]string{
-	"text": "message", "id": "id", "room": "roomId", "user": "userId", "unread": "unreadCount", "created": "createdAt",
+// messageFieldDefaults are what --message-fields names, with chatd's names.
+func messageFieldDefaults() map[string]string {
+	return map[string]string{
+		"text": "message", "id": "id", "room": "roomId", "user": "userId", "unread": "unreadCount", "created": "createdAt",
+	}
 }
 
 // parseMessageFields reads --message-fields: key=name pairs, over the
 // defaults.
 func parseMessageFields(v string) (map[string]string, error) {
-	m := map[string]string{}
-	for k, name := range MessageFieldKeys {
-		m[k] = name
-	}
+	m := messageFieldDefaults()
 	for _, pair := range strings.Split(v, ",") {
 		if pair = strings.TrimSpace(pair); pair == "" {
 			continue
 		}
 		k, name, ok := strings.Cut(pair, "=")
 		k, name = strings.TrimSpace(k), strings.TrimSpace(name)
-		if _, known := MessageFieldKeys[k]; !ok || !known {
+		if _, known := messageFieldDefaults()[k]; !ok || !known {
 			return nil, fmt.Errorf("%q: want key=name with key text, id, room, user, unread or created", pair)
 		}
 		if !validFieldName(name) {

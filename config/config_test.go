@@ -64,6 +64,24 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--durability", "sync"}, nil, "--durability"},
 		{[]string{"--dev", "--durability", "fast", "--replicas", "3"}, nil, "--durability"},
 		{[]string{"--dev"}, map[string]string{"CHATD_DURABILITY": "FSYNC"}, "--durability"},
+		{[]string{"--dev", "--ws-path", "ws"}, nil, "--ws-path"},
+		{[]string{"--dev", "--ws-path", "/ws/"}, nil, "--ws-path"},
+		{[]string{"--dev", "--ws-path", "/api/ws"}, nil, "--ws-path"},
+		{[]string{"--dev", "--heartbeat-min", "10ms"}, nil, "--heartbeat-min"},
+		{[]string{"--dev", "--heartbeat", "1s", "--heartbeat-min", "2s"}, nil, "--heartbeat-min"},
+		{[]string{"--dev", "--dest-send", "/app/chat"}, nil, "--dest-send"},
+		{[]string{"--dev", "--dest-room", "/topic/{room}.{room}"}, nil, "--dest-room"},
+		{[]string{"--dev", "--dest-read", "/app/chat.{room}.*"}, nil, "--dest-read"},
+		{[]string{"--dev", "--dest-history", "app/{room}"}, nil, "--dest-history"},
+		{[]string{"--dev", "--user-prefix", "/user/{room}"}, nil, "--user-prefix"},
+		{[]string{"--dev", "--dest-history-reply", "/topic/history"}, nil, "--dest-history-reply"},
+		{[]string{"--dev", "--dest-history-reply", "/user/queue/a..b"}, nil, "--dest-history-reply"},
+		{[]string{"--dev"}, map[string]string{"CHATD_DEST_READ_EVENTS": "/topic/reads"}, "--dest-read-events"},
+		{[]string{"--dev", "--message-fields", "body=text"}, nil, "message-fields"},
+		{[]string{"--dev", "--message-fields", "text"}, nil, "message-fields"},
+		{[]string{"--dev", "--message-fields", "text=message text"}, nil, "message-fields"},
+		{[]string{"--dev", "--message-fields", "text=id"}, nil, "message-fields"},
+		{[]string{"--dev"}, map[string]string{"CHATD_MESSAGE_FIELDS": "room=userId"}, "CHATD_MESSAGE_FIELDS"},
 		{[]string{"--dev", "--bogus"}, nil, "bogus"},
 		{[]string{"--dev", "extra"}, nil, "extra"},
 		{[]string{"--dev"}, map[string]string{"CHATD_MAX_SUBSCRIPTIONS": "many"}, "CHATD_MAX_SUBSCRIPTIONS"},
@@ -78,6 +96,40 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 				t.Fatalf("error %v, want it to name %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Two templates that could match one destination stop chatd naming both
+// settings, whatever the separators.
+func TestOverlappingDestinationsNameBoth(t *testing.T) {
+	cases := []struct {
+		args         []string
+		flag1, flag2 string
+	}{
+		{[]string{"--dest-send", "/topic/chat.{room}"}, "--dest-send", "--dest-room"},
+		{[]string{"--dest-room", "/sub/{room}", "--dest-read-events", "/sub/read-{room}"}, "--dest-room", "--dest-read-events"},
+		{[]string{"--dest-send", "/app/chat/{room}", "--dest-history", "/app/chat/{room}"}, "--dest-send", "--dest-history"},
+		{[]string{"--dest-room", "/user/queue/{room}"}, "--dest-room", "--user-prefix"},
+		{[]string{"--dest-send", "/app/{room}.log", "--dest-history", "/app/chat.{room}"}, "--dest-send", "--dest-history"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := Parse(append([]string{"--dev"}, tc.args...))
+			if err == nil || !strings.Contains(err.Error(), tc.flag1) || !strings.Contains(err.Error(), tc.flag2) {
+				t.Fatalf("error %v, want it to name %s and %s", err, tc.flag1, tc.flag2)
+			}
+		})
+	}
+	// Templates that only look alike are fine.
+	c, err := Parse([]string{"--dev", "--dest-send", "/pub/chat/send/{room}", "--dest-room", "/sub/chat/{room}",
+		"--dest-read", "/pub/chat/read/{room}", "--dest-read-events", "/sub/chat/read/{room}",
+		"--dest-history", "/pub/chat/history/{room}", "--dest-history-reply", "/user/queue/history",
+		"--message-fields", "text=messageText, created=sendAt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MessageFields["text"] != "messageText" || c.MessageFields["created"] != "sendAt" || c.MessageFields["room"] != "roomId" {
+		t.Fatalf("message fields %v", c.MessageFields)
 	}
 }
 
