@@ -379,6 +379,33 @@ func TestSockJSIdleSessionsEnd(t *testing.T) {
 	}
 }
 
+// TestSockJSPollOnAnotherNode: behind a load balancer without session
+// affinity, a polling client's next request may reach a node that does not
+// hold its session. A send there gets 404; a poll there opens a new
+// session ("o"), which sockjs-client takes as a lost session and closes
+// (1006, "Server lost session"), so the app reconnects and resumes with
+// since-id. Each node's session ends after its disconnect delay.
+func TestSockJSPollOnAnotherNode(t *testing.T) {
+	t.Parallel()
+	a := startSockJS(t, stompws.SockJSOptions{DisconnectDelay: 300 * time.Millisecond})
+	b := startSockJS(t, stompws.SockJSOptions{DisconnectDelay: 300 * time.Millisecond})
+	x := a.xhr(t)
+	x.send(stomptest.Render("CONNECT", "", "accept-version:1.2", "host:/", "login:wanderer"))
+	if f := x.frame(); !strings.HasPrefix(f, "CONNECTED") {
+		t.Fatalf("got %q, want CONNECTED", f)
+	}
+	onB := &xhrSession{t: t, url: strings.Replace(x.url, a.base, b.base, 1)}
+	msg, _ := json.Marshal([]string{stomptest.Render("SEND", "", "destination:/queue/x")})
+	if code, body := onB.post("xhr_send", msg); code != http.StatusNotFound {
+		t.Fatalf("xhr_send on the other node: %d %q, want 404", code, body)
+	}
+	if f := onB.poll(); f != "o" {
+		t.Fatalf("poll on the other node: %q, want o (a new session there)", f)
+	}
+	waitFor(t, "the first node's session to end", func() bool { return a.obs.closed.Load() == 1 && a.srv.Sessions() == 0 })
+	waitFor(t, "the second node's unused session to end", func() bool { return b.srv.Sessions() == 0 })
+}
+
 // offTest is a test's TB for a goroutine of its own: a fatal failure is
 // reported and ends that goroutine, not the test's (testing.T.FailNow is
 // for the test's goroutine only).
