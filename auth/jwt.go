@@ -48,6 +48,10 @@ type Config struct {
 	UserClaim string
 	// Cookie names a handshake cookie that may carry the token; empty: none.
 	Cookie string
+	// ConnectHeader names the CONNECT frame header that carries the token,
+	// "Bearer <token>" or the token alone (default "Authorization"), for
+	// apps whose ChannelInterceptor reads a header of their own.
+	ConnectHeader string
 	// Leeway is the clock skew allowed on exp and nbf (default DefaultLeeway).
 	Leeway time.Duration
 	// ValidUser, when set, must accept the user id.
@@ -256,14 +260,18 @@ func (a *JWT) Verify(raw string) (Identity, error) {
 	return Identity{User: user, Expires: exp.Time}, nil
 }
 
-// Token finds the token, in this order: the CONNECT frame's Authorization
-// header ("Bearer <token>") or passcode, then the handshake's Authorization
-// header, access_token query parameter or cookie. It also names the source,
-// for logs.
+// Token finds the token, in this order: the CONNECT frame's
+// ConnectHeader ("Bearer <token>" or the token alone) or passcode, then the
+// handshake's Authorization header, access_token query parameter or
+// cookie. It also names the source, for logs.
 func (a *JWT) Token(req *stompws.ConnectRequest) (token, source string) {
 	if req.Frame != nil {
-		if t, ok := bearer(req.Frame.Value("Authorization")); ok {
-			return t, "connect-authorization"
+		h := a.cfg.ConnectHeader
+		if h == "" {
+			h = "Authorization"
+		}
+		if t, ok := headerToken(req.Frame.Value(h)); ok {
+			return t, "connect-header"
 		}
 		if t := req.Frame.Value("passcode"); t != "" {
 			return t, "connect-passcode"
@@ -285,6 +293,16 @@ func (a *JWT) Token(req *stompws.ConnectRequest) (token, source string) {
 		}
 	}
 	return "", "none"
+}
+
+// headerToken reads a CONNECT header's token: "Bearer <token>", or a
+// token alone (a value with no space; "Basic ..." is no token).
+func headerToken(h string) (string, bool) {
+	if t, ok := bearer(h); ok {
+		return t, true
+	}
+	h = strings.TrimSpace(h)
+	return h, h != "" && !strings.ContainsAny(h, " \t")
 }
 
 func bearer(h string) (string, bool) {

@@ -121,6 +121,30 @@ func TestTokenOrder(t *testing.T) {
 	}
 }
 
+// A CONNECT header of the app's own carries the token, with or without
+// "Bearer "; Authorization is then no longer read from the frame.
+func TestConnectHeader(t *testing.T) {
+	a, err := New(Config{Secret: []byte(strings.Repeat("x", MinSecretLen)), ConnectHeader: "X-AUTH-TOKEN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		headers []frame.Header
+		want    string
+	}{
+		{[]frame.Header{{Name: "X-AUTH-TOKEN", Value: "Bearer abc"}}, "abc"},
+		{[]frame.Header{{Name: "X-AUTH-TOKEN", Value: " abc "}}, "abc"},
+		{[]frame.Header{{Name: "X-AUTH-TOKEN", Value: "Basic abc"}}, ""},
+		{[]frame.Header{{Name: "Authorization", Value: "Bearer abc"}}, ""},
+		{[]frame.Header{{Name: "X-AUTH-TOKEN", Value: ""}, {Name: "passcode", Value: "pass"}}, "pass"},
+	} {
+		f := &frame.Frame{Command: "CONNECT", Headers: tc.headers}
+		if got, _ := a.Token(&stompws.ConnectRequest{Frame: f}); got != tc.want {
+			t.Errorf("headers %v: token %q, want %q", tc.headers, got, tc.want)
+		}
+	}
+}
+
 func TestBadJWKSRefused(t *testing.T) {
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {

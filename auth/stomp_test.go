@@ -171,6 +171,10 @@ func TestJWTTokenSources(t *testing.T) {
 		r := n.dial(t)
 		expectConnected(t, r.ConnectWith("Authorization:Bearer "+k.HS(t, "u1")), "u1")
 	})
+	t.Run("CONNECT Authorization without Bearer", func(t *testing.T) {
+		r := n.dial(t)
+		expectConnected(t, r.ConnectWith("Authorization:"+k.HS(t, "u1")), "u1")
+	})
 	t.Run("CONNECT passcode", func(t *testing.T) {
 		r := n.dial(t)
 		expectConnected(t, r.ConnectWith("login:ignored", "passcode:"+k.RS(t, "u2")), "u2")
@@ -195,6 +199,19 @@ func TestJWTTokenSources(t *testing.T) {
 		r := n.dialWith(t, "?access_token=garbage", nil)
 		expectUnauthorized(r, r.ConnectWith())
 	})
+}
+
+// TestJWTConnectHeader: a Spring app whose ChannelInterceptor reads a
+// header of its own keeps its clients as they are.
+func TestJWTConnectHeader(t *testing.T) {
+	k := jwttest.NewKeys(t)
+	n := startJWT(t, k, func(c *auth.Config) { c.ConnectHeader = "token" })
+	r := n.dial(t)
+	expectConnected(t, r.ConnectWith("token:"+k.HS(t, "u7")), "u7")
+	r = n.dial(t)
+	expectUnauthorized(r, r.ConnectWith("token:"+k.HS(t, "u8")+"x"))
+	r = n.dial(t)
+	expectUnauthorized(r, r.ConnectWith("Authorization:Bearer "+k.HS(t, "u9")))
 }
 
 func TestJWTExpiryEndsSession(t *testing.T) {

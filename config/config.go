@@ -59,6 +59,7 @@ type Config struct {
 	JWTAudience  string
 	JWTUserClaim string
 	JWTCookie    string
+	JWTHeader    string
 	// AllowedOrigins are the browser origins (host patterns) allowed to
 	// open a WebSocket besides the server's own.
 	AllowedOrigins []string
@@ -189,6 +190,7 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud claim of client tokens (default: not checked)")
 	fs.StringVar(&c.JWTUserClaim, "jwt-user-claim", "sub", "claim holding the user id")
 	fs.StringVar(&c.JWTCookie, "jwt-cookie", "", "cookie of the WebSocket handshake that may carry the token (default: none)")
+	fs.StringVar(&c.JWTHeader, "jwt-header", "Authorization", "CONNECT frame header that carries the token, \"Bearer <token>\" or the token alone")
 	fs.Func("allowed-origins", "comma-separated browser origins (host patterns such as chat.example.com or *.example.com) allowed besides the server's own", func(v string) error {
 		c.AllowedOrigins = nil
 		for _, o := range strings.Split(v, ",") {
@@ -405,6 +407,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --max-connections-per-user %d: must not be negative", c.MaxConnectionsPerUser)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("config: invalid --shutdown-timeout %s: must be positive", c.ShutdownTimeout)
+	case c.JWTHeader == "" || strings.ContainsAny(c.JWTHeader, ": \t\r\n"):
+		return fmt.Errorf("config: invalid --jwt-header %q: a STOMP header name, without : or spaces", c.JWTHeader)
 	case c.HeartBeatMin < 100*time.Millisecond:
 		return fmt.Errorf("config: invalid --heartbeat-min %s: at least 100ms", c.HeartBeatMin)
 	case c.HeartBeat != 0 && c.HeartBeat < c.HeartBeatMin:

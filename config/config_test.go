@@ -64,6 +64,7 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--durability", "sync"}, nil, "--durability"},
 		{[]string{"--dev", "--durability", "fast", "--replicas", "3"}, nil, "--durability"},
 		{[]string{"--dev"}, map[string]string{"CHATD_DURABILITY": "FSYNC"}, "--durability"},
+		{[]string{"--dev", "--jwt-header", "X-Token:"}, nil, "--jwt-header"},
 		{[]string{"--dev", "--ws-path", "ws"}, nil, "--ws-path"},
 		{[]string{"--dev", "--ws-path", "/ws/"}, nil, "--ws-path"},
 		{[]string{"--dev", "--ws-path", "/api/ws"}, nil, "--ws-path"},

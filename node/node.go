@@ -255,13 +255,14 @@ func newAuthenticator(cfg config.Config, log *slog.Logger) (authenticator, error
 		return auth.Dev{ValidUser: chat.ValidUserID, Rule: chat.UserIDRule}, nil
 	}
 	ac := auth.Config{
-		Secret:    []byte(cfg.JWTSecret),
-		Issuer:    cfg.JWTIssuer,
-		Audience:  cfg.JWTAudience,
-		UserClaim: cfg.JWTUserClaim,
-		Cookie:    cfg.JWTCookie,
-		ValidUser: chat.ValidUserID,
-		Logger:    log,
+		Secret:        []byte(cfg.JWTSecret),
+		Issuer:        cfg.JWTIssuer,
+		Audience:      cfg.JWTAudience,
+		UserClaim:     cfg.JWTUserClaim,
+		Cookie:        cfg.JWTCookie,
+		ConnectHeader: cfg.JWTHeader,
+		ValidUser:     chat.ValidUserID,
+		Logger:        log,
 	}
 	if cfg.JWTPublicKey != "" {
 		key, err := auth.LoadPublicKey(cfg.JWTPublicKey)
