@@ -11,12 +11,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,6 +130,9 @@ func New(cfg Config) (*JWT, error) {
 		jwt.WithLeeway(cfg.Leeway),
 		// Without exp a token would be good forever; the session ends at exp.
 		jwt.WithExpirationRequired(),
+		// Numbers stay exact, so that a numeric user id claim (a Spring
+		// app's userId) is read as written, however large.
+		jwt.WithJSONNumber(),
 	}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
@@ -246,9 +251,9 @@ func (a *JWT) Verify(raw string) (Identity, error) {
 	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyFor); err != nil {
 		return Identity{}, fmt.Errorf("verify token: %w", err)
 	}
-	user, ok := claims[a.cfg.UserClaim].(string)
-	if !ok || user == "" {
-		return Identity{}, fmt.Errorf("verify token: claim %q missing or not a string", a.cfg.UserClaim)
+	user, ok := userClaim(claims[a.cfg.UserClaim])
+	if !ok {
+		return Identity{}, fmt.Errorf("verify token: claim %q missing, or neither a string nor an integer", a.cfg.UserClaim)
 	}
 	if a.cfg.ValidUser != nil && !a.cfg.ValidUser(user) {
 		return Identity{}, fmt.Errorf("verify token: invalid user id in claim %q", a.cfg.UserClaim)
@@ -258,6 +263,21 @@ func (a *JWT) Verify(raw string) (Identity, error) {
 		return Identity{}, errors.New("verify token: no exp")
 	}
 	return Identity{User: user, Expires: exp.Time}, nil
+}
+
+// userClaim reads a user id claim: a non-empty string, or an integer
+// (as its decimal digits).
+func userClaim(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, v != ""
+	case json.Number:
+		if _, err := strconv.ParseInt(string(v), 10, 64); err != nil {
+			return "", false
+		}
+		return string(v), true
+	}
+	return "", false
 }
 
 // Token finds the token, in this order: the CONNECT frame's

@@ -145,6 +145,42 @@ func TestConnectHeader(t *testing.T) {
 	}
 }
 
+// A user id claim may be a string or an integer, as many Spring apps
+// sign their numeric user ids; anything else is refused.
+func TestUserClaimTypes(t *testing.T) {
+	secret := []byte(strings.Repeat("x", MinSecretLen))
+	a, err := New(Config{Secret: secret, UserClaim: "userId"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		claim any
+		want  string // "": refused
+	}{
+		{"alice", "alice"},
+		{42, "42"},
+		{int64(9007199254740993), "9007199254740993"}, // above 2^53: exact all the same
+		{1.5, ""},
+		{"", ""},
+		{true, ""},
+		{[]string{"alice"}, ""},
+		{nil, ""},
+	} {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"userId": tc.claim, "exp": exp}).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := a.Verify(tok)
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("claim %v: accepted as %q", tc.claim, id.User)
+		case tc.want != "" && (err != nil || id.User != tc.want):
+			t.Errorf("claim %v: user %q, %v; want %q", tc.claim, id.User, err, tc.want)
+		}
+	}
+}
+
 func TestBadJWKSRefused(t *testing.T) {
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
