@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sync/atomic"
@@ -68,6 +69,11 @@ func decodeStored(sm storage.Message) (storedMessage, error) {
 		return st, fmt.Errorf("message %d in room %s: %w", sm.ID, sm.Room, err)
 	}
 	st.RoomID = sm.Room
+	if e := bytes.TrimSpace(st.Extra); len(e) > 0 && e[0] != '{' {
+		// A backend publishing to the stream may write any extra; only an
+		// object's fields can be kept beside chatd's.
+		st.Extra = nil
+	}
 	if st.CreatedAt == "" && !sm.Time.IsZero() {
 		st.CreatedAt = formatTime(sm.Time)
 	}

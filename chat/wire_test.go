@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/chatd/chatd/storage"
 )
 
 func TestParseDraft(t *testing.T) {
@@ -62,5 +64,27 @@ func TestMessageJSON(t *testing.T) {
 	ev, _ := json.Marshal(ReadEvent{RoomID: "r", UserID: "bob", LastReadID: 9, fields: m.fields})
 	if string(ev) != `{"chatroomId":"r","sender":"bob","lastReadId":9}` {
 		t.Fatalf("read event %s", ev)
+	}
+}
+
+// A message a backend published with an extra that is not an object is
+// given without it, not dropped.
+func TestStoredExtraNotAnObject(t *testing.T) {
+	for _, extra := range []string{`5`, `"x"`, `[1,2]`, `null`, `{"type":"ENTER"}`} {
+		st, err := decodeStored(storage.Message{ID: 7, Room: "r", Data: []byte(`{"userId":"u","message":"m","createdAt":"2026-01-01T00:00:00.000Z","extra":` + extra + `}`)})
+		if err != nil {
+			t.Fatalf("extra %s: %v", extra, err)
+		}
+		b, err := json.Marshal(Message{ID: 7, RoomID: "r", UserID: st.UserID, Message: st.Message, CreatedAt: st.CreatedAt, Extra: st.Extra})
+		if err != nil {
+			t.Fatalf("extra %s: %v", extra, err)
+		}
+		want := `{"id":7,"roomId":"r","userId":"u","message":"m","unreadCount":0,"createdAt":"2026-01-01T00:00:00.000Z"`
+		if extra[0] == '{' {
+			want += `,"type":"ENTER"`
+		}
+		if string(b) != want+"}" {
+			t.Errorf("extra %s: %s, want %s}", extra, b, want)
+		}
 	}
 }
