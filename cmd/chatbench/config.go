@@ -20,6 +20,7 @@ import (
 type config struct {
 	Scenario    string `json:"scenario"`
 	URL         string `json:"url"`
+	Transport   string `json:"transport"`
 	SendDest    string `json:"send_dest"`
 	SubDest     string `json:"sub_dest"`
 	Body        string `json:"body"`
@@ -102,6 +103,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	fs.StringVar(&c.Scenario, "scenario", "chat", "preset: chat (many small rooms), fanout (few big rooms), idle (connections held open), storm (connection storms), or custom (flags only)")
 	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL (loopback only)")
+	fs.StringVar(&c.Transport, "transport", transportRaw, "raw: STOMP over the WebSocket at --url; sockjs: SockJS's websocket transport of the SockJS endpoint at --url (ws://host/ws/000/<session>/websocket)")
 	fs.StringVar(&c.SendDest, "send-dest", "/app/chat.{room}", "SEND destination template; {room} is the room name")
 	fs.StringVar(&c.SubDest, "sub-dest", "/topic/chat.{room}", "SUBSCRIBE destination template")
 	fs.StringVar(&c.Body, "body", `{"message":"{payload}"}`, "SEND body template; {payload} is the sequence/timestamp token")
@@ -184,6 +186,9 @@ func (c *config) validate() error {
 	defer cancel()
 	if err := checkLoopbackURL(ctx, c.URL); err != nil {
 		return err
+	}
+	if c.Transport != transportRaw && c.Transport != transportSockJS {
+		return fmt.Errorf("invalid --transport %q: raw or sockjs", c.Transport)
 	}
 	switch {
 	case c.Rooms < 0 || c.Members < 0 || c.Publishers < 0 || c.Idle < 0 || c.Storm < 0 || c.Messages < 0 || c.StormRooms < 0 || c.IdleRooms < 0:

@@ -3,13 +3,18 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	chatdconfig "github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/node"
@@ -25,6 +30,14 @@ func startChatd(t *testing.T, flags ...string) string {
 // startChatdWith is startChatd with no mode chosen: the flags choose.
 func startChatdWith(t *testing.T, flags ...string) string {
 	t.Helper()
+	url, _ := startNode(t, flags...)
+	return url
+}
+
+// startNode is startChatdWith that also returns a shutdown, which the
+// test's cleanup then leaves out.
+func startNode(t *testing.T, flags ...string) (string, func() error) {
+	t.Helper()
 	cfg, err := chatdconfig.Parse(append([]string{"--http", "127.0.0.1:0", "--data-dir", t.TempDir()}, flags...))
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -35,22 +48,33 @@ func startChatdWith(t *testing.T, flags ...string) string {
 	if err != nil {
 		t.Fatalf("start chatd: %v", err)
 	}
-	t.Cleanup(func() {
+	shutdown := sync.OnceValue(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
+		return a.Shutdown(ctx)
+	})
+	t.Cleanup(func() {
+		if err := shutdown(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	return "ws://" + a.Addr() + "/ws"
+	return "ws://" + a.Addr() + "/ws", shutdown
 }
 
 // TestRunAgainstChatd runs a tiny version of every scenario against a real
-// chatd and checks that nothing is lost and the counts add up.
+// chatd, over the raw WebSocket and over SockJS's websocket transport, and
+// checks that nothing is lost and the counts add up. (A SockJS connection
+// that reached the raw endpoint would fail: its first frame must be "o".)
 func TestRunAgainstChatd(t *testing.T) {
 	url := startChatd(t)
+	for _, transport := range []string{transportRaw, transportSockJS} {
+		t.Run(transport, func(t *testing.T) { runAgainstChatd(t, url, transport) })
+	}
+}
+
+func runAgainstChatd(t *testing.T, url, transport string) {
 	cfg, err := parseConfig([]string{
-		"--scenario", "custom", "--url", url, "--quiet",
+		"--scenario", "custom", "--url", url, "--transport", transport, "--quiet",
 		"--rooms", "3", "--members", "3", "--publishers", "2", "--rate", "100", "--duration", "500ms", "--receipts",
 		"--idle", "4", "--storm", "10", "--storm-waves", "2", "--storm-hold", "50ms", "--storm-rooms", "2",
 		"--sources", "127.0.0.1-127.0.0.3", "--server-pid", strconv.Itoa(os.Getpid()), "--sample-every", "50ms",
@@ -117,7 +141,7 @@ func TestRunAgainstChatd(t *testing.T) {
 	}
 	var sb strings.Builder
 	writeSummary(&sb, rep)
-	for _, want := range []string{"lost 0", "storm wave 2", "idle", "latency"} {
+	for _, want := range []string{"lost 0", "storm wave 2", "idle", "latency", "(" + transport + ")"} {
 		if !strings.Contains(sb.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, sb.String())
 		}
@@ -200,25 +224,69 @@ func TestRunSeparatePublishersFlatOut(t *testing.T) {
 }
 
 // TestIdleHeartBeats holds idle connections much longer than chatd allows
-// silence: only the client's heart-beats keep them open.
+// silence (the client's interval, 100 ms, and 500 ms of grace, room for a
+// busy machine's scheduling): only the client's heart-beats keep them
+// open, over either transport.
 func TestIdleHeartBeats(t *testing.T) {
-	url := startChatd(t, "--heartbeat", "200ms", "--heartbeat-grace", "200ms")
-	cfg, err := parseConfig([]string{
-		"--scenario", "idle", "--url", url, "--quiet", "--idle", "5", "--hold", "2s", "--heartbeat", "100ms",
-	}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
+	url := startChatd(t, "--heartbeat", "200ms", "--heartbeat-min", "100ms", "--heartbeat-grace", "500ms")
+	for _, transport := range []string{transportRaw, transportSockJS} {
+		t.Run(transport, func(t *testing.T) {
+			cfg, err := parseConfig([]string{
+				"--scenario", "idle", "--url", url, "--transport", transport, "--quiet", "--idle", "5", "--hold", "3s",
+				"--heartbeat", "100ms",
+			}, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rep, err := run(ctx, cfg, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := rep.Conns; c.Made != 5 || c.Dropped != 0 {
+				t.Fatalf("connections %+v", c)
+			}
+			if rep.Idle == nil || rep.Idle.Connections != 5 || rep.Idle.HoldS < 3 {
+				t.Fatalf("idle %+v", rep.Idle)
+			}
+		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+}
+
+// TestSockJSShutdown: a SockJS client of a chatd that shuts down hears an
+// ERROR, then the SockJS close frame with WebSocket close 1012 (service
+// restart), which ends its read loop.
+func TestSockJSShutdown(t *testing.T) {
+	url, shutdown := startNode(t, "--dev")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rep, err := run(ctx, cfg, io.Discard)
+	c, err := dialSTOMP(ctx, newDialer(net.IPv4(127, 0, 0, 1)), connectOptions{
+		url: url, sockjs: true, login: "u", host: "chat", heartBeat: time.Second,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := rep.Conns; c.Made != 5 || c.Dropped != 0 {
-		t.Fatalf("connections %+v", c)
+	defer c.close()
+	if err := c.subscribe(ctx, "0", "/topic/chat.shutdown"); err != nil {
+		t.Fatal(err)
 	}
-	if rep.Idle == nil || rep.Idle.Connections != 5 || rep.Idle.HoldS < 2 {
-		t.Fatalf("idle %+v", rep.Idle)
+	cl := &client{}
+	done := make(chan error, 1)
+	go func() { done <- c.serve(cl.handle, nil) }()
+	if err := shutdown(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("the read loop did not end")
+	}
+	var ce *sockjsClose
+	if !errors.As(err, &ce) || ce.code != int(websocket.StatusServiceRestart) {
+		t.Errorf("read loop ended with %v, want a SockJS close 1012", err)
+	}
+	if cl.err != "server shutting down, reconnect" {
+		t.Errorf("ERROR %q before the close", cl.err)
 	}
 }

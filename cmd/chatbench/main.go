@@ -8,6 +8,7 @@
 //
 //	chatbench --scenario fanout --server-pid $(pgrep -n chatd)
 //	chatbench --scenario chat --rooms 1000 --members 5 --rate 10 --json
+//	chatbench --scenario fanout --transport sockjs   # over SockJS's websocket transport
 //
 // See docs/benchmarks.md.
 package main
@@ -102,7 +103,7 @@ func (rep *report) clean() bool {
 func writeSummary(w io.Writer, rep *report) {
 	c := rep.Config
 	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format+"\n", args...) }
-	p("chatbench: scenario %s, run %s, %s, sources %d, %.1fs%s", c.Scenario, c.Run, c.URL, len(c.Sources), rep.ElapsedS,
+	p("chatbench: scenario %s, run %s, %s (%s), sources %d, %.1fs%s", c.Scenario, c.Run, c.URL, c.Transport, len(c.Sources), rep.ElapsedS,
 		map[bool]string{true: " (INTERRUPTED: timeout or signal)"}[rep.Interruped])
 	cr := rep.Conns
 	p("connections   made %d of %d, failed %d%s, dropped %d", cr.Made, cr.Attempted, cr.Failed, byStage(cr.FailedByStage), cr.Dropped)

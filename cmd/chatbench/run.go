@@ -117,7 +117,8 @@ func (r *runner) open(ctx context.Context, login, dest string, cl *client) error
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
 	defer cancel()
 	t0 := time.Now()
-	o := connectOptions{url: r.cfg.URL, login: login, host: r.cfg.Host, heartBeat: r.cfg.HeartBeat, readBuffer: 1024}
+	o := connectOptions{url: r.cfg.URL, sockjs: r.cfg.Transport == transportSockJS, login: login, host: r.cfg.Host,
+		heartBeat: r.cfg.HeartBeat, readBuffer: 1024}
 	if r.auth != nil {
 		tok, err := r.auth.token(login)
 		if err != nil {

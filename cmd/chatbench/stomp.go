@@ -42,6 +42,7 @@ type stompConn struct {
 	lastWrite atomic.Int64
 	hb        atomic.Pointer[time.Timer] // set once; read by the timer's own callback
 	closing   atomic.Bool                // we are closing it: a read error is no drop
+	sj        *sockjsState               // SockJS's websocket transport; nil: a raw WebSocket
 }
 
 // dialer opens WebSockets from one loopback source address, so that a run
@@ -64,6 +65,7 @@ func newDialer(src net.IP) *dialer {
 // connectOptions is what a connection says in CONNECT.
 type connectOptions struct {
 	url       string
+	sockjs    bool // url is a SockJS endpoint: use its websocket transport
 	login     string
 	passcode  string // a token, for a chatd that checks them
 	host      string
@@ -84,15 +86,24 @@ func (e *connectError) Unwrap() error { return e.err }
 
 // dialSTOMP opens a WebSocket and does the STOMP handshake within ctx.
 func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, error) {
-	ws, _, err := websocket.Dial(ctx, o.url, &websocket.DialOptions{
-		HTTPClient:   d.client,
-		Subprotocols: []string{"v12.stomp"},
-	})
+	u, opts := o.url, &websocket.DialOptions{HTTPClient: d.client, Subprotocols: []string{"v12.stomp"}}
+	if o.sockjs {
+		// sockjs-client asks for no subprotocol: SockJS carries text.
+		var err error
+		if u, err = sockjsURL(o.url, newSockJSSession()); err != nil {
+			return nil, &connectError{"dial", err}
+		}
+		opts.Subprotocols = nil
+	}
+	ws, _, err := websocket.Dial(ctx, u, opts)
 	if err != nil {
 		return nil, &connectError{"dial", fmt.Errorf("from %s: %w", d.src, err)}
 	}
 	ws.SetReadLimit(maxReadBuffer)
 	c := &stompConn{ws: ws, rbuf: make([]byte, 0, max(o.readBuffer, 1024))}
+	if o.sockjs {
+		c.sj = &sockjsState{}
+	}
 	// Reads always use context.Background (a cancellable context costs a
 	// timer per read); the setup is bounded by closing the socket instead.
 	stop := context.AfterFunc(ctx, func() { _ = ws.CloseNow() })
@@ -183,6 +194,9 @@ func (c *stompConn) startHeartBeat(every time.Duration) {
 // the socket.
 func (c *stompConn) write(b []byte) error {
 	c.lastWrite.Store(time.Now().UnixNano())
+	if c.sj != nil {
+		return c.writeSockJS(b)
+	}
 	if err := c.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
@@ -191,6 +205,9 @@ func (c *stompConn) write(b []byte) error {
 
 // fill reads more of the current (or next) WebSocket message.
 func (c *stompConn) fill() error {
+	if c.sj != nil {
+		return c.fillSockJS()
+	}
 	if c.roff > 0 {
 		n := copy(c.rbuf, c.rbuf[c.roff:])
 		c.rbuf, c.roff = c.rbuf[:n], 0
@@ -276,6 +293,69 @@ func (c *stompConn) serve(handle func(f *frame.View, now int64) int, progress *a
 		}
 		if c.roff == len(c.rbuf) {
 			c.rbuf, c.roff = c.rbuf[:0], 0
+		}
+	}
+}
+
+// writeSockJS sends b as one SockJS message (a JSON array of one string),
+// in a buffer the connection keeps.
+func (c *stompConn) writeSockJS(b []byte) error {
+	sj := c.sj
+	sj.wmu.Lock()
+	defer sj.wmu.Unlock()
+	sj.wbuf = appendSockJSMessage(sj.wbuf[:0], b)
+	if err := c.ws.Write(context.Background(), websocket.MessageText, sj.wbuf); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// fillSockJS reads the next SockJS frame that carries STOMP bytes whole
+// into the read buffer and unescapes it there (unwrapSockJS), past
+// "o" and "h" frames. A "c" frame ends the connection with its code and
+// reason as the error.
+func (c *stompConn) fillSockJS() error {
+	if c.roff > 0 {
+		n := copy(c.rbuf, c.rbuf[c.roff:])
+		c.rbuf, c.roff = c.rbuf[:n], 0
+	}
+	for {
+		start := len(c.rbuf)
+		_, r, err := c.ws.Reader(context.Background())
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		for {
+			if cap(c.rbuf)-len(c.rbuf) < 512 {
+				if cap(c.rbuf) >= maxReadBuffer {
+					return fmt.Errorf("SockJS message larger than %d bytes", maxReadBuffer)
+				}
+				nb := make([]byte, len(c.rbuf), 2*cap(c.rbuf)+4096)
+				copy(nb, c.rbuf)
+				c.rbuf = nb
+			}
+			n, err := r.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
+			c.rbuf = c.rbuf[:len(c.rbuf)+n]
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read: %w", err)
+			}
+		}
+		n, kind, err := unwrapSockJS(c.rbuf[start:])
+		c.rbuf = c.rbuf[:start+n]
+		switch {
+		case err != nil:
+			return fmt.Errorf("read: %w", err)
+		case kind == 'o' && c.sj.opened:
+			return fmt.Errorf("read: %w: a second open frame", errSockJS)
+		case kind == 'o':
+			c.sj.opened = true
+		case !c.sj.opened:
+			return fmt.Errorf("read: %w: %q before the open frame", errSockJS, kind)
+		case n > 0:
+			return nil
 		}
 	}
 }
