@@ -104,9 +104,14 @@ func (s *Session) onConnect(f *frame.Frame) error {
 	s.version = v
 	s.log = s.log.With("user", p.User)
 	s.dec = frame.Decoder{Limits: s.cfg.Limits, Version: v}
-	s.sendEvery.Store(int64(out))
-	if out > 0 {
-		s.heartBeat.Store(time.AfterFunc(out, s.beat))
+	every := out
+	if every == 0 && s.sockjsBeat > 0 {
+		every = s.sockjsBeat
+		s.sockjsH.Store(true)
+	}
+	s.sendEvery.Store(int64(every))
+	if every > 0 {
+		s.heartBeat.Store(time.AfterFunc(every, s.beat))
 	}
 	if in > 0 {
 		s.recvLimit.Store(int64(in + s.cfg.HeartBeatGrace))

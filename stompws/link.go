@@ -31,11 +31,24 @@ type link interface {
 type wsLink struct {
 	conn *websocket.Conn
 	out  *connWriter
+	// sockjs: the WebSocket is SockJS's websocket transport, whose
+	// clients hear why it closed from a SockJS close frame.
+	sockjs bool
 }
 
 func (l *wsLink) write(buf []byte, bin bool) error { return l.out.writeFrame(wsFrame(buf, bin)) }
 
-func (l *wsLink) close(code websocket.StatusCode) error { return l.conn.Close(code, "") }
+func (l *wsLink) close(code websocket.StatusCode) error {
+	if l.sockjs {
+		t := time.AfterFunc(sockjsCloseWait, func() { _ = l.conn.CloseNow() })
+		err := l.out.writeFrame(wsFrame(appendSockJSClose(make([]byte, wsHeaderMax, wsHeaderMax+48), code), false))
+		t.Stop()
+		if err != nil {
+			return err
+		}
+	}
+	return l.conn.Close(code, closeReason(code))
+}
 
 func (l *wsLink) closeNow() error { return l.conn.CloseNow() }
 
@@ -71,7 +84,9 @@ func (l *sockjsLink) close(code websocket.StatusCode) error {
 		}
 		t.Stop()
 	}
-	return l.sess.Close(uint32(code), "")
+	return l.sess.Close(uint32(code), closeReason(code))
 }
 
-func (l *sockjsLink) closeNow() error { return l.sess.Close(uint32(websocket.StatusGoingAway), "") }
+func (l *sockjsLink) closeNow() error {
+	return l.sess.Close(uint32(websocket.StatusGoingAway), closeReason(websocket.StatusGoingAway))
+}

@@ -65,6 +65,9 @@ func (s *Session) readNext() error {
 		return err
 	}
 	_ = typ // STOMP frames arrive as text or binary alike
+	if s.sockjsBeat > 0 {
+		return s.readSockJSMessage(r)
+	}
 	return s.readFrom(r)
 }
 

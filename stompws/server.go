@@ -287,7 +287,12 @@ var subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
 // ServeHTTP upgrades to WebSocket and starts a STOMP session on a goroutine
 // of its own: the handler returns, so net/http's per-request state and its
 // goroutine's stack are not kept for the life of the connection.
-func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { srv.accept(w, r, 0) }
+
+// accept upgrades a WebSocket and runs its session. sockjsBeat > 0: the
+// WebSocket is SockJS's websocket transport (sockjsws.go), with SockJS's
+// heart-beat that often.
+func (srv *Server) accept(w http.ResponseWriter, r *http.Request, sockjsBeat time.Duration) {
 	if !srv.acquire() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
@@ -307,11 +312,18 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Frames are bounded by Limits; the reader enforces them itself so that
 	// an oversized frame gets a STOMP ERROR rather than a bare close.
 	conn.SetReadLimit(-1)
-	s := newSession(srv, &wsLink{conn: conn, out: hj.out}, r)
-	s.conn, s.out = conn, hj.out
+	if sockjsBeat > 0 {
+		if err := hj.out.writeFrame([]byte(sockjsOpen)); err != nil {
+			_ = conn.CloseNow()
+			srv.wg.Done()
+			return
+		}
+	}
+	s := newSession(srv, &wsLink{conn: conn, out: hj.out, sockjs: sockjsBeat > 0}, r)
+	s.conn, s.out, s.sockjsBeat = conn, hj.out, sockjsBeat
 	s.idle = newIdleWaiter(hj)
 	if !srv.add(s) {
-		_ = s.conn.Close(CloseGoingAway, "server is shutting down")
+		_ = s.link.close(CloseGoingAway)
 		srv.wg.Done()
 		return
 	}

@@ -31,16 +31,21 @@ var errStop = errors.New("session closing")
 
 // Session is one STOMP connection.
 type Session struct {
-	srv    *Server
-	cfg    *Config
-	link   link            // how frames reach the client (link.go)
-	conn   *websocket.Conn // a WebSocket session's connection, read by readLoop; nil over SockJS
-	out    *connWriter     // what conn writes to: batches go out in one write; nil over SockJS
-	sj     *sockjs.Session // a SockJS session's, read by readSockJS; nil over a WebSocket
-	req    *http.Request
-	id     string
-	ctx    context.Context
-	cancel context.CancelFunc
+	srv  *Server
+	cfg  *Config
+	link link            // how frames reach the client (link.go)
+	conn *websocket.Conn // a WebSocket session's connection, read by readLoop; nil over SockJS
+	out  *connWriter     // what conn writes to: batches go out in one write; nil over SockJS
+	sj   *sockjs.Session // a SockJS session's, read by readSockJS; nil over a WebSocket
+	// sockjsBeat > 0: the WebSocket is SockJS's websocket transport
+	// (sockjsws.go), whose own heart-beat goes this often to a client that
+	// asked for no STOMP heart-beats (then sockjsH is set).
+	sockjsBeat time.Duration
+	sockjsH    atomic.Bool
+	req        *http.Request
+	id         string
+	ctx        context.Context
+	cancel     context.CancelFunc
 
 	// Set at CONNECT by the read loop, before any other goroutine reads them.
 	principal Principal

@@ -2,20 +2,17 @@
 // (sockjs-client with stomp.js). The SockJS protocol is
 // github.com/igm/sockjs-go's; each SockJS session is a STOMP session like
 // a WebSocket's, with the same limits, heart-beats, back-pressure,
-// authentication, metrics and shutdown. What differs: a SockJS session's
-// reads hold a goroutine (it never parks), and its writes go through
-// sockjs-go's buffer to whichever transport the client chose.
+// authentication, metrics and shutdown. The websocket transport is a
+// WebSocket session of chatd's own (sockjsws.go); over the HTTP
+// transports a session's reads hold a goroutine (it never parks), and its
+// writes go through sockjs-go's buffer to the client's next request.
 
 package stompws
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -23,7 +20,6 @@ import (
 	"sync"
 	"time"
 
-	gws "github.com/gorilla/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
 )
 
@@ -47,6 +43,8 @@ type SockJSOptions struct {
 // a request body is held to what one message can carry (Limits).
 func (srv *Server) SockJS(prefix string, o SockJSOptions) http.Handler {
 	opts := sockjs.DefaultOptions
+	// The websocket transport is served by chatd itself (sockjsws.go):
+	// sockjs-go only announces it in /info.
 	opts.Websocket = true
 	opts.RawWebsocket = false // prefix+"/websocket" goes to ServeHTTP
 	opts.JSessionID = nil
@@ -56,15 +54,9 @@ func (srv *Server) SockJS(prefix string, o SockJSOptions) http.Handler {
 	if o.HeartbeatDelay > 0 {
 		opts.HeartbeatDelay = o.HeartbeatDelay
 	}
-	opts.WebsocketWriteTimeout = srv.cfg.WriteTimeout
-	// The origin was checked before the request got here (serveSockJS).
+	// The origin was checked before the request got here (ServeHTTP).
 	opts.CheckOrigin = func(*http.Request) bool { return true }
-	opts.WebsocketUpgrader = &gws.Upgrader{
-		CheckOrigin:     func(*http.Request) bool { return true },
-		ReadBufferSize:  1024,
-		WriteBufferSize: 1024,
-	}
-	e := &sockjsEndpoint{srv: srv, prefix: prefix, maxMessage: int64(srv.cfg.Limits.MaxFrameSize) * 2,
+	e := &sockjsEndpoint{srv: srv, prefix: prefix, maxMessage: int64(srv.cfg.Limits.MaxFrameSize) * 2, heartbeat: opts.HeartbeatDelay,
 		keepEnded: 2 * opts.DisconnectDelay, ended: map[string]time.Time{}, polling: map[string]int{}, polled: map[string]chan struct{}{}}
 	e.closeWait = opts.DisconnectDelay
 	e.h = sockjs.NewHandler(prefix, opts, func(sj sockjs.Session) {
@@ -79,9 +71,11 @@ type sockjsEndpoint struct {
 	srv    *Server
 	h      http.Handler
 	prefix string
-	// maxMessage bounds a request body (xhr_send, jsonp_send) and a
-	// WebSocket message: a frame's limit, JSON-escaped and with room.
+	// maxMessage bounds a request body (xhr_send): a frame's limit,
+	// JSON-escaped and with room.
 	maxMessage int64
+	// heartbeat is how often SockJS's heart-beat goes out.
+	heartbeat time.Duration
 
 	// ended holds the sessions that ended within keepEnded: sockjs-go
 	// keeps a closing session for its disconnect delay and answers a
@@ -190,8 +184,11 @@ func (e *sockjsEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case strings.HasSuffix(r.URL.Path, "/websocket"):
-		// sockjs-go's WebSocket reads whole messages without a bound.
-		e.h.ServeHTTP(&limitHijacker{ResponseWriter: w, max: e.maxMessage}, r)
+		if id := e.sessionOf(r); id == "" || strings.Contains(r.URL.Path[len(e.prefix):], ".") {
+			http.Error(w, errSockJSPath.Error(), http.StatusNotFound)
+			return
+		}
+		e.srv.accept(w, r, e.heartbeat)
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/xhr"):
 		e.poll(w, r)
 	case strings.Contains(r.URL.Path, "/jsonp"):
@@ -325,111 +322,4 @@ func checkOrigin(r *http.Request, patterns []string) error {
 		}
 	}
 	return fmt.Errorf("request Origin %q is not authorized for Host %q", u.Host, r.Host)
-}
-
-// limitHijacker hands the WebSocket upgrade a connection whose reads end
-// in an error once a client message grows past max.
-type limitHijacker struct {
-	http.ResponseWriter
-	max int64
-}
-
-func (h *limitHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hj, ok := h.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("stompws: the connection cannot be hijacked")
-	}
-	c, brw, err := hj.Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	lc := &limitConn{Conn: c, max: h.max}
-	if br := brw.Reader; br.Buffered() > 0 {
-		b, _ := br.Peek(br.Buffered())
-		lc.pre = append([]byte(nil), b...)
-	}
-	return lc, bufio.NewReadWriter(bufio.NewReader(lc), brw.Writer), nil
-}
-
-// limitConn reads the client's WebSocket frames as they pass (RFC 6455,
-// section 5.2: a header, then the payload) and fails the read that would
-// take one message past max bytes of payload, cutting the connection.
-type limitConn struct {
-	net.Conn
-	max int64
-	pre []byte // bytes read past the handshake, read first
-
-	hdr     []byte // a frame header still being read
-	payload int64  // bytes of the current frame's payload still to come
-	message int64  // payload bytes of the current message so far
-}
-
-var errMessageTooLarge = errors.New("stompws: SockJS WebSocket message too large")
-
-func (c *limitConn) Read(p []byte) (int, error) {
-	var n int
-	var err error
-	if len(c.pre) > 0 {
-		n = copy(p, c.pre)
-		c.pre = c.pre[n:]
-	} else {
-		n, err = c.Conn.Read(p)
-	}
-	if cerr := c.track(p[:n]); cerr != nil {
-		_ = c.Close()
-		return 0, cerr
-	}
-	return n, err
-}
-
-// track follows the frames in b.
-func (c *limitConn) track(b []byte) error {
-	for len(b) > 0 {
-		if c.payload > 0 {
-			k := min(int64(len(b)), c.payload)
-			c.payload -= k
-			b = b[k:]
-			continue
-		}
-		c.hdr = append(c.hdr, b[0])
-		b = b[1:]
-		need := 2
-		if len(c.hdr) >= 2 {
-			switch c.hdr[1] & 0x7f {
-			case 126:
-				need += 2
-			case 127:
-				need += 8
-			}
-			if c.hdr[1]&0x80 != 0 {
-				need += 4 // the mask
-			}
-		}
-		if len(c.hdr) < need {
-			continue
-		}
-		length := int64(c.hdr[1] & 0x7f)
-		switch length {
-		case 126:
-			length = int64(binary.BigEndian.Uint16(c.hdr[2:4]))
-		case 127:
-			length = int64(binary.BigEndian.Uint64(c.hdr[2:10]) & (1<<63 - 1))
-		}
-		fin, opcode := c.hdr[0]&0x80 != 0, c.hdr[0]&0x0f
-		c.hdr = c.hdr[:0]
-		if opcode < 0x8 { // a data frame (control frames are bounded by the protocol)
-			if opcode != 0 {
-				c.message = 0
-			}
-			c.message += length
-			if c.message > c.max {
-				return errMessageTooLarge
-			}
-			if fin {
-				c.message = 0
-			}
-		}
-		c.payload = length
-	}
-	return nil
 }

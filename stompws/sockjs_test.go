@@ -347,11 +347,14 @@ func TestSockJSOriginsAsWebSocket(t *testing.T) {
 // after the disconnect delay, and the server is back to the goroutines it
 // had: thousands of abandoned sessions hold nothing for long.
 func TestSockJSIdleSessionsEnd(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it counts the process's goroutines, which other tests'
+	// sessions would move.
 	s := startSockJS(t, stompws.SockJSOptions{DisconnectDelay: 300 * time.Millisecond})
 	settle := func() int {
 		var g int
 		for range 50 {
+			// The HTTP client's idle connections hold two goroutines each.
+			http.DefaultClient.CloseIdleConnections()
 			runtime.GC()
 			g = runtime.NumGoroutine()
 			time.Sleep(20 * time.Millisecond)
@@ -370,7 +373,7 @@ func TestSockJSIdleSessionsEnd(t *testing.T) {
 	}
 	waitFor(t, "every abandoned session to end", func() bool { return s.obs.closed.Load() == n && s.srv.Sessions() == 0 })
 	deadline := time.Now().Add(10 * time.Second)
-	for settle() > base+2 { // the HTTP client's idle connections come and go
+	for settle() > base {
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
 			t.Fatalf("%d goroutines, %d before the sessions:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
@@ -473,4 +476,178 @@ func BenchmarkSockJSIdleSessions(b *testing.B) {
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(b.N), "heap-B/session")
 	b.ReportMetric(float64(runtime.NumGoroutine())/float64(b.N), "goroutines/session")
+}
+
+// sockjsWS is a client of SockJS's websocket transport.
+type sockjsWS struct {
+	t    testing.TB
+	ctx  context.Context
+	ws   *websocket.Conn
+	rest string // STOMP input not yet read as frames
+}
+
+func dialSockJSWS(t testing.TB, s *sockjsServer, session string) *sockjsWS {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	ws, _, err := websocket.Dial(ctx, s.url+"/000/"+session+"/websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	c := &sockjsWS{t: t, ctx: ctx, ws: ws}
+	if f := c.sockjsFrame(); f != "o" {
+		t.Fatalf("want the open frame o, got %q", f)
+	}
+	return c
+}
+
+// sockjsFrame reads the next SockJS frame, whole.
+func (c *sockjsWS) sockjsFrame() string {
+	c.t.Helper()
+	typ, b, err := c.ws.Read(c.ctx)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	if typ != websocket.MessageText {
+		c.t.Fatalf("SockJS frame sent as %v, want text", typ)
+	}
+	return string(b)
+}
+
+// send sends pieces of STOMP input as one SockJS message.
+func (c *sockjsWS) send(pieces ...string) {
+	c.t.Helper()
+	b, _ := json.Marshal(pieces)
+	if err := c.ws.Write(c.ctx, websocket.MessageText, b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// frame returns the next STOMP frame (command and body, NUL dropped),
+// skipping heart-beats; beats counts the SockJS "h" frames and STOMP EOLs
+// it passed.
+func (c *sockjsWS) frame() (f string, hs, eols int) {
+	c.t.Helper()
+	for {
+		for strings.HasPrefix(c.rest, "\n") {
+			c.rest = c.rest[1:]
+			eols++
+		}
+		if i := strings.IndexByte(c.rest, 0); i >= 0 {
+			f, c.rest = c.rest[:i], c.rest[i+1:]
+			return f, hs, eols
+		}
+		sf := c.sockjsFrame()
+		switch {
+		case sf == "h":
+			hs++
+		case strings.HasPrefix(sf, "a"):
+			var msgs []string
+			if err := json.Unmarshal([]byte(sf[1:]), &msgs); err != nil {
+				c.t.Fatalf("array frame %q: %v", sf, err)
+			}
+			c.rest += strings.Join(msgs, "")
+		default:
+			c.t.Fatalf("want an array or heart-beat frame, got %q", sf)
+		}
+	}
+}
+
+// TestSockJSWebSocketTransport: SockJS's websocket transport frames
+// STOMP as SockJS clients read it (text that survives JSON whatever the
+// body holds), takes a frame split across a message's strings, gives
+// SockJS's heart-beat to a client that wants no STOMP ones and STOMP's to
+// one that does, and says why it closes in a SockJS close frame.
+func TestSockJSWebSocketTransport(t *testing.T) {
+	t.Parallel()
+	s := startSockJS(t, stompws.SockJSOptions{HeartbeatDelay: 100 * time.Millisecond},
+		func(c *stompws.Config) { c.HeartBeatMin = 50 * time.Millisecond })
+
+	quiet := dialSockJSWS(t, s, "quiet")
+	quiet.send("CONNECT\naccept-version:1.2\nhost:/\nlog", "in:quiet\nheart-beat:0,0\n\n\x00")
+	if f, _, _ := quiet.frame(); !strings.HasPrefix(f, "CONNECTED\n") || !strings.Contains(f, "heart-beat:0,0") {
+		t.Fatalf("want CONNECTED promising no STOMP heart-beats, got %q", f)
+	}
+	quiet.send(stomptest.Render("SUBSCRIBE", "", "id:1", "destination:/queue/q", "receipt:r1"))
+	if f, _, _ := quiet.frame(); !strings.HasPrefix(f, "RECEIPT\n") {
+		t.Fatalf("want the RECEIPT, got %q", f)
+	}
+	// Bodies with what JSON escapes, and bytes that are not UTF-8 (SockJS
+	// is text: they arrive as U+FFFD).
+	body := "{\"message\":\"say \\\"hi\\\"\\n\"}\t\r\u2028 안녕 😀"
+	by := dialStomp(t, s.testServer, "bystander")
+	by.post("/queue/q", body)
+	by.post("/queue/q", "a\xffb")
+	f, _, _ := quiet.frame()
+	if _, got, _ := strings.Cut(f, "\n\n"); !strings.HasPrefix(f, "MESSAGE\n") || got != body {
+		t.Fatalf("want the MESSAGE with body %q, got %q", body, f)
+	}
+	f, _, _ = quiet.frame()
+	if _, got, _ := strings.Cut(f, "\n\n"); got != "a\uFFFDb" {
+		t.Fatalf("want the invalid byte as U+FFFD, got %q", f)
+	}
+	// Quiet: SockJS heart-beats ("h"), no STOMP EOLs.
+	by.post("/queue/q", "later")
+	time.Sleep(350 * time.Millisecond)
+	by.post("/queue/q", "after the beats")
+	for {
+		f, hs, eols := quiet.frame()
+		if eols > 0 {
+			t.Fatalf("%d STOMP heart-beats to a client that asked for none", eols)
+		}
+		if strings.HasSuffix(f, "after the beats") {
+			if hs == 0 {
+				t.Fatal("no SockJS heart-beat in 350ms, with one due every 100ms")
+			}
+			break
+		}
+	}
+
+	// A client asking for STOMP heart-beats gets them as messages (a["\n"]),
+	// which stomp.js counts as the server's activity.
+	beating := dialSockJSWS(t, s, "beating")
+	beating.send(stomptest.Render("CONNECT", "", "accept-version:1.2", "host:/", "login:beating", "heart-beat:0,100"))
+	if f, _, _ := beating.frame(); !strings.HasPrefix(f, "CONNECTED\n") {
+		t.Fatalf("want CONNECTED, got %q", f)
+	}
+	time.Sleep(350 * time.Millisecond)
+	beating.send(stomptest.Render("SUBSCRIBE", "", "id:1", "destination:/queue/b", "receipt:r2"))
+	if f, hs, eols := beating.frame(); !strings.HasPrefix(f, "RECEIPT\n") || eols == 0 || hs > 0 {
+		t.Fatalf("got %q after %d STOMP and %d SockJS heart-beats; want the RECEIPT after STOMP ones only", f, eols, hs)
+	}
+
+	// A message that is not SockJS's: an ERROR, then the SockJS close
+	// frame and the WebSocket's close, both with code and reason.
+	bad := dialSockJSWS(t, s, "bad")
+	if err := bad.ws.Write(bad.ctx, websocket.MessageText, []byte(`{"not":"an array"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if f, _, _ := bad.frame(); !strings.HasPrefix(f, "ERROR\n") || !strings.Contains(f, "malformed SockJS message") {
+		t.Fatalf("want an ERROR naming the malformed SockJS message, got %q", f)
+	}
+	if f := bad.sockjsFrame(); f != `c[1008,"STOMP ERROR sent"]` {
+		t.Fatalf("want the SockJS close frame, got %q", f)
+	}
+	if _, _, err := bad.ws.Read(bad.ctx); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("want the WebSocket closed with 1008, got %v", err)
+	}
+
+	// A URL SockJS does not form is refused.
+	if _, resp, err := websocket.Dial(quiet.ctx, s.url+"/000/a.b/websocket", nil); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("websocket transport at a session id with a dot: %v, want 404", err)
+	}
+
+	// Shutdown: its reason reaches the SockJS client.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx, "going down"); err != nil {
+		t.Fatal(err)
+	}
+	if f, _, _ := quiet.frame(); !strings.HasPrefix(f, "ERROR\n") || !strings.Contains(f, "going down") {
+		t.Fatalf("want the shutdown ERROR, got %q", f)
+	}
+	if f := quiet.sockjsFrame(); f != `c[1012,"server is shutting down"]` {
+		t.Fatalf("want the SockJS close frame of a shutdown, got %q", f)
+	}
 }

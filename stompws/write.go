@@ -208,6 +208,11 @@ func (s *Session) putBuf(bp *[]byte, buf []byte) {
 // write cost an allocation and a timer each): if it fires, the connection
 // is cut, which fails the write (transport.go, assumption (e)).
 func (s *Session) write(buf []byte, bin bool) error {
+	if s.sockjsBeat > 0 {
+		bp, sj := s.sockjsFrame(buf)
+		defer s.putBuf(bp, sj)
+		buf, bin = sj, false
+	}
 	if s.writeDeadline == nil {
 		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.link.closeNow() })
 	} else {
@@ -282,6 +287,11 @@ func (s *Session) writeInline() bool {
 	}
 	s.mu.Unlock()
 
+	if s.sockjsBeat > 0 {
+		sbp, sj := s.sockjsFrame(buf)
+		s.putBuf(bp, buf)
+		bp, buf, bin = sbp, sj, false
+	}
 	wf := wsFrame(buf, bin)
 	n, err := s.out.writeNow(wf)
 	switch {

@@ -1,0 +1,165 @@
+// SockJS's websocket transport, served by chatd itself: a WebSocket whose
+// messages are SockJS frames ("o" to open, a["..."] for messages, "h" for
+// SockJS's heart-beat, c[code,"reason"] to close) around the session's
+// STOMP bytes. It is the same WebSocket session as the raw endpoint's,
+// with its parking, inline writes and batching: sockjs-go's websocket
+// handler goes through a send buffer, a goroutine and two copies per
+// message, and cost fan-out most of its throughput (docs/benchmarks.md).
+// sockjs-go still serves /info and the HTTP transports (sockjs.go).
+
+package stompws
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+)
+
+// sockjsOpen is SockJS's open frame, as a WebSocket text message.
+const sockjsOpen = "\x81\x01o"
+
+// sockjsFrame turns the STOMP bytes of buf (after wsHeaderMax) into the
+// SockJS frame that carries them, in a buffer of the pool with
+// wsHeaderMax bytes of room in front: a["..."] with one JSON string, or
+// "h" for a lone heart-beat EOL when the client asked for no STOMP
+// heart-beats (SockJS's own then keep proxies from timing out).
+func (s *Session) sockjsFrame(buf []byte) (*[]byte, []byte) {
+	bp := s.srv.bufs.Get().(*[]byte)
+	out := (*bp)[:wsHeaderMax]
+	p := buf[wsHeaderMax:]
+	if len(p) == 1 && p[0] == '\n' && s.sockjsH.Load() {
+		return bp, append(out, 'h')
+	}
+	out = append(out, `a["`...)
+	out = appendJSONEscaped(out, p)
+	return bp, append(out, `"]`...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONEscaped appends p as the inside of a JSON string. SockJS
+// carries text: bytes that are not UTF-8 become U+FFFD, as with
+// encoding/json. U+2028 and U+2029 are escaped, as sockjs-node does,
+// for JavaScript parsers that take them for line ends. (encoding/json
+// has no append form for a []byte that would spare this; its Marshal
+// allocates a string and a result per message.)
+func appendJSONEscaped(dst, p []byte) []byte {
+	start := 0
+	for i := 0; i < len(p); {
+		c := p[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, p[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(p[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, p[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, p[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	return append(dst, p[start:]...)
+}
+
+// appendSockJSClose appends SockJS's close frame, c[code,"reason"].
+func appendSockJSClose(dst []byte, code websocket.StatusCode) []byte {
+	dst = append(dst, "c["...)
+	dst = strconv.AppendInt(dst, int64(code), 10)
+	dst = append(dst, ',', '"')
+	dst = appendJSONEscaped(dst, []byte(closeReason(code)))
+	return append(dst, '"', ']')
+}
+
+// closeReason is the reason given with a close code: SockJS passes it to
+// the application's onclose, where a bare code says little.
+func closeReason(code websocket.StatusCode) string {
+	switch code {
+	case closeNormal:
+		return "Normal closure"
+	case closePolicy:
+		return "STOMP ERROR sent"
+	case CloseGoingAway:
+		return "server is shutting down"
+	case websocket.StatusMessageTooBig:
+		return "message too large"
+	}
+	return ""
+}
+
+// sockjsCloseWait bounds writing the SockJS close frame to a client that
+// reads nothing.
+const sockjsCloseWait = 5 * time.Second
+
+// readSockJSMessage reads one message of SockJS's websocket transport, a
+// JSON array of strings (or one string), each a piece of the client's
+// STOMP input, bounded by what a frame may take once JSON-escaped.
+func (s *Session) readSockJSMessage(r io.Reader) error {
+	limit := 2 * int64(s.dec.Limits.MaxFrameSize)
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(b)) > limit {
+		s.fail(&Error{Kind: KindLimit, Message: "SockJS message too large: more than " + strconv.FormatInt(limit, 10) + " bytes"},
+			"", websocket.StatusMessageTooBig, false)
+		return errStop
+	}
+	if len(b) == 0 {
+		s.lastRead.Store(time.Now().UnixNano())
+		return nil // sockjs-node ignores an empty message too
+	}
+	var msgs []string
+	if err := json.Unmarshal(b, &msgs); err != nil {
+		var one string
+		if json.Unmarshal(b, &one) != nil {
+			s.fail(&Error{Kind: KindMalformed, Message: "malformed SockJS message: want a JSON array of strings"}, "", closePolicy, false)
+			return errStop
+		}
+		msgs = []string{one}
+	}
+	if len(msgs) == 0 {
+		s.lastRead.Store(time.Now().UnixNano())
+		return nil
+	}
+	for _, m := range msgs {
+		if err := s.readFrom(strings.NewReader(m)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errSockJSPath: a websocket transport URL that SockJS does not form.
+var errSockJSPath = errors.New("not a SockJS websocket URL: want <prefix>/<server>/<session>/websocket")
