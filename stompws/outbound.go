@@ -40,6 +40,8 @@ type Message struct {
 	binary  bool
 	size    int
 	enc     [3]atomic.Pointer[[]byte]
+	// sockjs holds enc JSON-escaped, for SockJS's websocket transport.
+	sockjs [3]atomic.Pointer[[]byte]
 }
 
 // NewMessage makes a Message. headers should not include destination or
@@ -79,6 +81,19 @@ func (m *Message) encoded(v frame.Version) []byte {
 	return b
 }
 
+// escaped is encoded(v) JSON-escaped for a SockJS array frame: escaped
+// once per message, not once per subscriber.
+func (m *Message) escaped(v frame.Version) []byte {
+	slot := &m.sockjs[v-1]
+	if p := slot.Load(); p != nil {
+		return *p
+	}
+	enc := m.encoded(v)
+	b := appendJSONEscaped(make([]byte, 0, len(enc)+len(enc)/8+16), enc)
+	slot.Store(&b)
+	return b
+}
+
 // representable reports whether a header survives v's encoding. No
 // version can carry a NUL. STOMP 1.0
 // escapes nothing, so a name with ':' or a line break, or a value with a line
@@ -99,6 +114,18 @@ func representable(v frame.Version, h frame.Header) bool {
 }
 
 func (s *Session) appendMessage(buf []byte, it *outItem) []byte {
+	if s.sockjsBeat == 0 {
+		buf = s.appendMessageHead(buf, it)
+		return append(buf, it.msg.encoded(s.version)...)
+	}
+	var head [256]byte
+	buf = appendJSONEscaped(buf, s.appendMessageHead(head[:0], it))
+	return append(buf, it.msg.escaped(s.version)...)
+}
+
+// appendMessageHead appends the headers of a MESSAGE frame that are the
+// subscription's own, with the command.
+func (s *Session) appendMessageHead(buf []byte, it *outItem) []byte {
 	buf = append(buf, "MESSAGE\n"...)
 	buf = append(buf, it.sub.hdr...)
 	buf = append(buf, "message-id:"...)
@@ -112,7 +139,7 @@ func (s *Session) appendMessage(buf []byte, it *outItem) []byte {
 	for _, h := range it.extra {
 		buf = frame.AppendHeader(buf, s.version, h.Name, h.Value)
 	}
-	return append(buf, it.msg.encoded(s.version)...)
+	return buf
 }
 
 // Subscription is one client subscription.

@@ -24,21 +24,38 @@ import (
 // sockjsOpen is SockJS's open frame, as a WebSocket text message.
 const sockjsOpen = "\x81\x01o"
 
-// sockjsFrame turns the STOMP bytes of buf (after wsHeaderMax) into the
-// SockJS frame that carries them, in a buffer of the pool with
-// wsHeaderMax bytes of room in front: a["..."] with one JSON string, or
-// "h" for a lone heart-beat EOL when the client asked for no STOMP
-// heart-beats (SockJS's own then keep proxies from timing out).
-func (s *Session) sockjsFrame(buf []byte) (*[]byte, []byte) {
-	bp := s.srv.bufs.Get().(*[]byte)
-	out := (*bp)[:wsHeaderMax]
-	p := buf[wsHeaderMax:]
-	if len(p) == 1 && p[0] == '\n' && s.sockjsH.Load() {
-		return bp, append(out, 'h')
+// beginMessage starts a WebSocket message of frames in buf (wsHeaderMax
+// bytes of room for the WebSocket header): over SockJS, an array frame
+// of one string, into which appendItem escapes the frames.
+func (s *Session) beginMessage(buf []byte) []byte {
+	if s.sockjsBeat > 0 {
+		return append(buf, `a["`...)
 	}
-	out = append(out, `a["`...)
-	out = appendJSONEscaped(out, p)
-	return bp, append(out, `"]`...)
+	return buf
+}
+
+// endMessage ends what beginMessage began. SockJS carries text only, so
+// its messages are never binary.
+func (s *Session) endMessage(buf []byte, bin *bool) []byte {
+	if s.sockjsBeat > 0 {
+		*bin = false
+		return append(buf, `"]`...)
+	}
+	return buf
+}
+
+// appendBeat appends a heart-beat message: a STOMP EOL, which over SockJS
+// goes in an array frame, unless the client asked for no STOMP
+// heart-beats: then it is SockJS's own ("h"), which keeps proxies from
+// timing the connection out.
+func (s *Session) appendBeat(buf []byte) []byte {
+	switch {
+	case s.sockjsBeat == 0:
+		return append(buf, '\n')
+	case s.sockjsH.Load():
+		return append(buf, 'h')
+	}
+	return append(buf, `a["\n"]`...)
 }
 
 const hexDigits = "0123456789abcdef"

@@ -105,9 +105,8 @@ func (s *Session) writeLoop() {
 			}
 			s.mu.Unlock()
 		} else if !closing {
-			var hb [wsHeaderMax + 1]byte
-			hb[wsHeaderMax] = '\n'
-			err = s.write(hb[:], false)
+			var hb [wsHeaderMax + 8]byte
+			err = s.write(s.appendBeat(hb[:wsHeaderMax]), false)
 		}
 		if err != nil || closing {
 			// writing stays set: no writer starts after this one.
@@ -138,7 +137,8 @@ func (s *Session) writeLoop() {
 
 func (s *Session) writeItems(items []outItem) error {
 	bp := s.srv.bufs.Get().(*[]byte)
-	buf := (*bp)[:wsHeaderMax]
+	buf := s.beginMessage((*bp)[:wsHeaderMax])
+	empty := len(buf)
 	bin := false
 	var err error
 	var n frameCounts
@@ -146,14 +146,14 @@ func (s *Session) writeItems(items []outItem) error {
 		buf = s.appendItem(buf, &items[i], &n)
 		bin = bin || items[i].msg != nil && items[i].msg.binary
 		if len(buf)-wsHeaderMax >= maxWSMessage {
-			if err = s.write(buf, bin); err != nil {
+			if err = s.write(s.endMessage(buf, &bin), bin); err != nil {
 				break
 			}
-			buf, bin = buf[:wsHeaderMax], false
+			buf, bin = s.beginMessage(buf[:wsHeaderMax]), false
 		}
 	}
-	if err == nil && len(buf) > wsHeaderMax {
-		err = s.write(buf, bin)
+	if err == nil && len(buf) > empty {
+		err = s.write(s.endMessage(buf, &bin), bin)
 	}
 	// A failed write ends the session, and its burst is not counted.
 	if err == nil {
@@ -192,6 +192,9 @@ func (s *Session) appendItem(buf []byte, it *outItem, n *frameCounts) []byte {
 	case CmdConnected:
 		n.connected++
 	}
+	if s.sockjsBeat > 0 {
+		return appendJSONEscaped(buf, it.raw)
+	}
 	return append(buf, it.raw...)
 }
 
@@ -208,11 +211,6 @@ func (s *Session) putBuf(bp *[]byte, buf []byte) {
 // write cost an allocation and a timer each): if it fires, the connection
 // is cut, which fails the write (transport.go, assumption (e)).
 func (s *Session) write(buf []byte, bin bool) error {
-	if s.sockjsBeat > 0 {
-		bp, sj := s.sockjsFrame(buf)
-		defer s.putBuf(bp, sj)
-		buf, bin = sj, false
-	}
 	if s.writeDeadline == nil {
 		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.link.closeNow() })
 	} else {
@@ -273,12 +271,15 @@ func (s *Session) writeInline() bool {
 	buf := (*bp)[:wsHeaderMax]
 	bin := false
 	var cnt frameCounts
-	for i := range items {
-		buf = s.appendItem(buf, &items[i], &cnt)
-		bin = bin || items[i].msg != nil && items[i].msg.binary
-	}
 	if len(items) == 0 {
-		buf = append(buf, '\n')
+		buf = s.appendBeat(buf)
+	} else {
+		buf = s.beginMessage(buf)
+		for i := range items {
+			buf = s.appendItem(buf, &items[i], &cnt)
+			bin = bin || items[i].msg != nil && items[i].msg.binary
+		}
+		buf = s.endMessage(buf, &bin)
 	}
 	clear(items)
 	s.mu.Lock()
@@ -287,11 +288,6 @@ func (s *Session) writeInline() bool {
 	}
 	s.mu.Unlock()
 
-	if s.sockjsBeat > 0 {
-		sbp, sj := s.sockjsFrame(buf)
-		s.putBuf(bp, buf)
-		bp, buf, bin = sbp, sj, false
-	}
 	wf := wsFrame(buf, bin)
 	n, err := s.out.writeNow(wf)
 	switch {
