@@ -104,7 +104,7 @@ func (e *archiveEnv) store(room string, data []byte) uint64 {
 		err error
 	}
 	done := make(chan result, 1)
-	e.commit.Submit(room, data, "", "", func(id uint64, err error) { done <- result{id, err} })
+	e.commit.Submit(room, data, "", "", nil, func(id uint64, err error) { done <- result{id, err} })
 	var r result
 	select {
 	case r = <-done:
@@ -399,7 +399,7 @@ func BenchmarkArchive(b *testing.B) {
 		data, _ := json.Marshal(map[string]any{"roomId": room, "userId": "user" + strconv.Itoa(i%200),
 			"message":   "benchmark message number " + strconv.Itoa(i) + " with a few more words in it",
 			"createdAt": time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"), "unread": 3})
-		e.commit.Submit(room, data, "", "", func(_ uint64, err error) { errs <- err })
+		e.commit.Submit(room, data, "", "", nil, func(_ uint64, err error) { errs <- err })
 	}
 	for range b.N {
 		if err := <-errs; err != nil {

@@ -86,7 +86,7 @@ func post(t *testing.T, s *chat.Service, user, room, text string) {
 func tryPost(s *chat.Service, user, room, text, clientID string) error {
 	body, _ := json.Marshal(map[string]string{"message": text})
 	done := make(chan error, 1)
-	s.Post(context.Background(), user, room, body, nil, clientID, func(err error) { done <- err })
+	s.Post(context.Background(), nil, user, room, body, nil, clientID, func(err error) { done <- err })
 	select {
 	case err := <-done:
 		return err
@@ -477,7 +477,9 @@ func TestSlowStartDelaysOnlyItsRoom(t *testing.T) {
 // failing stores nothing, with err.
 type failing struct{ err error }
 
-func (f failing) Submit(_ string, _ []byte, _, _ string, done func(uint64, error)) { done(0, f.err) }
+func (f failing) Submit(_ string, _ []byte, _, _ string, _ func() error, done func(uint64, error)) {
+	done(0, f.err)
+}
 
 // TestPostRefusals: what a sender is told, by kind.
 func TestPostRefusals(t *testing.T) {
@@ -495,18 +497,19 @@ func TestPostRefusals(t *testing.T) {
 		"bad room":     {"ann", "a.b", `{"message":"hi"}`, chat.Invalid},
 	} {
 		done := make(chan error, 1)
-		s.Post(context.Background(), tc.user, tc.room, []byte(tc.body), nil, "", func(err error) { done <- err })
+		s.Post(context.Background(), nil, tc.user, tc.room, []byte(tc.body), nil, "", func(err error) { done <- err })
 		if err := <-done; chat.KindOf(err) != tc.want {
 			t.Errorf("%s: %v (%s), want %s", name, err, chat.KindOf(err), tc.want)
 		}
 	}
 	for cause, want := range map[error]chat.Kind{
-		fmt.Errorf("publish: %w", storage.ErrTooLarge): chat.TooLarge,
-		errors.New("no quorum"):                        chat.Internal,
+		fmt.Errorf("publish: %w", storage.ErrTooLarge):    chat.TooLarge,
+		fmt.Errorf("publish: %w", storage.ErrUnavailable): chat.Unavailable,
+		errors.New("disk on fire"):                        chat.Internal,
 	} {
 		s := chat.NewService(b.log, failing{cause}, b.bus, b.store, chat.Config{})
 		done := make(chan error, 1)
-		s.Post(context.Background(), "ann", "r", []byte(`{"message":"hi"}`), nil, "", func(err error) { done <- err })
+		s.Post(context.Background(), nil, "ann", "r", []byte(`{"message":"hi"}`), nil, "", func(err error) { done <- err })
 		if err := <-done; chat.KindOf(err) != want || !errors.Is(err, cause) && want == chat.Internal {
 			t.Errorf("store failing with %v: told %v (%s)", cause, err, chat.KindOf(err))
 		}

@@ -68,6 +68,11 @@ func KindOf(err error) Kind {
 	return Internal
 }
 
+// errUnavailableMsg is what a client is told when the store cannot take
+// or serve a request for the moment: not a fault of its own or a bug, and
+// worth retrying (docs/protocol.md, Errors).
+const errUnavailableMsg = "unavailable: the message store cannot serve this now; retry"
+
 func notMember(room string) *Error {
 	return errorf(Forbidden, "forbidden: not a member of room %s", room)
 }

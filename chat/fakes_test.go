@@ -71,7 +71,13 @@ func (w *world) nextID() uint64 {
 }
 
 // Submit implements chat.Committer: stored at once, then sent live.
-func (w *world) Submit(room string, data []byte, sender, clientID string, done func(uint64, error)) {
+func (w *world) Submit(room string, data []byte, sender, clientID string, abandon func() error, done func(uint64, error)) {
+	if abandon != nil {
+		if err := abandon(); err != nil {
+			done(0, err)
+			return
+		}
+	}
 	w.mu.Lock()
 	key := sender + "\x00" + clientID
 	if id, ok := w.dedupe[key]; ok && clientID != "" {

@@ -49,10 +49,14 @@ type Committer interface {
 	// Submit queues a message for room. done is called once, with the
 	// message's id once it is stored (as durably as the deployment says),
 	// or with the error that kept it from being stored (wrapping
-	// storage.ErrTooLarge for a message over the log's limit). A non-empty
-	// clientID makes a repeat from the same sender, within the log's
-	// duplicate window, store nothing twice.
-	Submit(room string, data []byte, sender, clientID string, done func(id uint64, err error))
+	// storage.ErrTooLarge for a message over the log's limit,
+	// storage.ErrUnavailable where the store cannot take writes for the
+	// moment). A non-empty clientID makes a repeat from the same sender,
+	// within the log's duplicate window, store nothing twice. abandon (nil:
+	// none) is asked just before the message is written; an error leaves
+	// it unwritten and goes to done. A failure is told to done before any
+	// later message is written.
+	Submit(room string, data []byte, sender, clientID string, abandon func() error, done func(id uint64, err error))
 }
 
 // Bus carries what happens now to the nodes that have subscribers for it.

@@ -24,9 +24,10 @@ const MaxClientMsgID = 128
 //
 // Post hands the message to the committer before it returns, so that a
 // sender who posts from one goroutine has its messages stored in the
-// order it sent them. A message on its way is stored even if its sender
-// goes.
-func (s *Service) Post(ctx context.Context, user, room string, body []byte, headers [][2]string, clientID string, done func(error)) {
+// order it sent them; with seq (nil: none), a message that is not stored
+// keeps every later one of seq's from being stored (Sequence). A message
+// on its way is stored even if its sender goes.
+func (s *Service) Post(ctx context.Context, seq *Sequence, user, room string, body []byte, headers [][2]string, clientID string, done func(error)) {
 	if !ValidRoomID(room) {
 		done(errInvalidRoom)
 		return
@@ -62,11 +63,30 @@ func (s *Service) Post(ctx context.Context, user, room string, body []byte, head
 		done(fmt.Errorf("encode message: %w", err))
 		return
 	}
+	if limit := s.msgs.MaxMessageSize(); limit > 0 && len(data) > limit {
+		// Refused here rather than by the log, which would refuse it
+		// only after later messages of the sender's were written.
+		done(errorf(TooLarge, "message too large to store: more than %d bytes once encoded", limit))
+		return
+	}
+	var n uint64
+	var abandon func() error
+	if seq != nil {
+		if n, err = seq.take(); err != nil {
+			done(err)
+			return
+		}
+		abandon = func() error { return seq.blocked(n) }
+	}
 	start := time.Now()
-	s.commit.Submit(room, data, user, clientID, func(_ uint64, err error) {
+	s.commit.Submit(room, data, user, clientID, abandon, func(_ uint64, err error) {
 		if err != nil {
+			err = s.storeError(room, err)
+			if seq != nil {
+				seq.fail(n, err)
+			}
 			s.cfg.Metrics.PublishFailed()
-			done(s.storeError(room, err))
+			done(err)
 			return
 		}
 		s.cfg.Metrics.MessageStored(time.Since(start))
@@ -81,6 +101,12 @@ func (s *Service) storeError(room string, err error) error {
 		// JSON escapes some characters to six bytes: a frame within the
 		// frame limit can still make too large a message.
 		return errorf(TooLarge, "message too large to store: more than %d bytes once encoded", s.msgs.MaxMessageSize())
+	}
+	if errors.Is(err, storage.ErrUnavailable) {
+		return &Error{Kind: Unavailable, Msg: errUnavailableMsg, Detail: err.Error()}
+	}
+	if _, ok := errors.AsType[*Error](err); ok {
+		return err // an earlier message's, for the rest of its Sequence
 	}
 	return fmt.Errorf("store message in %s: %w", room, err)
 }

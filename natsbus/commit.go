@@ -84,6 +84,7 @@ var ErrCommitterClosed = errors.New("natsbus: committer closed")
 type Committer struct {
 	msgs    *MessageLog
 	metrics CommitMetrics
+	timeout time.Duration // commitTimeout; shorter in tests
 	log     *slog.Logger
 	ctx     context.Context // ends when Close gives up waiting
 	cancel  context.CancelFunc
@@ -121,7 +122,17 @@ type pending struct {
 	data     []byte
 	msgID    string
 	deadline time.Time
+	abandon  func() error // nil: never abandoned
 	done     func(seq uint64, err error)
+}
+
+// abandoned is the error its submitter abandoned the message with, if it
+// did: the message is then not written, and its submitter is told.
+func (p *pending) abandoned() error {
+	if p.abandon == nil {
+		return nil
+	}
+	return p.abandon()
 }
 
 // NewCommitter starts group commit for the log; metrics (nil: none) hears
@@ -132,7 +143,7 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Committer{
-		msgs: l, metrics: metrics, log: l.log, ctx: ctx, cancel: cancel,
+		msgs: l, metrics: metrics, timeout: commitTimeout, log: l.log, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), wake: make(chan struct{}, 1), ids: nuid.New(),
 	}
 	if l.syncs {
@@ -158,16 +169,28 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 // without storing them twice (commit).
 //
 // Messages are stored in the order of their Submit calls; a caller that
-// submits from one goroutine keeps its own order.
-func (c *Committer) Submit(room string, data []byte, sender, clientID string, done func(seq uint64, err error)) {
+// submits from one goroutine keeps its own order. abandon (nil: none) is
+// asked just before the message is written: an error leaves it unwritten,
+// and done gets that error. A message that fails is reported to done
+// before any later message is written, so that a submitter can abandon
+// the ones it sent after it (chat.Sequence).
+//
+// An error for a store that cannot take writes for the moment (no leader
+// or quorum, no answer in time, JetStream disabled) wraps
+// storage.ErrUnavailable.
+func (c *Committer) Submit(room string, data []byte, sender, clientID string, abandon func() error, done func(seq uint64, err error)) {
 	msgID := ""
 	if clientID != "" {
 		msgID = UserToken(sender) + ":" + clientID
 	}
-	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(commitTimeout)}
+	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(c.timeout), abandon: abandon}
 	p.done = func(seq uint64, err error) {
-		if errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		switch {
+		case err == nil:
+		case errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum):
 			err = fmt.Errorf("%w: %w", storage.ErrTooLarge, err)
+		case unavailable(err):
+			err = fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 		}
 		done(seq, err)
 	}
@@ -290,7 +313,19 @@ func (c *Committer) take() (batch []*pending, ok bool) {
 		c.queue = nil // let the next append start a fresh array
 	}
 	c.mu.Unlock()
-	return batch, true
+	kept := batch[:0]
+	for _, p := range batch {
+		if err := p.abandoned(); err != nil {
+			p.done(0, err)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	clear(batch[len(kept):])
+	if len(kept) == 0 {
+		return c.take()
+	}
+	return kept, true
 }
 
 // commit stores a batch and tells every message's submitter.
@@ -343,13 +378,19 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 	errs := make([]error, len(batch))
 	resend := c.msgs.resendOn()
 	for i, p := range batch {
-		futs[i], errs[i] = c.msgs.publishAsync(p.room, p.data, p.msgID)
+		// A message that fails is told at once, so that its submitter
+		// can abandon what it sent after it, later in this batch too.
+		if errs[i] = p.abandoned(); errs[i] == nil {
+			futs[i], errs[i] = c.msgs.publishAsync(p.room, p.data, p.msgID)
+		}
+		if errs[i] != nil {
+			p.done(0, errs[i])
+		}
 	}
 	if !c.msgs.syncs {
 		for i, p := range batch {
 			if errs[i] != nil {
-				p.done(0, errs[i])
-				continue
+				continue // told
 			}
 			ack, err := c.msgs.await(ctx, futs[i], p, resend)
 			if err != nil {
@@ -360,16 +401,23 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 		}
 		return
 	}
-	seqs := make([]uint64, len(batch))
+	// Stored messages wait for the sync; failed ones are told now.
+	var stored []*pending
+	var seqs []uint64
 	for i, p := range batch {
-		if errs[i] == nil {
-			var ack *jetstream.PubAck
-			if ack, errs[i] = c.msgs.await(ctx, futs[i], p, resend); errs[i] == nil {
-				seqs[i] = ack.Sequence
-			}
+		if errs[i] != nil {
+			continue // told
 		}
+		ack, err := c.msgs.await(ctx, futs[i], p, resend)
+		if err != nil {
+			p.done(0, err)
+			continue
+		}
+		stored, seqs = append(stored, p), append(seqs, ack.Sequence)
 	}
-	c.syncLater(batch, seqs, errs)
+	if len(stored) > 0 {
+		c.syncLater(stored, seqs, make([]error, len(stored)))
+	}
 }
 
 // commitAtomic stores the batch as one JetStream atomic batch: all of it

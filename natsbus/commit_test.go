@@ -10,9 +10,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -344,7 +346,7 @@ func TestSubmitKeepsEachSubmittersOrder(t *testing.T) {
 				wg.Add(each)
 				go func() {
 					for i := range each {
-						c.Submit(fmt.Sprintf("room%d", s%3), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", "", func(seq uint64, err error) {
+						c.Submit(fmt.Sprintf("room%d", s%3), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", "", nil, func(seq uint64, err error) {
 							defer wg.Done()
 							if err != nil {
 								t.Errorf("submitter %d message %d: %v", s, i, err)
@@ -387,7 +389,7 @@ func TestCloseStoresWhatWasSubmitted(t *testing.T) {
 	c := l.NewCommitter(nil)
 	outs := make([]outcome, 100)
 	for _, p := range testBatch("r", len(outs), outs) {
-		c.Submit(p.room, p.data, "", "", p.done)
+		c.Submit(p.room, p.data, "", "", nil, p.done)
 	}
 	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -398,7 +400,7 @@ func TestCloseStoresWhatWasSubmitted(t *testing.T) {
 		}
 	}
 	var late error
-	c.Submit("r", []byte(`{}`), "", "", func(_ uint64, err error) { late = err })
+	c.Submit("r", []byte(`{}`), "", "", nil, func(_ uint64, err error) { late = err })
 	if !errors.Is(late, ErrCommitterClosed) {
 		t.Fatalf("submit after Close: %v", late)
 	}
@@ -456,5 +458,73 @@ func TestStreamJetStreamWillNotUpdateIsNamed(t *testing.T) {
 	_, err := bus.OpenMessageLog(ctx, LogConfig{Replicas: 1, Durability: DurabilityFsync})
 	if err == nil || !strings.Contains(err.Error(), "storage: Memory → File") || !strings.Contains(err.Error(), "allow_atomic: false → true") {
 		t.Fatalf("open over a memory stream: %v", err)
+	}
+}
+
+// TestFailureAbandonsWhatFollows: a message that cannot be stored (here
+// the stream is gone, so no server answers, as while a cluster has lost
+// its majority) is told before any later message is written, and those
+// its submitter then abandons are not written, even though the store is
+// back by the time their turn comes: a sender's order survives an outage
+// (chat.Sequence). Without the abandon, the later messages would be stored
+// ahead of the failed one's resend.
+func TestFailureAbandonsWhatFollows(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityReplicated)
+	l := openTestLog(t, bus, DurabilityReplicated)
+	c := l.NewCommitter(nil)
+	c.timeout = time.Second
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	ctx := context.Background()
+	if err := bus.js.DeleteStream(ctx, MessagesStream); err != nil {
+		t.Fatal(err)
+	}
+
+	var failed atomic.Pointer[error]
+	abandon := func() error {
+		if p := failed.Load(); p != nil {
+			return fmt.Errorf("after an earlier failure: %w", *p)
+		}
+		return nil
+	}
+	firstDone := make(chan error, 1)
+	var reopened atomic.Pointer[MessageLog]
+	c.Submit("r", []byte(`{"n":1}`), "", "", abandon, func(_ uint64, err error) {
+		if err != nil {
+			failed.Store(&err)
+			// The store comes back at once, well before the later
+			// messages' own deadlines.
+			nl, oerr := bus.OpenMessageLog(ctx, LogConfig{Replicas: 1, DuplicateWindow: time.Minute, MaxMsgSize: 1024, Durability: DurabilityReplicated})
+			if oerr != nil {
+				t.Error(oerr)
+			}
+			reopened.Store(nl)
+		}
+		firstDone <- err
+	})
+	time.Sleep(200 * time.Millisecond) // the first is being retried: the rest queue behind it
+	later := make(chan error, 2)
+	for n := 2; n <= 3; n++ {
+		c.Submit("r", fmt.Appendf(nil, `{"n":%d}`, n), "", "", abandon, func(_ uint64, err error) { later <- err })
+	}
+	if err := <-firstDone; !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("the first message: %v, want it unavailable", err)
+	}
+	for range 2 {
+		if err := <-later; err == nil || !strings.Contains(err.Error(), "after an earlier failure") {
+			t.Fatalf("a later message: %v, want it abandoned", err)
+		}
+	}
+	nl := reopened.Load()
+	if nl == nil {
+		t.Fatal("the stream was not recreated")
+	}
+	// The store takes writes again, and holds none of the abandoned ones.
+	stored := make(chan error, 1)
+	c.Submit("r", []byte(`{"n":4}`), "", "", nil, func(_ uint64, err error) { stored <- err })
+	if err := <-stored; err != nil {
+		t.Fatalf("after the outage: %v", err)
+	}
+	if got := roomData(t, nl, "r"); len(got) != 1 || got[0] != `{"n":4}` {
+		t.Fatalf("stored %q, want only the message sent after the outage", got)
 	}
 }

@@ -17,7 +17,7 @@ func submit(t *testing.T, c *Committer, room, data string) uint64 {
 	t.Helper()
 	done := make(chan error, 1)
 	var id uint64
-	c.Submit(room, []byte(data), "", "", func(seq uint64, err error) { id = seq; done <- err })
+	c.Submit(room, []byte(data), "", "", nil, func(seq uint64, err error) { id = seq; done <- err })
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

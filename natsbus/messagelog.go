@@ -316,6 +316,15 @@ func classify(err error) (notStored, lost bool) {
 	return notStored, lost
 }
 
+// unavailable reports an error of a store that cannot take writes for the
+// moment: no leader or quorum (classify's notStored), no answer in time
+// (its lost), or JetStream disabled, as after a full disk.
+func unavailable(err error) bool {
+	notStored, lost := classify(err)
+	return notStored || lost || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, nats.ErrNoResponders)
+}
+
 // State returns the stream's current bounds.
 func (l *MessageLog) State(ctx context.Context) (storage.LogState, error) {
 	info, err := l.stream.Info(ctx)

@@ -90,7 +90,7 @@ func TestStoreSyncFollowsBlocks(t *testing.T) {
 		errs := make(chan error, 500)
 		for i := range 500 {
 			wg.Add(1)
-			c.Submit("room"+string(rune('a'+i%5)), payload, "", "", func(_ uint64, err error) {
+			c.Submit("room"+string(rune('a'+i%5)), payload, "", "", nil, func(_ uint64, err error) {
 				if err != nil {
 					errs <- err
 				}

@@ -34,7 +34,27 @@ type Handler struct {
 
 	mu   sync.Mutex
 	subs map[*stompws.Subscription]func() // stops the domain's side
+	seqs map[*stompws.Session]*chat.Sequence
 	wg   sync.WaitGroup
+}
+
+// sequence is the session's chat.Sequence, made at its first SEND and
+// forgotten when it ends: a SEND that is not stored keeps the session's
+// later ones from being stored.
+func (h *Handler) sequence(s *stompws.Session) *chat.Sequence {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if q := h.seqs[s]; q != nil {
+		return q
+	}
+	q := chat.NewSequence()
+	h.seqs[s] = q
+	context.AfterFunc(s.Context(), func() {
+		h.mu.Lock()
+		delete(h.seqs, s)
+		h.mu.Unlock()
+	})
+	return q
 }
 
 var _ stompws.Handler = (*Handler)(nil)
@@ -45,7 +65,8 @@ func New(svc *chat.Service, auth Authenticator, dests dest.Set, log *slog.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{svc: svc, auth: auth, log: log, dests: dests, destDetail: describe(dests), subs: map[*stompws.Subscription]func(){}}
+	return &Handler{svc: svc, auth: auth, log: log, dests: dests, destDetail: describe(dests),
+		subs: map[*stompws.Subscription]func(){}, seqs: map[*stompws.Session]*chat.Sequence{}}
 }
 
 // Authenticate implements stompws.Handler.
@@ -70,7 +91,7 @@ func (h *Handler) Send(ctx context.Context, s *stompws.Session, f *frame.Frame, 
 		}
 		// Posted here, on the session's read loop, so that a session's
 		// messages are stored in the order it sent them.
-		h.svc.Post(ctx, user, d.name, f.Body, passThrough(f), cid, func(err error) { done(clientError(err)) })
+		h.svc.Post(ctx, h.sequence(s), user, d.name, f.Body, passThrough(f), cid, func(err error) { done(clientError(err)) })
 	case destLog:
 		h.async(func() { done(clientError(h.history(ctx, user, d.name, f.Body))) })
 	case destMarkRead:

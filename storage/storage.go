@@ -25,6 +25,9 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrTooLarge: the message is larger than the message log stores.
 	ErrTooLarge = errors.New("too large to store")
+	// ErrUnavailable: the store cannot take the request for the moment (no
+	// quorum, no leader, its storage disabled); it may be tried again.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // Message is one room message as the message log or the archive holds it:

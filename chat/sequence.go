@@ -1,0 +1,56 @@
+package chat
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Sequence is one sender's posts in the order they were sent: a STOMP
+// session's. Once one of them fails to be stored, or its fate is unknown,
+// none posted after it is stored: they fail with the same error. So a
+// client that resends from its first unacknowledged message, with the
+// same client-msg-ids, stores its messages in the order it sent them:
+// what was stored after all is acknowledged again, not stored twice, and
+// nothing later got in ahead of it.
+type Sequence struct {
+	mu     sync.Mutex
+	next   uint64 // number of the next message posted
+	failed uint64 // number of the first message that failed; 0: none
+	err    error
+}
+
+// NewSequence starts a sender's sequence.
+func NewSequence() *Sequence { return &Sequence{next: 1} }
+
+// take numbers the next message, or returns the error of an earlier one
+// that failed.
+func (q *Sequence) take() (uint64, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return 0, q.err
+	}
+	n := q.next
+	q.next++
+	return n, nil
+}
+
+// blocked is the error of a message before n that failed, if one did.
+func (q *Sequence) blocked(n uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil && q.failed < n {
+		return q.err
+	}
+	return nil
+}
+
+// fail records that message n failed with err: those after it are not to
+// be stored.
+func (q *Sequence) fail(n uint64, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err == nil || n < q.failed {
+		q.failed, q.err = n, fmt.Errorf("not stored, after an earlier message that was not: %w", err)
+	}
+}
