@@ -106,6 +106,9 @@ func (s *Service) authorize(ctx context.Context, room, user string) error {
 	if !s.cfg.AutoJoin {
 		return notMember(room)
 	}
+	if err := checkUserID(user); err != nil {
+		return err
+	}
 	err = s.store.CreateRoom(ctx, storage.Room{ID: room, Name: room, CreatedBy: user, CreatedAt: time.Now()})
 	if errors.Is(err, storage.ErrExists) {
 		_, err = s.store.Join(ctx, room, user, storage.RoleMember)

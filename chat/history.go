@@ -110,15 +110,13 @@ const MaxSearchQuery = 256
 
 // Search returns up to limit of the room's archived messages matching
 // query, newest first, with ids below before (0: the newest), for user, who
-// must be allowed in the room. The query is words, as typed (case aside):
-// all must appear; "quoted words" must appear in that order; -word must
-// not; OR between words accepts either. Anything else is text, never
-// syntax. Messages not yet archived (normally the last second's) are not
-// found.
+// must be allowed in the room; a non-member is told only whether it exists,
+// also where the deployment has no archive. The query is words, as typed
+// (case aside): all must appear; "quoted words" must appear in that order;
+// -word must not; OR between words accepts either. Anything else is text,
+// never syntax. Messages not yet archived (normally the last second's) are
+// not found.
 func (s *Service) Search(ctx context.Context, user, room, query string, before uint64, limit int) ([]Message, error) {
-	if s.cfg.Archive == nil {
-		return nil, errorf(Unsupported, "search needs the message archive (--postgres-url)")
-	}
 	if !ValidRoomID(room) {
 		return nil, errInvalidRoom
 	}
@@ -129,8 +127,13 @@ func (s *Service) Search(ctx context.Context, user, room, query string, before u
 	if limit <= 0 {
 		return nil, errorf(Invalid, "invalid limit: 1 to %d", MaxLogLimit)
 	}
-	if err := s.authorize(ctx, room, user); err != nil {
+	// Membership before the archive: only a member learns what this
+	// deployment lacks.
+	if err := s.authorizeRoom(ctx, room, user); err != nil {
 		return nil, err
+	}
+	if s.cfg.Archive == nil {
+		return nil, errorf(Unsupported, "search needs the message archive (--postgres-url)")
 	}
 	stored, err := s.cfg.Archive.Search(ctx, room, query, before, min(limit, MaxLogLimit))
 	if err != nil {

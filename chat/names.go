@@ -49,11 +49,15 @@ func nameByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
-// UserIDRule says what ValidUserID accepts, for clients.
-const UserIDRule = "1 to 128 printable characters, no spaces"
+// UserIDRule says what ValidUserID accepts, for clients: the one rule for
+// a user id wherever one enters (a CONNECT login, a token's claim, the
+// rooms API, a membership added by the domain), so that every member can
+// log in and every user who logs in can be made a member.
+const UserIDRule = "1 to 128 bytes of printable UTF-8, no spaces"
 
 // ValidUserID reports whether id can be a user id: 1 to 128 bytes of
-// printable, non-space UTF-8.
+// UTF-8, each character printable (unicode.IsPrint: no control or format
+// characters) and none a space.
 func ValidUserID(id string) bool {
 	if id == "" || len(id) > MaxUserIDLen || !utf8.ValidString(id) {
 		return false
@@ -64,4 +68,13 @@ func ValidUserID(id string) bool {
 		}
 	}
 	return true
+}
+
+// checkUserID is nil if id can be a user id, else the Invalid error that
+// states the rule.
+func checkUserID(id string) error {
+	if ValidUserID(id) {
+		return nil
+	}
+	return errorf(Invalid, "invalid user id: %s", UserIDRule)
 }

@@ -15,11 +15,8 @@ import (
 	"github.com/chatd/chatd/storage"
 )
 
-// Limits on what a client names.
-const (
-	maxRoomName = 200
-	maxUserID   = 256
-)
+// maxRoomName bounds a room's display name, in bytes.
+const maxRoomName = 200
 
 // RoomInfo is a room as the rooms API shows it.
 type RoomInfo struct {
@@ -56,6 +53,10 @@ func memberInfo(m storage.Member) MemberInfo {
 // CreateRoom creates a room with user as its owner. An empty id gets a
 // random one; an empty name is the id.
 func (s *Service) CreateRoom(ctx context.Context, user, id, name string) (RoomInfo, error) {
+	// The owner is the room's first member: held to the rule like any other.
+	if err := checkUserID(user); err != nil {
+		return RoomInfo{}, err
+	}
 	if id == "" {
 		var b [12]byte
 		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
@@ -121,7 +122,9 @@ func (s *Service) roomInfo(ctx context.Context, rm storage.Room) (RoomInfo, erro
 }
 
 // AddMember makes user a member of room with role, on behalf of actor, who
-// must be its owner or an admin; only the owner makes admins.
+// must be its owner or an admin; only the owner makes admins. user must be
+// a valid user id (ValidUserID): a member who could never log in would
+// still be counted in every unread count.
 func (s *Service) AddMember(ctx context.Context, actor, room, user string, role storage.Role) (MemberInfo, error) {
 	if role == "" {
 		role = storage.RoleMember
@@ -129,8 +132,8 @@ func (s *Service) AddMember(ctx context.Context, actor, room, user string, role 
 	if role != storage.RoleMember && role != storage.RoleAdmin {
 		return MemberInfo{}, errorf(Invalid, "invalid role: member or admin")
 	}
-	if user == "" || len(user) > maxUserID || !utf8.ValidString(user) {
-		return MemberInfo{}, errorf(Invalid, "invalid user id: 1 to %d bytes of UTF-8", maxUserID)
+	if err := checkUserID(user); err != nil {
+		return MemberInfo{}, err
 	}
 	if !ValidRoomID(room) {
 		return MemberInfo{}, errInvalidRoom
@@ -162,10 +165,15 @@ func (s *Service) AddMember(ctx context.Context, actor, room, user string, role 
 // RemoveMember ends user's membership of room, on behalf of actor: anyone
 // may leave; the owner or an admin may remove a member, and only the owner
 // an admin. The owner stays. The user's live subscriptions to the room end
-// on every node (storage.LeaveNotifier).
+// on every node (storage.LeaveNotifier). user must be a valid user id, as
+// for AddMember; a membership stored under any other (written to the store
+// by hand) is for the store's own tools to remove.
 func (s *Service) RemoveMember(ctx context.Context, actor, room, user string) error {
 	if !ValidRoomID(room) {
 		return errInvalidRoom
+	}
+	if err := checkUserID(user); err != nil {
+		return err
 	}
 	if _, err := s.room(ctx, room); err != nil {
 		return err
@@ -193,6 +201,30 @@ func (s *Service) RemoveMember(ctx context.Context, actor, room, user string) er
 		return fmt.Errorf("remove member: %w", err)
 	}
 	return nil
+}
+
+// authorizeRoom is authorize that tells a non-member whether the room
+// exists: Forbidden if it does, NotFound if not, as the other room
+// requests answer.
+func (s *Service) authorizeRoom(ctx context.Context, room, user string) error {
+	err := s.authorize(ctx, room, user)
+	if KindOf(err) != Forbidden {
+		return err
+	}
+	_, rerr := s.room(ctx, room)
+	if KindOf(rerr) != NotFound {
+		return cmp.Or(rerr, err)
+	}
+	// A backend may make a room by writing its memberships to the store,
+	// with no record: it exists while it has members.
+	members, merr := s.store.Members(ctx, room)
+	if merr != nil {
+		return fmt.Errorf("members of %s: %w", room, merr)
+	}
+	if len(members) > 0 {
+		return err
+	}
+	return rerr
 }
 
 // manager returns actor's membership of room if it lets them manage

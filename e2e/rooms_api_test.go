@@ -42,7 +42,7 @@ func roleOf(info chat.RoomInfo, user string) storage.Role {
 func TestRoomsAPI(t *testing.T) {
 	k := jwttest.NewKeys(t)
 	n := startJWTNode(t, k)
-	const odd = "x/y z" // a user id that needs path escaping
+	const odd = "x/y?z#" // a user id that needs path escaping
 	tokens := map[string]string{"": ""}
 	for _, u := range []string{"alice", "bob", "carol", "dave", "mallory", odd} {
 		tokens[u] = k.HS(t, u)
@@ -80,7 +80,9 @@ func TestRoomsAPI(t *testing.T) {
 		{"role owner", "POST", "/api/rooms/team/members", "alice", `{"userId":"dave","role":"owner"}`, 400, "invalid role"},
 		{"no user", "POST", "/api/rooms/team/members", "alice", `{"role":"member"}`, 400, "invalid user id"},
 		{"member adds", "POST", "/api/rooms/team/members", "carol", `{"userId":"dave"}`, 403, "forbidden: only the owner or an admin of room team may manage members"},
-		{"odd user added", "POST", "/api/rooms/team/members", "alice", `{"userId":"x/y z"}`, 201, ""},
+		{"user id login refuses", "POST", "/api/rooms/team/members", "alice", `{"userId":"x/y z"}`, 400, "invalid user id: " + chat.UserIDRule},
+		{"remove id login refuses", "DELETE", "/api/rooms/team/members/" + url.PathEscape("x/y z"), "alice", "", 400, "invalid user id: " + chat.UserIDRule},
+		{"odd user added", "POST", "/api/rooms/team/members", "alice", `{"userId":"x/y?z#"}`, 201, ""},
 		{"member removes", "DELETE", "/api/rooms/team/members/" + url.PathEscape(odd), "carol", "", 403, "forbidden: only the owner or an admin"},
 		{"admin leaves", "DELETE", "/api/rooms/team/members/bob", "bob", "", 204, ""},
 		{"owner re-adds admin", "POST", "/api/rooms/team/members", "alice", `{"userId":"bob","role":"admin"}`, 201, ""},
