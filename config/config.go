@@ -78,6 +78,9 @@ type Config struct {
 	Durability string
 	// HeartBeatMin is the shortest heart-beat interval a client may ask for.
 	HeartBeatMin time.Duration
+	// WriteStallMax bounds how long one write may wait for a client that
+	// does not read but keeps sending; 0: no longer than writeTimeout.
+	WriteStallMax time.Duration
 	// WSPath is the endpoint's path: the raw WebSocket, and with SockJS the
 	// SockJS endpoint under it.
 	WSPath string
@@ -105,6 +108,11 @@ const (
 	DurabilityReplicated = "replicated"
 	DurabilityFast       = "fast"
 )
+
+// writeTimeout is how long the STOMP server lets a write wait for a client
+// that has stopped reading and sends nothing (stompws's default, which
+// chatd keeps): --write-stall-max extends it, never shortens it.
+const writeTimeout = 10 * time.Second
 
 // EnvPrefix prefixes every environment variable: --data-dir is CHATD_DATA_DIR.
 const EnvPrefix = "CHATD"
@@ -175,6 +183,7 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval the server offers and asks for")
 	fs.DurationVar(&c.HeartBeatGrace, "heartbeat-grace", 5*time.Second, "how long past the agreed heart-beat interval a silent client is kept")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long a new WebSocket may take to send its STOMP CONNECT")
+	fs.DurationVar(&c.WriteStallMax, "write-stall-max", 2*time.Minute, "how long one write may wait for a client that has stopped reading but keeps sending, as one pacing a replay, before it is cut (0: no longer than the 10s write timeout)")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", 64<<10, "largest STOMP frame accepted after CONNECT, in bytes")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 64, "subscriptions per STOMP session")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
@@ -395,6 +404,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --heartbeat-grace %s: must be positive", c.HeartBeatGrace)
 	case c.ConnectTimeout <= 0:
 		return fmt.Errorf("config: invalid --connect-timeout %s: must be positive", c.ConnectTimeout)
+	case c.WriteStallMax != 0 && c.WriteStallMax < writeTimeout:
+		return fmt.Errorf("config: invalid --write-stall-max %s: 0 (off) or at least %s, the write timeout", c.WriteStallMax, writeTimeout)
 	case c.MaxFrameSize < 1024 || c.MaxFrameSize > 16<<20:
 		return fmt.Errorf("config: invalid --max-frame-size %d: 1024 to %d bytes", c.MaxFrameSize, 16<<20)
 	case c.MaxSubscriptions < 1:

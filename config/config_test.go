@@ -1,9 +1,13 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatd/chatd/stompws"
 )
 
 func TestDefaults(t *testing.T) {
@@ -14,6 +18,37 @@ func TestDefaults(t *testing.T) {
 	if c.HTTPAddr != "127.0.0.1:8080" || c.DataDir != "./chatd-data" || c.NATSURL != "" || c.HeartBeat != 10*time.Second ||
 		c.Durability != DurabilityFsync {
 		t.Fatalf("defaults %+v", c)
+	}
+}
+
+// TestWriteStallMax: --write-stall-max defaults to 2 minutes, takes 0
+// (writes are cut after the write timeout) or anything from the write
+// timeout up, from a flag, the environment or the file; the write timeout
+// it is checked against is the STOMP server's.
+func TestWriteStallMax(t *testing.T) {
+	if d := stompws.DefaultConfig().WriteTimeout; writeTimeout != d {
+		t.Fatalf("writeTimeout %s, the STOMP server's %s", writeTimeout, d)
+	}
+	c, err := Parse([]string{"--dev"})
+	if err != nil || c.WriteStallMax != 2*time.Minute {
+		t.Fatalf("default: %s %v", c.WriteStallMax, err)
+	}
+	for _, v := range []string{"0s", "10s", "1h0m0s"} {
+		if c, err = Parse([]string{"--dev", "--write-stall-max", v}); err != nil || c.WriteStallMax.String() != v {
+			t.Errorf("--write-stall-max %s: got %s %v", v, c.WriteStallMax, err)
+		}
+	}
+	t.Setenv("CHATD_WRITE_STALL_MAX", "30s")
+	if c, err = Parse([]string{"--dev"}); err != nil || c.WriteStallMax != 30*time.Second {
+		t.Errorf("CHATD_WRITE_STALL_MAX=30s: got %s %v", c.WriteStallMax, err)
+	}
+	t.Setenv("CHATD_WRITE_STALL_MAX", "")
+	path := filepath.Join(t.TempDir(), "chatd.toml")
+	if err := os.WriteFile(path, []byte("write-stall-max = \"5m\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = Parse([]string{"--dev", "--config", path}); err != nil || c.WriteStallMax != 5*time.Minute {
+		t.Errorf("write-stall-max in the file: got %s %v", c.WriteStallMax, err)
 	}
 }
 
@@ -69,6 +104,8 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--ws-path", "/ws/"}, nil, "--ws-path"},
 		{[]string{"--dev", "--ws-path", "/api/ws"}, nil, "--ws-path"},
 		{[]string{"--dev", "--heartbeat-min", "10ms"}, nil, "--heartbeat-min"},
+		{[]string{"--dev", "--write-stall-max", "5s"}, nil, "--write-stall-max"},
+		{[]string{"--dev", "--write-stall-max", "-1m"}, nil, "--write-stall-max"},
 		{[]string{"--dev", "--heartbeat", "1s", "--heartbeat-min", "2s"}, nil, "--heartbeat-min"},
 		{[]string{"--dev", "--dest-send", "/app/chat"}, nil, "--dest-send"},
 		{[]string{"--dev", "--dest-room", "/topic/{room}.{room}"}, nil, "--dest-room"},

@@ -33,6 +33,7 @@ type Metrics struct {
 	framesOut        map[string]prometheus.Counter
 	errors           map[string]prometheus.Counter
 	slowConsumers    prometheus.Counter
+	cuts             map[string]prometheus.Counter // by stompws.Cut* reason
 	stored           prometheus.Counter
 	publishFailures  prometheus.Counter
 	publishSeconds   prometheus.Histogram
@@ -56,6 +57,9 @@ var (
 var errorKinds = []string{stompws.KindConnect, stompws.KindHeartbeat, stompws.KindLimit, stompws.KindMalformed,
 	stompws.KindDestination, stompws.KindForbidden, stompws.KindRequest, stompws.KindSubscription, stompws.KindAck,
 	stompws.KindSlowConsumer, stompws.KindShutdown, stompws.KindInternal, stompws.KindUnavailable, stompws.KindOther}
+
+// cutReasons are why stompws cuts a connection (Observer.SessionCut).
+var cutReasons = []string{stompws.CutWriteTimeout, stompws.CutWriteStall, stompws.CutSlowConsumer, stompws.CutShutdown}
 
 // New makes a node's metrics in a registry of their own.
 func New(node, version string) *Metrics {
@@ -111,6 +115,14 @@ func New(node, version string) *Metrics {
 	m.slowConsumers = f.NewCounter(prometheus.CounterOpts{
 		Name: "chatd_slow_consumer_disconnects_total", Help: "Sessions cut off because the client did not keep up.",
 	})
+	cut := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "chatd_sessions_cut_total",
+		Help: "Connections the server cut without a close handshake, by reason: write_timeout, write_stall, slow_consumer, shutdown.",
+	}, []string{"reason"})
+	m.cuts = make(map[string]prometheus.Counter, len(cutReasons))
+	for _, r := range cutReasons {
+		m.cuts[r] = cut.WithLabelValues(r)
+	}
 	m.stored = f.NewCounter(prometheus.CounterOpts{
 		Name: "chatd_messages_stored_total", Help: "Room messages posted through this node and acknowledged by JetStream.",
 	})
@@ -187,6 +199,14 @@ func (m *Metrics) FrameIn(command string) {
 func (m *Metrics) FramesOut(command string, n int) {
 	if c, ok := m.framesOut[command]; ok {
 		c.Add(float64(n))
+	}
+}
+
+// SessionCut counts a connection the server cut, by why; a reason not
+// declared in cutReasons is not counted.
+func (m *Metrics) SessionCut(reason string) {
+	if c, ok := m.cuts[reason]; ok {
+		c.Inc()
 	}
 }
 

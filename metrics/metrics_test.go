@@ -41,6 +41,30 @@ func TestErrorKinds(t *testing.T) {
 	}
 }
 
+// TestCutReasons: every reason stompws cuts a connection for is counted in
+// a series of its own.
+func TestCutReasons(t *testing.T) {
+	m := New("n", "test")
+	for i, r := range cutReasons {
+		for range i + 1 {
+			m.SessionCut(r)
+		}
+	}
+	m.SessionCut("never-declared")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for i, r := range cutReasons {
+		line := `chatd_sessions_cut_total{reason="` + r + `"} ` + strconv.Itoa(i+1)
+		if !strings.Contains(string(body), line+"\n") {
+			t.Errorf("want %q in the exposition", line)
+		}
+	}
+	if strings.Contains(string(body), "never-declared") {
+		t.Error("an undeclared reason got a series of its own")
+	}
+}
+
 // TestMetricsHotPathsDoNotAllocate: the observer methods run per frame and
 // per delivery, so they must cost no allocation.
 func TestMetricsHotPathsDoNotAllocate(t *testing.T) {

@@ -189,6 +189,10 @@ func stompConfig(cfg config.Config, version string, log *slog.Logger, obs stompw
 	}
 	sc.HeartBeatGrace = cfg.HeartBeatGrace
 	sc.ConnectTimeout = cfg.ConnectTimeout
+	sc.WriteStallMax = cfg.WriteStallMax
+	if cfg.WriteStallMax == 0 {
+		sc.WriteStallMax = -1 // --write-stall-max 0: no write waits past WriteTimeout
+	}
 	sc.OriginPatterns = cfg.AllowedOrigins
 	if !cfg.Dev {
 		// Dev mode's users are whoever they say they are, and benchmarks

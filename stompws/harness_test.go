@@ -195,6 +195,7 @@ func (r *recorder) FramesOut(string, int) {}
 func (r *recorder) Subscribed()           {}
 func (r *recorder) Unsubscribed()         {}
 func (r *recorder) SlowConsumer()         { r.slow.Add(1) }
+func (r *recorder) SessionCut(string)     {}
 
 func (r *recorder) FrameIn(command string) {
 	r.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,8 +34,13 @@ func sessionGoroutines() (readers, writers int, poller bool) {
 		bytes.Contains(buf, []byte("stompws.(*poller).run("))
 }
 
-// closeCounter is an Observer that counts closed connections.
-type closeCounter struct{ closed atomic.Int32 }
+// closeCounter is an Observer that counts closed connections, and keeps
+// why the server cut any.
+type closeCounter struct {
+	closed atomic.Int32
+	mu     sync.Mutex
+	cuts   []string
+}
 
 func (c *closeCounter) ConnectionClosed()     { c.closed.Add(1) }
 func (c *closeCounter) ConnectionOpened()     {}
@@ -46,6 +52,18 @@ func (c *closeCounter) Subscribed()           {}
 func (c *closeCounter) Unsubscribed()         {}
 func (c *closeCounter) ErrorSent(string)      {}
 func (c *closeCounter) SlowConsumer()         {}
+
+func (c *closeCounter) SessionCut(reason string) {
+	c.mu.Lock()
+	c.cuts = append(c.cuts, reason)
+	c.mu.Unlock()
+}
+
+func (c *closeCounter) cutReasons() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.cuts...)
+}
 
 // TestIdleSessionsHoldNoGoroutine: a session whose client is silent holds
 // no goroutine: its reader parks in the server's poller after a second,

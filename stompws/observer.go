@@ -28,7 +28,27 @@ type Observer interface {
 	ErrorSent(kind string)
 	// SlowConsumer is called when a client is cut off for not keeping up.
 	SlowConsumer()
+	// SessionCut is called when the server cuts a connection without its
+	// close handshake, with why: one of the Cut constants.
+	SessionCut(reason string)
 }
+
+// Why the server cut a connection (Observer.SessionCut), a small fixed set
+// for metrics.
+const (
+	// CutWriteTimeout: a write waited WriteTimeout, and the client had sent
+	// nothing (no frame, no heart-beat) for as long.
+	CutWriteTimeout = "write_timeout"
+	// CutWriteStall: a write waited WriteStallMax, although the client kept
+	// sending.
+	CutWriteStall = "write_stall"
+	// CutSlowConsumer: a slow consumer's connection had not closed a
+	// second after its ERROR.
+	CutSlowConsumer = "slow_consumer"
+	// CutShutdown: the connection had not closed when Shutdown's context
+	// ended.
+	CutShutdown = "shutdown"
+)
 
 type nopObserver struct{}
 
@@ -42,6 +62,7 @@ func (nopObserver) Subscribed()           {}
 func (nopObserver) Unsubscribed()         {}
 func (nopObserver) ErrorSent(string)      {}
 func (nopObserver) SlowConsumer()         {}
+func (nopObserver) SessionCut(string)     {}
 
 // Commands of the frames the server writes, as passed to FramesOut.
 const (

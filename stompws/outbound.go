@@ -224,7 +224,8 @@ func (sub *Subscription) deliver(m *Message, extra []frame.Header, inline bool) 
 
 // DeliverWait is Deliver for backlogs (replays): it waits while the
 // session's queue is more than half full instead of overflowing it, so a
-// long replay is paced by the client.
+// long replay is paced by the client; a client that pauses reading but
+// keeps sending is waited for too, up to WriteStallMax (checkStall).
 func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...frame.Header) error {
 	s := sub.s
 	for {
@@ -287,5 +288,7 @@ func (s *Session) slowConsumerLocked(reason string) {
 		s.cfg.Observer.SlowConsumer()
 	}
 	s.failLocked(&Error{Kind: KindSlowConsumer, Message: "slow consumer: " + reason}, nil, "", closePolicy, true)
-	time.AfterFunc(time.Second, func() { _ = s.link.closeNow() })
+	time.AfterFunc(time.Second, func() {
+		s.cut(CutSlowConsumer, "slow consumer: "+reason+"; the connection had not closed a second after the ERROR")
+	})
 }

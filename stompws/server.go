@@ -24,7 +24,8 @@
 //   - commands.go: CONNECT and the STOMP commands, receipts in order.
 //   - heartbeat.go: heart-beat negotiation, the watchdog, the server's beats.
 //   - outbound.go: Message, Subscription, delivery, acknowledgements.
-//   - write.go: the outbound queue's writer, batched or inline.
+//   - write.go: the outbound queue's writer, batched or inline; the watch
+//     on writes a client does not take, and the cut.
 //   - observer.go: the Observer, for metrics.
 //   - transport.go: the hijacked connection's reader and writer, the
 //     WebSocket framing of data messages, the idle wait and ping reads;
@@ -89,8 +90,15 @@ type Config struct {
 	HeartBeatGrace time.Duration
 	// ConnectTimeout bounds the wait for CONNECT after the WebSocket opens.
 	ConnectTimeout time.Duration
-	// WriteTimeout bounds one write to the client.
-	WriteTimeout time.Duration
+	// WriteTimeout bounds a write to a client that has stopped reading and
+	// sends nothing either: its connection is cut. A client that sends
+	// (frames, heart-beats) while it does not read is pacing what it is
+	// sent, a replay say: its write waits on, up to WriteStallMax in all,
+	// while the client has sent something within WriteTimeout or within
+	// its agreed heart-beat interval plus HeartBeatGrace. A WriteStallMax
+	// no longer than WriteTimeout (negative, say) extends no write.
+	WriteTimeout  time.Duration
+	WriteStallMax time.Duration
 	// WriteCoalesce is how long a session's writer waits after a write
 	// before it writes again, so that frames arriving meanwhile share one
 	// WebSocket message and syscall. A frame for a session that has
@@ -132,6 +140,7 @@ func DefaultConfig() Config {
 		HeartBeatGrace:   5 * time.Second,
 		ConnectTimeout:   10 * time.Second,
 		WriteTimeout:     10 * time.Second,
+		WriteStallMax:    2 * time.Minute,
 		WriteCoalesce:    time.Millisecond,
 		WriterLinger:     250 * time.Millisecond,
 		ServerName:       "chatd",
@@ -170,6 +179,9 @@ func (c Config) withDefaults() Config {
 	setDur(&c.HeartBeatGrace, d.HeartBeatGrace)
 	setDur(&c.ConnectTimeout, d.ConnectTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
+	if c.WriteStallMax == 0 {
+		c.WriteStallMax = d.WriteStallMax
+	}
 	if c.WriteCoalesce == 0 {
 		c.WriteCoalesce = d.WriteCoalesce
 	}
@@ -439,11 +451,14 @@ func (srv *Server) Shutdown(ctx context.Context, message string) error {
 	case <-done:
 	case <-ctx.Done():
 		srv.mu.Lock()
+		left := make([]*Session, 0, len(srv.sessions))
 		for s := range srv.sessions {
-			_ = s.link.closeNow()
-			s.unpark()
+			left = append(left, s)
 		}
 		srv.mu.Unlock()
+		for _, s := range left {
+			s.cut(CutShutdown, "shutdown: the connection had not closed when the shutdown timed out")
+		}
 		<-done
 		err = fmt.Errorf("stomp shutdown: %w", ctx.Err())
 	}

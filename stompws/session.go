@@ -93,8 +93,10 @@ type Session struct {
 	lastWrite atomic.Int64
 	watchdog  *time.Timer
 	expiry    *time.Timer
-	// writeDeadline bounds each write; owned by the writer goroutine.
-	writeDeadline *time.Timer
+	// writeWatch bounds the writer goroutine's writes (checkStall).
+	writeWatch stallWatch
+	// cutDone is set by the first cut, which alone logs and counts it.
+	cutDone atomic.Bool
 
 	mu         sync.Mutex
 	subs       map[string]*Subscription

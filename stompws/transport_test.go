@@ -100,8 +100,17 @@ func (w *rawWS) stompFrames(n int) []string {
 // The server shuts down when the test ends.
 func openRaw(t *testing.T, cfg stompws.Config) (*rawWS, *roomHandler) {
 	t.Helper()
+	return openRawBeating(t, cfg, "0,0")
+}
+
+// openRawBeating is openRaw with the CONNECT's heart-beat header given;
+// the server logs to cfg.Logger, if set.
+func openRawBeating(t *testing.T, cfg stompws.Config, heartBeat string) (*rawWS, *roomHandler) {
+	t.Helper()
 	h := &roomHandler{subs: map[*stompws.Subscription]struct{}{}}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	srv := stompws.NewServer(cfg, h)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
@@ -121,7 +130,7 @@ func openRaw(t *testing.T, cfg stompws.Config) (*rawWS, *roomHandler) {
 
 	handshake := "GET / HTTP/1.1\r\nHost: " + hs.Listener.Addr().String() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n"
-	first := append([]byte(handshake), wsFrame(0x1, []byte("CONNECT\naccept-version:1.2\nhost:t\nlogin:u\nheart-beat:0,0\n\n\x00"))...)
+	first := append([]byte(handshake), wsFrame(0x1, []byte("CONNECT\naccept-version:1.2\nhost:t\nlogin:u\nheart-beat:"+heartBeat+"\n\n\x00"))...)
 	first = append(first, wsFrame(0x1, []byte("SUBSCRIBE\nid:0\ndestination:/topic/room\nreceipt:sub\n\n\x00"))...)
 	if _, err := c.Write(first); err != nil {
 		t.Fatal(err)

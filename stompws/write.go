@@ -4,7 +4,12 @@
 
 package stompws
 
-import "time"
+import (
+	"sync"
+	"time"
+
+	"github.com/chatd/chatd/stompws/frame"
+)
 
 // enqueueRaw queues a frame encoded already (CONNECTED) and sees to it.
 func (s *Session) enqueueRaw(b []byte) {
@@ -206,18 +211,14 @@ func (s *Session) putBuf(bp *[]byte, buf []byte) {
 	}
 }
 
-// write sends buf[wsHeaderMax:] as one message (link.write) within
-// WriteTimeout. One timer per session bounds every write (a context per
-// write cost an allocation and a timer each): if it fires, the connection
-// is cut, which fails the write (transport.go, assumption (e)).
+// write sends buf[wsHeaderMax:] as one message (link.write), watched by
+// the writer's stallWatch (one per session: a context per write cost an
+// allocation and a timer each). A cut fails the write (transport.go,
+// assumption (e)).
 func (s *Session) write(buf []byte, bin bool) error {
-	if s.writeDeadline == nil {
-		s.writeDeadline = time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.link.closeNow() })
-	} else {
-		s.writeDeadline.Reset(s.cfg.WriteTimeout)
-	}
+	s.watchWrite(&s.writeWatch)
 	err := s.link.write(buf, bin)
-	s.writeDeadline.Stop()
+	s.writeWatch.done()
 	s.lastWrite.Store(time.Now().UnixNano())
 	return err
 }
@@ -311,11 +312,13 @@ func (s *Session) writeInline() bool {
 }
 
 // finishWrite writes the rest of a frame that writeInline began, holding
-// the socket's lock that writeInline took, within WriteTimeout.
+// the socket's lock that writeInline took, watched as the writer's writes
+// are.
 func (s *Session) finishWrite(bp *[]byte, buf, rest []byte) {
-	t := time.AfterFunc(s.cfg.WriteTimeout, func() { _ = s.link.closeNow() })
+	var w stallWatch
+	s.watchWrite(&w)
 	_, err := s.out.conn.Write(rest)
-	t.Stop()
+	w.done()
 	s.out.mu.Unlock()
 	s.lastWrite.Store(time.Now().UnixNano())
 	s.putBuf(bp, buf)
@@ -330,4 +333,152 @@ func (s *Session) finishWrite(bp *[]byte, buf, rest []byte) {
 func (s *Session) writeFailed() {
 	_ = s.link.closeNow()
 	s.unpark()
+}
+
+// stallWatch watches one write to the client at a time: the writer's
+// (Session.write) or a finisher's (finishWrite). Its timer runs
+// checkStall once the write has waited WriteTimeout, and again for as
+// long as it waits. mu is never held across the write itself.
+type stallWatch struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	start time.Time // when the write under way began; zero: none is
+}
+
+// watchWrite starts watching a write that is about to begin.
+func (s *Session) watchWrite(w *stallWatch) {
+	w.mu.Lock()
+	w.start = time.Now()
+	if w.timer == nil {
+		w.timer = time.AfterFunc(s.cfg.WriteTimeout, func() { s.checkStall(w) })
+	} else {
+		w.timer.Reset(s.cfg.WriteTimeout)
+	}
+	w.mu.Unlock()
+}
+
+// done ends the watch of a write that has returned.
+func (w *stallWatch) done() {
+	w.mu.Lock()
+	w.start = time.Time{}
+	w.timer.Stop()
+	w.mu.Unlock()
+}
+
+// checkStall decides about a write the client has not taken for
+// WriteTimeout. A client that has sent something (a frame, a heart-beat)
+// within WriteTimeout, or within the agreed heart-beat interval plus
+// grace if that is longer, is alive: its full socket is back-pressure (a
+// replay paced by a client that reads slowly, or pauses), and the write
+// waits on, up to WriteStallMax in all. A client that neither reads nor
+// sends for that long, or a write that waits past the bound, is cut.
+// Once the session is closing, its writes get no more than WriteTimeout:
+// a shutdown must not wait on a client that has stopped reading.
+func (s *Session) checkStall(w *stallWatch) {
+	w.mu.Lock()
+	if w.start.IsZero() {
+		w.mu.Unlock()
+		return // the write returned meanwhile
+	}
+	now := time.Now()
+	stalled := now.Sub(w.start)
+	if stalled < s.cfg.WriteTimeout {
+		// A firing meant for an earlier write: watchWrite has set the
+		// timer for this one.
+		w.mu.Unlock()
+		return
+	}
+	alive := max(s.cfg.WriteTimeout, time.Duration(s.recvLimit.Load()))
+	quiet := now.Sub(time.Unix(0, s.lastRead.Load()))
+	limit := max(s.cfg.WriteStallMax, s.cfg.WriteTimeout)
+	if s.isClosing() {
+		limit = s.cfg.WriteTimeout
+	}
+	var reason, msg string
+	switch {
+	case quiet >= alive:
+		reason = CutWriteTimeout
+		msg = "write timeout: the client did not take a write for " + stalled.Round(time.Millisecond).String() +
+			" and sent nothing for " + quiet.Round(time.Millisecond).String()
+	case stalled >= limit:
+		reason = CutWriteStall
+		msg = "write stalled: the client did not take a write for " + stalled.Round(time.Millisecond).String()
+	default:
+		// Look again when the client would count as silent, or the bound
+		// is reached, and at least every WriteTimeout, so that a session
+		// that starts closing meanwhile is cut in time.
+		w.timer.Reset(min(alive-quiet, limit-stalled, s.cfg.WriteTimeout))
+		w.mu.Unlock()
+		return
+	}
+	w.start = time.Time{}
+	w.mu.Unlock()
+	s.cut(reason, msg)
+}
+
+// cut ends the connection at once, without a close handshake: the client
+// has stopped taking what is written, or its close did not end in time.
+// reason is one of the Cut constants; msg says why, for the log and the
+// client. Unless the session is closing already (an ERROR or a close is
+// on its way, or the client has gone), an ERROR goes first where the
+// socket takes it at once and no frame is half-written. A stalled write
+// holds the socket's lock in the middle of its frame, so after a write
+// timeout there is seldom room for one: the log line and the Observer
+// are what tell.
+func (s *Session) cut(reason, msg string) {
+	select {
+	case <-s.writerDone:
+		return // the writer has closed the connection: nothing is left to cut
+	default:
+	}
+	if s.cutDone.Swap(true) {
+		return
+	}
+	s.mu.Lock()
+	tell := !s.closing
+	if tell {
+		s.closing = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	sent := tell && s.tryError(msg)
+	log := s.srv.log.With("session", s.id)
+	if s.connected.Load() {
+		log = s.log // with the user
+	}
+	log.Info("session cut", "cause", reason, "reason", msg, "error_sent", sent)
+	s.cfg.Observer.SessionCut(reason)
+	_ = s.link.closeNow()
+	// A parked read loop hears of the close only if woken.
+	s.unpark()
+}
+
+// tryError writes an ERROR saying msg with one non-blocking write, if no
+// frame is being written; the connection is cut right after, so an ERROR
+// the socket takes only in part is harmless. It reports whether the
+// socket took all of it.
+func (s *Session) tryError(msg string) bool {
+	if s.out == nil || s.out.rc == nil || !s.out.mu.TryLock() {
+		return false
+	}
+	defer s.out.mu.Unlock()
+	v := frame.V10 // before CONNECT: no escaping; the message is one line
+	if s.connected.Load() {
+		v = s.version
+	}
+	f := frame.AppendFrame(nil, v, "ERROR", []frame.Header{{Name: "message", Value: msg}}, nil)
+	buf := s.beginMessage(make([]byte, wsHeaderMax, wsHeaderMax+2*len(f)+8))
+	if s.sockjsBeat > 0 {
+		buf = appendJSONEscaped(buf, f)
+	} else {
+		buf = append(buf, f...)
+	}
+	bin := false
+	wf := wsFrame(s.endMessage(buf, &bin), bin)
+	if n, err := s.out.writeNow(wf); err != nil || n < len(wf) {
+		return false
+	}
+	s.cfg.Observer.ErrorSent(KindSlowConsumer)
+	s.cfg.Observer.FramesOut(CmdError, 1)
+	return true
 }
