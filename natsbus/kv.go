@@ -157,7 +157,14 @@ func (k *Bucket) Watch(ctx context.Context, fn func(Entry)) (stop func(), err er
 	loaded := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		defer func() { _ = w.Stop() }()
+		// Stopping the watch asks JetStream to delete its consumer and
+		// waits for the answer, which never comes where no JetStream
+		// leader is left (the last node of a cluster shutting down): it
+		// would hold stop for the API timeout. The request goes on its
+		// own goroutine, ended by the answer, the timeout or the
+		// connection's close; stop waits only for fn's last call. (The
+		// server drops the consumer anyway once its client is gone.)
+		defer func() { go func() { _ = w.Stop() }() }()
 		initial := true
 		for {
 			select {
