@@ -80,6 +80,9 @@ func (s *Service) Post(ctx context.Context, seq *Sequence, user, room string, bo
 	}
 	start := time.Now()
 	s.commit.Submit(room, data, user, clientID, abandon, func(_ uint64, err error) {
+		if seq != nil {
+			defer seq.finish(n)
+		}
 		if err != nil {
 			err = s.storeError(room, err)
 			if seq != nil {

@@ -1,7 +1,9 @@
 package chat
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -12,15 +14,54 @@ import (
 // same client-msg-ids, stores its messages in the order it sent them:
 // what was stored after all is acknowledged again, not stored twice, and
 // nothing later got in ahead of it.
+//
+// It also gives the sender its own writes to read: Settled waits until
+// what it posted has an outcome.
 type Sequence struct {
-	mu     sync.Mutex
-	next   uint64 // number of the next message posted
-	failed uint64 // number of the first message that failed; 0: none
-	err    error
+	mu      sync.Mutex
+	next    uint64   // number of the next message posted
+	pending []uint64 // numbers posted and not yet stored or failed, ascending
+	changed chan struct{}
+	failed  uint64 // number of the first message that failed; 0: none
+	err     error
 }
 
 // NewSequence starts a sender's sequence.
-func NewSequence() *Sequence { return &Sequence{next: 1} }
+func NewSequence() *Sequence { return &Sequence{next: 1, changed: make(chan struct{})} }
+
+// Settled returns once every message posted on the sequence before the
+// call is stored or has failed, so that a history read or a replay after
+// it sees the sender's own messages; or with ctx's error.
+func (q *Sequence) Settled(ctx context.Context) error {
+	q.mu.Lock()
+	mark := q.next
+	q.mu.Unlock()
+	for {
+		q.mu.Lock()
+		if len(q.pending) == 0 || q.pending[0] >= mark {
+			q.mu.Unlock()
+			return nil
+		}
+		ch := q.changed
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the sender's messages to be stored: %w", ctx.Err())
+		}
+	}
+}
+
+// finish records that message n is stored or failed.
+func (q *Sequence) finish(n uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if i, ok := slices.BinarySearch(q.pending, n); ok {
+		q.pending = slices.Delete(q.pending, i, i+1)
+	}
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
 
 // take numbers the next message, or returns the error of an earlier one
 // that failed.
@@ -32,6 +73,7 @@ func (q *Sequence) take() (uint64, error) {
 	}
 	n := q.next
 	q.next++
+	q.pending = append(q.pending, n)
 	return n, nil
 }
 

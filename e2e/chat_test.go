@@ -410,3 +410,55 @@ func TestSinceIDFromEarlierLifeIsReset(t *testing.T) {
 		t.Fatalf("after reset got %+v; new ids must rise above the old life's (%d)", cm, oldIDs[2])
 	}
 }
+
+// TestReadYourWrites: a history request, or a since-id SUBSCRIBE, sent
+// right after a SEND on the same session, without waiting for the
+// RECEIPT, sees that SEND: in a new room and in one with history.
+func TestReadYourWrites(t *testing.T) {
+	n := startNode(t)
+	c := dial(t, n, "alice")
+	logSub := c.subscribe("/user/queue/chat.log")
+	for _, room := range []string{"ryw-new", "ryw-old"} {
+		if room == "ryw-old" {
+			for i := range 50 {
+				c.post(room, fmt.Sprintf("old %d", i))
+			}
+		}
+		for i := range 20 {
+			text := fmt.Sprintf("%s %d", room, i)
+			body, _ := json.Marshal(map[string]string{"message": text})
+			if err := c.Send("/app/chat."+room, "application/json", body); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Send("/app/chat."+room+".log", "application/json", nil); err != nil {
+				t.Fatal(err)
+			}
+			var got []chat.Message
+			if err := json.Unmarshal(next(t, logSub).Body, &got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == 0 || got[len(got)-1].Message != text {
+				t.Fatalf("history right after sending %q ends with %q", text, texts(got))
+			}
+			// A replay from the message before it, subscribed at once
+			// after another SEND, holds that SEND too.
+			after := got[len(got)-1].ID
+			text2 := text + " again"
+			body, _ = json.Marshal(map[string]string{"message": text2})
+			if err := c.Send("/app/chat."+room, "application/json", body); err != nil {
+				t.Fatal(err)
+			}
+			sub := c.subscribeSince("/topic/chat."+room, after)
+			var m chat.Message
+			if err := json.Unmarshal(next(t, sub).Body, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Message != text2 {
+				t.Fatalf("replay right after sending %q starts with %q", text2, m.Message)
+			}
+			if err := sub.Unsubscribe(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -38,6 +38,18 @@ type Handler struct {
 	wg   sync.WaitGroup
 }
 
+// ownWrites waits until the session's SENDs so far are stored or have
+// failed: a history request or a replay that follows a SEND sees it.
+func (h *Handler) ownWrites(ctx context.Context, s *stompws.Session) error {
+	h.mu.Lock()
+	q := h.seqs[s]
+	h.mu.Unlock()
+	if q == nil {
+		return nil
+	}
+	return q.Settled(ctx)
+}
+
 // sequence is the session's chat.Sequence, made at its first SEND and
 // forgotten when it ends: a SEND that is not stored keeps the session's
 // later ones from being stored.
@@ -93,7 +105,13 @@ func (h *Handler) Send(ctx context.Context, s *stompws.Session, f *frame.Frame, 
 		// messages are stored in the order it sent them.
 		h.svc.Post(ctx, h.sequence(s), user, d.name, f.Body, passThrough(f), cid, func(err error) { done(clientError(err)) })
 	case destLog:
-		h.async(func() { done(clientError(h.history(ctx, user, d.name, f.Body))) })
+		h.async(func() {
+			if err := h.ownWrites(ctx, s); err != nil {
+				done(err)
+				return
+			}
+			done(clientError(h.history(ctx, user, d.name, f.Body)))
+		})
 	case destMarkRead:
 		h.async(func() { done(clientError(h.markRead(ctx, user, d.name, f.Body))) })
 	default:
@@ -150,6 +168,11 @@ func (h *Handler) Subscribe(ctx context.Context, sub *stompws.Subscription) erro
 		since, serr := sinceID(sub.Frame)
 		if serr != nil {
 			return serr
+		}
+		if since != nil {
+			if err := h.ownWrites(ctx, sub.Session()); err != nil {
+				return err
+			}
 		}
 		stop, err = h.svc.SubscribeRoom(ctx, user, d.name, since, recv)
 	case destRoomReads:
