@@ -248,9 +248,16 @@ func status(k chat.Kind) int {
 	return http.StatusInternalServerError
 }
 
+// retryAfter is what a 503 tells a client to wait before trying again:
+// about a stream leader election, the usual cause.
+const retryAfter = "5"
+
 func writeAPIError(w http.ResponseWriter, code int, msg string) {
-	if code == http.StatusUnauthorized {
+	switch code {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="chatd"`)
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", retryAfter)
 	}
 	writeJSON(w, code, map[string]string{"error": msg})
 }

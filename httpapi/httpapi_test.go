@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/chatd/chatd/chat"
@@ -22,6 +23,18 @@ func TestStatus(t *testing.T) {
 	} {
 		if got := status(kind); got != want {
 			t.Errorf("%s: %d, want %d", kind, got, want)
+		}
+	}
+}
+
+// TestUnavailableSaysWhenToRetry: a 503 (the store cannot serve for the
+// moment) carries Retry-After; other errors do not.
+func TestUnavailableSaysWhenToRetry(t *testing.T) {
+	for code, want := range map[int]string{http.StatusServiceUnavailable: retryAfter, http.StatusBadRequest: "", http.StatusInternalServerError: ""} {
+		w := httptest.NewRecorder()
+		writeAPIError(w, code, "x")
+		if got := w.Header().Get("Retry-After"); got != want || w.Code != code {
+			t.Errorf("%d: Retry-After %q (status %d), want %q", code, got, w.Code, want)
 		}
 	}
 }
