@@ -61,6 +61,11 @@ type Options struct {
 	// ClientName is sent to NATS to identify this connection.
 	ClientName string
 	Logger     *slog.Logger
+
+	// jsCheckEvery and jsMinFree override the JetStream guard's defaults
+	// (jsGuardEvery, jsGuardMinFree), in tests.
+	jsCheckEvery time.Duration
+	jsMinFree    uint64
 }
 
 // Bus is chatd's connection to NATS and JetStream.
@@ -74,7 +79,10 @@ type Bus struct {
 	storeSync *storeSync
 	// resend tells publishers when an acknowledgement may never come.
 	resend *resendSignal
-	log    *slog.Logger
+	// jsGuard turns the embedded server's JetStream on again after a full
+	// disk turned it off; nil for an external NATS.
+	jsGuard *jsGuard
+	log     *slog.Logger
 }
 
 // publishTimeout bounds the wait for one publish's acknowledgement.
@@ -120,11 +128,19 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		}
 		b.nc = nc
 	} else {
-		srv, err := startEmbedded(ctx, opts, log)
+		srv, jsCfg, err := startEmbedded(ctx, opts, log)
 		if err != nil {
 			return nil, err
 		}
 		b.srv, b.clustered = srv, opts.ClusterListen != ""
+		every, minFree := opts.jsCheckEvery, opts.jsMinFree
+		if every <= 0 {
+			every = jsGuardEvery
+		}
+		if minFree == 0 {
+			minFree = jsGuardMinFree
+		}
+		b.jsGuard = startJSGuard(srv, jsCfg, jsCfg.StoreDir, !b.clustered, every, minFree, log)
 		if opts.Durability == DurabilityFsync && !b.clustered {
 			b.storeSync = newStoreSync(srv.JetStreamConfig().StoreDir)
 		}
@@ -157,13 +173,17 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 	return b, nil
 }
 
-func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server.Server, error) {
+// startEmbedded starts the embedded server; it also returns its
+// JetStream configuration as nats-server builds it from the options at
+// start, to turn JetStream on again with (jsGuard).
+func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server.Server, server.JetStreamConfig, error) {
+	var none server.JetStreamConfig
 	if opts.DataDir == "" {
-		return nil, errors.New("embedded NATS needs a data dir")
+		return nil, none, errors.New("embedded NATS needs a data dir")
 	}
 	storeDir := filepath.Join(opts.DataDir, "jetstream")
 	if err := os.MkdirAll(storeDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create JetStream store dir: %w", err)
+		return nil, none, fmt.Errorf("create JetStream store dir: %w", err)
 	}
 	so := &server.Options{
 		ServerName: opts.ServerName,
@@ -180,17 +200,17 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 	if opts.ClientListen != "" {
 		host, port, err := splitHostPort(opts.ClientListen)
 		if err != nil {
-			return nil, fmt.Errorf("embedded NATS client listen address: %w", err)
+			return nil, none, fmt.Errorf("embedded NATS client listen address: %w", err)
 		}
 		so.Host, so.Port = host, port
 	}
 	if opts.ClusterListen != "" {
 		host, port, err := splitHostPort(opts.ClusterListen)
 		if err != nil {
-			return nil, fmt.Errorf("embedded NATS cluster listen address: %w", err)
+			return nil, none, fmt.Errorf("embedded NATS cluster listen address: %w", err)
 		}
 		if opts.ServerName == "" {
-			return nil, errors.New("a clustered node needs a unique server name")
+			return nil, none, errors.New("a clustered node needs a unique server name")
 		}
 		// nats-server starts routing only once its client accept loop runs,
 		// so a clustered node needs a client port: loopback and random
@@ -207,7 +227,7 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 	}
 	srv, err := server.NewServer(so)
 	if err != nil {
-		return nil, fmt.Errorf("configure embedded NATS: %w", err)
+		return nil, none, fmt.Errorf("configure embedded NATS: %w", err)
 	}
 	srv.SetLoggerV2(&serverLog{log: log.With("component", "nats-server")}, false, false, false)
 	go srv.Start()
@@ -215,14 +235,16 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 	for !srv.ReadyForConnections(100 * time.Millisecond) {
 		if err := ctx.Err(); err != nil {
 			srv.Shutdown()
-			return nil, fmt.Errorf("embedded NATS start: %w", err)
+			return nil, none, fmt.Errorf("embedded NATS start: %w", err)
 		}
 		if time.Now().After(deadline) {
 			srv.Shutdown()
-			return nil, errors.New("embedded NATS did not become ready within 30s")
+			return nil, none, errors.New("embedded NATS did not become ready within 30s")
 		}
 	}
-	return srv, nil
+	// As nats-server's own restart of JetStream on a configuration reload.
+	jsCfg := server.JetStreamConfig{StoreDir: storeDir, SyncAlways: so.SyncAlways, Strict: true, CompressOK: true}
+	return srv, jsCfg, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {
@@ -265,6 +287,11 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("nats: %s", b.nc.Status())
 	}
+	if b.jsGuard != nil {
+		if err := b.jsGuard.err(); err != nil {
+			return err
+		}
+	}
 	if _, err := b.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -306,6 +333,9 @@ func (b *Bus) Close(ctx context.Context) error {
 		}
 		b.nc.Close()
 	}
+	if b.jsGuard != nil {
+		b.jsGuard.close()
+	}
 	if b.srv != nil {
 		if b.clustered {
 			// Lame duck mode first hands this node's stream and bucket
@@ -323,6 +353,9 @@ func (b *Bus) Close(ctx context.Context) error {
 }
 
 func (b *Bus) shutdown() {
+	if b.jsGuard != nil {
+		b.jsGuard.close()
+	}
 	if b.nc != nil {
 		b.nc.Close()
 	}
