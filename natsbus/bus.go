@@ -282,7 +282,10 @@ func (b *Bus) waitJetStream(ctx context.Context) error {
 	}
 }
 
-// Ready reports whether NATS is connected and JetStream answers.
+// Ready reports whether this node can store and serve messages: NATS is
+// connected, JetStream answers (and, embedded, is on with room on its
+// disk), and the message stream, once it exists, has a leader, which it
+// lacks while the cluster has lost its majority.
 func (b *Bus) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("nats: %s", b.nc.Status())
@@ -294,6 +297,16 @@ func (b *Bus) Ready(ctx context.Context) error {
 	}
 	if _, err := b.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
+	}
+	st, err := b.js.Stream(ctx, MessagesStream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil // not made yet: nothing to store to
+	case err != nil:
+		return fmt.Errorf("message stream: %w", err)
+	}
+	if c := st.CachedInfo().Cluster; c != nil && c.Leader == "" {
+		return errors.New("message stream has no leader: its replicas lack a majority")
 	}
 	return nil
 }
