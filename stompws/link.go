@@ -6,6 +6,7 @@
 package stompws
 
 import (
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -62,7 +63,16 @@ type sockjsLink struct {
 	// polled is, after a write, the signal of the poll that will carry it
 	// (sockjsEndpoint.polledSignal); only the session's writer uses it.
 	polled <-chan struct{}
+	// cut is closed by closeNow: close stops waiting for a poll.
+	cut     chan struct{}
+	cutOnce sync.Once
 }
+
+// shutdownPollWait bounds close's wait for an xhr-polling client's next
+// poll while the server shuts down: an active client polls within
+// moments, and one that went quiet should not hold up the shutdown for a
+// whole disconnect delay.
+const shutdownPollWait = 2 * time.Second
 
 func (l *sockjsLink) write(buf []byte, _ bool) error {
 	if l.sess.ReceiverType() == sockjs.ReceiverTypeXHR {
@@ -76,10 +86,15 @@ func (l *sockjsLink) write(buf []byte, _ bool) error {
 // disconnect delay: sockjs-go drops what a closing session still holds.
 func (l *sockjsLink) close(code websocket.StatusCode) error {
 	if l.polled != nil {
-		t := time.NewTimer(l.ep.closeWait)
+		wait := l.ep.closeWait
+		if l.ep.srv.isClosing() {
+			wait = min(wait, shutdownPollWait)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-l.polled:
 		case <-t.C:
+		case <-l.cut:
 		case <-l.sess.Context().Done():
 		}
 		t.Stop()
@@ -88,5 +103,6 @@ func (l *sockjsLink) close(code websocket.StatusCode) error {
 }
 
 func (l *sockjsLink) closeNow() error {
+	l.cutOnce.Do(func() { close(l.cut) })
 	return l.sess.Close(uint32(websocket.StatusGoingAway), closeReason(websocket.StatusGoingAway))
 }

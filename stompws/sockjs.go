@@ -262,7 +262,7 @@ func (srv *Server) serveSockJSSession(sj sockjs.Session, e *sockjsEndpoint) {
 		return
 	}
 	r := sj.Request()
-	s := newSession(srv, &sockjsLink{sess: sj, ep: e}, r)
+	s := newSession(srv, &sockjsLink{sess: sj, ep: e, cut: make(chan struct{})}, r)
 	s.sj = &sj
 	if !srv.add(s) {
 		_ = sj.Close(uint32(CloseGoingAway), "server is shutting down")
