@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/storage"
+	"golang.org/x/sync/semaphore"
 )
 
 // Config tunes the chat service.
@@ -43,6 +44,12 @@ type Config struct {
 	// KeepClientFields keeps a SEND body's other fields with the message.
 	Fields           Fields
 	KeepClientFields bool
+	// StoreReads bounds the reads of the message log and archive that
+	// replays and history requests make at once on this node (0: 32).
+	// More wait their turn, first come first served, without a timeout:
+	// a storm of reconnecting clients makes replays slower, never failed,
+	// and leaves the store free for writes.
+	StoreReads int
 }
 
 // History page sizes.
@@ -59,6 +66,9 @@ type Service struct {
 	store  Store
 	cfg    Config
 	log    *slog.Logger
+
+	// reads admits store reads (Config.StoreReads).
+	reads *semaphore.Weighted
 
 	feeds  registry[*roomFeed]
 	topics registry[*topic]
@@ -83,14 +93,31 @@ func NewService(msgs MessageLog, commit Committer, bus Bus, store Store, cfg Con
 		cfg.Metrics = nopMetrics{}
 	}
 	cfg.Fields = *cfg.Fields.orDefault()
+	if cfg.StoreReads <= 0 {
+		cfg.StoreReads = defaultStoreReads
+	}
 	s := &Service{
 		msgs: msgs, commit: commit, bus: bus, store: store, cfg: cfg, log: cfg.Logger,
+		reads:   semaphore.NewWeighted(int64(cfg.StoreReads)),
 		members: map[roomUser]map[Subscriber]struct{}{},
 	}
 	if n, ok := store.(storage.LeaveNotifier); ok {
 		n.OnLeave(s.memberLeft)
 	}
 	return s
+}
+
+// defaultStoreReads is Config.StoreReads' default: enough to keep the
+// store busy, few enough that writes still get through.
+const defaultStoreReads = 32
+
+// admitRead waits for a turn to read the store (Config.StoreReads) and
+// returns its release; it fails only when ctx ends.
+func (s *Service) admitRead(ctx context.Context) (release func(), err error) {
+	if err := s.reads.Acquire(ctx, 1); err != nil {
+		return nil, fmt.Errorf("waiting for a turn to read the store: %w", err)
+	}
+	return func() { s.reads.Release(1) }, nil
 }
 
 // authorize lets user use room: in dev mode by joining it (creating it,

@@ -25,6 +25,11 @@ func (s *Service) History(ctx context.Context, user, room string, before uint64,
 		return nil, err
 	}
 	limit = min(limit, MaxLogLimit)
+	release, err := s.admitRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	stored, err := s.msgs.Page(ctx, room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", room, err)

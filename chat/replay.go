@@ -20,7 +20,12 @@ var errHistoryUnavailable = &Error{Kind: Unavailable, Msg: "history unavailable,
 func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 	log := rs.sub.Logger()
 	metrics := f.svc.cfg.Metrics
+	release, err := f.svc.admitRead(ctx)
+	if err != nil {
+		return // the subscription or session ended while it waited
+	}
 	cursor, note, below, err := f.replayStart(ctx, since)
+	release()
 	if err != nil {
 		metrics.Replayed(ReplayFailed)
 		log.Warn("replay failed", "room", f.room, "since", since, "err", err)
@@ -46,8 +51,14 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 	}
 	for {
 		// Everything up to the leader's newest id is stored; read it all,
-		// even from a replica that is a moment behind.
+		// even from a replica that is a moment behind. Each read waits
+		// its turn (admitRead); none holds one while it delivers.
+		release, err := f.svc.admitRead(ctx)
+		if err != nil {
+			return
+		}
 		upTo, err := f.svc.msgs.LastID(ctx, f.room)
+		release()
 		if err != nil {
 			fail("newest id", err)
 			return
@@ -55,32 +66,18 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 		// Ids below below that the log no longer holds come from the
 		// archive (replayStart).
 		for cursor < upTo || below > cursor+1 {
-			var batch []storage.Message
-			if below > cursor+1 {
-				if batch, err = f.svc.cfg.Archive.Between(ctx, f.room, cursor, below, replayBatch); err != nil {
-					fail("archive", err)
-					return
-				}
-				if len(batch) == 0 {
-					cursor = below - 1 // the room has no message in between
-					continue
-				}
-			} else {
-				if batch, err = f.svc.msgs.AfterUpTo(ctx, f.room, cursor, upTo, replayBatch); err != nil {
-					fail("read", err)
-					return
-				}
-				if cursor < below && len(batch) > 0 && batch[0].ID > below {
-					// More left the log while the archive was read: they
-					// are archived too.
-					below = batch[0].ID
-					continue
-				}
-			}
-			pubs, err := f.svc.publications(ctx, f.room, batch)
+			release, err := f.svc.admitRead(ctx)
 			if err != nil {
-				fail("encode", err)
 				return
+			}
+			batch, pubs, step, err := f.replayRead(ctx, &cursor, &below, upTo)
+			release()
+			if err != nil {
+				fail(step, err)
+				return
+			}
+			if batch == nil {
+				continue // the cursor or the archive's bound moved
 			}
 			for i, p := range pubs {
 				f.mu.Lock()
@@ -119,6 +116,43 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 		f.mu.Unlock()
 		return
 	}
+}
+
+// replayRead reads a replay's next batch after *cursor: from the archive
+// below *below, else from the log up to upTo; and makes its
+// publications. A nil batch with no error has nothing to deliver: *cursor
+// or *below moved. step names what failed.
+func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, upTo uint64) ([]storage.Message, []*Publication, string, error) {
+	var batch []storage.Message
+	var err error
+	if *below > *cursor+1 {
+		if batch, err = f.svc.cfg.Archive.Between(ctx, f.room, *cursor, *below, replayBatch); err != nil {
+			return nil, nil, "archive", err
+		}
+		if len(batch) == 0 {
+			*cursor = *below - 1 // the room has no message in between
+			return nil, nil, "", nil
+		}
+	} else {
+		if batch, err = f.svc.msgs.AfterUpTo(ctx, f.room, *cursor, upTo, replayBatch); err != nil {
+			return nil, nil, "read", err
+		}
+		if len(batch) == 0 {
+			*cursor = upTo // what was there left the log meanwhile (its age limit)
+			return nil, nil, "", nil
+		}
+		if *cursor < *below && len(batch) > 0 && batch[0].ID > *below {
+			// More left the log while the archive was read: they are
+			// archived too.
+			*below = batch[0].ID
+			return nil, nil, "", nil
+		}
+	}
+	pubs, err := f.svc.publications(ctx, f.room, batch)
+	if err != nil {
+		return nil, nil, "encode", err
+	}
+	return batch, pubs, "", nil
 }
 
 // replayStart decides where a replay begins, whether the client must be

@@ -67,6 +67,9 @@ type Config struct {
 	SendRate              float64
 	SendBurst             int
 	MaxConnectionsPerUser int
+	// StoreReads bounds the store reads replays and history requests make
+	// at once on a node; more wait their turn.
+	StoreReads int
 	// LogFormat is "text" or "json" (default: text with --dev, else json).
 	LogFormat string
 	// ConfigFile is the TOML file read below the environment and flags.
@@ -211,6 +214,7 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	})
 	fs.Float64Var(&c.SendRate, "send-rate", 20, "SEND frames per second per session, outside dev mode (0: no limit)")
 	fs.IntVar(&c.SendBurst, "send-burst", 40, "SEND frames a session may send at once above --send-rate")
+	fs.IntVar(&c.StoreReads, "store-reads", 32, "store reads that replays and history requests make at once on this node; more wait their turn, first come first served")
 	fs.IntVar(&c.MaxConnectionsPerUser, "max-connections-per-user", 16, "open sessions per user on one node, outside dev mode (0: no limit)")
 	fs.DurationVar(&c.HeartBeatMin, "heartbeat-min", time.Second, "shortest STOMP heart-beat interval a client may ask for, either way")
 	fs.StringVar(&c.WSPath, "ws-path", "/ws", "path of the STOMP endpoint: a raw WebSocket there, SockJS under it")
@@ -414,6 +418,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --send-rate %g: must not be negative", c.SendRate)
 	case c.SendRate > 0 && c.SendBurst < 1:
 		return fmt.Errorf("config: invalid --send-burst %d: at least 1", c.SendBurst)
+	case c.StoreReads < 1:
+		return fmt.Errorf("config: invalid --store-reads %d: at least 1", c.StoreReads)
 	case c.MaxConnectionsPerUser < 0:
 		return fmt.Errorf("config: invalid --max-connections-per-user %d: must not be negative", c.MaxConnectionsPerUser)
 	case c.ShutdownTimeout <= 0:

@@ -132,6 +132,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 			User: cfg.MessageFields["user"], Unread: cfg.MessageFields["unread"], Created: cfg.MessageFields["created"],
 		},
 		KeepClientFields: cfg.KeepClientFields,
+		StoreReads:       cfg.StoreReads,
 	})
 	dests, err := cfg.Destinations()
 	if err != nil {
