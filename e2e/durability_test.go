@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/stomptest"
+	"github.com/chatd/chatd/internal/testkit/testlog"
 	chatdnode "github.com/chatd/chatd/node"
 	"github.com/go-stomp/stomp/v3"
 	"github.com/nats-io/nats-server/v2/server"
@@ -316,7 +316,7 @@ func TestExternalNATSDoesNotClaimFsync(t *testing.T) {
 	} {
 		cfg := testConfig(t)
 		cfg.NATSURL, cfg.NATSListen, cfg.Durability = srv.ClientURL(), "", tc.durability
-		var logs syncBuffer
+		var logs testlog.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		a, err := chatdnode.Start(ctx, cfg, "test", slog.New(slog.NewTextHandler(&logs, nil)))
 		cancel()
@@ -330,22 +330,4 @@ func TestExternalNATSDoesNotClaimFsync(t *testing.T) {
 			t.Fatalf("--durability %s with --nats-url: log lacks %q:\n%s", tc.durability, tc.want, logs.String())
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer for a logger that several goroutines use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -387,21 +387,8 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 			p.done(0, errs[i])
 		}
 	}
-	if !c.msgs.syncs {
-		for i, p := range batch {
-			if errs[i] != nil {
-				continue // told
-			}
-			ack, err := c.msgs.await(ctx, futs[i], p, resend)
-			if err != nil {
-				p.done(0, err)
-				continue
-			}
-			p.done(ack.Sequence, nil)
-		}
-		return
-	}
-	// Stored messages wait for the sync; failed ones are told now.
+	// Where chatd syncs, stored messages wait for the sync; failed ones
+	// are told now.
 	var stored []*pending
 	var seqs []uint64
 	for i, p := range batch {
@@ -409,11 +396,14 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 			continue // told
 		}
 		ack, err := c.msgs.await(ctx, futs[i], p, resend)
-		if err != nil {
+		switch {
+		case err != nil:
 			p.done(0, err)
-			continue
+		case c.msgs.syncs:
+			stored, seqs = append(stored, p), append(seqs, ack.Sequence)
+		default:
+			p.done(ack.Sequence, nil)
 		}
-		stored, seqs = append(stored, p), append(seqs, ack.Sequence)
 	}
 	if len(stored) > 0 {
 		c.syncLater(stored, seqs, make([]error, len(stored)))

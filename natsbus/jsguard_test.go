@@ -10,30 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/testlog"
 	"github.com/chatd/chatd/storage"
 )
-
-// lockedBuffer is a log sink the guard's goroutine and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestFullDiskDisablesAndRecovers: an embedded single node whose store's
 // disk fills up stops taking writes (nats-server's "critical write
@@ -55,7 +37,7 @@ func TestFullDiskDisablesAndRecovers(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	bus, err := Start(ctx, Options{DataDir: dir, ServerName: "fulldisk", Durability: DurabilityFsync,

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/chatd/chatd/internal/jsonstr"
 	"github.com/chatd/chatd/stompws/frame"
 )
 
@@ -89,7 +90,7 @@ func (m *Message) escaped(v frame.Version) []byte {
 		return *p
 	}
 	enc := m.encoded(v)
-	b := appendJSONEscaped(make([]byte, 0, len(enc)+len(enc)/8+16), enc)
+	b := jsonstr.Append(make([]byte, 0, len(enc)+len(enc)/8+16), enc)
 	slot.Store(&b)
 	return b
 }
@@ -119,7 +120,7 @@ func (s *Session) appendMessage(buf []byte, it *outItem) []byte {
 		return append(buf, it.msg.encoded(s.version)...)
 	}
 	var head [256]byte
-	buf = appendJSONEscaped(buf, s.appendMessageHead(head[:0], it))
+	buf = jsonstr.Append(buf, s.appendMessageHead(head[:0], it))
 	return append(buf, it.msg.escaped(s.version)...)
 }
 

@@ -19,26 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/testlog"
 	"github.com/chatd/chatd/stompws"
 )
-
-// syncBuffer is a log destination many goroutines may write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // The stream a stalled client is sent: far more than its socket, the
 // server's and the session's queue (stallConfig) hold together, so that
@@ -153,7 +136,7 @@ func waitResult(t *testing.T, res <-chan error) error {
 // heart-beats, is not cut: the replay waits for it, and when it reads
 // again it gets every message in order, and no ERROR.
 func TestStallPausedReplayIsPaced(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	obs := &closeCounter{}
 	w, sub := openStalling(t, stallConfig(&logs, obs), "100,0")
 	stop := w.beat(100 * time.Millisecond)
@@ -199,7 +182,7 @@ func TestStallPausedReplayIsPaced(t *testing.T) {
 // socket still took it, which a stalled write, in the middle of its
 // frame, leaves no room for: if one came, it says why.
 func TestStallSilentClientIsCut(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	obs := &closeCounter{}
 	w, sub := openStalling(t, stallConfig(&logs, obs), "0,0")
 	start := time.Now()
@@ -229,7 +212,7 @@ func TestStallSilentClientIsCut(t *testing.T) {
 // TestStallBounded: a client that keeps sending heart-beats but never
 // reads again is cut once one write has waited WriteStallMax.
 func TestStallBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs testlog.Buffer
 	obs := &closeCounter{}
 	cfg := stallConfig(&logs, obs)
 	cfg.WriteStallMax = 800 * time.Millisecond

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatd/chatd/internal/jsonstr"
 	"github.com/chatd/chatd/stompws/frame"
 )
 
@@ -198,7 +199,7 @@ func (s *Session) appendItem(buf []byte, it *outItem, n *frameCounts) []byte {
 		n.connected++
 	}
 	if s.sockjsBeat > 0 {
-		return appendJSONEscaped(buf, it.raw)
+		return jsonstr.Append(buf, it.raw)
 	}
 	return append(buf, it.raw...)
 }
@@ -469,7 +470,7 @@ func (s *Session) tryError(msg string) bool {
 	f := frame.AppendFrame(nil, v, "ERROR", []frame.Header{{Name: "message", Value: msg}}, nil)
 	buf := s.beginMessage(make([]byte, wsHeaderMax, wsHeaderMax+2*len(f)+8))
 	if s.sockjsBeat > 0 {
-		buf = appendJSONEscaped(buf, f)
+		buf = jsonstr.Append(buf, f)
 	} else {
 		buf = append(buf, f...)
 	}

@@ -31,6 +31,8 @@ import (
 	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/chatd/chatd/internal/jsonstr"
 )
 
 // Transports for --transport.
@@ -68,49 +70,13 @@ func sockjsURL(raw, session string) (string, error) {
 func newSockJSSession() string { return strings.ToLower(rand.Text()[:8]) }
 
 // appendSockJSMessage appends msg as a SockJS message from the client: a
-// JSON array of one string. Valid UTF-8 passes as it is; an invalid byte
-// becomes U+FFFD, as encoding/json (the server's decoder) would make it.
+// JSON array of one string, escaped as chatd escapes its own (invalid
+// UTF-8 becomes U+FFFD, as encoding/json, the server's decoder, makes it).
 func appendSockJSMessage(dst, msg []byte) []byte {
 	dst = append(dst, '[', '"')
-	start := 0
-	for i := 0; i < len(msg); {
-		c := msg[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRune(msg[i:])
-			if r != utf8.RuneError || size > 1 {
-				i += size
-				continue
-			}
-		}
-		dst = append(dst, msg[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			if c >= utf8.RuneSelf {
-				dst = append(dst, `\ufffd`...)
-			} else {
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-		}
-		i++
-		start = i
-	}
-	dst = append(dst, msg[start:]...)
+	dst = jsonstr.Append(dst, msg)
 	return append(dst, '"', ']')
 }
-
-const hexDigits = "0123456789abcdef"
 
 // sockjsClose is the server's close frame, c[code,"reason"].
 type sockjsClose struct {

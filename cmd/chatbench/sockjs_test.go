@@ -41,7 +41,7 @@ func TestSockJSURL(t *testing.T) {
 }
 
 // TestAppendSockJSMessage: what the client sends is a JSON array of one
-// string that encoding/json (sockjs-go's decoder in chatd) reads back as
+// string that encoding/json (chatd's decoder) reads back as
 // the frame, byte for byte; invalid UTF-8 becomes U+FFFD, as it would
 // there.
 func TestAppendSockJSMessage(t *testing.T) {
@@ -51,7 +51,7 @@ func TestAppendSockJSMessage(t *testing.T) {
 		{in: "SEND\ndestination:/app/chat.x\n\n{\"message\":\"a\\b\"}\x00",
 			want: `["SEND\ndestination:/app/chat.x\n\n{\"message\":\"a\\b\"}\u0000"]`},
 		{in: "\r\t\x01\x1f\x7f/<&>", want: `["\r\t\u0001\u001f` + "\x7f" + `/<&>"]`},
-		{in: "héllo 😀 \u2028 ✓", want: `["héllo 😀 ` + "\u2028" + ` ✓"]`},
+		{in: "héllo 😀 \u2028 ✓", want: `["héllo 😀 \u2028 ✓"]`}, // escaped, as chatd escapes it
 		{in: "a\xffb\xe2\x82", want: `["a\ufffdb\ufffd\ufffd"]`, back: "a\uFFFDb\uFFFD\uFFFD"},
 	} {
 		got := string(appendSockJSMessage([]byte("x"), []byte(tc.in)))

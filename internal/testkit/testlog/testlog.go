@@ -4,9 +4,11 @@
 package testlog
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 )
 
 // New returns the logger.
@@ -15,4 +17,24 @@ func New() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Buffer is a log destination that many goroutines may write to while a
+// test reads what it holds.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String is what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -1,19 +1,19 @@
-package stompws
+package jsonstr
 
 import (
 	"encoding/json"
 	"testing"
 )
 
-// FuzzAppendJSONEscaped: what the websocket transport writes parses as
+// FuzzAppend: what the websocket transport writes parses as
 // the JSON string encoding/json would write for the same bytes (invalid
 // UTF-8 becoming U+FFFD byte by byte), and stays one line.
-func FuzzAppendJSONEscaped(f *testing.F) {
+func FuzzAppend(f *testing.F) {
 	for _, s := range []string{"", "MESSAGE\ndestination:/t\n\n{\"a\":\"b\\\\c\"}\x00", "\x00\x01\x1f\x7f", "é\u2028\u2029ü", "\xff\xfe\xc3", "\xe2\x80", "😀\t\r"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
-		got := append([]byte{'"'}, appendJSONEscaped(nil, p)...)
+		got := append([]byte{'"'}, Append(nil, p)...)
 		got = append(got, '"')
 		var ours, theirs string
 		if err := json.Unmarshal(got, &ours); err != nil {
@@ -34,12 +34,12 @@ func FuzzAppendJSONEscaped(f *testing.F) {
 	})
 }
 
-func BenchmarkAppendJSONEscaped(b *testing.B) {
+func BenchmarkAppend(b *testing.B) {
 	p := []byte("MESSAGE\ndestination:/topic/chat.room-1\nsubscription:sub-0\nmessage-id:1234\nid:98765\ncontent-type:application/json\n\n" +
 		`{"id":98765,"room":"room-1","userId":"alice","message":"hello there, how are you doing today? 안녕하세요","sentAt":"2026-12-04T01:02:03Z"}` + "\x00")
 	dst := make([]byte, 0, 1024)
 	b.SetBytes(int64(len(p)))
 	for b.Loop() {
-		dst = appendJSONEscaped(dst[:0], p)
+		dst = Append(dst[:0], p)
 	}
 }
