@@ -47,6 +47,9 @@ type config struct {
 	StormWaves       int           `json:"storm_waves"`
 	StormHold        time.Duration `json:"storm_hold_ns"`
 	StormRooms       int           `json:"storm_rooms"`
+	StormSince       int64         `json:"storm_since"`
+	StormPrefill     int           `json:"storm_prefill"`
+	StormBystander   time.Duration `json:"storm_bystander_ns"`
 
 	Sources         []netip.Addr  `json:"sources"`
 	DialConcurrency int           `json:"dial_concurrency"`
@@ -127,6 +130,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.StormWaves, "storm-waves", 1, "storm waves (each opens --storm connections, then closes them all at once)")
 	fs.DurationVar(&c.StormHold, "storm-hold", time.Second, "how long a wave's connections stay open, and the pause between waves")
 	fs.IntVar(&c.StormRooms, "storm-rooms", 0, "storm connections also subscribe, spread over this many rooms (0: connect only)")
+	fs.Int64Var(&c.StormSince, "storm-since", -1, "storm subscriptions replay from this id (0: each room's whole history, --storm-prefill messages), and each wave waits until every replay is complete (-1: no replay)")
+	fs.IntVar(&c.StormPrefill, "storm-prefill", 0, "messages posted to each storm room before the first wave, for --storm-since to replay")
+	fs.DurationVar(&c.StormBystander, "storm-bystander", 0, "with --storm-since: a bystander in a room of its own sends a receipted SEND this often during each wave, timing its RECEIPT (0: none)")
 	sources := fs.String("sources", "127.0.0.1", "client source addresses: comma-separated loopback IPs or ranges (127.0.0.1-127.0.0.8)")
 	fs.IntVar(&c.DialConcurrency, "dial-concurrency", 200, "connection attempts in flight while setting up")
 	fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval offered and asked for (0: none)")
@@ -205,6 +211,10 @@ func (c *config) validate() error {
 		return errors.New("--drain, --hold and --storm-hold must not be negative")
 	case c.Storm > 0 && (c.StormConcurrency < 1 || c.StormWaves < 1):
 		return errors.New("--storm-concurrency and --storm-waves must be at least 1")
+	case c.StormSince >= 0 && (c.Storm == 0 || c.StormRooms == 0 || c.StormPrefill < 1):
+		return errors.New("--storm-since needs --storm, --storm-rooms and --storm-prefill")
+	case c.StormSince < -1 || c.StormPrefill < 0 || c.StormBystander < 0:
+		return errors.New("--storm-since must be -1 or an id; --storm-prefill and --storm-bystander must not be negative")
 	case c.DialConcurrency < 1:
 		return errors.New("--dial-concurrency must be at least 1")
 	case c.ConnectTimeout <= 0 || c.SetupTimeout <= 0 || c.Timeout <= 0:

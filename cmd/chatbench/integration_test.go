@@ -268,7 +268,7 @@ func TestSockJSShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.close()
-	if err := c.subscribe(ctx, "0", "/topic/chat.shutdown"); err != nil {
+	if _, err := c.subscribe(ctx, "0", "/topic/chat.shutdown"); err != nil {
 		t.Fatal(err)
 	}
 	cl := &client{}
@@ -288,5 +288,42 @@ func TestSockJSShutdown(t *testing.T) {
 	}
 	if cl.err != "server shutting down, reconnect" {
 		t.Errorf("ERROR %q before the close", cl.err)
+	}
+}
+
+// TestReplayStorm: --storm-since replays each storm room's prefilled
+// history to every storm connection and waits for all of it, while the
+// bystander's SENDs are receipted and timed.
+func TestReplayStorm(t *testing.T) {
+	url := startChatd(t)
+	cfg, err := parseConfig([]string{
+		"--scenario", "custom", "--url", url, "--quiet",
+		"--storm", "20", "--storm-waves", "2", "--storm-rooms", "2", "--storm-since", "0", "--storm-prefill", "300",
+		"--storm-bystander", "10ms", "--storm-hold", "50ms", "--timeout", "2m",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Storm) != 2 {
+		t.Fatalf("%d storm waves, want 2", len(rep.Storm))
+	}
+	for _, w := range rep.Storm {
+		rp, by := w.Replay, w.Bystander
+		if rp == nil || rp.Wanted != 20 || rp.Completed != 20 || rp.Errors != 0 || rp.Latency.Count != 20 {
+			t.Errorf("wave %d replays %+v, want all 20 complete", w.Wave, rp)
+		}
+		if by == nil || by.Sent == 0 || by.Receipted != by.Sent || len(by.Errors) != 0 || by.Latency.Count != uint64(by.Receipted) {
+			t.Errorf("wave %d bystander %+v", w.Wave, by)
+		}
+	}
+	if _, err := parseConfig([]string{"--scenario", "custom", "--url", url, "--storm", "5", "--storm-since", "0"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "--storm-since needs") {
+		t.Errorf("--storm-since without rooms and prefill: %v, want it refused", err)
 	}
 }

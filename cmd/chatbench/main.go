@@ -119,6 +119,14 @@ func writeSummary(w io.Writer, rep *report) {
 	for _, s := range rep.Storm {
 		p("storm wave %d  made %d of %d in %.2fs (%.0f conns/s), dropped %d, closed in %.2fs", s.Wave, s.Made, s.Attempted, s.OpenS, s.ConnsPerSec, s.Dropped, s.CloseS)
 		p("  connect     %s", latLine(s.ConnectLatency))
+		if rp := s.Replay; rp != nil {
+			p("  replays     %d of %d complete, %d ended with an ERROR, all within %.2fs", rp.Completed, rp.Wanted, rp.Errors, rp.WaitS)
+			p("  replay time %s", latLine(rp.Latency))
+		}
+		if b := s.Bystander; b != nil {
+			p("  bystander   %d SENDs, %d receipted, %d errors %v", b.Sent, b.Receipted, len(b.Errors), b.Errors)
+			p("  receipt     %s", latLine(b.Latency))
+		}
 		if s.Server != nil {
 			p("  server      %s", procLine(s.Server))
 		}

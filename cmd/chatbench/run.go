@@ -42,7 +42,11 @@ type client struct {
 	conn *stompConn
 	sub  *subscriber
 	pub  *publisher
-	err  string // the server's ERROR message, if it sent one
+	err  string // the server's ERROR message, if it sent one; read once ended is
+	// replay, with since, follows a storm connection's replay (--storm-since).
+	replay *replayCount
+	since  int64
+	ended  chan struct{} // closed when the connection's reading ends; nil: not kept
 }
 
 // connStats counts connection attempts.
@@ -131,8 +135,15 @@ func (r *runner) open(ctx context.Context, login, dest string, cl *client) error
 	}
 	c, err := dialSTOMP(ctx, r.dialer(), o)
 	if err == nil && dest != "" {
-		if err = c.subscribe(ctx, "0", dest); err != nil {
+		var extra []frame.Header
+		if cl.replay != nil {
+			extra = append(extra, frame.Header{Name: "since-id", Value: strconv.FormatInt(cl.since, 10)})
+		}
+		var early int
+		if early, err = c.subscribe(ctx, "0", dest, extra...); err != nil {
 			c.close()
+		} else if cl.replay != nil {
+			cl.replay.add(int64(early), time.Now().UnixNano())
 		}
 	}
 	r.conns.result(time.Since(t0), err)
@@ -147,6 +158,9 @@ func (r *runner) open(ctx context.Context, login, dest string, cl *client) error
 	go func() {
 		defer r.wg.Done()
 		err := c.serve(cl.handle, &r.delivered)
+		if cl.ended != nil {
+			defer close(cl.ended)
+		}
 		if !c.closing.Load() {
 			reason := err.Error()
 			if cl.err != "" {
@@ -188,6 +202,9 @@ func (r *runner) openAll(ctx context.Context, n, conc int, open func(ctx context
 func (cl *client) handle(f *frame.View, now int64) int {
 	switch string(f.Command()) {
 	case "MESSAGE":
+		if cl.replay != nil {
+			cl.replay.add(1, now)
+		}
 		if cl.sub != nil {
 			return cl.sub.onMessage(f.Body(), now)
 		}
@@ -304,6 +321,9 @@ type stormWave struct {
 	Dropped        int64          `json:"dropped"`
 	CloseS         float64        `json:"close_s"`
 	Server         *procReport    `json:"server,omitempty"`
+	// With --storm-since: the replays, and the bystander's SENDs meanwhile.
+	Replay    *replayReport    `json:"replay,omitempty"`
+	Bystander *bystanderReport `json:"bystander,omitempty"`
 }
 
 // run carries out the configured phases: storm waves, then idle
@@ -452,6 +472,15 @@ func (r *runner) roomMembers() map[string][]string {
 		for i := range cfg.Storm {
 			name := cfg.roomName(i % cfg.StormRooms)
 			rooms[name] = append(rooms[name], cfg.UserPrefix+"s"+strconv.Itoa(i))
+		}
+		if cfg.StormSince >= 0 {
+			for room := range cfg.StormRooms {
+				name := cfg.roomName(room)
+				rooms[name] = append([]string{cfg.UserPrefix + "prefill" + strconv.Itoa(room)}, rooms[name]...)
+			}
+		}
+		if cfg.StormBystander > 0 {
+			rooms[cfg.roomName(cfg.StormRooms)] = []string{cfg.UserPrefix + "bystander"}
 		}
 	}
 	return rooms
@@ -726,6 +755,14 @@ func (r *runner) timeline(ctx context.Context, start time.Time, pubs []*publishe
 // storm opens and closes waves of connections.
 func (r *runner) storm(ctx context.Context, server *sampler) []stormWave {
 	var waves []stormWave
+	replaying := r.cfg.StormSince >= 0
+	if replaying {
+		r.phase.Store("prefill")
+		if err := r.prefill(ctx); err != nil {
+			r.conns.note(&r.conns.errs, err.Error())
+			return nil
+		}
+	}
 	for w := range r.cfg.StormWaves {
 		if ctx.Err() != nil {
 			break
@@ -734,22 +771,42 @@ func (r *runner) storm(ctx context.Context, server *sampler) []stormWave {
 		dropsBefore := r.conns.dropped.Load()
 		var hist latencyHist
 		var hmu sync.Mutex
+		var by *bystanderReport
+		bctx, stopBystander := context.WithCancel(ctx)
+		var bwg sync.WaitGroup
+		if r.cfg.StormBystander > 0 {
+			bwg.Go(func() { by = r.bystander(bctx) })
+		}
+		var opened stormClients
 		t0 := time.Now()
 		failed := r.openAll(ctx, r.cfg.Storm, r.cfg.StormConcurrency, func(ctx context.Context, i int) error {
 			dest := ""
 			if r.cfg.StormRooms > 0 {
 				dest = r.cfg.subDest(r.cfg.roomName(i % r.cfg.StormRooms))
 			}
+			cl := &client{}
+			if replaying {
+				cl.replay, cl.since, cl.ended = newReplayCount(int64(r.cfg.StormPrefill)), r.cfg.StormSince, make(chan struct{})
+			}
 			c0 := time.Now()
-			err := r.open(ctx, r.cfg.UserPrefix+"s"+strconv.Itoa(i), dest, &client{})
+			err := r.open(ctx, r.cfg.UserPrefix+"s"+strconv.Itoa(i), dest, cl)
 			if err == nil {
 				hmu.Lock()
 				hist.record(time.Since(c0))
 				hmu.Unlock()
+				opened.add(cl)
 			}
 			return err
 		})
 		open := time.Since(t0)
+		var replays *replayReport
+		if replaying {
+			rr := awaitReplays(ctx, opened.cls)
+			rr.Wanted = r.cfg.Storm
+			replays = &rr
+		}
+		stopBystander()
+		bwg.Wait()
 		sleep(ctx, r.cfg.StormHold)
 		dropped := r.conns.dropped.Load() - dropsBefore
 		t1 := time.Now()
@@ -757,7 +814,7 @@ func (r *runner) storm(ctx context.Context, server *sampler) []stormWave {
 		wave := stormWave{
 			Wave: w + 1, Attempted: r.cfg.Storm, Made: r.cfg.Storm - failed, Failed: failed,
 			OpenS: open.Seconds(), ConnectLatency: hist.summary(), Dropped: dropped,
-			CloseS: time.Since(t1).Seconds(),
+			CloseS: time.Since(t1).Seconds(), Replay: replays, Bystander: by,
 		}
 		if open > 0 {
 			wave.ConnsPerSec = float64(int64(float64(wave.Made) / open.Seconds()))

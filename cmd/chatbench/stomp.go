@@ -142,13 +142,16 @@ func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, er
 }
 
 // subscribe subscribes and waits for the RECEIPT, so that the subscription
-// is in place when it returns.
-func (c *stompConn) subscribe(ctx context.Context, id, dest string) error {
+// is in place when it returns; extra headers go on the SUBSCRIBE. It
+// returns how many MESSAGEs came before the RECEIPT (a replay's first).
+func (c *stompConn) subscribe(ctx context.Context, id, dest string, extra ...frame.Header) (int, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.ws.CloseNow() })
 	defer stop()
-	err := c.write(frame.AppendFrame(nil, frame.V12, "SUBSCRIBE", []frame.Header{
+	h := append([]frame.Header{
 		{Name: "id", Value: id}, {Name: "destination", Value: dest}, {Name: "ack", Value: "auto"}, {Name: "receipt", Value: "sub-" + id},
-	}, nil))
+	}, extra...)
+	err := c.write(frame.AppendFrame(nil, frame.V12, "SUBSCRIBE", h, nil))
+	early := 0
 	for err == nil {
 		var f frame.View
 		if f, err = c.readFrame(); err != nil {
@@ -156,7 +159,9 @@ func (c *stompConn) subscribe(ctx context.Context, id, dest string) error {
 		}
 		switch string(f.Command()) {
 		case "RECEIPT":
-			return nil
+			return early, nil
+		case "MESSAGE":
+			early++
 		case "ERROR":
 			msg, _ := f.Header("message")
 			err = fmt.Errorf("server answered ERROR: %s", msg)
@@ -165,7 +170,7 @@ func (c *stompConn) subscribe(ctx context.Context, id, dest string) error {
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 	}
-	return &connectError{"subscribe", err}
+	return early, &connectError{"subscribe", err}
 }
 
 // startHeartBeat writes an EOL whenever nothing was written for every.
