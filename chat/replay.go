@@ -141,7 +141,7 @@ func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, upTo u
 			*cursor = upTo // what was there left the log meanwhile (its age limit)
 			return nil, nil, "", nil
 		}
-		if *cursor < *below && len(batch) > 0 && batch[0].ID > *below {
+		if *cursor < *below && batch[0].ID > *below {
 			// More left the log while the archive was read: they are
 			// archived too.
 			*below = batch[0].ID

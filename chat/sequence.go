@@ -21,13 +21,15 @@ type Sequence struct {
 	mu      sync.Mutex
 	next    uint64   // number of the next message posted
 	pending []uint64 // numbers posted and not yet stored or failed, ascending
+	// changed is closed at the next finish; made only while Settled waits,
+	// so that a SEND costs no channel.
 	changed chan struct{}
 	failed  uint64 // number of the first message that failed; 0: none
 	err     error
 }
 
 // NewSequence starts a sender's sequence.
-func NewSequence() *Sequence { return &Sequence{next: 1, changed: make(chan struct{})} }
+func NewSequence() *Sequence { return &Sequence{next: 1} }
 
 // Settled returns once every message posted on the sequence before the
 // call is stored or has failed, so that a history read or a replay after
@@ -41,6 +43,9 @@ func (q *Sequence) Settled(ctx context.Context) error {
 		if len(q.pending) == 0 || q.pending[0] >= mark {
 			q.mu.Unlock()
 			return nil
+		}
+		if q.changed == nil {
+			q.changed = make(chan struct{})
 		}
 		ch := q.changed
 		q.mu.Unlock()
@@ -59,8 +64,10 @@ func (q *Sequence) finish(n uint64) {
 	if i, ok := slices.BinarySearch(q.pending, n); ok {
 		q.pending = slices.Delete(q.pending, i, i+1)
 	}
-	close(q.changed)
-	q.changed = make(chan struct{})
+	if q.changed != nil {
+		close(q.changed)
+		q.changed = nil
+	}
 }
 
 // take numbers the next message, or returns the error of an earlier one

@@ -501,7 +501,12 @@ func TestFailureAbandonsWhatFollows(t *testing.T) {
 		}
 		firstDone <- err
 	})
-	time.Sleep(200 * time.Millisecond) // the first is being retried: the rest queue behind it
+	// The first is taken and being retried: the rest queue behind it.
+	waitUntil(t, "the committer to take the first message", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queue) == 0
+	})
 	later := make(chan error, 2)
 	for n := 2; n <= 3; n++ {
 		c.Submit("r", fmt.Appendf(nil, `{"n":%d}`, n), "", "", abandon, func(_ uint64, err error) { later <- err })

@@ -110,29 +110,36 @@ func (g *jsGuard) checkDisk() {
 	if err != nil {
 		return
 	}
+	// Only the guard's goroutine changes full; err reads it under mu,
+	// which is not held while JetStream restarts.
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	switch {
-	case free < g.minFree && !g.full:
+	full := g.full
+	if free < g.minFree && !full {
 		g.full = true
+	}
+	g.mu.Unlock()
+	switch {
+	case free < g.minFree && !full:
 		g.log.Error("the JetStream store's disk is full: this node's writes fail until it has room",
 			"store", g.dir, "free_bytes", free, "needed_bytes", g.minFree)
-	case free >= g.minFree && g.full:
-		g.full = false
+	case free >= g.minFree && full:
 		if !g.single {
 			g.log.Warn("the JetStream store's disk has room again", "free_bytes", free)
-			return
+		} else {
+			g.log.Warn("the JetStream store's disk has room again: restarting JetStream, whose stream stopped taking writes when the disk filled",
+				"free_bytes", free)
+			if err := g.srv.ShutdownJetStream(); err != nil {
+				g.log.Error("stopping JetStream to restart it failed", "err", err)
+			}
+			cfg := g.cfg
+			if err := g.srv.EnableJetStream(&cfg); err != nil {
+				// check turns it on later, as after a clustered node's.
+				g.log.Error("restarting JetStream failed; it is retried", "err", err)
+			}
 		}
-		g.log.Warn("the JetStream store's disk has room again: restarting JetStream, whose stream stopped taking writes when the disk filled",
-			"free_bytes", free)
-		if err := g.srv.ShutdownJetStream(); err != nil {
-			g.log.Error("stopping JetStream to restart it failed", "err", err)
-		}
-		cfg := g.cfg
-		if err := g.srv.EnableJetStream(&cfg); err != nil {
-			// check turns it on later, as after a clustered node's.
-			g.log.Error("restarting JetStream failed; it is retried", "err", err)
-		}
+		g.mu.Lock()
+		g.full = false
+		g.mu.Unlock()
 	}
 }
 

@@ -322,7 +322,7 @@ func classify(err error) (notStored, lost bool) {
 func unavailable(err error) bool {
 	notStored, lost := classify(err)
 	return notStored || lost || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, nats.ErrNoResponders)
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 }
 
 // State returns the stream's current bounds.

@@ -34,38 +34,33 @@ type Handler struct {
 
 	mu   sync.Mutex
 	subs map[*stompws.Subscription]func() // stops the domain's side
-	seqs map[*stompws.Session]*chat.Sequence
+	// seqs holds each session's *chat.Sequence: read on every SEND, from
+	// every session, so a sync.Map rather than mu.
+	seqs sync.Map
 	wg   sync.WaitGroup
 }
 
 // ownWrites waits until the session's SENDs so far are stored or have
 // failed: a history request or a replay that follows a SEND sees it.
 func (h *Handler) ownWrites(ctx context.Context, s *stompws.Session) error {
-	h.mu.Lock()
-	q := h.seqs[s]
-	h.mu.Unlock()
-	if q == nil {
+	q, ok := h.seqs.Load(s)
+	if !ok {
 		return nil
 	}
-	return q.Settled(ctx)
+	return q.(*chat.Sequence).Settled(ctx)
 }
 
 // sequence is the session's chat.Sequence, made at its first SEND and
 // forgotten when it ends: a SEND that is not stored keeps the session's
 // later ones from being stored.
 func (h *Handler) sequence(s *stompws.Session) *chat.Sequence {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if q := h.seqs[s]; q != nil {
-		return q
+	if q, ok := h.seqs.Load(s); ok {
+		return q.(*chat.Sequence)
 	}
+	// Only the session's read loop sends: no other first SEND races this.
 	q := chat.NewSequence()
-	h.seqs[s] = q
-	context.AfterFunc(s.Context(), func() {
-		h.mu.Lock()
-		delete(h.seqs, s)
-		h.mu.Unlock()
-	})
+	h.seqs.Store(s, q)
+	context.AfterFunc(s.Context(), func() { h.seqs.Delete(s) })
 	return q
 }
 
@@ -78,7 +73,7 @@ func New(svc *chat.Service, auth Authenticator, dests dest.Set, log *slog.Logger
 		log = slog.Default()
 	}
 	return &Handler{svc: svc, auth: auth, log: log, dests: dests, destDetail: describe(dests),
-		subs: map[*stompws.Subscription]func(){}, seqs: map[*stompws.Session]*chat.Sequence{}}
+		subs: map[*stompws.Subscription]func(){}}
 }
 
 // Authenticate implements stompws.Handler.

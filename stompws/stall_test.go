@@ -178,9 +178,8 @@ func TestStallPausedReplayIsPaced(t *testing.T) {
 // TestStallSilentClientIsCut: a client that neither reads nor sends
 // anything while a write to it is blocked is cut after WriteTimeout, and
 // the replay ends. The log says so at info level, with the session, the
-// user and the reason; an ERROR can reach the client only where the
-// socket still took it, which a stalled write, in the middle of its
-// frame, leaves no room for: if one came, it says why.
+// user and the reason. No ERROR comes: the stalled write holds the full
+// socket in the middle of its frame.
 func TestStallSilentClientIsCut(t *testing.T) {
 	var logs testlog.Buffer
 	obs := &closeCounter{}
@@ -194,7 +193,7 @@ func TestStallSilentClientIsCut(t *testing.T) {
 		t.Fatalf("the silent client was cut after %v", d)
 	}
 	got := w.readToEnd()
-	if i := bytes.Index(got, []byte("ERROR\n")); i >= 0 && !bytes.Contains(got[i:], []byte("message:write timeout")) {
+	if i := bytes.Index(got, []byte("ERROR\n")); i >= 0 {
 		t.Fatalf("ERROR after the cut: %q", got[i:min(len(got), i+200)])
 	}
 	waitFor(t, "the cut's log line", func() bool { return strings.Contains(logs.String(), "session cut") })

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/internal/jsonstr"
-	"github.com/chatd/chatd/stompws/frame"
 )
 
 // enqueueRaw queues a frame encoded already (CONNECTED) and sees to it.
@@ -419,13 +418,10 @@ func (s *Session) checkStall(w *stallWatch) {
 
 // cut ends the connection at once, without a close handshake: the client
 // has stopped taking what is written, or its close did not end in time.
-// reason is one of the Cut constants; msg says why, for the log and the
-// client. Unless the session is closing already (an ERROR or a close is
-// on its way, or the client has gone), an ERROR goes first where the
-// socket takes it at once and no frame is half-written. A stalled write
-// holds the socket's lock in the middle of its frame, so after a write
-// timeout there is seldom room for one: the log line and the Observer
-// are what tell.
+// reason is one of the Cut constants; msg says why, for the log. No ERROR
+// can go first: a stalled write holds the socket, full, in the middle of
+// its frame, and a closing session has had its ERROR or close queued
+// already. The log line and the Observer are what tell.
 func (s *Session) cut(reason, msg string) {
 	select {
 	case <-s.writerDone:
@@ -436,50 +432,18 @@ func (s *Session) cut(reason, msg string) {
 		return
 	}
 	s.mu.Lock()
-	tell := !s.closing
-	if tell {
+	if !s.closing {
 		s.closing = true
 		close(s.stop)
 	}
 	s.mu.Unlock()
-	sent := tell && s.tryError(msg)
 	log := s.srv.log.With("session", s.id)
 	if s.connected.Load() {
 		log = s.log // with the user
 	}
-	log.Info("session cut", "cause", reason, "reason", msg, "error_sent", sent)
+	log.Info("session cut", "cause", reason, "reason", msg)
 	s.cfg.Observer.SessionCut(reason)
 	_ = s.link.closeNow()
 	// A parked read loop hears of the close only if woken.
 	s.unpark()
-}
-
-// tryError writes an ERROR saying msg with one non-blocking write, if no
-// frame is being written; the connection is cut right after, so an ERROR
-// the socket takes only in part is harmless. It reports whether the
-// socket took all of it.
-func (s *Session) tryError(msg string) bool {
-	if s.out == nil || s.out.rc == nil || !s.out.mu.TryLock() {
-		return false
-	}
-	defer s.out.mu.Unlock()
-	v := frame.V10 // before CONNECT: no escaping; the message is one line
-	if s.connected.Load() {
-		v = s.version
-	}
-	f := frame.AppendFrame(nil, v, "ERROR", []frame.Header{{Name: "message", Value: msg}}, nil)
-	buf := s.beginMessage(make([]byte, wsHeaderMax, wsHeaderMax+2*len(f)+8))
-	if s.sockjsBeat > 0 {
-		buf = jsonstr.Append(buf, f)
-	} else {
-		buf = append(buf, f...)
-	}
-	bin := false
-	wf := wsFrame(s.endMessage(buf, &bin), bin)
-	if n, err := s.out.writeNow(wf); err != nil || n < len(wf) {
-		return false
-	}
-	s.cfg.Observer.ErrorSent(KindSlowConsumer)
-	s.cfg.Observer.FramesOut(CmdError, 1)
-	return true
 }

@@ -176,9 +176,10 @@ func (r *runner) bystander(ctx context.Context) *bystanderReport {
 }
 
 // awaitReplays waits until every storm connection has its replay, or
-// ends with an ERROR, or ctx ends; it reports how they went.
+// ends with an ERROR, or ctx ends; it reports how they went (Wanted is
+// the caller's: connections that failed to open are not in cls).
 func awaitReplays(ctx context.Context, cls []*client) replayReport {
-	rep := replayReport{Wanted: len(cls)}
+	var rep replayReport
 	var hist latencyHist
 	t0 := time.Now()
 	for _, cl := range cls {
