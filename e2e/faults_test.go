@@ -39,9 +39,11 @@ func waitReadyz(t *testing.T, n *node, code int, says string) {
 	}
 }
 
-// TestMajorityLoss: a three-node cluster loses two nodes. The survivor's
-// /readyz turns 503 (JetStream has no majority); a sender's SEND
-// gets ERROR unavailable, and the SENDs it sent after it are not stored;
+// TestMajorityLoss: a three-node cluster, one node leading the messages
+// stream (chatd_messages_stream_leader), loses two nodes. The survivor's
+// /readyz turns 503 and its leader gauge 0 (JetStream has no majority); a
+// sender's SEND gets ERROR unavailable, and the SENDs it sent after it are
+// not stored;
 // once a second node is back /readyz is 200 again, and the documented
 // resend (the unreceipted SENDs again, in order, with the same
 // client-msg-ids) stores everything in the order it was first sent.
@@ -61,10 +63,20 @@ func TestMajorityLoss(t *testing.T) {
 		t.Fatalf("before the loss: %s %v", f.Command, f.Header)
 	}
 	waitReadyz(t, survivor, http.StatusOK, "ready")
+	leaders := 0.0
+	for _, n := range ns {
+		leaders += scrape(t, n)["chatd_messages_stream_leader"]
+	}
+	if leaders != 1 {
+		t.Fatalf("%v nodes say they lead the messages stream, want 1", leaders)
+	}
 
 	ns[1].stop()
 	ns[2].stop()
 	waitReadyz(t, survivor, http.StatusServiceUnavailable, "not ready")
+	if l := scrape(t, survivor)["chatd_messages_stream_leader"]; l != 0 {
+		t.Fatalf("the survivor without a majority says it leads (%v)", l)
+	}
 
 	// The first waits for a leader, then fails (after 20 s); the next two
 	// queue behind it meanwhile, with time to spare after it fails: had

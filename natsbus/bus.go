@@ -314,6 +314,20 @@ func (b *Bus) Ready(ctx context.Context) error {
 // Embedded reports whether this bus runs its own NATS server.
 func (b *Bus) Embedded() bool { return b.srv != nil }
 
+// LeadsMessages reports whether this node's embedded server is the
+// messages stream's leader, the replica every write goes through; known
+// is false where this node cannot tell (an external NATS). A node alone
+// leads whenever its JetStream is on.
+func (b *Bus) LeadsMessages() (leads, known bool) {
+	if b.srv == nil {
+		return false, false
+	}
+	if !b.clustered {
+		return b.srv.JetStreamEnabled(), true
+	}
+	return b.srv.JetStreamIsStreamLeader(b.srv.GlobalAccount().Name, MessagesStream), true
+}
+
 // sync returns once every write to the stream that JetStream acknowledged
 // before the call is on disk. Where the acknowledgement already means that
 // (a syncing server), or where the durability mode does not ask for it, it

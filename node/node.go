@@ -92,6 +92,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		return nil, err
 	}
 	n.bus = bus
+	n.metrics.WatchLeadership(bus.LeadsMessages)
 	replicas := cfg.Replicas
 	if replicas == 0 {
 		replicas = 1
