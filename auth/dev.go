@@ -30,7 +30,7 @@ func (d Dev) Authenticate(_ context.Context, req *stompws.ConnectRequest) (stomp
 }
 
 // Verify takes an HTTP API bearer token as the user id.
-func (d Dev) Verify(token string) (Identity, error) {
+func (d Dev) Verify(_ context.Context, token string) (Identity, error) {
 	if !d.ValidUser(token) {
 		return Identity{}, errors.New("invalid user id")
 	}

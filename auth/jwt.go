@@ -8,7 +8,6 @@ package auth
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
@@ -43,6 +42,14 @@ type Config struct {
 	// JWKS is a JSON Web Key Set whose RSA (RS256) and EC P-256 (ES256)
 	// keys verify tokens that name them in the kid header.
 	JWKS []byte
+	// JWKSURL serves a JSON Web Key Set used as JWKS is, after it: fetched
+	// by New, again every JWKSRefresh (default DefaultJWKSRefresh) and
+	// when a token names a kid it lacks, at most once per
+	// JWKSRefreshUnknown (default DefaultJWKSRefreshUnknown). When a fetch
+	// fails the keys fetched last stay in use.
+	JWKSURL            string
+	JWKSRefresh        time.Duration
+	JWKSRefreshUnknown time.Duration
 	// Issuer and Audience, when set, must match iss and be one of aud.
 	Issuer   string
 	Audience string
@@ -74,17 +81,24 @@ type JWT struct {
 	parser *jwt.Parser
 	rsa    *rsa.PublicKey
 	ec     *ecdsa.PublicKey
-	jwks   map[string]any // kid -> *rsa.PublicKey or *ecdsa.PublicKey
+	jwks   *keySet // nil without JWKS or JWKSURL
 	log    *slog.Logger
 }
 
-// New checks cfg and returns a JWT authenticator.
-func New(cfg Config) (*JWT, error) {
+// New checks cfg, fetches cfg.JWKSURL if set (ctx bounds that fetch), and
+// returns a JWT authenticator; Close stops its refreshes.
+func New(ctx context.Context, cfg Config) (*JWT, error) {
 	if cfg.UserClaim == "" {
 		cfg.UserClaim = "sub"
 	}
 	if cfg.Leeway <= 0 {
 		cfg.Leeway = DefaultLeeway
+	}
+	if cfg.JWKSRefresh <= 0 {
+		cfg.JWKSRefresh = DefaultJWKSRefresh
+	}
+	if cfg.JWKSRefreshUnknown <= 0 {
+		cfg.JWKSRefreshUnknown = DefaultJWKSRefreshUnknown
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -106,24 +120,21 @@ func New(cfg Config) (*JWT, error) {
 		}
 		algs = append(algs, alg)
 	}
-	if len(cfg.JWKS) > 0 {
-		keys, err := parseJWKS(cfg.JWKS)
+	if len(cfg.JWKS) > 0 || cfg.JWKSURL != "" {
+		keys, err := openKeySet(ctx, cfg, a.log)
 		if err != nil {
 			return nil, err
 		}
 		a.jwks = keys
-		for _, k := range keys {
-			alg := jwt.SigningMethodES256.Alg()
-			if _, ok := k.(*rsa.PublicKey); ok {
-				alg = jwt.SigningMethodRS256.Alg()
-			}
+		// Which a URL's keys will be is known only as tokens come.
+		for _, alg := range []string{jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg()} {
 			if !slices.Contains(algs, alg) {
 				algs = append(algs, alg)
 			}
 		}
 	}
 	if len(algs) == 0 {
-		return nil, errors.New("auth: no key: set an HS256 secret, a public key or a JWKS")
+		return nil, errors.New("auth: no key: set an HS256 secret, a public key, a JWKS or a JWKS URL")
 	}
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(algs),
@@ -171,57 +182,59 @@ func (a *JWT) parseKey(data []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("auth: public key: %w", err)
 	}
+	if err := checkKey(key, ""); err != nil {
+		return "", fmt.Errorf("auth: public key: %w", err)
+	}
 	switch k := key.(type) {
 	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return "", fmt.Errorf("auth: public key: RSA key of %d bits, want at least 2048", k.N.BitLen())
-		}
 		a.rsa = k
 		return jwt.SigningMethodRS256.Alg(), nil
 	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return "", errors.New("auth: public key: EC key not on P-256 (ES256)")
-		}
 		a.ec = k
-		return jwt.SigningMethodES256.Alg(), nil
 	}
-	return "", fmt.Errorf("auth: public key: %T, want RSA or EC P-256", key)
+	return jwt.SigningMethodES256.Alg(), nil
 }
 
-// keyFor picks the verification key by the kind of the token's algorithm,
-// which the parser has already restricted to the configured ones.
-func (a *JWT) keyFor(t *jwt.Token) (any, error) {
-	if kid, ok := t.Header["kid"].(string); ok && a.jwks[kid] != nil {
-		k := a.jwks[kid]
-		_, isRSA := k.(*rsa.PublicKey)
-		_, isEC := k.(*ecdsa.PublicKey)
+// keyFor picks the verification key: the JWKS key the token's kid names,
+// else by the kind of the token's algorithm, which the parser has already
+// restricted to the configured ones. ctx bounds a JWKS fetch an unknown
+// kid causes.
+func (a *JWT) keyFor(ctx context.Context) jwt.Keyfunc {
+	return func(t *jwt.Token) (any, error) {
+		var jwksErr error
+		if kid, ok := t.Header["kid"].(string); ok && a.jwks != nil {
+			k, err := a.jwks.key(ctx, kid, t.Method.Alg())
+			if !errors.Is(err, errNoKey) {
+				return k, err
+			}
+			jwksErr = err // a key configured apart from the set may sign it
+		}
 		switch t.Method.(type) {
+		case *jwt.SigningMethodHMAC:
+			if len(a.cfg.Secret) > 0 {
+				return a.cfg.Secret, nil
+			}
 		case *jwt.SigningMethodRSA:
-			if isRSA {
-				return k, nil
+			if a.rsa != nil {
+				return a.rsa, nil
 			}
 		case *jwt.SigningMethodECDSA:
-			if isEC {
-				return k, nil
+			if a.ec != nil {
+				return a.ec, nil
 			}
 		}
-		return nil, fmt.Errorf("key %q does not sign %s", kid, t.Method.Alg())
+		if jwksErr != nil {
+			return nil, jwksErr
+		}
+		return nil, fmt.Errorf("no key for alg %s", t.Method.Alg())
 	}
-	switch t.Method.(type) {
-	case *jwt.SigningMethodHMAC:
-		if len(a.cfg.Secret) > 0 {
-			return a.cfg.Secret, nil
-		}
-	case *jwt.SigningMethodRSA:
-		if a.rsa != nil {
-			return a.rsa, nil
-		}
-	case *jwt.SigningMethodECDSA:
-		if a.ec != nil {
-			return a.ec, nil
-		}
+}
+
+// Close stops refreshing the JWKS URL.
+func (a *JWT) Close() {
+	if a.jwks != nil {
+		a.jwks.stop()
 	}
-	return nil, fmt.Errorf("no key for alg %s", t.Method.Alg())
 }
 
 // errUnauthorized is all a client learns of a refused token: details
@@ -230,14 +243,14 @@ var errUnauthorized = &stompws.Error{Kind: stompws.KindConnect, Message: "unauth
 
 // Authenticate takes the token from the CONNECT frame or the WebSocket
 // handshake (Token) and verifies it.
-func (a *JWT) Authenticate(_ context.Context, req *stompws.ConnectRequest) (stompws.Principal, error) {
+func (a *JWT) Authenticate(ctx context.Context, req *stompws.ConnectRequest) (stompws.Principal, error) {
 	raw, source := a.Token(req)
 	log := a.log.With("remote", remoteAddr(req), "token_source", source)
 	if raw == "" {
 		log.Debug("authentication refused", "reason", "no token")
 		return stompws.Principal{}, errUnauthorized
 	}
-	id, err := a.Verify(raw)
+	id, err := a.Verify(ctx, raw)
 	if err != nil {
 		log.Debug("authentication refused", "reason", err)
 		return stompws.Principal{}, errUnauthorized
@@ -245,10 +258,11 @@ func (a *JWT) Authenticate(_ context.Context, req *stompws.ConnectRequest) (stom
 	return stompws.Principal{User: id.User, Expires: id.Expires}, nil
 }
 
-// Verify checks a token and returns who it names.
-func (a *JWT) Verify(raw string) (Identity, error) {
+// Verify checks a token and returns who it names. ctx bounds a JWKS fetch
+// the token's kid may cause.
+func (a *JWT) Verify(ctx context.Context, raw string) (Identity, error) {
 	claims := jwt.MapClaims{}
-	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyFor); err != nil {
+	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyFor(ctx)); err != nil {
 		return Identity{}, fmt.Errorf("verify token: %w", err)
 	}
 	user, ok := userClaim(claims[a.cfg.UserClaim])

@@ -32,7 +32,7 @@ func TestES256(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{PublicKeyPEM: pemOf(t, &priv.PublicKey), UserClaim: "uid"})
+	a, err := New(t.Context(), Config{PublicKeyPEM: pemOf(t, &priv.PublicKey), UserClaim: "uid"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,20 +41,20 @@ func TestES256(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := a.Verify(tok)
+	p, err := a.Verify(t.Context(), tok)
 	if err != nil || p.User != "dana" || !p.Expires.Equal(exp) {
 		t.Fatalf("Verify: %+v %v, want dana until %s", p, err, exp)
 	}
 	// The default claim, sub, is not the configured one.
 	tok, _ = jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"sub": "dana", "exp": exp.Unix()}).SignedString(priv)
-	if _, err := a.Verify(tok); err == nil {
+	if _, err := a.Verify(t.Context(), tok); err == nil {
 		t.Fatal("token without the user claim accepted")
 	}
 }
 
 func TestLeeway(t *testing.T) {
 	secret := []byte(strings.Repeat("x", MinSecretLen))
-	a, err := New(Config{Secret: secret})
+	a, err := New(t.Context(), Config{Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestLeeway(t *testing.T) {
 		ok  bool
 	}{{-10 * time.Second, true}, {-DefaultLeeway - 5*time.Second, false}} {
 		tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u", "exp": time.Now().Add(tc.exp).Unix()}).SignedString(secret)
-		if _, err := a.Verify(tok); (err == nil) != tc.ok {
+		if _, err := a.Verify(t.Context(), tok); (err == nil) != tc.ok {
 			t.Errorf("exp %s ago: err %v, want ok=%v", -tc.exp, err, tc.ok)
 		}
 	}
@@ -86,14 +86,14 @@ func TestBadKeysRefused(t *testing.T) {
 		"small RSA":     {PublicKeyPEM: pemOf(t, &small.PublicKey)},
 		"P-384":         {PublicKeyPEM: pemOf(t, &p384.PublicKey)},
 	} {
-		if _, err := New(cfg); err == nil {
+		if _, err := New(t.Context(), cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 }
 
 func TestTokenOrder(t *testing.T) {
-	a, err := New(Config{Secret: []byte(strings.Repeat("x", MinSecretLen)), Cookie: "tok"})
+	a, err := New(t.Context(), Config{Secret: []byte(strings.Repeat("x", MinSecretLen)), Cookie: "tok"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestTokenOrder(t *testing.T) {
 // A CONNECT header of the app's own carries the token, with or without
 // "Bearer "; Authorization is then no longer read from the frame.
 func TestConnectHeader(t *testing.T) {
-	a, err := New(Config{Secret: []byte(strings.Repeat("x", MinSecretLen)), ConnectHeader: "X-AUTH-TOKEN"})
+	a, err := New(t.Context(), Config{Secret: []byte(strings.Repeat("x", MinSecretLen)), ConnectHeader: "X-AUTH-TOKEN"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestConnectHeader(t *testing.T) {
 // sign their numeric user ids; anything else is refused.
 func TestUserClaimTypes(t *testing.T) {
 	secret := []byte(strings.Repeat("x", MinSecretLen))
-	a, err := New(Config{Secret: secret, UserClaim: "userId"})
+	a, err := New(t.Context(), Config{Secret: secret, UserClaim: "userId"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestUserClaimTypes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, err := a.Verify(tok)
+		id, err := a.Verify(t.Context(), tok)
 		switch {
 		case tc.want == "" && err == nil:
 			t.Errorf("claim %v: accepted as %q", tc.claim, id.User)
@@ -198,7 +198,7 @@ func TestBadJWKSRefused(t *testing.T) {
 		"small RSA":       `{"keys":[{"kty":"RSA","kid":"a","n":"` + b64(small.N.Bytes()) + `","e":"AQAB"}]}`,
 		"RSA for PS256":   `{"keys":[{"kty":"RSA","kid":"a","alg":"PS256","n":"AA","e":"AQAB"}]}`,
 	} {
-		if _, err := New(Config{JWKS: []byte(set)}); err == nil {
+		if _, err := New(t.Context(), Config{JWKS: []byte(set)}); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

@@ -56,7 +56,7 @@ func startJWT(t *testing.T, k *jwttest.Keys, mods ...func(*auth.Config)) *server
 	for _, m := range mods {
 		m(&cfg)
 	}
-	a, err := auth.New(cfg)
+	a, err := auth.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

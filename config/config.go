@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatd/chatd/auth"
 	"github.com/chatd/chatd/stompapi/dest"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peterbourgon/ff/v3"
@@ -55,11 +56,14 @@ type Config struct {
 	JWTSecret    string
 	JWTPublicKey string
 	JWTJWKS      string
-	JWTIssuer    string
-	JWTAudience  string
-	JWTUserClaim string
-	JWTCookie    string
-	JWTHeader    string
+	// JWTJWKSURL serves a JWKS fetched at start and every JWTJWKSRefresh.
+	JWTJWKSURL     string
+	JWTJWKSRefresh time.Duration
+	JWTIssuer      string
+	JWTAudience    string
+	JWTUserClaim   string
+	JWTCookie      string
+	JWTHeader      string
 	// AllowedOrigins are the browser origins (host patterns) allowed to
 	// open a WebSocket besides the server's own.
 	AllowedOrigins []string
@@ -116,6 +120,10 @@ const (
 // that has stopped reading and sends nothing (stompws's default, which
 // chatd keeps): --write-stall-max extends it, never shortens it.
 const writeTimeout = 10 * time.Second
+
+// minJWKSRefresh keeps --jwt-jwks-refresh from hammering the identity
+// provider (every node fetches on its own).
+const minJWKSRefresh = 10 * time.Second
 
 // EnvPrefix prefixes every environment variable: --data-dir is CHATD_DATA_DIR.
 const EnvPrefix = "CHATD"
@@ -198,6 +206,8 @@ func (c *Config) flags(level *string) *flag.FlagSet {
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (at least 32 bytes) that verifies client tokens")
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA: RS256, EC P-256: ES256) that verifies client tokens")
 	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JSON Web Key Set file whose RSA (RS256) and EC P-256 (ES256) keys verify tokens by their kid")
+	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "https URL of the identity provider's JSON Web Key Set, used as --jwt-jwks is: fetched at start, then every --jwt-jwks-refresh and on an unknown kid")
+	fs.DurationVar(&c.JWTJWKSRefresh, "jwt-jwks-refresh", auth.DefaultJWKSRefresh, "how often --jwt-jwks-url is fetched again")
 	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required iss claim of client tokens (default: not checked)")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud claim of client tokens (default: not checked)")
 	fs.StringVar(&c.JWTUserClaim, "jwt-user-claim", "sub", "claim holding the user id")
@@ -302,8 +312,8 @@ func Usage() string {
 
 // Validate checks settings that parse but make no sense.
 func (c Config) Validate() error {
-	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKS == "" {
-		return errors.New("config: --jwt-secret (CHATD_JWT_SECRET), --jwt-public-key or --jwt-jwks is required " +
+	if !c.Dev && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKS == "" && c.JWTJWKSURL == "" {
+		return errors.New("config: --jwt-secret (CHATD_JWT_SECRET), --jwt-public-key, --jwt-jwks or --jwt-jwks-url is required " +
 			"to authenticate users; or --dev, where the CONNECT login header is the user id")
 	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
@@ -318,6 +328,14 @@ func (c Config) Validate() error {
 		if _, err := os.Stat(c.JWTJWKS); err != nil {
 			return fmt.Errorf("config: invalid --jwt-jwks: %w", err)
 		}
+	}
+	if c.JWTJWKSURL != "" {
+		if err := auth.CheckJWKSURL(c.JWTJWKSURL); err != nil {
+			return fmt.Errorf("config: invalid --jwt-jwks-url %q: %v", hidePasswords(c.JWTJWKSURL), err)
+		}
+	}
+	if c.JWTJWKSRefresh < minJWKSRefresh {
+		return fmt.Errorf("config: invalid --jwt-jwks-refresh %s: at least %s", c.JWTJWKSRefresh, minJWKSRefresh)
 	}
 	if c.JWTUserClaim == "" {
 		return errors.New("config: --jwt-user-claim must not be empty")

@@ -75,6 +75,10 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--jwt-secret", "short"}, nil, "--jwt-secret"},
 		{[]string{"--jwt-public-key", "/nonexistent/key.pem"}, nil, "--jwt-public-key"},
 		{[]string{"--jwt-jwks", "/nonexistent/jwks.json"}, nil, "--jwt-jwks"},
+		{[]string{"--jwt-jwks-url", "http://idp.example.com/jwks"}, nil, "--jwt-jwks-url"},
+		{[]string{"--jwt-jwks-url", "idp.example.com/jwks"}, nil, "--jwt-jwks-url"},
+		{nil, map[string]string{"CHATD_JWT_JWKS_URL": "ftp://idp.example.com/jwks"}, "--jwt-jwks-url"},
+		{[]string{"--jwt-jwks-url", "https://idp.example.com/jwks", "--jwt-jwks-refresh", "1s"}, nil, "--jwt-jwks-refresh"},
 		{[]string{"--jwt-secret", strings.Repeat("s", 32), "--jwt-user-claim", ""}, nil, "--jwt-user-claim"},
 		{[]string{"--dev", "--send-rate", "-1"}, nil, "--send-rate"},
 		{[]string{"--dev", "--send-burst", "0"}, nil, "--send-burst"},
@@ -188,6 +192,38 @@ func TestJWTKeyReplacesDev(t *testing.T) {
 	}
 	if strings.Contains(b.String(), secret) || !strings.Contains(b.String(), "# jwt-secret = (hidden)") {
 		t.Fatalf("--print-config shows the secret:\n%s", b.String())
+	}
+}
+
+// TestJWKSURL: --jwt-jwks-url alone is a key, from a flag, the environment
+// or the file; plain http is taken only to a loopback address, and
+// --print-config shows the URL with any password hidden.
+func TestJWKSURL(t *testing.T) {
+	t.Setenv("CHATD_JWT_JWKS_URL", "https://chatd:s3cr3t@idp.example.com/realms/chat/protocol/openid-connect/certs")
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.JWTJWKSRefresh != 5*time.Minute {
+		t.Errorf("--jwt-jwks-refresh default %s", c.JWTJWKSRefresh)
+	}
+	var b strings.Builder
+	if err := c.WriteTOML(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `jwt-jwks-url = "https://chatd:xxxxx@idp.example.com/realms/chat/protocol/openid-connect/certs"`) ||
+		!strings.Contains(b.String(), `jwt-jwks-refresh = "5m0s"`) {
+		t.Errorf("--print-config:\n%s", b.String())
+	}
+	t.Setenv("CHATD_JWT_JWKS_URL", "")
+	for _, u := range []string{"http://127.0.0.1:8081/jwks", "http://localhost/jwks", "http://[::1]:80/jwks"} {
+		if _, err := Parse([]string{"--jwt-jwks-url", u}); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	path := writeFile(t, "jwt-jwks-url = \"https://idp.example.com/jwks\"\njwt-jwks-refresh = \"1h\"\n")
+	if c, err = Parse([]string{"--config", path}); err != nil || c.JWTJWKSURL != "https://idp.example.com/jwks" || c.JWTJWKSRefresh != time.Hour {
+		t.Errorf("from the file: %q %s %v", c.JWTJWKSURL, c.JWTJWKSRefresh, err)
 	}
 }
 

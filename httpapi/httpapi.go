@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -17,7 +18,7 @@ import (
 
 // Verifier maps a bearer token to its user (auth.JWT, or auth.Dev).
 type Verifier interface {
-	Verify(token string) (auth.Identity, error)
+	Verify(ctx context.Context, token string) (auth.Identity, error)
 }
 
 // API serves the rooms API.
@@ -59,7 +60,7 @@ func (a *API) caller(w http.ResponseWriter, r *http.Request) (user string, ok bo
 		writeAPIError(w, http.StatusUnauthorized, "unauthorized")
 		return "", false
 	}
-	id, err := a.verify.Verify(strings.TrimSpace(tok))
+	id, err := a.verify.Verify(r.Context(), strings.TrimSpace(tok))
 	if err != nil {
 		a.log.Debug("API request refused", "remote", r.RemoteAddr, "reason", err)
 		writeAPIError(w, http.StatusUnauthorized, "unauthorized")

@@ -94,7 +94,7 @@ func startAPI(t *testing.T, backend string) *apiServer {
 	svc := chat.NewService(msgs, commit, bus, store, chat.Config{Archive: archive, Logger: testlog.New()})
 	t.Cleanup(svc.Close)
 	k := jwttest.NewKeys(t)
-	verify, err := auth.New(auth.Config{Secret: k.Secret, Issuer: jwttest.Issuer, Audience: jwttest.Audience, ValidUser: chat.ValidUserID})
+	verify, err := auth.New(t.Context(), auth.Config{Secret: k.Secret, Issuer: jwttest.Issuer, Audience: jwttest.Audience, ValidUser: chat.ValidUserID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestAddMemberUserIDRule(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					before := s.members(t, "team", "alice")
 					body, _ := json.Marshal(map[string]string{"userId": tc.id})
-					_, loginErr := s.verify.Verify(s.keys.HS(t, tc.id))
+					_, loginErr := s.verify.Verify(t.Context(), s.keys.HS(t, tc.id))
 					if (loginErr == nil) != tc.valid {
 						t.Fatalf("login with %q: %v, want valid %v", tc.id, loginErr, tc.valid)
 					}

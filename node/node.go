@@ -53,6 +53,8 @@ type Node struct {
 	// pg and stopArchiver are set with --postgres-url (openStore).
 	pg           *postgres.DB
 	stopArchiver func()
+	// jwt is set outside dev mode; closing it stops the JWKS refreshes.
+	jwt *auth.JWT
 }
 
 // authenticator authenticates both STOMP sessions and HTTP API requests.
@@ -71,8 +73,8 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	if cfg.Dev {
 		log.Warn("DEV MODE: the CONNECT login header is trusted as the user id and rooms are joined on first use; " +
 			"never expose this server to untrusted users")
-		if cfg.JWTSecret != "" || cfg.JWTPublicKey != "" || cfg.JWTJWKS != "" {
-			log.Warn("DEV MODE: --jwt-secret, --jwt-public-key and --jwt-jwks are ignored")
+		if cfg.JWTSecret != "" || cfg.JWTPublicKey != "" || cfg.JWTJWKS != "" || cfg.JWTJWKSURL != "" {
+			log.Warn("DEV MODE: --jwt-secret, --jwt-public-key, --jwt-jwks and --jwt-jwks-url are ignored")
 		}
 	}
 	durability := natsbus.Durability(cfg.Durability)
@@ -122,7 +124,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	if err != nil {
 		return fail(err)
 	}
-	authn, err := newAuthenticator(cfg, log)
+	authn, err := n.newAuthenticator(ctx)
 	if err != nil {
 		return fail(err)
 	}
@@ -255,8 +257,10 @@ func (n *Node) openStore(ctx context.Context, msgs *natsbus.MessageLog, replicas
 	return store, db.Archive(), nil
 }
 
-// newAuthenticator is dev mode's trusted login header, or JWT verification.
-func newAuthenticator(cfg config.Config, log *slog.Logger) (authenticator, error) {
+// newAuthenticator is dev mode's trusted login header, or JWT verification
+// (which fetches --jwt-jwks-url, within ctx).
+func (n *Node) newAuthenticator(ctx context.Context) (authenticator, error) {
+	cfg := n.cfg
 	if cfg.Dev {
 		return auth.Dev{ValidUser: chat.ValidUserID, Rule: chat.UserIDRule}, nil
 	}
@@ -268,7 +272,9 @@ func newAuthenticator(cfg config.Config, log *slog.Logger) (authenticator, error
 		Cookie:        cfg.JWTCookie,
 		ConnectHeader: cfg.JWTHeader,
 		ValidUser:     chat.ValidUserID,
-		Logger:        log,
+		Logger:        n.log,
+		JWKSURL:       cfg.JWTJWKSURL,
+		JWKSRefresh:   cfg.JWTJWKSRefresh,
 	}
 	if cfg.JWTPublicKey != "" {
 		key, err := auth.LoadPublicKey(cfg.JWTPublicKey)
@@ -284,10 +290,11 @@ func newAuthenticator(cfg config.Config, log *slog.Logger) (authenticator, error
 		}
 		ac.JWKS = set
 	}
-	j, err := auth.New(ac)
+	j, err := auth.New(ctx, ac)
 	if err != nil {
-		return nil, fmt.Errorf("JWT authentication (--jwt-secret, --jwt-public-key, --jwt-jwks): %w", err)
+		return nil, fmt.Errorf("JWT authentication (--jwt-secret, --jwt-public-key, --jwt-jwks, --jwt-jwks-url): %w", err)
 	}
+	n.jwt = j
 	return j, nil
 }
 
@@ -374,6 +381,9 @@ func (n *Node) closeBackends(ctx context.Context) error {
 	if n.commit != nil {
 		// Sessions are gone: what they sent is stored before NATS stops.
 		errs = append(errs, n.commit.Close(ctx))
+	}
+	if n.jwt != nil {
+		n.jwt.Close()
 	}
 	if n.stopArchiver != nil {
 		n.stopArchiver() // it uses the store's pool and the bus
