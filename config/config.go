@@ -165,88 +165,129 @@ func Parse(args []string) (Config, error) {
 
 // flags defines every setting on a flag set bound to c.
 func (c *Config) flags(level *string) *flag.FlagSet {
+	fs, _ := c.groupedFlags(level)
+	return fs
+}
+
+// flagGroup is one concern's flags, as --help shows them.
+type flagGroup struct {
+	title, about string
+	names        []string
+}
+
+// groupedFlags defines every setting, each in the group --help shows it
+// under: a flag is in the group whose function defined it.
+func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.BoolVar(&c.Dev, "dev", false, "dev mode: embedded NATS with JetStream, CONNECT login is the user id, rooms auto-joined")
-	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address (chat page at /, WebSocket at /ws, /metrics, /healthz, /readyz)")
-	fs.StringVar(&c.DataDir, "data-dir", "./chatd-data", "directory for the embedded NATS JetStream store")
-	fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this NATS (comma-separated URLs) instead of embedding one")
-	fs.StringVar(&c.NATSListen, "nats-listen", "", "host:port for the embedded NATS client port (default: none, in-process only)")
-	fs.StringVar(&c.ServerName, "name", "", "node name, unique in a cluster (default: the host name)")
-	fs.StringVar(&c.ClusterName, "cluster-name", "chatd", "NATS cluster name shared by every node")
-	fs.StringVar(&c.ClusterListen, "cluster", "", "host:port where the embedded NATS server listens for cluster routes (default: not clustered)")
-	fs.Func("routes", "comma-separated peer route URLs, e.g. nats-route://10.0.0.2:6222 (this node's own may be listed)", func(v string) error {
-		c.Routes = nil
-		for _, r := range strings.Split(v, ",") {
-			if r = strings.TrimSpace(r); r != "" {
-				c.Routes = append(c.Routes, r)
+	var groups []flagGroup
+	group := func(title, about string, define func()) {
+		before := map[string]bool{}
+		fs.VisitAll(func(f *flag.Flag) { before[f.Name] = true })
+		define()
+		g := flagGroup{title: title, about: about}
+		fs.VisitAll(func(f *flag.Flag) {
+			if !before[f.Name] {
+				g.names = append(g.names, f.Name)
 			}
-		}
-		return nil
+		})
+		groups = append(groups, g)
+	}
+	group("Run", "what this run does", func() {
+		fs.BoolVar(&c.Dev, "dev", false, "dev mode: embedded NATS with JetStream, CONNECT login is the user id, rooms auto-joined")
+		fs.StringVar(&c.ConfigFile, "config", "", "TOML config `file` whose keys are these flags' names; the environment and flags override it")
+		fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration as TOML (secrets hidden) and exit")
+		fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	})
-	fs.IntVar(&c.Replicas, "replicas", 0, "JetStream replicas of the stream and KV buckets (0: 3 when the cluster has at least 3 nodes, else 1)")
-	fs.StringVar(&c.Durability, "durability", "fsync", "what a RECEIPT waits for: fsync (on disk on every replica that acknowledged), replicated (in memory on a quorum of replicas) or fast (single replica, in memory)")
-	fs.StringVar(level, "log-level", "info", "log level: debug, info, warn or error")
-	fs.DurationVar(&c.HistoryMaxAge, "history-max-age", 0, "drop room messages older than this from JetStream (0: keep)")
-	fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
-	fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL connection URL: rooms, memberships and an archive of every message go there (default: none, rooms and memberships in JetStream KV)")
-	fs.DurationVar(&c.DedupeWindow, "dedupe-window", 2*time.Minute, "how long a client-msg-id (in a cluster, also chatd's own message id) is remembered")
-	fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval the server offers and asks for")
-	fs.DurationVar(&c.HeartBeatGrace, "heartbeat-grace", 5*time.Second, "how long past the agreed heart-beat interval a silent client is kept")
-	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long a new WebSocket may take to send its STOMP CONNECT")
-	fs.DurationVar(&c.WriteStallMax, "write-stall-max", 2*time.Minute, "how long one write may wait for a client that has stopped reading but keeps sending, as one pacing a replay, before it is cut (0: no longer than the 10s write timeout)")
-	fs.IntVar(&c.MaxFrameSize, "max-frame-size", 64<<10, "largest STOMP frame accepted after CONNECT, in bytes")
-	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 64, "subscriptions per STOMP session")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
-	fs.StringVar(&c.PprofAddr, "pprof", "", "host:port to serve net/http/pprof on, apart from --http (default: off)")
-	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
-	fs.StringVar(&c.LogFormat, "log-format", "", "log format: text or json (default: text with --dev, else json)")
-	fs.StringVar(&c.ConfigFile, "config", "", "TOML config file whose keys are these flags' names; the environment and flags override it")
-	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration as TOML (secrets hidden) and exit")
-	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (at least 32 bytes) that verifies client tokens")
-	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key file (RSA: RS256, EC P-256: ES256) that verifies client tokens")
-	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JSON Web Key Set file whose RSA (RS256) and EC P-256 (ES256) keys verify tokens by their kid")
-	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "https URL of the identity provider's JSON Web Key Set, used as --jwt-jwks is: fetched at start, then every --jwt-jwks-refresh and on an unknown kid")
-	fs.DurationVar(&c.JWTJWKSRefresh, "jwt-jwks-refresh", auth.DefaultJWKSRefresh, "how often --jwt-jwks-url is fetched again")
-	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required iss claim of client tokens (default: not checked)")
-	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud claim of client tokens (default: not checked)")
-	fs.StringVar(&c.JWTUserClaim, "jwt-user-claim", "sub", "claim holding the user id")
-	fs.StringVar(&c.JWTCookie, "jwt-cookie", "", "cookie of the WebSocket handshake that may carry the token (default: none)")
-	fs.StringVar(&c.JWTHeader, "jwt-header", "Authorization", "CONNECT frame header that carries the token, \"Bearer <token>\" or the token alone")
-	fs.Func("allowed-origins", "comma-separated browser origins (host patterns such as chat.example.com or *.example.com) allowed besides the server's own", func(v string) error {
-		c.AllowedOrigins = nil
-		for _, o := range strings.Split(v, ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				c.AllowedOrigins = append(c.AllowedOrigins, o)
+	group("Listen", "the HTTP listener and the STOMP endpoint on it", func() {
+		fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "`host:port` to serve HTTP on (chat page at /, WebSocket at /ws, /metrics, /healthz, /readyz)")
+		fs.StringVar(&c.WSPath, "ws-path", "/ws", "path of the STOMP endpoint: a raw WebSocket there, SockJS under it")
+		fs.BoolVar(&c.SockJS, "sockjs", true, "serve SockJS (Spring's .withSockJS()) under --ws-path")
+		fs.Func("allowed-origins", "comma-separated browser origins (host patterns such as chat.example.com or *.example.com) allowed besides the server's own", func(v string) error {
+			c.AllowedOrigins = nil
+			for _, o := range strings.Split(v, ",") {
+				if o = strings.TrimSpace(o); o != "" {
+					c.AllowedOrigins = append(c.AllowedOrigins, o)
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
-	fs.Float64Var(&c.SendRate, "send-rate", 20, "SEND frames per second per session, outside dev mode (0: no limit)")
-	fs.IntVar(&c.SendBurst, "send-burst", 40, "SEND frames a session may send at once above --send-rate")
-	fs.IntVar(&c.StoreReads, "store-reads", 32, "store reads that replays and history requests make at once on this node; more wait their turn, first come first served")
-	fs.IntVar(&c.MaxConnectionsPerUser, "max-connections-per-user", 16, "open sessions per user on one node, outside dev mode (0: no limit)")
-	fs.DurationVar(&c.HeartBeatMin, "heartbeat-min", time.Second, "shortest STOMP heart-beat interval a client may ask for, either way")
-	fs.StringVar(&c.WSPath, "ws-path", "/ws", "path of the STOMP endpoint: a raw WebSocket there, SockJS under it")
-	fs.BoolVar(&c.SockJS, "sockjs", true, "serve SockJS (Spring's .withSockJS()) under --ws-path")
-	fs.StringVar(&c.DestSend, "dest-send", "/app/chat.{room}", "destination a SEND posts a message to")
-	fs.StringVar(&c.DestRoom, "dest-room", "/topic/chat.{room}", "destination to SUBSCRIBE to for a room's messages")
-	fs.StringVar(&c.DestHistory, "dest-history", "/app/chat.{room}.log", "destination a SEND asks for a page of history at")
-	fs.StringVar(&c.DestHistoryReply, "dest-history-reply", "/user/queue/chat.log", "user queue the history pages are answered on")
-	fs.StringVar(&c.DestRead, "dest-read", "/app/chat.{room}.read", "destination a SEND marks messages read at")
-	fs.StringVar(&c.DestReadEvents, "dest-read-events", "/topic/chat.{room}.read", "destination to SUBSCRIBE to for a room's read receipts")
-	fs.StringVar(&c.UserPrefix, "user-prefix", "/user", "prefix of user queues: {user-prefix}/queue/{name}")
-	fs.Func("message-fields", "JSON field names of messages, as key=name pairs: text, id, room, user, unread, created (e.g. text=messageText,room=chatroomId)", func(v string) error {
-		m, err := parseMessageFields(v)
-		if err != nil {
-			return err
-		}
-		c.MessageFields = m
-		return nil
+	group("Authentication", "who a client is, outside dev mode", func() {
+		fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (at least 32 bytes) that verifies client tokens")
+		fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key `file` (RSA: RS256, EC P-256: ES256) that verifies client tokens")
+		fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JSON Web Key Set `file` whose RSA (RS256) and EC P-256 (ES256) keys verify tokens by their kid")
+		fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "https `URL` of the identity provider's JSON Web Key Set, used as --jwt-jwks is: fetched at start, then every --jwt-jwks-refresh and on an unknown kid")
+		fs.DurationVar(&c.JWTJWKSRefresh, "jwt-jwks-refresh", auth.DefaultJWKSRefresh, "how often --jwt-jwks-url is fetched again")
+		fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "required iss claim of client tokens (default: not checked)")
+		fs.StringVar(&c.JWTAudience, "jwt-audience", "", "required aud claim of client tokens (default: not checked)")
+		fs.StringVar(&c.JWTUserClaim, "jwt-user-claim", "sub", "claim holding the user id")
+		fs.StringVar(&c.JWTCookie, "jwt-cookie", "", "cookie of the WebSocket handshake that may carry the token (default: none)")
+		fs.StringVar(&c.JWTHeader, "jwt-header", "Authorization", "CONNECT frame header that carries the token, \"Bearer <token>\" or the token alone")
 	})
-	fs.BoolVar(&c.KeepClientFields, "keep-client-fields", true, "keep a SEND body's other top-level fields and give them back with the message")
-
-	return fs
+	group("Cluster and NATS", "the embedded NATS server and its cluster, or an external NATS", func() {
+		fs.StringVar(&c.ServerName, "name", "", "node name, unique in a cluster (default: the host name)")
+		fs.StringVar(&c.ClusterListen, "cluster", "", "`host:port` where the embedded NATS server listens for cluster routes (default: not clustered)")
+		fs.Func("routes", "comma-separated peer route URLs, e.g. nats-route://10.0.0.2:6222 (this node's own may be listed)", func(v string) error {
+			c.Routes = nil
+			for _, r := range strings.Split(v, ",") {
+				if r = strings.TrimSpace(r); r != "" {
+					c.Routes = append(c.Routes, r)
+				}
+			}
+			return nil
+		})
+		fs.StringVar(&c.ClusterName, "cluster-name", "chatd", "NATS cluster name shared by every node")
+		fs.IntVar(&c.Replicas, "replicas", 0, "JetStream replicas of the stream and KV buckets (0: 3 when the cluster has at least 3 nodes, else 1)")
+		fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this NATS (comma-separated `URLs`) instead of embedding one")
+		fs.StringVar(&c.NATSListen, "nats-listen", "", "`host:port` for the embedded NATS client port (default: none, in-process only)")
+	})
+	group("Storage", "JetStream, PostgreSQL and what a RECEIPT waits for", func() {
+		fs.StringVar(&c.DataDir, "data-dir", "./chatd-data", "`directory` for the embedded NATS JetStream store")
+		fs.StringVar(&c.Durability, "durability", "fsync", "what a RECEIPT waits for: fsync (on disk on every replica that acknowledged), replicated (in memory on a quorum of replicas) or fast (single replica, in memory)")
+		fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL connection `URL`: rooms, memberships and an archive of every message go there (default: none, rooms and memberships in JetStream KV)")
+		fs.DurationVar(&c.HistoryMaxAge, "history-max-age", 0, "drop room messages older than this from JetStream (0: keep)")
+		fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
+		fs.DurationVar(&c.DedupeWindow, "dedupe-window", 2*time.Minute, "how long a client-msg-id (in a cluster, also chatd's own message id) is remembered")
+	})
+	group("Limits and timeouts", "what one client may do, and how long chatd waits", func() {
+		fs.Float64Var(&c.SendRate, "send-rate", 20, "SEND frames per second per session, outside dev mode (0: no limit)")
+		fs.IntVar(&c.SendBurst, "send-burst", 40, "SEND frames a session may send at once above --send-rate")
+		fs.IntVar(&c.MaxConnectionsPerUser, "max-connections-per-user", 16, "open sessions per user on one node, outside dev mode (0: no limit)")
+		fs.IntVar(&c.MaxFrameSize, "max-frame-size", 64<<10, "largest STOMP frame accepted after CONNECT, in bytes")
+		fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 64, "subscriptions per STOMP session")
+		fs.IntVar(&c.StoreReads, "store-reads", 32, "store reads that replays and history requests make at once on this node; more wait their turn, first come first served")
+		fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval the server offers and asks for")
+		fs.DurationVar(&c.HeartBeatMin, "heartbeat-min", time.Second, "shortest STOMP heart-beat interval a client may ask for, either way")
+		fs.DurationVar(&c.HeartBeatGrace, "heartbeat-grace", 5*time.Second, "how long past the agreed heart-beat interval a silent client is kept")
+		fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long a new WebSocket may take to send its STOMP CONNECT")
+		fs.DurationVar(&c.WriteStallMax, "write-stall-max", 2*time.Minute, "how long one write may wait for a client that has stopped reading but keeps sending, as one pacing a replay, before it is cut (0: no longer than the 10s write timeout)")
+		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
+	})
+	group("Destinations and messages", "STOMP destinations and message fields, as a Spring app names them", func() {
+		fs.StringVar(&c.DestSend, "dest-send", "/app/chat.{room}", "destination a SEND posts a message to")
+		fs.StringVar(&c.DestRoom, "dest-room", "/topic/chat.{room}", "destination to SUBSCRIBE to for a room's messages")
+		fs.StringVar(&c.DestHistory, "dest-history", "/app/chat.{room}.log", "destination a SEND asks for a page of history at")
+		fs.StringVar(&c.DestHistoryReply, "dest-history-reply", "/user/queue/chat.log", "user queue the history pages are answered on")
+		fs.StringVar(&c.DestRead, "dest-read", "/app/chat.{room}.read", "destination a SEND marks messages read at")
+		fs.StringVar(&c.DestReadEvents, "dest-read-events", "/topic/chat.{room}.read", "destination to SUBSCRIBE to for a room's read receipts")
+		fs.StringVar(&c.UserPrefix, "user-prefix", "/user", "prefix of user queues: {user-prefix}/queue/{name}")
+		fs.Func("message-fields", "JSON field names of messages, as key=name pairs: text, id, room, user, unread, created (e.g. text=messageText,room=chatroomId)", func(v string) error {
+			m, err := parseMessageFields(v)
+			if err != nil {
+				return err
+			}
+			c.MessageFields = m
+			return nil
+		})
+		fs.BoolVar(&c.KeepClientFields, "keep-client-fields", true, "keep a SEND body's other top-level fields and give them back with the message")
+	})
+	group("Observability", "logs and profiles (metrics are always at /metrics)", func() {
+		fs.StringVar(level, "log-level", "info", "log level: debug, info, warn or error")
+		fs.StringVar(&c.LogFormat, "log-format", "", "log format: text or json (default: text with --dev, else json)")
+		fs.StringVar(&c.PprofAddr, "pprof", "", "`host:port` to serve net/http/pprof on, apart from --http (default: off)")
+	})
+	return fs, groups
 }
 
 // messageFieldDefaults are what --message-fields names, with chatd's names.
@@ -296,18 +337,73 @@ func validFieldName(s string) bool {
 	return true
 }
 
-// Usage returns the flag list for --help.
+// usageHead is how chatd is run, the first part of --help.
+const usageHead = `usage: chatd --dev [flags]
+       chatd (--jwt-secret SECRET | --jwt-public-key FILE | --jwt-jwks FILE | --jwt-jwks-url URL) [flags]
+       chatd --print-config [flags]
+       chatd --version
+       chatd --help
+
+Outside dev mode chatd needs a key that verifies clients' tokens. Every flag
+can also be set in the environment, as the variable named beside it, or as a
+key of the --config file (data-dir = "/var/lib/chatd"): a flag wins over the
+environment, which wins over the file (docs/configuration.md).
+`
+
+// Usage is --help: how chatd is run, then every flag under its concern,
+// with its environment variable and default.
 func Usage() string {
 	var c Config
-	var level string
-	fs := c.flags(&level)
+	fs, groups := c.groupedFlags(new(string))
 	var b strings.Builder
-	b.WriteString("usage: chatd (--jwt-secret SECRET | --jwt-public-key FILE | --dev) [flags]\n\nEvery flag can also be set as CHATD_<FLAG>, for example CHATD_DATA_DIR, or as a key\n" +
-		"of the --config file, for example data-dir = \"/var/lib/chatd\". Flags win over the\n" +
-		"environment, which wins over the file (docs/configuration.md).\n\n")
-	fs.SetOutput(&b)
-	fs.PrintDefaults()
+	b.WriteString(usageHead)
+	for _, g := range groups {
+		fmt.Fprintf(&b, "\n%s (%s):\n", g.title, g.about)
+		for _, name := range g.names {
+			f := fs.Lookup(name)
+			arg, text := flag.UnquoteUsage(f)
+			switch arg {
+			case "value":
+				arg = "list" // the fs.Func flags
+			case "float":
+				arg = "number"
+			}
+			line := "  --" + name
+			if arg != "" {
+				line += " " + arg
+			}
+			fmt.Fprintf(&b, "%-40s %s\n", line, EnvName(name))
+			switch f.DefValue {
+			case "", "0", "0s", "false":
+			default:
+				text += fmt.Sprintf(" (default %s)", f.DefValue)
+			}
+			wrap(&b, text, "      ", 80)
+		}
+	}
 	return b.String()
+}
+
+// EnvName is the environment variable that sets a flag: --data-dir is
+// CHATD_DATA_DIR (as ff derives it).
+func EnvName(flagName string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// wrap writes text in lines of at most width, each after indent.
+func wrap(b *strings.Builder, text, indent string, width int) {
+	line := indent
+	for _, w := range strings.Fields(text) {
+		if len(line) > len(indent) && len(line)+1+len(w) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line + "\n")
 }
 
 // Validate checks settings that parse but make no sense.

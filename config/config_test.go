@@ -1,13 +1,16 @@
 package config
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chatd/chatd/stompws"
+	"github.com/peterbourgon/ff/v3"
 )
 
 func TestDefaults(t *testing.T) {
@@ -227,11 +230,91 @@ func TestJWKSURL(t *testing.T) {
 	}
 }
 
-func TestUsageListsFlags(t *testing.T) {
+// TestHelp: --help shows every flag once, with -- and its environment
+// variable, under a group; its usage lines name every way to start that
+// Validate asks for.
+func TestHelp(t *testing.T) {
 	u := Usage()
-	for _, f := range []string{"-dev", "-http", "-data-dir", "-nats-url", "CHATD_"} {
-		if !strings.Contains(u, f) {
-			t.Errorf("usage lacks %s", f)
+	head, groups, ok := strings.Cut(u, "\n\n")
+	if !ok {
+		t.Fatalf("no usage lines:\n%s", u)
+	}
+	_, err := Parse(nil)
+	if err == nil {
+		t.Fatal("no key and no --dev: started")
+	}
+	for _, f := range regexp.MustCompile(`--[a-z-]+`).FindAllString(err.Error(), -1) {
+		if !strings.Contains(head, f+" ") && !strings.Contains(head, f+")") {
+			t.Errorf("Validate asks for %s, the usage lines do not name it:\n%s", f, head)
 		}
 	}
+	flagLine := regexp.MustCompile(`^  --([a-z-]+)(?: [a-zA-Z:]+)? +(\S+)$`)
+	group := ""
+	seen := map[string]string{}
+	for _, line := range strings.Split(groups, "\n") {
+		switch {
+		case strings.HasSuffix(line, "):") && !strings.HasPrefix(line, " "):
+			group = line
+		case strings.HasPrefix(line, "  --"):
+			m := flagLine.FindStringSubmatch(line)
+			switch {
+			case m == nil:
+				t.Errorf("flag line %q: want --name [arg] VARIABLE", line)
+			case group == "":
+				t.Errorf("--%s before any group", m[1])
+			case seen[m[1]] != "":
+				t.Errorf("--%s under %q and again under %q", m[1], seen[m[1]], group)
+			case m[2] != EnvName(m[1]):
+				t.Errorf("--%s: variable %s, want %s", m[1], m[2], EnvName(m[1]))
+			default:
+				seen[m[1]] = group
+			}
+		}
+	}
+	var c Config
+	c.flags(new(string)).VisitAll(func(f *flag.Flag) {
+		if seen[f.Name] == "" {
+			t.Errorf("--%s is not in --help", f.Name)
+		}
+		delete(seen, f.Name)
+	})
+	for name := range seen {
+		t.Errorf("--help shows --%s, which is no flag", name)
+	}
+}
+
+// TestEnvNames: the variable --help names for each flag is the one chatd
+// reads.
+func TestEnvNames(t *testing.T) {
+	valid := map[string]string{"routes": "nats-route://10.0.0.2:6222", "allowed-origins": "chat.example.com", "message-fields": "text=t"}
+	var c Config
+	fs := c.flags(new(string))
+	record(fs)
+	want := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		v := valid[f.Name]
+		switch {
+		case v != "":
+		case kindOf(f.Value) == kindBool && f.DefValue == "true":
+			v = "false"
+		case kindOf(f.Value) == kindBool:
+			v = "true"
+		case kindOf(f.Value) == kindDuration:
+			v = "7s"
+		case kindOf(f.Value) == kindNumber:
+			v = "7"
+		default:
+			v = "from-env-" + f.Name
+		}
+		t.Setenv(EnvName(f.Name), v)
+		want[f.Name] = v
+	})
+	if err := ff.Parse(fs, nil, ff.WithEnvVarPrefix(EnvPrefix)); err != nil {
+		t.Fatal(err)
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if got := f.Value.String(); got != want[f.Name] {
+			t.Errorf("%s=%s: --%s is %q", EnvName(f.Name), want[f.Name], f.Name, got)
+		}
+	})
 }
