@@ -181,8 +181,23 @@ func (s *Session) onSend(f *frame.Frame, committing bool) {
 	}
 	select {
 	case s.inflight <- struct{}{}:
-	case <-s.stop:
-		return
+	default:
+		// Back-pressure: reading stops until a SEND completes, which may
+		// take the store's whole timeout in an outage. Heart-beats the
+		// client sends meanwhile wait unread, so its silence is not held
+		// against it, from now until reading goes on.
+		s.heldBack.Store(true)
+		stopped := false
+		select {
+		case s.inflight <- struct{}{}:
+		case <-s.stop:
+			stopped = true
+		}
+		s.lastRead.Store(time.Now().UnixNano())
+		s.heldBack.Store(false)
+		if stopped {
+			return
+		}
 	}
 	o := &op{receipt: receipt, async: true}
 	s.mu.Lock()

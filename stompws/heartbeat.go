@@ -70,6 +70,10 @@ func (s *Session) checkSilence() {
 	if limit <= 0 {
 		return // the client sends no heart-beats; TCP tells us when it goes
 	}
+	if s.heldBack.Load() {
+		s.watchdog.Reset(limit)
+		return
+	}
 	idle := time.Since(time.Unix(0, s.lastRead.Load()))
 	if idle >= limit {
 		s.fail(&Error{Kind: KindHeartbeat, Message: "heart-beat timeout: nothing received for " + idle.Round(time.Millisecond).String()},

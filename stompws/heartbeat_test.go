@@ -5,6 +5,7 @@ package stompws_test
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,4 +225,41 @@ func TestHeartBeatsFollowTheClient(t *testing.T) {
 			t.Fatalf("closed after %s, want 2 s (1 s and the grace)", elapsed)
 		}
 	})
+}
+
+// TestHeartBeatsHeldBackAreNotSilence: a client whose SENDs fill its
+// in-flight slots while the store holds them (an outage) makes the server
+// stop reading; the heart-beats it keeps sending wait unread. The server
+// must not cut it for a silence of its own making: once the store answers,
+// every RECEIPT comes and the session goes on.
+func TestHeartBeatsHeldBackAreNotSilence(t *testing.T) {
+	t.Parallel()
+	h := newFakeHandler()
+	release := h.holdSends(t)
+	ts := startServerWith(t, h, func(c *stompws.Config) {
+		c.HeartBeat, c.HeartBeatMin, c.HeartBeatGrace = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+		c.MaxInflight = 2
+	})
+	r := dialRaw(t, ts)
+	r.ConnectAs("held", "1.2", "heart-beat:100,0")
+	var b strings.Builder
+	for i := range 3 {
+		b.WriteString(stomptest.Render("SEND", "m"+strconv.Itoa(i), "destination:/queue/held", "receipt:r"+strconv.Itoa(i)))
+	}
+	r.Send(b.String())
+	waitFor(t, "the server to read the third SEND", func() bool { return ts.obs.framesIn("SEND") == 3 })
+	// Ten times the silence allowed, beating all along.
+	for range 20 {
+		r.Send("\n")
+		time.Sleep(50 * time.Millisecond)
+	}
+	release()
+	for i := range 3 {
+		r.ExpectReceipt("r" + strconv.Itoa(i))
+	}
+	r.Send(stomptest.Render("SEND", "after", "destination:/queue/held", "receipt:after"))
+	r.ExpectReceipt("after")
+	if got := ts.obs.errorKinds(); len(got) != 0 {
+		t.Fatalf("ERRORs sent: %v", got)
+	}
 }

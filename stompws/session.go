@@ -70,8 +70,11 @@ type Session struct {
 	halted atomic.Bool
 	// park is the read loop's parking state (parkRunning...): while
 	// parked its goroutine is gone, and whoever unparks starts it again.
-	park      atomic.Int32
-	lastRead  atomic.Int64 // unix nanos of the last WebSocket message from the client
+	park     atomic.Int32
+	lastRead atomic.Int64 // unix nanos of the last WebSocket message from the client
+	// heldBack is set while the read loop waits for a SEND slot (inflight):
+	// the server is not reading, so the client's silence proves nothing.
+	heldBack  atomic.Bool
 	recvLimit atomic.Int64 // silence allowed before the session is closed (ns)
 	sendEvery atomic.Int64 // heart-beat interval towards the client (ns); 0: none
 	heartBeat atomic.Pointer[time.Timer]
