@@ -314,18 +314,21 @@ func (b *Bus) Ready(ctx context.Context) error {
 // Embedded reports whether this bus runs its own NATS server.
 func (b *Bus) Embedded() bool { return b.srv != nil }
 
-// LeadsMessages reports whether this node's embedded server is the
-// messages stream's leader, the replica every write goes through; known
-// is false where this node cannot tell (an external NATS). A node alone
-// leads whenever its JetStream is on.
-func (b *Bus) LeadsMessages() (leads, known bool) {
+// MessagesReplica reports this node's replica of the messages stream:
+// leader while it leads (every write goes through the leader), current
+// while it has caught up with the leader and applies its writes. known is
+// false where this node cannot tell (an external NATS). A node alone leads
+// and is current whenever its JetStream is on.
+func (b *Bus) MessagesReplica() (leader, current, known bool) {
 	if b.srv == nil {
-		return false, false
+		return false, false, false
 	}
 	if !b.clustered {
-		return b.srv.JetStreamEnabled(), true
+		on := b.srv.JetStreamEnabled()
+		return on, on, true
 	}
-	return b.srv.JetStreamIsStreamLeader(b.srv.GlobalAccount().Name, MessagesStream), true
+	acc := b.srv.GlobalAccount().Name
+	return b.srv.JetStreamIsStreamLeader(acc, MessagesStream), b.srv.JetStreamIsStreamCurrent(acc, MessagesStream), true
 }
 
 // sync returns once every write to the stream that JetStream acknowledged

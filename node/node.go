@@ -94,7 +94,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		return nil, err
 	}
 	n.bus = bus
-	n.metrics.WatchLeadership(bus.LeadsMessages)
+	n.metrics.WatchReplica(bus.MessagesReplica)
 	replicas := cfg.Replicas
 	if replicas == 0 {
 		replicas = 1

@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +23,22 @@ import (
 
 	"github.com/coder/websocket"
 )
+
+// freeAddr finds an address for a process that binds it itself later,
+// below Linux's ephemeral range so outgoing connections cannot take it.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		addr := "127.0.0.1:" + strconv.Itoa(20000+rand.IntN(12000))
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			_ = ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port in 20000-31999")
+	return ""
+}
 
 // buildChatd builds the real binary once per test.
 func buildChatd(t *testing.T) string {
