@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -514,5 +515,28 @@ func TestPostRefusals(t *testing.T) {
 			t.Errorf("store failing with %v: told %v (%s)", cause, err, chat.KindOf(err))
 		}
 		s.Close()
+	}
+}
+
+// TestUnavailableOnEveryPath: a store that cannot serve for the moment is
+// "unavailable" to a subscriber too (its feed starts from the room's
+// newest id), never an internal error; and only the store's own signal
+// makes it so.
+func TestUnavailableOnEveryPath(t *testing.T) {
+	b := fakeBackend(t)
+	s := b.service(t, chat.Config{})
+	b.join(t, "r", "ann")
+	b.join(t, "q", "ann")
+	b.w.mu.Lock()
+	b.w.fail["r"] = fmt.Errorf("newest id of r: %w: no stream leader", storage.ErrUnavailable)
+	b.w.fail["q"] = errors.New("newest id of q: disk on fire")
+	b.w.mu.Unlock()
+	_, err := s.SubscribeRoom(context.Background(), "ann", "r", nil, newSink())
+	e, ok := chat.AsError(err)
+	if !ok || e.Kind != chat.Unavailable || !strings.HasPrefix(e.Msg, "unavailable") {
+		t.Fatalf("subscribing while the store is unavailable: %v (%s), want unavailable", err, chat.KindOf(err))
+	}
+	if _, err := s.SubscribeRoom(context.Background(), "ann", "q", nil, newSink()); chat.KindOf(err) != chat.Internal {
+		t.Fatalf("subscribing while the store fails: %v (%s), want internal", err, chat.KindOf(err))
 	}
 }

@@ -3,6 +3,8 @@ package chat
 import (
 	"errors"
 	"fmt"
+
+	"github.com/chatd/chatd/storage"
 )
 
 // Kind says what sort of failure an error is, for the adapters to map to
@@ -60,12 +62,28 @@ func errorf(kind Kind, format string, args ...any) *Error {
 	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
 }
 
-// KindOf is err's kind: that of the *Error it wraps, else Internal.
+// KindOf is err's kind: that of the *Error it wraps (AsError), else
+// Internal.
 func KindOf(err error) Kind {
-	if e, ok := errors.AsType[*Error](err); ok {
+	if e, ok := AsError(err); ok {
 		return e.Kind
 	}
 	return Internal
+}
+
+// AsError is the client-facing error err is: the *Error it wraps, or, for
+// a store that cannot serve the request for the moment (it wraps
+// storage.ErrUnavailable, on any path: a write, a history read, the
+// newest id a subscription starts from), Unavailable. Anything else is
+// internal, and is not shown to clients.
+func AsError(err error) (*Error, bool) {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e, true
+	}
+	if errors.Is(err, storage.ErrUnavailable) {
+		return &Error{Kind: Unavailable, Msg: errUnavailableMsg, Detail: err.Error()}, true
+	}
+	return nil, false
 }
 
 // errUnavailableMsg is what a client is told when the store cannot take

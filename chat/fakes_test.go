@@ -27,6 +27,7 @@ type world struct {
 	topics  map[string]map[*topicWatch]struct{}
 	drop    map[string]int           // room -> live messages to lose
 	block   map[string]chan struct{} // room -> LastID waits until closed
+	fail    map[string]error         // room -> LastID fails with it
 	perRoom int64
 }
 
@@ -34,6 +35,7 @@ func newWorld() *world {
 	return &world{
 		epoch: 1000, dedupe: map[string]uint64{}, watches: map[string]map[*watch]struct{}{},
 		topics: map[string]map[*topicWatch]struct{}{}, drop: map[string]int{}, block: map[string]chan struct{}{},
+		fail: map[string]error{},
 	}
 }
 
@@ -160,6 +162,9 @@ func (w *world) LastID(ctx context.Context, room string) (uint64, error) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.fail[room]; err != nil {
+		return 0, err
+	}
 	return w.lastOf(room), nil
 }
 

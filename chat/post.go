@@ -105,11 +105,8 @@ func (s *Service) storeError(room string, err error) error {
 		// frame limit can still make too large a message.
 		return errorf(TooLarge, "message too large to store: more than %d bytes once encoded", s.msgs.MaxMessageSize())
 	}
-	if errors.Is(err, storage.ErrUnavailable) {
-		return &Error{Kind: Unavailable, Msg: errUnavailableMsg, Detail: err.Error()}
-	}
-	if _, ok := errors.AsType[*Error](err); ok {
-		return err // an earlier message's, for the rest of its Sequence
+	if e, ok := AsError(err); ok {
+		return e // unavailable, or an earlier message's for the rest of its Sequence
 	}
 	return fmt.Errorf("store message in %s: %w", room, err)
 }

@@ -219,13 +219,13 @@ func (a *API) reply(w http.ResponseWriter, r *http.Request, code int, v any, err
 // failed answers a failed request with the status of the domain error's
 // kind; anything else is a 500, logged.
 func (a *API) failed(w http.ResponseWriter, r *http.Request, err error) {
-	code := status(chat.KindOf(err))
-	if code == http.StatusInternalServerError {
+	ce, ok := chat.AsError(err)
+	if !ok || ce.Kind == chat.Internal {
 		a.log.Error("API request failed", "path", r.URL.Path, "err", err)
-		writeAPIError(w, code, "internal error")
+		writeAPIError(w, http.StatusInternalServerError, "internal error")
 		return
 	}
-	writeAPIError(w, code, err.Error())
+	writeAPIError(w, status(ce.Kind), ce.Error())
 }
 
 // status is the HTTP status of an error kind.

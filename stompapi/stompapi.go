@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -217,7 +216,7 @@ func (h *Handler) Close() { h.wg.Wait() }
 // kind metrics count it by. Any other error stays as it is, and reaches
 // the client as "internal error" (stompws logs it).
 func clientError(err error) error {
-	ce, ok := errors.AsType[*chat.Error](err)
+	ce, ok := chat.AsError(err)
 	if !ok {
 		return err
 	}
