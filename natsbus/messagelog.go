@@ -325,11 +325,21 @@ func unavailable(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 }
 
+// readErr marks an error of a read that the store could not serve for
+// the moment (no leader or quorum, no answer in time, JetStream off) as
+// storage.ErrUnavailable, as Submit marks a write's.
+func readErr(err error) error {
+	if unavailable(err) {
+		return fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
+	}
+	return err
+}
+
 // State returns the stream's current bounds.
 func (l *MessageLog) State(ctx context.Context) (storage.LogState, error) {
 	info, err := l.stream.Info(ctx)
 	if err != nil {
-		return storage.LogState{}, fmt.Errorf("stream info: %w", err)
+		return storage.LogState{}, fmt.Errorf("stream info: %w", readErr(err))
 	}
 	return storage.LogState{Epoch: l.epoch, First: info.State.FirstSeq, Last: info.State.LastSeq}, nil
 }
@@ -339,7 +349,7 @@ func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error)
 	subj := RoomSubject(room)
 	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
-		return 0, fmt.Errorf("stream info for %s: %w", subj, err)
+		return 0, fmt.Errorf("stream info for %s: %w", subj, readErr(err))
 	}
 	return info.State.Subjects[subj], nil
 }
@@ -472,7 +482,7 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg,
 		select {
 		case m = <-ch:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("direct get reply: %w", ctx.Err())
+			return nil, fmt.Errorf("direct get reply: %w", readErr(ctx.Err()))
 		}
 		if status := m.Header.Get("Status"); status != "" {
 			switch status {
@@ -480,6 +490,8 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg,
 				return out, nil
 			case "404":
 				return out, nil
+			case "503": // no replica answers: no quorum, or JetStream off
+				return nil, fmt.Errorf("direct get: %w: status 503 %s", storage.ErrUnavailable, m.Header.Get("Description"))
 			default:
 				return nil, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
 			}
@@ -534,11 +546,11 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 			break
 		}
 		if ctx.Err() != nil || !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			return 0, fmt.Errorf("newest id of %s: %w (after %s)", room, err, time.Since(began).Round(time.Millisecond))
+			return 0, fmt.Errorf("newest id of %s: %w (after %s)", room, readErr(err), time.Since(began).Round(time.Millisecond))
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("newest id of %s: %w (after %s)", room, err, time.Since(began).Round(time.Millisecond))
+			return 0, fmt.Errorf("newest id of %s: %w (after %s)", room, readErr(err), time.Since(began).Round(time.Millisecond))
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 500*time.Millisecond)
@@ -557,10 +569,11 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 		return 0, fmt.Errorf("newest id of %s: decode: %w", room, err)
 	}
 	switch {
-	case r.Error != nil && r.Error.Code == 404:
+	case r.Error != nil && jetstream.ErrorCode(r.Error.ErrCode) == jetstream.JSErrCodeMessageNotFound:
 		return 0, nil
 	case r.Error != nil:
-		return 0, fmt.Errorf("newest id of %s: %s (%d)", room, r.Error.Description, r.Error.ErrCode)
+		return 0, fmt.Errorf("newest id of %s: %w", room, readErr(&jetstream.APIError{
+			Code: r.Error.Code, ErrorCode: jetstream.ErrorCode(r.Error.ErrCode), Description: r.Error.Description}))
 	case r.Message == nil:
 		return 0, fmt.Errorf("newest id of %s: empty reply", room)
 	}
