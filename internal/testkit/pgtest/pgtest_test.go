@@ -2,6 +2,9 @@ package pgtest
 
 import (
 	"context"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,4 +26,24 @@ func TestServerReachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("PostgreSQL %s", v)
+}
+
+// TestCIAndREADMEAgree: the server URL .ci/run gives the tests is the one
+// the README tells a developer to set.
+func TestCIAndREADMEAgree(t *testing.T) {
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile("../../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(EnvURL + `:-(postgres://[^}"]+)`).FindSubmatch(ci)
+	if m == nil {
+		t.Fatalf(".ci/run gives no default %s", EnvURL)
+	}
+	if !strings.Contains(string(readme), "`"+string(m[1])+"`") {
+		t.Fatalf(".ci/run's %s, %s, is not the README's", EnvURL, m[1])
+	}
 }
