@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/auth"
+	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/stompapi/dest"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/peterbourgon/ff/v3"
@@ -24,11 +25,13 @@ import (
 
 // Config is chatd's effective configuration.
 type Config struct {
-	Dev               bool
-	HTTPAddr          string
-	DataDir           string
-	NATSURL           string
-	NATSListen        string
+	Dev        bool
+	HTTPAddr   string
+	DataDir    string
+	NATSURL    string
+	NATSListen string
+	// NATSPrefix begins the NATS subjects, stream and buckets (natsbus.Names).
+	NATSPrefix        string
 	ServerName        string
 	ClusterName       string
 	ClusterListen     string
@@ -240,6 +243,7 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.StringVar(&c.ClusterName, "cluster-name", "chatd", "NATS cluster name shared by every node")
 		fs.IntVar(&c.Replicas, "replicas", 0, "JetStream replicas of the stream and KV buckets (0: 3 when the cluster has at least 3 nodes, else 1)")
 		fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this NATS (comma-separated `URLs`) instead of embedding one")
+		fs.StringVar(&c.NATSPrefix, "nats-prefix", natsbus.DefaultPrefix, "first token of chatd's NATS subjects (chat.msg.<room>) and, in capitals, start of its stream's and KV buckets' names (CHAT_MESSAGES): deployments with different prefixes share one NATS without touching each other's data; the same on every node")
 		fs.StringVar(&c.NATSListen, "nats-listen", "", "`host:port` for the embedded NATS client port (default: none, in-process only)")
 	})
 	group("Storage", "JetStream, PostgreSQL and what a RECEIPT waits for", func() {
@@ -489,6 +493,9 @@ func (c Config) Validate() error {
 		if c.PprofAddr == c.HTTPAddr && !strings.HasSuffix(c.PprofAddr, ":0") {
 			return errors.New("config: --pprof must differ from --http: profiles are served apart from clients")
 		}
+	}
+	if _, err := natsbus.NewNames(c.NATSPrefix); err != nil {
+		return fmt.Errorf("config: invalid --nats-prefix: %v", err)
 	}
 	if c.NATSListen != "" {
 		if c.NATSURL != "" {

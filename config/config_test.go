@@ -89,6 +89,8 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--http", "nope"}, nil, "--http"},
 		{[]string{"--dev", "--http", "127.0.0.1:99999"}, nil, "--http"},
 		{[]string{"--dev", "--nats-url", "http://x:4222"}, nil, "--nats-url"},
+		{[]string{"--dev", "--nats-prefix", "Chat"}, nil, "--nats-prefix"},
+		{[]string{"--dev"}, map[string]string{"CHATD_NATS_PREFIX": "chat.a"}, "--nats-prefix"},
 		{[]string{"--dev", "--nats-url", "nats://a:4222,:::"}, nil, "--nats-url"},
 		{[]string{"--dev", "--data-dir", " "}, nil, "--data-dir"},
 		{[]string{"--dev", "--heartbeat", "1ms"}, nil, "--heartbeat"},

@@ -46,8 +46,19 @@ func (n *node) jetStream(t testing.TB) jetstream.JetStream {
 	return js
 }
 
-// kv opens one of chatd's KV buckets over a NATS connection of the test's.
+// names are the node's NATS subjects, stream and buckets.
+func (n *node) names() natsbus.Names {
+	names, err := natsbus.NewNames(n.cfg.NATSPrefix)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return names
+}
+
+// kv opens one of chatd's KV buckets (kvstore.MembersBucket, ...) over a
+// NATS connection of the test's.
 func (n *node) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	bucket = n.names().Bucket(bucket)
 	kv, err := n.jetStream(n.t).KeyValue(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", bucket, err)

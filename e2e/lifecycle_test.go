@@ -2,6 +2,9 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"net"
 	"runtime"
 	"strconv"
@@ -74,7 +77,11 @@ func TestSessionsLeaveNoGoroutines(t *testing.T) {
 const externalNATS = "nats://127.0.0.1:4222"
 
 // TestExternalNATS runs chatd against a NATS it does not own (--nats-url):
-// the same chat, history and restart behaviour as embedded.
+// the same chat, history and restart behaviour as embedded. That NATS may
+// hold anyone's data (a developer's own chatd): the node takes a prefix of
+// its own (--nats-prefix), so its stream and buckets are new ones, the
+// test deletes those and nothing else, and every stream that was there
+// before is there after.
 func TestExternalNATS(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:4222", time.Second); err != nil {
 		t.Skipf("no NATS server at %s: %v", externalNATS, err)
@@ -85,19 +92,55 @@ func TestExternalNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close) // after the cleanup below, which uses it
 	js, _ := jetstream.New(nc)
-	cleanup := func() {
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	prefix := "test" + hex.EncodeToString(r[:])
+	names, err := natsbus.NewNames(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := []string{names.MessagesStream()}
+	for _, b := range []string{kvstore.RoomsBucket, kvstore.MembersBucket, kvstore.ReadsBucket} {
+		mine = append(mine, "KV_"+names.Bucket(b))
+	}
+	streams := func() map[string]bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, s := range []string{natsbus.MessagesStream, "KV_" + kvstore.RoomsBucket, "KV_" + kvstore.MembersBucket, "KV_" + kvstore.ReadsBucket} {
-			_ = js.DeleteStream(ctx, s)
+		all := map[string]bool{}
+		l := js.StreamNames(ctx)
+		for s := range l.Name() {
+			all[s] = true
+		}
+		if err := l.Err(); err != nil {
+			t.Fatalf("list streams: %v", err)
+		}
+		return all
+	}
+	before := streams()
+	for _, s := range mine {
+		if before[s] {
+			t.Fatalf("stream %s exists before the test made it: not the test's to delete", s)
 		}
 	}
-	cleanup()
-	t.Cleanup(cleanup)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, s := range mine {
+			if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("delete the test's stream %s: %v", s, err)
+			}
+		}
+		after := streams()
+		for s := range before {
+			if !after[s] {
+				t.Errorf("stream %s, there before the test, is gone", s)
+			}
+		}
+	})
 
-	n := startNode(t, func(c *config.Config) { c.NATSURL, c.NATSListen = externalNATS, "" })
+	n := startNode(t, func(c *config.Config) { c.NATSURL, c.NATSListen, c.NATSPrefix = externalNATS, "", prefix })
 	alice, bob := dial(t, n, "alice"), dial(t, n, "bob")
 	sub := bob.subscribe("/topic/chat.ext")
 	alice.post("ext", "over external NATS")
@@ -105,7 +148,7 @@ func TestExternalNATS(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 	// The stream lives in the external server, visible to any NATS client.
-	info, err := js.Stream(context.Background(), natsbus.MessagesStream)
+	info, err := js.Stream(context.Background(), names.MessagesStream())
 	if err != nil {
 		t.Fatalf("stream not in the external NATS: %v", err)
 	}

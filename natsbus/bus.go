@@ -61,6 +61,10 @@ type Options struct {
 	// ClientName is sent to NATS to identify this connection.
 	ClientName string
 	Logger     *slog.Logger
+	// Prefix names this deployment's subjects, stream and buckets (Names;
+	// default DefaultPrefix), so that deployments with different
+	// prefixes can share one NATS.
+	Prefix string
 
 	// jsCheckEvery and jsMinFree override the JetStream guard's defaults
 	// (jsGuardEvery, jsGuardMinFree), in tests.
@@ -82,6 +86,7 @@ type Bus struct {
 	// jsGuard turns the embedded server's JetStream on again after a full
 	// disk turned it off; nil for an external NATS.
 	jsGuard *jsGuard
+	names   Names
 	log     *slog.Logger
 }
 
@@ -95,7 +100,15 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Bus{log: log, resend: newResendSignal()}
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	names, err := NewNames(prefix)
+	if err != nil {
+		return nil, fmt.Errorf("NATS names: %w", err)
+	}
+	b := &Bus{log: log, resend: newResendSignal(), names: names}
 	name := opts.ClientName
 	if name == "" {
 		name = "chatd"
@@ -162,7 +175,7 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	b.js = js
-	if err := b.resend.watchLeaders(b.nc); err != nil {
+	if err := b.resend.watchLeaders(b.nc, names.MessagesStream()); err != nil {
 		b.shutdown()
 		return nil, fmt.Errorf("watch stream leader elections: %w", err)
 	}
@@ -298,7 +311,7 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if _, err := b.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	st, err := b.js.Stream(ctx, MessagesStream)
+	st, err := b.js.Stream(ctx, b.names.MessagesStream())
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return nil // not made yet: nothing to store to
@@ -310,6 +323,9 @@ func (b *Bus) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Names are this bus's subjects, stream and buckets.
+func (b *Bus) Names() Names { return b.names }
 
 // Embedded reports whether this bus runs its own NATS server.
 func (b *Bus) Embedded() bool { return b.srv != nil }
@@ -328,7 +344,8 @@ func (b *Bus) MessagesReplica() (leader, current, known bool) {
 		return on, on, true
 	}
 	acc := b.srv.GlobalAccount().Name
-	return b.srv.JetStreamIsStreamLeader(acc, MessagesStream), b.srv.JetStreamIsStreamCurrent(acc, MessagesStream), true
+	stream := b.names.MessagesStream()
+	return b.srv.JetStreamIsStreamLeader(acc, stream), b.srv.JetStreamIsStreamCurrent(acc, stream), true
 }
 
 // sync returns once every write to the stream that JetStream acknowledged

@@ -581,11 +581,11 @@ func (l *MessageLog) publishBatch(ctx context.Context, batch []*pending) (uint64
 	resend := l.resendOn()
 	id := nuid.Next()
 	for i, p := range batch {
-		m := nats.NewMsg(RoomSubject(p.room))
+		m := nats.NewMsg(l.names.Room(p.room))
 		m.Data = p.data
 		m.Header.Set(batchIDHeader, id)
 		m.Header.Set(batchSeqHeader, strconv.Itoa(i+1))
-		m.Header.Set(jetstream.ExpectedStreamHeader, MessagesStream)
+		m.Header.Set(jetstream.ExpectedStreamHeader, l.names.MessagesStream())
 		if p.msgID != "" {
 			m.Header.Set(jetstream.MsgIDHeader, p.msgID)
 		}

@@ -451,7 +451,7 @@ func TestDurabilityChangesOnAnExistingStream(t *testing.T) {
 func TestStreamJetStreamWillNotUpdateIsNamed(t *testing.T) {
 	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
 	ctx := context.Background()
-	if _, err := bus.js.CreateStream(ctx, jetstream.StreamConfig{Name: MessagesStream, Subjects: []string{roomPrefix + "*"},
+	if _, err := bus.js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.names.MessagesStream(), Subjects: []string{bus.names.Room("*")},
 		Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +475,7 @@ func TestFailureAbandonsWhatFollows(t *testing.T) {
 	c.timeout = time.Second
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	ctx := context.Background()
-	if err := bus.js.DeleteStream(ctx, MessagesStream); err != nil {
+	if err := bus.js.DeleteStream(ctx, bus.names.MessagesStream()); err != nil {
 		t.Fatal(err)
 	}
 

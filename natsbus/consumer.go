@@ -64,7 +64,7 @@ func (l *MessageLog) Consumer(ctx context.Context, cfg ConsumerConfig) (*Consume
 // or someone deleted it); harmless if it is not.
 func (c *Consumer) Ensure(ctx context.Context) error {
 	return retry(ctx, c.log.log, "consumer "+c.cfg.Name, func(ctx context.Context) error {
-		cons, err := c.log.js.CreateOrUpdateConsumer(ctx, MessagesStream, jetstream.ConsumerConfig{
+		cons, err := c.log.js.CreateOrUpdateConsumer(ctx, c.log.names.MessagesStream(), jetstream.ConsumerConfig{
 			Durable:       c.cfg.Name,
 			Description:   c.cfg.Description,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -97,7 +97,7 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]De
 			c.log.log.Error("consumer: skipping message without metadata", "consumer", c.cfg.Name, "subject", m.Subject(), "err", err)
 			continue
 		}
-		room, _ := roomFromSubject(m.Subject())
+		room, _ := c.log.names.roomFromSubject(m.Subject())
 		out = append(out, Delivery{
 			Message: storage.Message{ID: md.Sequence.Stream, Room: room, Data: m.Data(), Time: md.Timestamp},
 			msg:     m,
@@ -114,7 +114,7 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]De
 // any node, and when the oldest of them was stored (zero if none).
 func (c *Consumer) Backlog(ctx context.Context) (pending uint64, oldest time.Time, err error) {
 	// A fresh handle: the one Fetch uses belongs to its goroutine.
-	cons, err := c.log.js.Consumer(ctx, MessagesStream, c.cfg.Name)
+	cons, err := c.log.js.Consumer(ctx, c.log.names.MessagesStream(), c.cfg.Name)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("consumer info: %w", err)
 	}
@@ -123,7 +123,7 @@ func (c *Consumer) Backlog(ctx context.Context) (pending uint64, oldest time.Tim
 	if pending == 0 {
 		return 0, time.Time{}, nil
 	}
-	m, err := c.log.stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(RoomSubject("*")))
+	m, err := c.log.stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(c.log.names.Room("*")))
 	if err != nil {
 		return pending, time.Time{}, fmt.Errorf("oldest unacknowledged message: %w", err)
 	}

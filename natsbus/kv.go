@@ -43,8 +43,10 @@ var (
 const kvWriteWait = 30 * time.Second
 
 // OpenBucket creates the bucket, or updates it to these settings, keeping
-// one value per key.
+// one value per key. name follows the prefix: ROOMS is CHAT_ROOMS
+// (Names.Bucket).
 func (b *Bus) OpenBucket(ctx context.Context, name, description string, replicas int) (*Bucket, error) {
+	name = b.names.Bucket(name)
 	var kv jetstream.KeyValue
 	err := retry(ctx, b.log, "open KV bucket "+name, func(ctx context.Context) error {
 		var err error
@@ -63,7 +65,7 @@ func (b *Bus) OpenBucket(ctx context.Context, name, description string, replicas
 	return &Bucket{bus: b, kv: kv, name: name}, nil
 }
 
-// Name is the bucket's name.
+// Name is the bucket's name, prefix included.
 func (k *Bucket) Name() string { return k.name }
 
 // do runs a write while the bucket has no leader, then syncs it where

@@ -31,8 +31,8 @@ func (b *Bus) WatchRoom(room string, fn func(m storage.Message, prev uint64, mor
 	if !validToken(room) {
 		return nil, fmt.Errorf("watch room %q: not a subject token", room)
 	}
-	sub, err := b.nc.Subscribe(RoomLiveSubject(room), func(m *nats.Msg) {
-		sm, err := storedFromDirect(m)
+	sub, err := b.nc.Subscribe(b.names.RoomLive(room), func(m *nats.Msg) {
+		sm, err := b.names.storedFromDirect(m)
 		var prev uint64
 		if err == nil {
 			prev, err = strconv.ParseUint(m.Header.Get(lastSeqHeader), 10, 64)
@@ -60,7 +60,7 @@ func (b *Bus) WatchUser(user, queue string, fn func(body []byte, contentType str
 	if !validQueue(queue) {
 		return nil, fmt.Errorf("watch user queue %q: not a subject", queue)
 	}
-	return b.watch(UserSubject(user, queue), fn)
+	return b.watch(b.names.User(user, queue), fn)
 }
 
 // WatchReads calls fn with each read event of room.
@@ -68,7 +68,7 @@ func (b *Bus) WatchReads(room string, fn func(body []byte, contentType string)) 
 	if !validToken(room) {
 		return nil, fmt.Errorf("watch reads of %q: not a subject token", room)
 	}
-	return b.watch(ReadSubject(room), fn)
+	return b.watch(b.names.Read(room), fn)
 }
 
 func (b *Bus) watch(subject string, fn func(body []byte, contentType string)) (func(), error) {
@@ -85,7 +85,7 @@ func (b *Bus) PublishUser(user, queue, contentType string, body []byte) error {
 	if !validQueue(queue) {
 		return fmt.Errorf("publish to user queue %q: not a subject", queue)
 	}
-	return b.publish(UserSubject(user, queue), contentType, body)
+	return b.publish(b.names.User(user, queue), contentType, body)
 }
 
 // PublishReads sends a read event of room to its watchers on every node.
@@ -93,7 +93,7 @@ func (b *Bus) PublishReads(room, contentType string, body []byte) error {
 	if !validToken(room) {
 		return fmt.Errorf("publish reads of %q: not a subject token", room)
 	}
-	return b.publish(ReadSubject(room), contentType, body)
+	return b.publish(b.names.Read(room), contentType, body)
 }
 
 func (b *Bus) publish(subject, contentType string, body []byte) error {

@@ -58,6 +58,7 @@ type MessageLog struct {
 	// can be sent again without being stored twice.
 	failover bool
 	bus      *Bus
+	names    Names
 }
 
 // OpenMessageLog creates or updates the messages stream, idempotently, so
@@ -82,9 +83,9 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 			"for unreplicated streams only; use --durability replicated", cfg.Replicas)
 	}
 	sc := jetstream.StreamConfig{
-		Name:              MessagesStream,
+		Name:              b.names.MessagesStream(),
 		Description:       "chatd room messages; the sequence is the message id",
-		Subjects:          []string{roomPrefix + "*"},
+		Subjects:          []string{b.names.Room("*")},
 		Storage:           jetstream.FileStorage,
 		Replicas:          cfg.Replicas,
 		Retention:         jetstream.LimitsPolicy,
@@ -98,8 +99,8 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		// Async persistence and atomic batches exclude each other.
 		AllowAtomicPublish: cfg.Durability != DurabilityFast,
 		RePublish: &jetstream.RePublish{
-			Source:      roomPrefix + "*",
-			Destination: livePrefix + "{{wildcard(1)}}",
+			Source:      b.names.Room("*"),
+			Destination: b.names.RoomLive("{{wildcard(1)}}"),
 		},
 	}
 	if cfg.MaxPerRoom > 0 {
@@ -109,8 +110,8 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		sc.MaxMsgSize = -1
 	}
 	var log *MessageLog
-	err := retry(ctx, b.log, "open stream "+MessagesStream, func(ctx context.Context) error {
-		st, err := b.js.Stream(ctx, MessagesStream)
+	err := retry(ctx, b.log, "open stream "+b.names.MessagesStream(), func(ctx context.Context) error {
+		st, err := b.js.Stream(ctx, b.names.MessagesStream())
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			epoch := uint64(time.Now().UnixMicro())
 			c := sc
@@ -140,12 +141,12 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 			return fmt.Errorf("stream %s has persist_mode %s, --durability %s needs %s, and JetStream cannot change "+
 				"a stream's persist mode: start chatd with the durability the stream was made for, or remove the stream "+
 				"and its history (docs/operations.md, Changing durability)",
-				MessagesStream, persistName(old.PersistMode), cfg.Durability, persistName(c.PersistMode))
+				b.names.MessagesStream(), persistName(old.PersistMode), cfg.Durability, persistName(c.PersistMode))
 		}
 		if st, err = b.js.UpdateStream(ctx, c); err != nil {
 			if diff := streamDiff(old, c); len(diff) > 0 {
 				return fmt.Errorf("stream %s differs from chatd's configuration (%s) and JetStream refused to update it: %w",
-					MessagesStream, strings.Join(diff, "; "), err)
+					b.names.MessagesStream(), strings.Join(diff, "; "), err)
 			}
 			return fmt.Errorf("update to chatd's configuration: %w", err)
 		}
@@ -167,11 +168,11 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 	got := st.CachedInfo().Config
 	if want.AllowAtomicPublish && !got.AllowAtomicPublish {
 		b.log.Warn("the NATS server does not support atomic batch publish (nats-server 2.12 or later does): "+
-			"group commit sends messages one by one", "stream", MessagesStream)
+			"group commit sends messages one by one", "stream", b.names.MessagesStream())
 	}
 	if want.PersistMode != got.PersistMode {
 		b.log.Warn("the NATS server does not support async persist mode (nats-server 2.12 or later does): "+
-			"--durability fast acts as replicated", "stream", MessagesStream)
+			"--durability fast acts as replicated", "stream", b.names.MessagesStream())
 	}
 	return &MessageLog{
 		js:         b.js,
@@ -180,7 +181,7 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 		stream:     st,
 		epoch:      epoch,
 		cfg:        cfg,
-		directSubj: "$JS.API.DIRECT.GET." + MessagesStream,
+		directSubj: "$JS.API.DIRECT.GET." + b.names.MessagesStream(),
 		// A server that syncs every write syncs an atomic batch once; where
 		// chatd syncs (storeSync), single publishes are quicker: JetStream
 		// stages a one-replica atomic batch in a synced store of its own.
@@ -188,13 +189,14 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 		syncs:    b.storeSync != nil,
 		failover: b.srv == nil || b.clustered,
 		bus:      b,
+		names:    b.names,
 	}
 }
 
 // sync returns once the messages JetStream acknowledged before the call
 // are on disk, where chatd syncs rather than the server (Bus.sync).
 func (l *MessageLog) sync(ctx context.Context) error {
-	return l.bus.sync(ctx, MessagesStream)
+	return l.bus.sync(ctx, l.names.MessagesStream())
 }
 
 // Config returns the configuration the log was opened with.
@@ -213,8 +215,8 @@ func (l *MessageLog) Epoch() uint64 { return l.epoch }
 // deduplication key: a repeat within the duplicate window is acknowledged
 // with the first copy's sequence and not stored again.
 func (l *MessageLog) publishAsync(room string, data []byte, msgID string) (jetstream.PubAckFuture, error) {
-	m := &nats.Msg{Subject: RoomSubject(room), Data: data}
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(MessagesStream)}
+	m := &nats.Msg{Subject: l.names.Room(room), Data: data}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(l.names.MessagesStream())}
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
@@ -346,7 +348,7 @@ func (l *MessageLog) State(ctx context.Context) (storage.LogState, error) {
 
 // RoomCount returns how many messages the stream holds for the room.
 func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error) {
-	subj := RoomSubject(room)
+	subj := l.names.Room(room)
 	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		return 0, fmt.Errorf("stream info for %s: %w", subj, readErr(err))
@@ -357,7 +359,7 @@ func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error)
 // CountAfter returns how many of the room's messages have ids above after,
 // from one direct get: a batch reply tells how many more match.
 func (l *MessageLog) CountAfter(ctx context.Context, room string, after uint64) (uint64, error) {
-	msgs, err := l.directRaw(ctx, directReq{Seq: after + 1, NextFor: RoomSubject(room), Batch: 1})
+	msgs, err := l.directRaw(ctx, directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: 1})
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
@@ -373,7 +375,7 @@ func (l *MessageLog) After(ctx context.Context, room string, after uint64, max i
 	if max <= 0 {
 		return nil, nil
 	}
-	req := directReq{Seq: after + 1, NextFor: RoomSubject(room), Batch: max}
+	req := directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: max}
 	return l.direct(ctx, req)
 }
 
@@ -381,13 +383,13 @@ func (l *MessageLog) After(ctx context.Context, room string, after uint64, max i
 // of all), or nil when there is none.
 func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*storage.Message, error) {
 	if upTo == 0 {
-		msgs, err := l.direct(ctx, directReq{LastFor: RoomSubject(room)})
+		msgs, err := l.direct(ctx, directReq{LastFor: l.names.Room(room)})
 		if err != nil || len(msgs) == 0 {
 			return nil, err
 		}
 		return &msgs[0], nil
 	}
-	msgs, err := l.direct(ctx, directReq{MultiLastFor: []string{RoomSubject(room)}, UpToSeq: upTo, Batch: 1})
+	msgs, err := l.direct(ctx, directReq{MultiLastFor: []string{l.names.Room(room)}, UpToSeq: upTo, Batch: 1})
 	if err != nil || len(msgs) == 0 {
 		return nil, err
 	}
@@ -444,7 +446,7 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]storage.Messa
 	}
 	out := make([]storage.Message, len(raw))
 	for i, m := range raw {
-		if out[i], err = storedFromDirect(m); err != nil {
+		if out[i], err = l.names.storedFromDirect(m); err != nil {
 			return nil, err
 		}
 	}
@@ -505,12 +507,12 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg,
 
 // storedFromDirect reads a message from a direct get's reply, or from the
 // stream's republication of it: both carry the stream's headers.
-func storedFromDirect(m *nats.Msg) (storage.Message, error) {
+func (n Names) storedFromDirect(m *nats.Msg) (storage.Message, error) {
 	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 	if err != nil {
 		return storage.Message{}, fmt.Errorf("direct get: bad sequence header: %w", err)
 	}
-	room, _ := roomFromSubject(m.Header.Get(jetstream.SubjectHeader))
+	room, _ := n.roomFromSubject(m.Header.Get(jetstream.SubjectHeader))
 	ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
 	return storage.Message{ID: seq, Room: room, Data: m.Data, Time: ts}, nil
 }
@@ -524,7 +526,7 @@ const leaderWait = 30 * time.Second
 // little behind the leader; readers that must not miss a just-stored
 // message compare against this.
 func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
-	req, err := json.Marshal(directReq{LastFor: RoomSubject(room)})
+	req, err := json.Marshal(directReq{LastFor: l.names.Room(room)})
 	if err != nil {
 		return 0, fmt.Errorf("encode msg get: %w", err)
 	}
@@ -540,7 +542,7 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 	began := time.Now()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err = l.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+MessagesStream, req)
+		resp, err = l.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+l.names.MessagesStream(), req)
 		cancel()
 		if err == nil {
 			break

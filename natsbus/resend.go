@@ -8,10 +8,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// leaderElectedSubject is JetStream's advisory that the messages stream
-// has a new leader.
-const leaderElectedSubject = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + MessagesStream
-
 // resendSignal tells publishers waiting for acknowledgements that theirs
 // may never come: the messages stream elected a leader (the old one may
 // have dropped what it had not yet proposed, and the new one acknowledges
@@ -79,7 +75,8 @@ func (s *resendSignal) waitSettled(ctx context.Context) error {
 // watchLeaders fires the signal at each of the messages stream's leader
 // elections. The advisory reaches every node's connection; where the NATS
 // account may not subscribe to it, publishes fall back on the timeout.
-func (s *resendSignal) watchLeaders(nc *nats.Conn) error {
-	_, err := nc.Subscribe(leaderElectedSubject, func(*nats.Msg) { s.fire() })
+func (s *resendSignal) watchLeaders(nc *nats.Conn, stream string) error {
+	// JetStream's advisory that the stream has a new leader.
+	_, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+stream, func(*nats.Msg) { s.fire() })
 	return err
 }

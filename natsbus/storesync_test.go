@@ -103,7 +103,7 @@ func TestStoreSyncFollowsBlocks(t *testing.T) {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		if msgs == "" {
-			matches, _ := filepath.Glob(filepath.Join(bus.srv.JetStreamConfig().StoreDir, "*", "streams", MessagesStream, "msgs"))
+			matches, _ := filepath.Glob(filepath.Join(bus.srv.JetStreamConfig().StoreDir, "*", "streams", bus.names.MessagesStream(), "msgs"))
 			if len(matches) != 1 {
 				t.Fatalf("messages stream's block directory: %v", matches)
 			}
@@ -174,7 +174,7 @@ func TestStoreSyncSharedRounds(t *testing.T) {
 					return
 				}
 				began := time.Now()
-				if err := bus.sync(ctx, MessagesStream); err != nil {
+				if err := bus.sync(ctx, bus.names.MessagesStream()); err != nil {
 					t.Error(err)
 					return
 				}
@@ -222,7 +222,7 @@ func TestStoreSyncOnlyUnclustered(t *testing.T) {
 		if bus.storeSync != nil {
 			t.Fatalf("--durability %s: chatd must not sync", d)
 		}
-		if err := bus.sync(context.Background(), MessagesStream); err != nil {
+		if err := bus.sync(context.Background(), bus.names.MessagesStream()); err != nil {
 			t.Fatalf("--durability %s: Sync: %v", d, err)
 		}
 	}
@@ -253,9 +253,9 @@ func TestSyncBucketSyncsItsStream(t *testing.T) {
 			t.Fatal(err)
 		}
 		last := rec.lastBlock("") // of any stream
-		want := string(filepath.Separator) + filepath.Join("streams", "KV_"+bucket, "msgs") + string(filepath.Separator)
+		want := string(filepath.Separator) + filepath.Join("streams", "KV_"+kv.Name(), "msgs") + string(filepath.Separator)
 		if !strings.Contains(last.path, want) || !strings.HasSuffix(last.path, ".blk") {
-			t.Fatalf("put %d: last fsync %s, want a block of KV_%s", i, last.path, bucket)
+			t.Fatalf("put %d: last fsync %s, want a block of KV_%s", i, last.path, kv.Name())
 		}
 		if fi, err := os.Stat(last.path); err != nil || fi.Size() != last.size {
 			t.Fatalf("put %d: block fsynced at %d bytes, now %v (%v)", i, last.size, fi.Size(), err)

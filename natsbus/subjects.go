@@ -2,51 +2,87 @@ package natsbus
 
 import (
 	"encoding/base64"
+	"fmt"
 	"strings"
 )
 
-// The NATS subjects, stream and key formats behind chatd's destinations.
-// They are part of chatd's contract (docs/protocol.md): backend services
-// publish and subscribe to them with any NATS client.
-const (
-	// MessagesStream is the one JetStream stream holding every room's
-	// messages, over per-room subjects. One stream rather than one per room:
-	// in a cluster every stream is a Raft group.
-	MessagesStream = "CHAT_MESSAGES"
+// DefaultPrefix begins chatd's subjects (chat.msg.<room>) and, in
+// capitals, its stream's and buckets' names (CHAT_MESSAGES, CHAT_ROOMS).
+const DefaultPrefix = "chat"
 
-	roomPrefix = "chat.msg."
-	livePrefix = "chat.live."
-	readPrefix = "chat.read."
-	userPrefix = "chat.user."
-)
+// maxPrefixLen bounds a prefix: names stay short, well within
+// JetStream's limits.
+const maxPrefixLen = 32
 
-// maxTokenLen bounds the room ids and queue names natsbus builds subjects
-// from.
-const maxTokenLen = 64
+// Names are the NATS subjects, stream and buckets of one chatd deployment
+// (Options.Prefix), part of chatd's contract (docs/protocol.md): backend
+// services publish and subscribe to them with any NATS client. Each
+// subject's first token is the prefix and each stream's and bucket's name
+// starts with it in capitals, so deployments with different prefixes
+// share a NATS without touching each other's data.
+type Names struct {
+	prefix string // "chat"
+	upper  string // "CHAT"
+}
 
-// RoomSubject is where a room's messages are stored: chat.msg.<room>.
-func RoomSubject(room string) string { return roomPrefix + room }
+// NewNames returns the names of prefix: 1 to 32 characters of [a-z0-9_-],
+// starting with a letter (lower case, so that its capitals name no other
+// prefix's stream).
+func NewNames(prefix string) (Names, error) {
+	if prefix == "" || len(prefix) > maxPrefixLen || prefix[0] < 'a' || prefix[0] > 'z' {
+		return Names{}, fmt.Errorf("prefix %q: 1 to %d characters, starting with a lower-case letter", prefix, maxPrefixLen)
+	}
+	for i := 0; i < len(prefix); i++ {
+		if c := prefix[i]; c >= 'A' && c <= 'Z' || !tokenByte(c) {
+			return Names{}, fmt.Errorf("prefix %q: only a-z, 0-9, _ and -", prefix)
+		}
+	}
+	return Names{prefix: prefix, upper: strings.ToUpper(prefix)}, nil
+}
 
-// RoomLiveSubject is where the stream republishes a room's messages once
-// stored, with their sequence: chat.live.<room>. Nodes subscribe to it only
-// while they have local subscribers to the room.
-func RoomLiveSubject(room string) string { return livePrefix + room }
+// DefaultNames are the names of DefaultPrefix.
+func DefaultNames() Names { return Names{prefix: DefaultPrefix, upper: strings.ToUpper(DefaultPrefix)} }
 
-// ReadSubject carries a room's read-receipt events: chat.read.<room>.
-func ReadSubject(room string) string { return readPrefix + room }
+// Prefix is the names' prefix.
+func (n Names) Prefix() string { return n.prefix }
 
-// UserSubject carries a user's queue: chat.user.<user token>.<queue>.
-func UserSubject(user, queue string) string { return userPrefix + UserToken(user) + "." + queue }
+// MessagesStream is the one JetStream stream holding every room's
+// messages, over per-room subjects: CHAT_MESSAGES. One stream rather than
+// one per room: in a cluster every stream is a Raft group.
+func (n Names) MessagesStream() string { return n.upper + "_MESSAGES" }
+
+// Bucket is the KV bucket of a backend's name: CHAT_<name>.
+func (n Names) Bucket(name string) string { return n.upper + "_" + name }
+
+// Room is where a room's messages are stored: chat.msg.<room>.
+func (n Names) Room(room string) string { return n.prefix + ".msg." + room }
+
+// RoomLive is where the stream republishes a room's messages once stored,
+// with their sequence: chat.live.<room>. Nodes subscribe to it only while
+// they have local subscribers to the room.
+func (n Names) RoomLive(room string) string { return n.prefix + ".live." + room }
+
+// Read carries a room's read-receipt events: chat.read.<room>.
+func (n Names) Read(room string) string { return n.prefix + ".read." + room }
+
+// User carries a user's queue: chat.user.<user token>.<queue>.
+func (n Names) User(user, queue string) string {
+	return n.prefix + ".user." + UserToken(user) + "." + queue
+}
 
 // roomFromSubject returns the room of a chat.msg.<room> or chat.live.<room> subject.
-func roomFromSubject(subject string) (string, bool) {
-	for _, p := range []string{roomPrefix, livePrefix} {
+func (n Names) roomFromSubject(subject string) (string, bool) {
+	for _, p := range []string{n.Room(""), n.RoomLive("")} {
 		if r, ok := strings.CutPrefix(subject, p); ok && validToken(r) {
 			return r, true
 		}
 	}
 	return "", false
 }
+
+// maxTokenLen bounds the room ids and queue names natsbus builds subjects
+// from.
+const maxTokenLen = 64
 
 // validToken reports whether s may stand as one subject token built from
 // a room id or a queue-name segment: 1 to 64 characters of [A-Za-z0-9_-].

@@ -41,8 +41,8 @@ func TestUserTokenIsOneSafeTokenAndReversible(t *testing.T) {
 	if UserToken("=x") == "=x" {
 		t.Error("an id that looks encoded must be encoded itself")
 	}
-	if UserSubject("alice", "chat.log") != "chat.user.alice.chat.log" {
-		t.Error(UserSubject("alice", "chat.log"))
+	if s := DefaultNames().User("alice", "chat.log"); s != "chat.user.alice.chat.log" {
+		t.Error(s)
 	}
 	for _, u := range []string{"alice", "a.b", "用户"} {
 		k := RoomUserKey("lobby", u)

@@ -89,6 +89,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		Routes:        cfg.Routes,
 		ClientName:    "chatd " + name,
 		Logger:        log,
+		Prefix:        cfg.NATSPrefix,
 	})
 	if err != nil {
 		return nil, err
@@ -178,7 +179,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	}
 	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", "ws://"+ln.Addr().String()+cfg.WSPath, "sockjs", cfg.SockJS,
 		"page", "http://"+ln.Addr().String()+"/",
-		"node", name, "nats", natsMode(cfg), "version", version)
+		"node", name, "nats", natsMode(cfg), "nats_prefix", cfg.NATSPrefix, "version", version)
 	return n, nil
 }
 

@@ -26,13 +26,14 @@ import (
 )
 
 // The buckets, part of chatd's contract (docs/protocol.md): backend
-// services may write memberships straight into CHAT_MEMBERS. Members and
-// read positions are keyed "<room>.<user token>" (natsbus.RoomUserKey),
-// rooms by their id.
+// services may write memberships straight into CHAT_MEMBERS. Each name
+// follows the deployment's prefix (natsbus.Names.Bucket): MEMBERS is
+// CHAT_MEMBERS by default. Members and read positions are keyed
+// "<room>.<user token>" (natsbus.RoomUserKey), rooms by their id.
 const (
-	RoomsBucket   = "CHAT_ROOMS"
-	MembersBucket = "CHAT_MEMBERS"
-	ReadsBucket   = "CHAT_READS"
+	RoomsBucket   = "ROOMS"
+	MembersBucket = "MEMBERS"
+	ReadsBucket   = "READS"
 )
 
 // Config shapes the KV buckets.
@@ -105,7 +106,7 @@ func (s *Store) applyRoom(e natsbus.Entry) {
 	}
 	rm, err := decodeRoom(e.Key, e.Value)
 	if err != nil {
-		s.log.Warn("ignoring malformed KV value", "bucket", RoomsBucket, "key", e.Key, "err", err)
+		s.log.Warn("ignoring malformed KV value", "bucket", s.rooms.Name(), "key", e.Key, "err", err)
 		return
 	}
 	s.mirror.PutRoom(rm, e.Revision)
@@ -114,7 +115,7 @@ func (s *Store) applyRoom(e natsbus.Entry) {
 func (s *Store) applyMember(e natsbus.Entry) {
 	room, user, ok := natsbus.SplitRoomUserKey(e.Key)
 	if !ok {
-		s.log.Warn("ignoring malformed KV key", "bucket", MembersBucket, "key", e.Key)
+		s.log.Warn("ignoring malformed KV key", "bucket", s.members.Name(), "key", e.Key)
 		return
 	}
 	if e.Deleted {
@@ -123,7 +124,7 @@ func (s *Store) applyMember(e natsbus.Entry) {
 	}
 	m, err := decodeMember(user, e.Value)
 	if err != nil {
-		s.log.Warn("ignoring malformed KV value", "bucket", MembersBucket, "key", e.Key, "err", err)
+		s.log.Warn("ignoring malformed KV value", "bucket", s.members.Name(), "key", e.Key, "err", err)
 		return
 	}
 	s.mirror.PutMember(room, m, e.Revision)
@@ -322,14 +323,14 @@ func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMark
 	r.stop, err = b.Watch(ctx, func(e natsbus.Entry) {
 		room, user, ok := natsbus.SplitRoomUserKey(e.Key)
 		if !ok {
-			log.Warn("ignoring malformed KV key", "bucket", ReadsBucket, "key", e.Key)
+			log.Warn("ignoring malformed KV key", "bucket", b.Name(), "key", e.Key)
 			return
 		}
 		var p uint64
 		if !e.Deleted {
 			var perr error
 			if p, perr = strconv.ParseUint(string(e.Value), 10, 64); perr != nil {
-				log.Warn("ignoring malformed KV value", "bucket", ReadsBucket, "key", e.Key, "err", perr)
+				log.Warn("ignoring malformed KV value", "bucket", b.Name(), "key", e.Key, "err", perr)
 				return
 			}
 		}

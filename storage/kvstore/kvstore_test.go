@@ -178,7 +178,7 @@ func TestReadMarksAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bucket := range []string{RoomsBucket, MembersBucket} {
+	for _, bucket := range []string{bus.Names().Bucket(RoomsBucket), bus.Names().Bucket(MembersBucket)} {
 		if _, err := js.KeyValue(ctx, bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
 			t.Fatalf("bucket %s made for read marks alone (lookup: %v)", bucket, err)
 		}
