@@ -80,10 +80,10 @@ type senderReport struct {
 
 // watcherReport is what a resuming subscriber received of each room.
 type watcherReport struct {
-	User       string `json:"user"`
-	Received   int    `json:"received"`
-	Missing    int    `json:"missing"`    // stored, never received
-	Duplicated int    `json:"duplicated"` // received more than once
+	User       string         `json:"user"`
+	Received   int            `json:"received"`
+	Missing    int            `json:"missing"`    // stored, never received
+	Duplicated int            `json:"duplicated"` // received more than once
 	OutOfOrder int            `json:"outOfOrder"` // received after a newer id
 	Resets     int            `json:"resets"`     // replays that reported a gap or reset
 	Reconnects int            `json:"reconnects"`
@@ -185,7 +185,6 @@ func audit(ctx context.Context, c *cluster, l *load, run string, rep *report) er
 
 // internalError is the ERROR message of a failure chatd did not foresee.
 const internalError = "internal error"
-
 
 // countSender compares what s was told with stored, the numbers of its
 // messages in the order the store holds them.
