@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -66,6 +67,19 @@ func CheckJWKSURL(s string) error {
 	return fmt.Errorf("scheme %q, want https", u.Scheme)
 }
 
+// checkJWKSRedirect holds a redirect of the JWKS URL to CheckJWKSURL's
+// rule, so that an https URL is never redirected to plain http, and to
+// Go's limit of ten redirects.
+func checkJWKSRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if err := CheckJWKSURL(req.URL.String()); err != nil {
+		return fmt.Errorf("redirect to %s: %w", redact(req.URL.String()), err)
+	}
+	return nil
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -113,6 +127,7 @@ func openKeySet(ctx context.Context, cfg Config, log *slog.Logger) (*keySet, err
 		shown := redact(cfg.JWKSURL)
 		log := log.With("jwks_url", shown)
 		fetched, err := jwkset.NewStorageFromHTTP(cfg.JWKSURL, jwkset.HTTPClientStorageOptions{
+			Client:          &http.Client{CheckRedirect: checkJWKSRedirect},
 			Ctx:             life,
 			HTTPTimeout:     jwksTimeout,
 			RefreshInterval: cfg.JWKSRefresh,

@@ -240,6 +240,10 @@ func TestJWKSURLAtStart(t *testing.T) {
 	}
 	up := newIDP(t, jwks(t, signer{kid: "p384", key: p384}))
 	empty := newIDP(t, []byte(encOnly))
+	// A provider that sends the fetch on to plain http elsewhere: keys
+	// from there could be anyone's.
+	cleartext := httptest.NewServer(http.RedirectHandler("http://192.0.2.1/jwks", http.StatusFound))
+	t.Cleanup(cleartext.Close)
 	for _, tc := range []struct {
 		name, url, want string
 	}{
@@ -247,6 +251,7 @@ func TestJWKSURLAtStart(t *testing.T) {
 		{"P-384 key only", up.url, "no RS256 or ES256"},
 		{"encryption keys only", empty.url, "no RS256 or ES256"},
 		{"plain http", "http://idp.example.com/jwks", "https"},
+		{"redirected to plain http", cleartext.URL, "redirect to http://192.0.2.1/jwks"},
 		{"not a URL", "idp.example.com/jwks", "https"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
