@@ -19,6 +19,8 @@ import (
 // config is one run's settings.
 type config struct {
 	Scenario    string `json:"scenario"`
+	Label       string `json:"label,omitempty"`
+	Target      string `json:"target"`
 	URL         string `json:"url"`
 	Transport   string `json:"transport"`
 	SendDest    string `json:"send_dest"`
@@ -37,6 +39,7 @@ type config struct {
 	Drain              time.Duration `json:"drain_ns"`
 	MsgSize            int           `json:"msg_size"`
 	Receipts           bool          `json:"receipts"`
+	Ahead              int           `json:"ahead"` // most messages a publisher may lead its room's slowest subscriber by; 0: no bound
 
 	Idle      int           `json:"idle"`
 	IdleRooms int           `json:"idle_rooms"`
@@ -74,6 +77,17 @@ type config struct {
 	JWTSecret   string `json:"-"`
 	JWTIssuer   string `json:"jwt_issuer,omitempty"`
 	JWTAudience string `json:"jwt_audience,omitempty"`
+
+	// dropOne, set by a test, makes one subscriber ignore one message, as
+	// if the server had lost it: the accounting must count it lost.
+	dropOne *dropSpec
+}
+
+// dropSpec names the message a subscriber ignores: the first publisher's
+// message seq, at member of room.
+type dropSpec struct {
+	room, member int
+	seq          uint64
 }
 
 // preset returns the flags a scenario sets when they are not given.
@@ -99,13 +113,16 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		_, _ = fmt.Fprint(stderr, "usage: chatbench --scenario chat|fanout|idle|storm [flags]\n\n"+
-			"A STOMP-over-WebSocket load generator. Targets loopback addresses only.\n"+
+		_, _ = fmt.Fprint(stderr, "usage: chatbench --scenario chat|fanout|idle|storm [--target stomp|nats] [flags]\n\n"+
+			"A STOMP-over-WebSocket load generator, or NATS over WebSocket against a nats-server\n"+
+			"it starts itself (--target nats). Targets loopback addresses only.\n"+
 			"A scenario presets flags; any flag given explicitly wins.\n\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.Scenario, "scenario", "chat", "preset: chat (many small rooms), fanout (few big rooms), idle (connections held open), storm (connection storms), or custom (flags only)")
-	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL (loopback only)")
+	fs.StringVar(&c.Target, "target", targetSTOMP, "stomp: a STOMP server such as chatd at --url; nats: a nats-server WebSocket listener, which chatbench starts as a child process (or the one at --url), rooms as subjects chat.<room>")
+	fs.StringVar(&c.Label, "label", "", "a name for the run, kept in the report (scripts/bench compare groups runs by it)")
+	fs.StringVar(&c.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL (loopback only); with --target nats, default: a nats-server chatbench starts")
 	fs.StringVar(&c.Transport, "transport", transportRaw, "raw: STOMP over the WebSocket at --url; sockjs: SockJS's websocket transport of the SockJS endpoint at --url (ws://host/ws/000/<session>/websocket)")
 	fs.StringVar(&c.SendDest, "send-dest", "/app/chat.{room}", "SEND destination template; {room} is the room name")
 	fs.StringVar(&c.SubDest, "sub-dest", "/topic/chat.{room}", "SUBSCRIBE destination template")
@@ -122,6 +139,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after publishing")
 	fs.IntVar(&c.MsgSize, "msg-size", 0, "pad each payload to this many bytes")
 	fs.BoolVar(&c.Receipts, "receipts", false, "ask a RECEIPT for every SEND and measure its latency")
+	fs.IntVar(&c.Ahead, "ahead", 0, "a publisher sends message n only once every subscriber of its room has message n-N or a later one, so that a flat-out run measures a rate with its latency instead of filling queues (0: no bound)")
 	fs.IntVar(&c.Idle, "idle", 0, "idle connections (heart-beating only) held during the run")
 	fs.IntVar(&c.IdleRooms, "idle-rooms", 0, "idle connections also subscribe, spread over this many rooms (0: connect only)")
 	fs.DurationVar(&c.Hold, "hold", 0, "how long to hold idle connections when there is no traffic")
@@ -158,6 +176,11 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	urlSet := false
+	fs.Visit(func(f *flag.Flag) { urlSet = urlSet || f.Name == "url" })
+	if c.Target == targetNATS && !urlSet {
+		c.URL = "" // run starts a nats-server
+	}
 	if p, ok := preset(c.Scenario); ok {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -190,11 +213,16 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 func (c *config) validate() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := checkLoopbackURL(ctx, c.URL); err != nil {
-		return err
+	if c.URL != "" {
+		if err := checkLoopbackURL(ctx, c.URL); err != nil {
+			return err
+		}
 	}
 	if c.Transport != transportRaw && c.Transport != transportSockJS {
 		return fmt.Errorf("invalid --transport %q: raw or sockjs", c.Transport)
+	}
+	if err := c.validateTarget(); err != nil {
+		return err
 	}
 	switch {
 	case c.Rooms < 0 || c.Members < 0 || c.Publishers < 0 || c.Idle < 0 || c.Storm < 0 || c.Messages < 0 || c.StormRooms < 0 || c.IdleRooms < 0:
@@ -205,6 +233,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--publishers %d > --members %d: use --separate-publishers", c.Publishers, c.Members)
 	case c.Rate < 0:
 		return errors.New("--rate must not be negative")
+	case c.Ahead < 0:
+		return errors.New("--ahead must not be negative")
 	case c.Rooms > 0 && c.Publishers > 0 && c.Duration <= 0:
 		return errors.New("--duration must be positive")
 	case c.Drain < 0 || c.Hold < 0 || c.StormHold < 0:
@@ -233,6 +263,35 @@ func (c *config) validate() error {
 		return errors.New("--run must be non-empty without ; \\ or \"")
 	case c.Rooms == 0 && c.Idle == 0 && c.Storm == 0:
 		return errors.New("nothing to do: set --rooms, --idle or --storm")
+	}
+	return nil
+}
+
+// Targets for --target.
+const (
+	targetSTOMP = "stomp"
+	targetNATS  = "nats"
+)
+
+// validateTarget refuses what the NATS target cannot do: NATS has no
+// receipts, replay, SockJS or chatd tokens.
+func (c *config) validateTarget() error {
+	switch c.Target {
+	case targetSTOMP:
+		return nil
+	case targetNATS:
+	default:
+		return fmt.Errorf("invalid --target %q: stomp or nats", c.Target)
+	}
+	switch {
+	case c.URL == "" && c.ServerPID != 0:
+		return errors.New("--target nats without --url starts its own nats-server and samples it: no --server-pid")
+	case c.Transport != transportRaw:
+		return errors.New("--target nats speaks NATS over a plain WebSocket: no --transport sockjs")
+	case c.Receipts, c.StormSince >= 0, c.JWTSecret != "":
+		return errors.New("--target nats has no receipts, no replay and no tokens: no --receipts, --storm-since or --jwt-secret")
+	case strings.ContainsAny(c.RoomPrefix, " \t\r\n*>"):
+		return fmt.Errorf("--room-prefix %q: a NATS subject token holds no space, * or >", c.RoomPrefix)
 	}
 	return nil
 }
@@ -297,7 +356,20 @@ func parseSources(s string) ([]netip.Addr, error) {
 
 // roomName and friends expand the templates.
 func (c *config) roomName(i int) string { return c.RoomPrefix + strconv.Itoa(i) }
+
+// sendDest and subDest are a room's STOMP destinations, or its NATS
+// subject: one subject per room, published and subscribed alike.
 func (c *config) sendDest(room string) string {
+	if c.Target == targetNATS {
+		return natsSubject(room)
+	}
 	return strings.ReplaceAll(c.SendDest, "{room}", room)
 }
-func (c *config) subDest(room string) string { return strings.ReplaceAll(c.SubDest, "{room}", room) }
+func (c *config) subDest(room string) string {
+	if c.Target == targetNATS {
+		return natsSubject(room)
+	}
+	return strings.ReplaceAll(c.SubDest, "{room}", room)
+}
+
+func natsSubject(room string) string { return "chat." + room }

@@ -32,6 +32,14 @@ func main() {
 }
 
 func mainErr(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case serveNATSCommand:
+			return serveNATS(args[1:], os.Stdin, stdout, stderr)
+		case tableCommand:
+			return tableMain(args[1:], stdout, stderr)
+		}
+	}
 	cfg, err := parseConfig(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -103,8 +111,15 @@ func (rep *report) clean() bool {
 func writeSummary(w io.Writer, rep *report) {
 	c := rep.Config
 	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format+"\n", args...) }
-	p("chatbench: scenario %s, run %s, %s (%s), sources %d, %.1fs%s", c.Scenario, c.Run, c.URL, c.Transport, len(c.Sources), rep.ElapsedS,
+	speaks := c.Transport
+	if c.Target == targetNATS {
+		speaks = "nats"
+	}
+	p("chatbench: scenario %s, run %s, %s (%s), sources %d, %.1fs%s", c.Scenario, c.Run, c.URL, speaks, len(c.Sources), rep.ElapsedS,
 		map[bool]string{true: " (INTERRUPTED: timeout or signal)"}[rep.Interruped])
+	if rep.LoadAvg != "" {
+		p("load average  %s at the start", rep.LoadAvg)
+	}
 	cr := rep.Conns
 	p("connections   made %d of %d, failed %d%s, dropped %d", cr.Made, cr.Attempted, cr.Failed, byStage(cr.FailedByStage), cr.Dropped)
 	if cr.Made > 0 {
@@ -146,6 +161,9 @@ func writeSummary(w io.Writer, rep *report) {
 		if c.Rate > 0 {
 			rate = fmt.Sprintf("%g msg/s each", c.Rate)
 		}
+		if t.Ahead > 0 {
+			rate += fmt.Sprintf(", at most %d ahead of the slowest subscriber", t.Ahead)
+		}
 		p("traffic       %d rooms, %d subscribers, %d publishers (%s), published %.1fs", t.Rooms, t.Subscribers, t.Publishers, rate, t.PublishS)
 		p("  messages    sent %d (%.0f/s), expected %d, delivered %d (%.0f/s), lost %d, duplicated %d, out of order %d",
 			m.Sent, t.SentPerSec, m.Expected, m.Delivered, t.DeliveredPerSec, m.Lost, m.Duplicated, m.OutOfOrder)
@@ -171,6 +189,13 @@ func writeSummary(w io.Writer, rep *report) {
 		if t.Server != nil {
 			p("  server      %s (while publishing)", procLine(t.Server))
 		}
+		if sc := t.ServerCost; sc != nil {
+			p("  server cost %s", costLine(sc))
+			p("  others      %.0f%% CPU taken by other processes meanwhile (100%%: one core)", t.OtherCPUPercent)
+		}
+		if cc := t.ClientCost; cc != nil {
+			p("  own cost    %.3f us CPU per delivery", cc.CPUUSPerDelivery)
+		}
 		if t.Client != nil {
 			p("  chatbench   %s (while publishing)", procLine(t.Client))
 		}
@@ -178,6 +203,16 @@ func writeSummary(w io.Writer, rep *report) {
 	if rep.Server != nil {
 		p("server        %s (whole run)", procLine(rep.Server))
 	}
+}
+
+// costLine is a process's cost per delivery from the start of publishing
+// until the last delivery.
+func costLine(c *deliveryCost) string {
+	s := fmt.Sprintf("%.3f us CPU per delivery", c.CPUUSPerDelivery)
+	if c.Writes > 0 {
+		s += fmt.Sprintf(", %.2f deliveries per write(2), %.1f bytes written per delivery", c.DeliveriesPerWrite, c.BytesPerDelivery)
+	}
+	return s + fmt.Sprintf(" (over %.1fs)", c.WindowS)
 }
 
 func byStage(m map[string]int) string {

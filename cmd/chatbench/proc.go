@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -21,6 +23,12 @@ type procSample struct {
 	RSS     int64         // resident set size, bytes
 	HWM     int64         // peak resident set size, bytes
 	Threads int
+	// From /proc/<pid>/io when readable: write(2)-family calls (write,
+	// writev, pwrite: sockets, files and the runtime's wake-ups alike) and
+	// the bytes they wrote.
+	IO     bool
+	Syscw  int64
+	Wchars int64
 }
 
 // parseStat reads utime and stime (fields 14 and 15) from /proc/<pid>/stat.
@@ -81,6 +89,33 @@ func parseStatus(b []byte) (rss, hwm int64, threads int, err error) {
 	return rss, hwm, threads, nil
 }
 
+// parseIO reads syscw and wchar from /proc/<pid>/io.
+func parseIO(b []byte) (syscw, wchar int64, err error) {
+	found := 0
+	for line := range bytes.Lines(b) {
+		name, val, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		n, perr := strconv.ParseInt(string(bytes.TrimSpace(val)), 10, 64)
+		if perr != nil {
+			continue
+		}
+		switch string(name) {
+		case "syscw":
+			syscw = n
+			found++
+		case "wchar":
+			wchar = n
+			found++
+		}
+	}
+	if found < 2 {
+		return 0, 0, fmt.Errorf("parse io: syscw or wchar missing")
+	}
+	return syscw, wchar, nil
+}
+
 func readProc(pid int) (procSample, error) {
 	s := procSample{At: time.Now()}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -96,6 +131,12 @@ func readProc(pid int) (procSample, error) {
 	}
 	if s.RSS, s.HWM, s.Threads, err = parseStatus(status); err != nil {
 		return s, fmt.Errorf("process %d: %w", pid, err)
+	}
+	// Another user's process keeps its io from us; the rest still counts.
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		if s.Syscw, s.Wchars, err = parseIO(b); err == nil {
+			s.IO = true
+		}
 	}
 	return s, nil
 }
@@ -203,4 +244,76 @@ func summarizeSamples(r procReport, all []procSample, from, to time.Time) procRe
 
 func pct(cpu, wall time.Duration) float64 {
 	return float64(int64(1000*float64(cpu)/float64(wall))) / 10
+}
+
+// deliveryCost is what a process spent per delivery between two samples.
+type deliveryCost struct {
+	WindowS          float64 `json:"window_s"`
+	CPUS             float64 `json:"cpu_s"`
+	CPUUSPerDelivery float64 `json:"cpu_us_per_delivery"`
+	// From /proc/<pid>/io, when readable.
+	Writes             int64   `json:"writes,omitempty"`
+	BytesWritten       int64   `json:"bytes_written,omitempty"`
+	DeliveriesPerWrite float64 `json:"deliveries_per_write,omitempty"`
+	BytesPerDelivery   float64 `json:"bytes_written_per_delivery,omitempty"`
+}
+
+// costOf divides what the process did from a to b by deliveries.
+func costOf(a, b procSample, deliveries uint64) *deliveryCost {
+	if a.At.IsZero() || b.At.IsZero() || deliveries == 0 {
+		return nil
+	}
+	round := func(x float64, digits float64) float64 { return math.Round(x*digits) / digits }
+	c := &deliveryCost{WindowS: round(b.At.Sub(a.At).Seconds(), 1000), CPUS: round((b.CPU - a.CPU).Seconds(), 100)}
+	c.CPUUSPerDelivery = round(float64((b.CPU-a.CPU).Microseconds())/float64(deliveries), 1000)
+	if a.IO && b.IO {
+		c.Writes, c.BytesWritten = b.Syscw-a.Syscw, b.Wchars-a.Wchars
+		if c.Writes > 0 {
+			c.DeliveriesPerWrite = round(float64(deliveries)/float64(c.Writes), 100)
+		}
+		c.BytesPerDelivery = round(float64(c.BytesWritten)/float64(deliveries), 10)
+	}
+	return c
+}
+
+// loadAvg is the machine's 1, 5 and 15 minute load averages, "" if
+// unknown: a run on a busy machine says so.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// machineCPU is the time the machine's CPUs spent busy since boot, from
+// /proc/stat's first line: user, nice, system, irq and softirq (not idle,
+// iowait or steal; guest time is within user).
+func machineCPU() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	return parseMachineCPU(b)
+}
+
+func parseMachineCPU(b []byte) (time.Duration, bool) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 8 || string(f[0]) != "cpu" {
+		return 0, false
+	}
+	var busy uint64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		n, err := strconv.ParseUint(string(f[i]), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks, true
 }

@@ -76,3 +76,71 @@ func TestSummarizeSamples(t *testing.T) {
 		t.Fatalf("empty window: %+v", r)
 	}
 }
+
+func TestParseIO(t *testing.T) {
+	in := "rchar: 10\nwchar: 2048\nsyscr: 3\nsyscw: 16\nread_bytes: 0\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n"
+	syscw, wchar, err := parseIO([]byte(in))
+	if err != nil || syscw != 16 || wchar != 2048 {
+		t.Fatalf("got %d %d %v", syscw, wchar, err)
+	}
+	if _, _, err := parseIO([]byte("rchar: 1\n")); err == nil {
+		t.Fatal("want an error when fields are missing")
+	}
+}
+
+// TestCostOf: the cost per delivery between two samples, with and without
+// /proc/<pid>/io.
+func TestCostOf(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := procSample{At: t0, CPU: time.Second, IO: true, Syscw: 100, Wchars: 10000}
+	b := procSample{At: t0.Add(2 * time.Second), CPU: 3 * time.Second, IO: true, Syscw: 1100, Wchars: 410000}
+	got := costOf(a, b, 1_000_000)
+	want := deliveryCost{WindowS: 2, CPUS: 2, CPUUSPerDelivery: 2, Writes: 1000, BytesWritten: 400000, DeliveriesPerWrite: 1000, BytesPerDelivery: 0.4}
+	if got == nil || *got != want {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	b.IO = false
+	if got := costOf(a, b, 1_000_000); got == nil || got.Writes != 0 || got.CPUUSPerDelivery != 2 {
+		t.Fatalf("without io: %+v", got)
+	}
+	if costOf(a, b, 0) != nil || costOf(procSample{}, b, 1) != nil {
+		t.Fatal("a cost without deliveries or without a first sample")
+	}
+}
+
+// TestReadProcIO: this process's real /proc/<pid>/io counts a write.
+func TestReadProcIO(t *testing.T) {
+	before, err := readProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !before.IO {
+		t.Skip("/proc/self/io not readable here")
+	}
+	f, err := os.Create(t.TempDir() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := readProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Syscw <= before.Syscw || after.Wchars < before.Wchars+100 {
+		t.Fatalf("a 100-byte write: syscw %d -> %d, wchar %d -> %d", before.Syscw, after.Syscw, before.Wchars, after.Wchars)
+	}
+}
+
+func TestParseMachineCPU(t *testing.T) {
+	in := "cpu  100 20 30 1000 50 7 3 9 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
+	got, ok := parseMachineCPU([]byte(in))
+	if !ok || got != 1600*time.Millisecond { // (100+20+30+7+3) ticks
+		t.Fatalf("got %v %v", got, ok)
+	}
+	if _, ok := parseMachineCPU([]byte("cpu0 1 2\n")); ok {
+		t.Fatal("a short line parsed")
+	}
+}

@@ -39,7 +39,7 @@ type runner struct {
 
 // client is one connection and what it does: subscribe, publish, or idle.
 type client struct {
-	conn *stompConn
+	conn loadConn
 	sub  *subscriber
 	pub  *publisher
 	err  string // the server's ERROR message, if it sent one; read once ended is
@@ -123,15 +123,52 @@ func (r *runner) open(ctx context.Context, login, dest string, cl *client) error
 	t0 := time.Now()
 	o := connectOptions{url: r.cfg.URL, sockjs: r.cfg.Transport == transportSockJS, login: login, host: r.cfg.Host,
 		heartBeat: r.cfg.HeartBeat, readBuffer: 1024}
-	if r.auth != nil {
-		tok, err := r.auth.token(login)
-		if err != nil {
-			return &connectError{"connect", err}
-		}
-		o.passcode = tok
-	}
 	if cl.sub != nil {
 		o.readBuffer = 32 << 10
+	}
+	var serve func() error
+	var err error
+	if r.cfg.Target == targetNATS {
+		serve, err = r.openNATS(ctx, o, dest, cl)
+	} else {
+		serve, err = r.openSTOMP(ctx, o, dest, cl)
+	}
+	r.conns.result(time.Since(t0), err)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.clients = append(r.clients, cl)
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := serve()
+		if cl.sub != nil {
+			cl.sub.leave() // its publishers wait for it no longer
+		}
+		if cl.ended != nil {
+			defer close(cl.ended)
+		}
+		if !cl.conn.closedByUs() {
+			reason := err.Error()
+			if cl.err != "" {
+				reason = "ERROR " + cl.err
+			}
+			r.conns.drop(reason)
+		}
+	}()
+	return nil
+}
+
+// openSTOMP connects and subscribes over STOMP, and returns the read loop.
+func (r *runner) openSTOMP(ctx context.Context, o connectOptions, dest string, cl *client) (func() error, error) {
+	if r.auth != nil {
+		tok, err := r.auth.token(o.login)
+		if err != nil {
+			return nil, &connectError{"connect", err}
+		}
+		o.passcode = tok
 	}
 	c, err := dialSTOMP(ctx, r.dialer(), o)
 	if err == nil && dest != "" {
@@ -146,30 +183,26 @@ func (r *runner) open(ctx context.Context, login, dest string, cl *client) error
 			cl.replay.add(int64(early), time.Now().UnixNano())
 		}
 	}
-	r.conns.result(time.Since(t0), err)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cl.conn = c
-	r.mu.Lock()
-	r.clients = append(r.clients, cl)
-	r.mu.Unlock()
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		err := c.serve(cl.handle, &r.delivered)
-		if cl.ended != nil {
-			defer close(cl.ended)
+	return func() error { return c.serve(cl.handle, &r.delivered) }, nil
+}
+
+// openNATS connects and subscribes over NATS, and returns the read loop.
+func (r *runner) openNATS(ctx context.Context, o connectOptions, subject string, cl *client) (func() error, error) {
+	c, err := dialNATS(ctx, r.dialer(), o)
+	if err == nil && subject != "" {
+		if err = c.subscribe(ctx, "1", subject); err != nil {
+			c.close()
 		}
-		if !c.closing.Load() {
-			reason := err.Error()
-			if cl.err != "" {
-				reason = "ERROR " + cl.err
-			}
-			r.conns.drop(reason)
-		}
-	}()
-	return nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cl.conn = c
+	return func() error { return c.serve(cl.handleNATS, &r.delivered) }, nil
 }
 
 // openAll runs n connection attempts, at most conc at a time, within the
@@ -219,6 +252,19 @@ func (cl *client) handle(f *frame.View, now int64) int {
 	return 0
 }
 
+// handleNATS is handle for the NATS target.
+func (cl *client) handleNATS(op *natsOp, now int64) int {
+	switch op.kind {
+	case natsMsg:
+		if cl.sub != nil {
+			return cl.sub.onMessage(op.payload, now)
+		}
+	case natsErr:
+		cl.err = string(op.text)
+	}
+	return 0
+}
+
 // closeAll closes every connection and waits for the read loops to end.
 func (r *runner) closeAll() {
 	r.mu.Lock()
@@ -258,6 +304,7 @@ type report struct {
 	Started    time.Time  `json:"started"`
 	ElapsedS   float64    `json:"elapsed_s"`
 	Interruped bool       `json:"interrupted,omitempty"`
+	LoadAvg    string     `json:"load_avg,omitempty"` // /proc/loadavg's 1, 5 and 15 minute averages at the start
 	Conns      connReport `json:"connections"`
 
 	Traffic *trafficReport `json:"traffic,omitempty"`
@@ -294,6 +341,14 @@ type trafficReport struct {
 	Timeline        []tick         `json:"timeline"`                // per second from the start of publishing
 	Server          *procReport    `json:"server,omitempty"`        // during publishing
 	Client          *procReport    `json:"client,omitempty"`
+	// From publishing's start until every delivery is in (or the drain's
+	// bound), per delivery: the server's and chatbench's own.
+	ServerCost *deliveryCost `json:"server_cost,omitempty"`
+	ClientCost *deliveryCost `json:"client_cost,omitempty"`
+	// OtherCPUPercent is the CPU the rest of the machine took over the
+	// same window (100: one core), with --server-pid or --target nats.
+	OtherCPUPercent float64 `json:"other_cpu_percent"`
+	Ahead           int     `json:"ahead,omitempty"` // --ahead
 }
 
 type receiptReport struct {
@@ -331,8 +386,20 @@ type stormWave struct {
 func run(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
+	if cfg.Target == targetNATS && cfg.URL == "" {
+		srv, err := startNATSChild(ctx, cfg.HeartBeat, stderr)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err := srv.stop(); err != nil {
+				_, _ = fmt.Fprintln(stderr, "chatbench:", err)
+			}
+		}()
+		cfg.URL, cfg.ServerPID = srv.url, srv.pid
+	}
 	r := newRunner(cfg, stderr)
-	rep := &report{Config: cfg, Started: time.Now()}
+	rep := &report{Config: cfg, Started: time.Now(), LoadAvg: loadAvg()}
 	if cfg.JWTSecret != "" {
 		a, err := newAuth(&cfg)
 		if err != nil {
@@ -527,6 +594,14 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 		}
 		subs[room] = make([]*subscriber, cfg.Members)
 	}
+	// gates[room*P+j] holds publisher j of the room to --ahead.
+	var gates []*aheadGate
+	if cfg.Ahead > 0 {
+		gates = make([]*aheadGate, cfg.Rooms*P)
+		for i := range gates {
+			gates[i] = newAheadGate(cfg.Ahead, cfg.Members)
+		}
+	}
 	var subsMu sync.Mutex
 	r.openAll(ctx, len(jobs), cfg.DialConcurrency, func(ctx context.Context, i int) error {
 		jb := jobs[i]
@@ -539,10 +614,21 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 		} else {
 			login += "m" + strconv.Itoa(jb.member)
 			dest = cfg.subDest(room)
-			cl.sub = &subscriber{run: cfg.Run, base: uint32(jb.room * P), trackers: make([]seqTracker, P), secMax: &r.secMax}
+			cl.sub = &subscriber{run: cfg.Run, base: uint32(jb.room * P), trackers: make([]seqTracker, P), secMax: &r.secMax,
+				member: jb.member}
+			if gates != nil {
+				cl.sub.gates = gates[jb.room*P : (jb.room+1)*P]
+			}
+			if d := cfg.dropOne; d != nil && d.room == jb.room && d.member == jb.member {
+				cl.sub.skip = d.seq
+			}
 		}
 		if jb.pub || jb.member < P && !cfg.SeparatePublishers {
-			cl.pub = &publisher{id: uint32(jb.room*P + jb.member), dest: cfg.sendDest(room), receipts: cfg.Receipts}
+			id := jb.room*P + jb.member
+			cl.pub = &publisher{id: uint32(id), dest: cfg.sendDest(room), receipts: cfg.Receipts}
+			if gates != nil {
+				cl.pub.gate = gates[id]
+			}
 		}
 		if err := r.open(ctx, login, dest, cl); err != nil {
 			return err
@@ -558,11 +644,16 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 		}
 		return nil
 	})
-	rep := &trafficReport{Rooms: cfg.Rooms}
-	for _, rs := range subs {
-		for _, s := range rs {
+	rep := &trafficReport{Rooms: cfg.Rooms, Ahead: cfg.Ahead}
+	for room, rs := range subs {
+		for m, s := range rs {
 			if s != nil {
 				rep.Subscribers++
+			} else if gates != nil {
+				// It failed to connect: no publisher waits for it.
+				for _, g := range gates[room*P : (room+1)*P] {
+					g.leave(m)
+				}
 			}
 		}
 	}
@@ -578,6 +669,15 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 	// Publish: every publisher starts at its own offset within one interval,
 	// so that fixed-rate traffic is smooth rather than in lockstep bursts.
 	r.phase.Store("publish")
+	// Samples just before publishing and once every delivery is in (or
+	// the drain's bound) frame the cost per delivery: all the work a
+	// delivery caused, including what the server did after the last send.
+	var serverFrom procSample
+	if server != nil {
+		serverFrom = server.sample()
+	}
+	selfFrom := self.sample()
+	machineFrom, machineOK := machineCPU()
 	start := time.Now().Add(50 * time.Millisecond)
 	end := start.Add(cfg.Duration)
 	tctx, stopTimeline := context.WithCancel(ctx)
@@ -642,6 +742,19 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 	drainEnd := time.Now().Add(cfg.Drain)
 	for r.delivered.Load() < expected && time.Now().Before(drainEnd) && ctx.Err() == nil {
 		sleep(ctx, 10*time.Millisecond)
+	}
+	if n := r.delivered.Load(); n > 0 {
+		selfTo := self.sample()
+		rep.ClientCost = costOf(selfFrom, selfTo, uint64(n))
+		if server != nil {
+			serverTo := server.sample()
+			rep.ServerCost = costOf(serverFrom, serverTo, uint64(n))
+			// What else ran meanwhile: a busy machine distorts the figures.
+			if machineTo, ok := machineCPU(); ok && machineOK && rep.ServerCost != nil {
+				other := (machineTo - machineFrom) - (serverTo.CPU - serverFrom.CPU) - (selfTo.CPU - selfFrom.CPU)
+				rep.OtherCPUPercent = max(0, pct(other, selfTo.At.Sub(selfFrom.At)))
+			}
+		}
 	}
 	// Messages still in flight at the bound count as lost; a short grace
 	// catches duplicates that trail the last expected delivery.
@@ -840,6 +953,18 @@ type subscriber struct {
 	foreign  uint64
 	last     int64         // arrival of the last counted delivery
 	secMax   *atomic.Int64 // the run's worst latency this second; nil: not kept
+	// gates, by publisher within the room, hear of this subscriber's
+	// progress as member (--ahead); nil: no bound.
+	gates  []*aheadGate
+	member int
+	skip   uint64 // a test's: the first publisher's message of this sequence is ignored, as if lost
+}
+
+// leave tells the gates that this subscriber receives no more.
+func (s *subscriber) leave() {
+	for _, g := range s.gates {
+		g.leave(s.member)
+	}
 }
 
 func (s *subscriber) onMessage(body []byte, now int64) int {
@@ -848,9 +973,18 @@ func (s *subscriber) onMessage(body []byte, now int64) int {
 		s.foreign++
 		return 0
 	}
-	switch s.trackers[p.pub-s.base].observe(p.seq) {
+	k := p.pub - s.base
+	if s.skip != 0 && k == 0 && p.seq == s.skip {
+		s.skip = 0
+		return 0
+	}
+	t := &s.trackers[k]
+	switch t.observe(p.seq) {
 	case duplicate, invalid:
 		return 0
+	}
+	if s.gates != nil {
+		s.gates[k].advance(s.member, t.max)
 	}
 	if s.hist == nil {
 		s.hist = &latencyHist{}
@@ -873,7 +1007,8 @@ type publisher struct {
 	id       uint32
 	dest     string
 	receipts bool
-	conn     *stompConn
+	conn     loadConn
+	gate     *aheadGate // nil: no --ahead bound
 	sent     atomic.Uint64
 	done     atomic.Bool
 	behind   time.Duration // set by run
@@ -884,7 +1019,7 @@ type publisher struct {
 	acked   uint64
 }
 
-func (p *publisher) attach(c *stompConn) {
+func (p *publisher) attach(c loadConn) {
 	if p != nil {
 		p.conn = c
 	}
@@ -909,13 +1044,18 @@ func (p *publisher) onReceipt(now int64) {
 // (no coordinated omission).
 func (p *publisher) run(ctx context.Context, r *runner, start, end time.Time, offset time.Duration) {
 	cfg := &r.cfg
-	head := frame.AppendFrame(nil, frame.V12, "SEND",
-		[]frame.Header{{Name: "destination", Value: p.dest}, {Name: "content-type", Value: cfg.ContentType}}, nil)
-	head = head[:len(head)-2] // drop the blank line and NUL: more headers follow
+	encode := p.encoder(cfg)
 	var wire, body []byte
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	untilEnd := time.NewTimer(time.Until(end))
+	defer untilEnd.Stop()
 	for seq := uint64(1); cfg.Messages == 0 || seq <= uint64(cfg.Messages); seq++ {
+		// Held back by --ahead first: at a fixed rate, time lost waiting
+		// shows as lateness, below, and in the latency.
+		if !p.gate.wait(ctx, seq, untilEnd.C) {
+			return
+		}
 		var ts int64
 		if cfg.Rate > 0 {
 			due := start.Add(offset + time.Duration(float64(seq-1)*float64(time.Second)/cfg.Rate))
@@ -949,7 +1089,33 @@ func (p *publisher) run(ctx context.Context, r *runner, start, end time.Time, of
 		body = append(body[:0], r.bodyPre...)
 		body = appendPayload(body, cfg.Run, p.id, seq, ts, cfg.MsgSize)
 		body = append(body, r.bodySuf...)
-		wire = append(wire[:0], head...)
+		wire = encode(wire[:0], body, seq)
+		if p.receipts {
+			p.mu.Lock()
+			p.pending = append(p.pending, time.Now().UnixNano())
+			p.mu.Unlock()
+		}
+		if err := p.conn.write(wire); err != nil {
+			if !p.conn.closedByUs() {
+				r.conns.drop("publish: " + err.Error())
+			}
+			return
+		}
+		p.sent.Store(seq)
+	}
+}
+
+// encoder returns what appends one message to the wire: a STOMP SEND or,
+// with --target nats, a PUB of the same body to the room's subject.
+func (p *publisher) encoder(cfg *config) func(wire, body []byte, seq uint64) []byte {
+	if cfg.Target == targetNATS {
+		return func(wire, body []byte, _ uint64) []byte { return appendPub(wire, p.dest, body) }
+	}
+	head := frame.AppendFrame(nil, frame.V12, "SEND",
+		[]frame.Header{{Name: "destination", Value: p.dest}, {Name: "content-type", Value: cfg.ContentType}}, nil)
+	head = head[:len(head)-2] // drop the blank line and NUL: more headers follow
+	return func(wire, body []byte, seq uint64) []byte {
+		wire = append(wire, head...)
 		if p.receipts {
 			wire = append(wire, "receipt:"...)
 			wire = strconv.AppendUint(wire, seq, 10)
@@ -959,19 +1125,7 @@ func (p *publisher) run(ctx context.Context, r *runner, start, end time.Time, of
 		wire = strconv.AppendInt(wire, int64(len(body)), 10)
 		wire = append(wire, "\n\n"...)
 		wire = append(wire, body...)
-		wire = append(wire, 0)
-		if p.receipts {
-			p.mu.Lock()
-			p.pending = append(p.pending, time.Now().UnixNano())
-			p.mu.Unlock()
-		}
-		if err := p.conn.write(wire); err != nil {
-			if !p.conn.closing.Load() {
-				r.conns.drop("publish: " + err.Error())
-			}
-			return
-		}
-		p.sent.Store(seq)
+		return append(wire, 0)
 	}
 }
 

@@ -35,14 +35,8 @@ const maxReadBuffer = 64 << 20
 
 // stompConn is one client connection.
 type stompConn struct {
-	ws        *websocket.Conn
-	rbuf      []byte
-	roff      int       // start of unparsed data in rbuf
-	msg       io.Reader // the WebSocket message being read, nil between messages
-	lastWrite atomic.Int64
-	hb        atomic.Pointer[time.Timer] // set once; read by the timer's own callback
-	closing   atomic.Bool                // we are closing it: a read error is no drop
-	sj        *sockjsState               // SockJS's websocket transport; nil: a raw WebSocket
+	wsConn
+	sj *sockjsState // SockJS's websocket transport; nil: a raw WebSocket
 }
 
 // dialer opens WebSockets from one loopback source address, so that a run
@@ -100,7 +94,7 @@ func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, er
 		return nil, &connectError{"dial", fmt.Errorf("from %s: %w", d.src, err)}
 	}
 	ws.SetReadLimit(maxReadBuffer)
-	c := &stompConn{ws: ws, rbuf: make([]byte, 0, max(o.readBuffer, 1024))}
+	c := &stompConn{wsConn: wsConn{ws: ws, rbuf: make([]byte, 0, max(o.readBuffer, 1024))}}
 	if o.sockjs {
 		c.sj = &sockjsState{}
 	}
@@ -135,7 +129,7 @@ func dialSTOMP(ctx context.Context, d *dialer, o connectOptions) (*stompConn, er
 	if sv, ok := f.Header("heart-beat"); ok && o.heartBeat > 0 {
 		_, sy, _ := strings.Cut(sv, ",")
 		if n, perr := strconv.ParseInt(strings.TrimSpace(sy), 10, 64); perr == nil && n > 0 {
-			c.startHeartBeat(max(o.heartBeat, time.Duration(n)*time.Millisecond))
+			c.startHeartBeat(max(o.heartBeat, time.Duration(n)*time.Millisecond), func() error { return c.write([]byte{'\n'}) })
 		}
 	}
 	return c, nil
@@ -173,39 +167,12 @@ func (c *stompConn) subscribe(ctx context.Context, id, dest string, extra ...fra
 	return early, &connectError{"subscribe", err}
 }
 
-// startHeartBeat writes an EOL whenever nothing was written for every.
-func (c *stompConn) startHeartBeat(every time.Duration) {
-	c.lastWrite.Store(time.Now().UnixNano())
-	beat := func() {
-		if c.closing.Load() {
-			return
-		}
-		idle := time.Since(time.Unix(0, c.lastWrite.Load()))
-		if idle >= every-every/10 {
-			if c.write([]byte{'\n'}) != nil {
-				return
-			}
-			idle = 0
-		}
-		c.hb.Load().Reset(every - idle)
-	}
-	t := time.AfterFunc(time.Hour, beat)
-	c.hb.Store(t)
-	t.Reset(every)
-}
-
-// write sends one WebSocket message. Writes are safe from any goroutine.
-// No context: a write blocked on a stuck server ends when the run closes
-// the socket.
+// write sends one frame as one WebSocket message (or SockJS message).
 func (c *stompConn) write(b []byte) error {
-	c.lastWrite.Store(time.Now().UnixNano())
 	if c.sj != nil {
 		return c.writeSockJS(b)
 	}
-	if err := c.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
+	return c.writeMessage(websocket.MessageText, b)
 }
 
 // fill reads more of the current (or next) WebSocket message.
@@ -213,39 +180,7 @@ func (c *stompConn) fill() error {
 	if c.sj != nil {
 		return c.fillSockJS()
 	}
-	if c.roff > 0 {
-		n := copy(c.rbuf, c.rbuf[c.roff:])
-		c.rbuf, c.roff = c.rbuf[:n], 0
-	}
-	if cap(c.rbuf)-len(c.rbuf) < 512 {
-		if cap(c.rbuf) >= maxReadBuffer {
-			return fmt.Errorf("frame larger than %d bytes", maxReadBuffer)
-		}
-		nb := make([]byte, len(c.rbuf), 2*cap(c.rbuf)+4096)
-		copy(nb, c.rbuf)
-		c.rbuf = nb
-	}
-	for {
-		if c.msg == nil {
-			_, r, err := c.ws.Reader(context.Background())
-			if err != nil {
-				return fmt.Errorf("read: %w", err)
-			}
-			c.msg = r
-		}
-		n, err := c.msg.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
-		c.rbuf = c.rbuf[:len(c.rbuf)+n]
-		if errors.Is(err, io.EOF) {
-			c.msg = nil
-			err = nil
-		}
-		if err != nil {
-			return fmt.Errorf("read: %w", err)
-		}
-		if n > 0 {
-			return nil
-		}
-	}
+	return c.fillStream()
 }
 
 // readFrame returns the next frame other than a heart-beat; it aliases
@@ -274,6 +209,7 @@ func (c *stompConn) readFrame() (frame.View, error) {
 // frames it brought). handle returns how many deliveries to add to the
 // run's progress counter.
 func (c *stompConn) serve(handle func(f *frame.View, now int64) int, progress *atomic.Int64) error {
+	var f frame.View // one for the loop: handing a new one's address to handle allocates it
 	for {
 		if err := c.fill(); err != nil {
 			return err
@@ -281,7 +217,9 @@ func (c *stompConn) serve(handle func(f *frame.View, now int64) int, progress *a
 		now := time.Now().UnixNano()
 		added := 0
 		for {
-			f, n, err := frame.Scan(c.rbuf[c.roff:])
+			var n int
+			var err error
+			f, n, err = frame.Scan(c.rbuf[c.roff:])
 			if err != nil {
 				return malformed(err)
 			}
@@ -309,10 +247,7 @@ func (c *stompConn) writeSockJS(b []byte) error {
 	sj.wmu.Lock()
 	defer sj.wmu.Unlock()
 	sj.wbuf = appendSockJSMessage(sj.wbuf[:0], b)
-	if err := c.ws.Write(context.Background(), websocket.MessageText, sj.wbuf); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
+	return c.writeMessage(websocket.MessageText, sj.wbuf)
 }
 
 // fillSockJS reads the next SockJS frame that carries STOMP bytes whole
@@ -320,9 +255,10 @@ func (c *stompConn) writeSockJS(b []byte) error {
 // "o" and "h" frames. A "c" frame ends the connection with its code and
 // reason as the error.
 func (c *stompConn) fillSockJS() error {
-	if c.roff > 0 {
-		n := copy(c.rbuf, c.rbuf[c.roff:])
-		c.rbuf, c.roff = c.rbuf[:n], 0
+	// Moves unparsed data to the start once: start below stays valid, as
+	// the compactions in the loop then only grow the buffer.
+	if err := c.compact("SockJS message"); err != nil {
+		return err
 	}
 	for {
 		start := len(c.rbuf)
@@ -331,13 +267,8 @@ func (c *stompConn) fillSockJS() error {
 			return fmt.Errorf("read: %w", err)
 		}
 		for {
-			if cap(c.rbuf)-len(c.rbuf) < 512 {
-				if cap(c.rbuf) >= maxReadBuffer {
-					return fmt.Errorf("SockJS message larger than %d bytes", maxReadBuffer)
-				}
-				nb := make([]byte, len(c.rbuf), 2*cap(c.rbuf)+4096)
-				copy(nb, c.rbuf)
-				c.rbuf = nb
+			if err := c.compact("SockJS message"); err != nil {
+				return err
 			}
 			n, err := r.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
 			c.rbuf = c.rbuf[:len(c.rbuf)+n]
@@ -363,14 +294,4 @@ func (c *stompConn) fillSockJS() error {
 			return nil
 		}
 	}
-}
-
-// close ends the connection at once (no DISCONNECT: a load run ends many
-// connections and waits for none of them).
-func (c *stompConn) close() {
-	c.closing.Store(true)
-	if t := c.hb.Load(); t != nil {
-		t.Stop()
-	}
-	_ = c.ws.CloseNow()
 }
