@@ -64,7 +64,7 @@ func tableRows() []tableRow {
 		}, func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }, true},
 		// Not a figure of the server: how much of the machine other work
 		// took meanwhile (the load tool's own share is in the JSON).
-		{"other processes' CPU", func(t *trafficReport) (float64, bool) { return t.OtherCPUPercent, t.ServerCost != nil },
+		{"other processes' CPU (user)", func(t *trafficReport) (float64, bool) { return t.OtherCPUPercent, t.ServerCost != nil },
 			func(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) + " %" }, false},
 	}
 }

@@ -52,7 +52,7 @@ func TestTable(t *testing.T) {
 		"|  | server CPU per delivery | 2.00 µs / 2.20 µs | 0.50 µs / 0.52 µs | 4.12 |",
 		"| chat | deliveries/s | 42,500 (85.0 % delivered) | 50,000 | 0.85 |",
 		"|  | p50 latency | 11.8 s | 0.50 ms | 23,600 |",
-		"|  | other processes' CPU | 7 % | 7 % |  |",
+		"|  | other processes' CPU (user) | 7 % | 7 % |  |",
 		"|  | deliveries per write(2) | 2.0 | 4.0 | 0.50 |",
 	} {
 		if !strings.Contains(got, want) {

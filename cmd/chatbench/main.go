@@ -191,7 +191,7 @@ func writeSummary(w io.Writer, rep *report) {
 		}
 		if sc := t.ServerCost; sc != nil {
 			p("  server cost %s", costLine(sc))
-			p("  others      %.0f%% CPU taken by other processes meanwhile (100%%: one core)", t.OtherCPUPercent)
+			p("  others      %.0f%% CPU (user mode) taken by other processes meanwhile (100%%: one core)", t.OtherCPUPercent)
 		}
 		if cc := t.ClientCost; cc != nil {
 			p("  own cost    %.3f us CPU per delivery", cc.CPUUSPerDelivery)

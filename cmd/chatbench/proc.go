@@ -20,6 +20,7 @@ const clockTicks = 100
 type procSample struct {
 	At      time.Time
 	CPU     time.Duration // user + system time since the process started
+	User    time.Duration // user time alone
 	RSS     int64         // resident set size, bytes
 	HWM     int64         // peak resident set size, bytes
 	Threads int
@@ -31,25 +32,31 @@ type procSample struct {
 	Wchars int64
 }
 
-// parseStat reads utime and stime (fields 14 and 15) from /proc/<pid>/stat.
-// The command name (field 2) may hold spaces and parentheses, so fields are
-// counted after its last ')'.
+// parseStat reads utime and stime (fields 14 and 15) from /proc/<pid>/stat
+// and returns their sum. The command name (field 2) may hold spaces and
+// parentheses, so fields are counted after its last ')'.
 func parseStat(b []byte) (time.Duration, error) {
+	cpu, _, err := parseStatTimes(b)
+	return cpu, err
+}
+
+// parseStatTimes is parseStat that also returns utime alone.
+func parseStatTimes(b []byte) (cpu, user time.Duration, err error) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse stat: no command field")
+		return 0, 0, fmt.Errorf("parse stat: no command field")
 	}
 	fields := bytes.Fields(b[i+1:])
 	// fields[0] is field 3 (state); utime is field 14.
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("parse stat: %d fields after the command", len(fields))
+		return 0, 0, fmt.Errorf("parse stat: %d fields after the command", len(fields))
 	}
 	ut, err1 := strconv.ParseUint(string(fields[11]), 10, 64)
 	st, err2 := strconv.ParseUint(string(fields[12]), 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse stat: bad utime %q or stime %q", fields[11], fields[12])
+		return 0, 0, fmt.Errorf("parse stat: bad utime %q or stime %q", fields[11], fields[12])
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	return time.Duration(ut+st) * time.Second / clockTicks, time.Duration(ut) * time.Second / clockTicks, nil
 }
 
 // parseStatus reads VmRSS, VmHWM and Threads from /proc/<pid>/status.
@@ -122,7 +129,7 @@ func readProc(pid int) (procSample, error) {
 	if err != nil {
 		return s, fmt.Errorf("read process %d: %w", pid, err)
 	}
-	if s.CPU, err = parseStat(stat); err != nil {
+	if s.CPU, s.User, err = parseStatTimes(stat); err != nil {
 		return s, fmt.Errorf("process %d: %w", pid, err)
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -290,30 +297,32 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// machineCPU is the time the machine's CPUs spent busy since boot, from
-// /proc/stat's first line: user, nice, system, irq and softirq (not idle,
-// iowait or steal; guest time is within user).
-func machineCPU() (time.Duration, bool) {
+// machineUserCPU is the time the machine's CPUs spent in user mode since
+// boot (user and nice; guest time is within user), from /proc/stat's
+// first line. User time only: the kernel's share of a run's work (network
+// softirqs, the page cache's writeback of chatd's store) runs in whatever
+// task the CPU was in, or in kernel threads, and would pass for others'.
+func machineUserCPU() (time.Duration, bool) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0, false
 	}
-	return parseMachineCPU(b)
+	return parseMachineUserCPU(b)
 }
 
-func parseMachineCPU(b []byte) (time.Duration, bool) {
+func parseMachineUserCPU(b []byte) (time.Duration, bool) {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	f := bytes.Fields(line)
-	if len(f) < 8 || string(f[0]) != "cpu" {
+	if len(f) < 3 || string(f[0]) != "cpu" {
 		return 0, false
 	}
-	var busy uint64
-	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
-		n, err := strconv.ParseUint(string(f[i]), 10, 64)
+	var user uint64
+	for _, x := range f[1:3] {
+		n, err := strconv.ParseUint(string(x), 10, 64)
 		if err != nil {
 			return 0, false
 		}
-		busy += n
+		user += n
 	}
-	return time.Duration(busy) * time.Second / clockTicks, true
+	return time.Duration(user) * time.Second / clockTicks, true
 }

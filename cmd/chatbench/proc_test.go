@@ -134,13 +134,16 @@ func TestReadProcIO(t *testing.T) {
 	}
 }
 
-func TestParseMachineCPU(t *testing.T) {
+func TestParseMachineUserCPU(t *testing.T) {
 	in := "cpu  100 20 30 1000 50 7 3 9 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
-	got, ok := parseMachineCPU([]byte(in))
-	if !ok || got != 1600*time.Millisecond { // (100+20+30+7+3) ticks
+	got, ok := parseMachineUserCPU([]byte(in))
+	if !ok || got != 1200*time.Millisecond { // user 100 + nice 20 ticks
 		t.Fatalf("got %v %v", got, ok)
 	}
-	if _, ok := parseMachineCPU([]byte("cpu0 1 2\n")); ok {
-		t.Fatal("a short line parsed")
+	if _, ok := parseMachineUserCPU([]byte("cpu0 1 2\n")); ok {
+		t.Fatal("a per-CPU line parsed")
+	}
+	if _, user, err := parseStatTimes([]byte("1234 (chatd) S 1 1234 1234 0 -1 4194560 2130 0 0 0 250 130 0 0 20 0 9 0 100 1000 2000")); err != nil || user != 2500*time.Millisecond {
+		t.Fatalf("utime %v, %v", user, err)
 	}
 }

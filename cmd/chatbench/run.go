@@ -345,7 +345,7 @@ type trafficReport struct {
 	// bound), per delivery: the server's and chatbench's own.
 	ServerCost *deliveryCost `json:"server_cost,omitempty"`
 	ClientCost *deliveryCost `json:"client_cost,omitempty"`
-	// OtherCPUPercent is the CPU the rest of the machine took over the
+	// OtherCPUPercent is the user-mode CPU other processes took over the
 	// same window (100: one core), with --server-pid or --target nats.
 	OtherCPUPercent float64 `json:"other_cpu_percent"`
 	Ahead           int     `json:"ahead,omitempty"` // --ahead
@@ -677,7 +677,7 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 		serverFrom = server.sample()
 	}
 	selfFrom := self.sample()
-	machineFrom, machineOK := machineCPU()
+	machineFrom, machineOK := machineUserCPU()
 	start := time.Now().Add(50 * time.Millisecond)
 	end := start.Add(cfg.Duration)
 	tctx, stopTimeline := context.WithCancel(ctx)
@@ -750,8 +750,8 @@ func (r *runner) traffic(ctx context.Context, server, self *sampler) *trafficRep
 			serverTo := server.sample()
 			rep.ServerCost = costOf(serverFrom, serverTo, uint64(n))
 			// What else ran meanwhile: a busy machine distorts the figures.
-			if machineTo, ok := machineCPU(); ok && machineOK && rep.ServerCost != nil {
-				other := (machineTo - machineFrom) - (serverTo.CPU - serverFrom.CPU) - (selfTo.CPU - selfFrom.CPU)
+			if machineTo, ok := machineUserCPU(); ok && machineOK && rep.ServerCost != nil {
+				other := (machineTo - machineFrom) - (serverTo.User - serverFrom.User) - (selfTo.User - selfFrom.User)
 				rep.OtherCPUPercent = max(0, pct(other, selfTo.At.Sub(selfFrom.At)))
 			}
 		}
