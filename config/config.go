@@ -4,14 +4,19 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +72,29 @@ type Config struct {
 	JWTUserClaim   string
 	JWTCookie      string
 	JWTHeader      string
+	// TLSCert and TLSKey, when set, serve --http as HTTPS (and wss://),
+	// the pair reloaded when the files change or on SIGHUP.
+	TLSCert string
+	TLSKey  string
+	// TrustedProxies are the addresses whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// Route security of the embedded cluster: mutual TLS with a CA and/or
+	// a user and password every node gives and requires.
+	ClusterTLSCert  string
+	ClusterTLSKey   string
+	ClusterTLSCA    string
+	ClusterUser     string
+	ClusterPassword string
+	// InsecureCluster lets a node route without TLS or credentials.
+	InsecureCluster bool
+	// Credentials and TLS for an external NATS (--nats-url).
+	NATSCreds    string
+	NATSNkey     string
+	NATSUser     string
+	NATSPassword string
+	NATSCA       string
+	NATSTLSCert  string
+	NATSTLSKey   string
 	// AllowedOrigins are the browser origins (host patterns) allowed to
 	// open a WebSocket besides the server's own.
 	AllowedOrigins []string
@@ -206,6 +234,22 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "`host:port` to serve HTTP on (chat page at /, WebSocket at /ws, /metrics, /healthz, /readyz)")
 		fs.StringVar(&c.WSPath, "ws-path", "/ws", "path of the STOMP endpoint: a raw WebSocket there, SockJS under it")
 		fs.BoolVar(&c.SockJS, "sockjs", true, "serve SockJS (Spring's .withSockJS()) under --ws-path")
+		fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate `file` (with its chain) to serve --http as HTTPS and wss://; reloaded when it changes and on SIGHUP")
+		fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+		fs.Func("trusted-proxies", "comma-separated CIDRs (or addresses) of TLS-terminating proxies whose X-Forwarded-For names the client in logs (default: none, the header is ignored)", func(v string) error {
+			c.TrustedProxies = nil
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p == "" {
+					continue
+				}
+				prefix, err := parsePrefix(p)
+				if err != nil {
+					return err
+				}
+				c.TrustedProxies = append(c.TrustedProxies, prefix)
+			}
+			return nil
+		})
 		fs.Func("allowed-origins", "comma-separated browser origins (host patterns such as chat.example.com or *.example.com) allowed besides the server's own", func(v string) error {
 			c.AllowedOrigins = nil
 			for _, o := range strings.Split(v, ",") {
@@ -241,8 +285,21 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 			return nil
 		})
 		fs.StringVar(&c.ClusterName, "cluster-name", "chatd", "NATS cluster name shared by every node")
+		fs.StringVar(&c.ClusterTLSCert, "cluster-tls-cert", "", "PEM certificate `file` this node shows its peers on cluster routes, both ways (mutual TLS; needs --cluster-tls-key and --cluster-tls-ca)")
+		fs.StringVar(&c.ClusterTLSKey, "cluster-tls-key", "", "PEM private key `file` of --cluster-tls-cert")
+		fs.StringVar(&c.ClusterTLSCA, "cluster-tls-ca", "", "PEM `file` of the CA that signs every node's --cluster-tls-cert; a peer without such a certificate is refused")
+		fs.StringVar(&c.ClusterUser, "cluster-user", "", "user name every node gives and requires on cluster routes (with --cluster-password)")
+		fs.StringVar(&c.ClusterPassword, "cluster-password", "", "password of --cluster-user")
+		fs.BoolVar(&c.InsecureCluster, "insecure-cluster", false, "allow --cluster without --cluster-tls-* or --cluster-user: anyone who reaches the route port joins the cluster and reads every room (implied by --dev)")
 		fs.IntVar(&c.Replicas, "replicas", 0, "JetStream replicas of the stream and KV buckets (0: 3 when the cluster has at least 3 nodes, else 1)")
 		fs.StringVar(&c.NATSURL, "nats-url", "", "connect to this NATS (comma-separated `URLs`) instead of embedding one")
+		fs.StringVar(&c.NATSCreds, "nats-creds", "", "NATS credentials `file` (user JWT and nkey seed, as nsc writes it) for --nats-url")
+		fs.StringVar(&c.NATSNkey, "nats-nkey", "", "nkey seed `file` (SU...) for --nats-url")
+		fs.StringVar(&c.NATSUser, "nats-user", "", "user name for --nats-url (or user:password@ in the URL)")
+		fs.StringVar(&c.NATSPassword, "nats-password", "", "password of --nats-user")
+		fs.StringVar(&c.NATSCA, "nats-ca", "", "PEM `file` of the CA that signs --nats-url's server certificates (default: the system's)")
+		fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "PEM client certificate `file` for a --nats-url that verifies clients (with --nats-tls-key)")
+		fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "PEM private key `file` of --nats-tls-cert")
 		fs.StringVar(&c.NATSPrefix, "nats-prefix", natsbus.DefaultPrefix, "first token of chatd's NATS subjects (chat.msg.<room>) and, in capitals, start of its stream's and KV buckets' names (CHAT_MESSAGES): deployments with different prefixes share one NATS without touching each other's data; the same on every node")
 		fs.StringVar(&c.NATSListen, "nats-listen", "", "`host:port` for the embedded NATS client port (default: none, in-process only)")
 	})
@@ -443,6 +500,15 @@ func (c Config) Validate() error {
 	if err := checkHostPort("--http", c.HTTPAddr); err != nil {
 		return err
 	}
+	if err := checkKeyPair("--tls-cert", "--tls-key", c.TLSCert, c.TLSKey); err != nil {
+		return err
+	}
+	if err := c.validateNATSAuth(); err != nil {
+		return err
+	}
+	if err := c.validateClusterSecurity(); err != nil {
+		return err
+	}
 	if c.NATSURL == "" {
 		if strings.TrimSpace(c.DataDir) == "" {
 			return errors.New("config: --data-dir must not be empty with an embedded NATS server")
@@ -636,6 +702,119 @@ func validQueueName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validateNATSAuth checks the credentials and TLS files for --nats-url.
+func (c Config) validateNATSAuth() error {
+	set := map[string]string{"--nats-creds": c.NATSCreds, "--nats-nkey": c.NATSNkey, "--nats-user": c.NATSUser,
+		"--nats-password": c.NATSPassword, "--nats-ca": c.NATSCA, "--nats-tls-cert": c.NATSTLSCert, "--nats-tls-key": c.NATSTLSKey}
+	for _, name := range slices.Sorted(maps.Keys(set)) {
+		if set[name] != "" && c.NATSURL == "" {
+			return fmt.Errorf("config: %s applies to an external NATS and needs --nats-url", name)
+		}
+	}
+	switch {
+	case c.NATSCreds != "" && c.NATSNkey != "":
+		return errors.New("config: --nats-creds and --nats-nkey cannot be used together: a .creds file holds its own nkey seed")
+	case (c.NATSCreds != "" || c.NATSNkey != "") && c.NATSUser != "":
+		return errors.New("config: --nats-user cannot be used with --nats-creds or --nats-nkey: NATS takes one kind of credentials")
+	case c.NATSUser == "" && c.NATSPassword != "":
+		return errors.New("config: --nats-password needs --nats-user")
+	}
+	for _, f := range []struct{ name, path string }{{"--nats-creds", c.NATSCreds}, {"--nats-nkey", c.NATSNkey}, {"--nats-ca", c.NATSCA}} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				return fmt.Errorf("config: invalid %s: %w", f.name, err)
+			}
+		}
+	}
+	return checkKeyPair("--nats-tls-cert", "--nats-tls-key", c.NATSTLSCert, c.NATSTLSKey)
+}
+
+// validateClusterSecurity checks route security: a node that routes
+// needs TLS or credentials unless told --insecure-cluster (or --dev).
+func (c Config) validateClusterSecurity() error {
+	tlsSet := c.ClusterTLSCert != "" || c.ClusterTLSKey != "" || c.ClusterTLSCA != ""
+	userSet := c.ClusterUser != "" || c.ClusterPassword != ""
+	if c.ClusterListen == "" {
+		if tlsSet || userSet {
+			return errors.New("config: --cluster-tls-* and --cluster-user/--cluster-password secure cluster routes and need --cluster")
+		}
+		return nil
+	}
+	if tlsSet {
+		if c.ClusterTLSCA == "" {
+			return errors.New("config: --cluster-tls-cert needs --cluster-tls-ca: peers verify each other's certificates against it")
+		}
+		if c.ClusterTLSCert == "" {
+			return errors.New("config: --cluster-tls-ca needs --cluster-tls-cert and --cluster-tls-key: this node shows its peers a certificate too")
+		}
+		if err := checkKeyPair("--cluster-tls-cert", "--cluster-tls-key", c.ClusterTLSCert, c.ClusterTLSKey); err != nil {
+			return err
+		}
+		if err := checkCAFile("--cluster-tls-ca", c.ClusterTLSCA); err != nil {
+			return err
+		}
+	}
+	if userSet {
+		switch {
+		case c.ClusterUser == "" || c.ClusterPassword == "":
+			return errors.New("config: --cluster-user and --cluster-password go together")
+		case strings.ContainsAny(c.ClusterUser, ":@/ \t"):
+			return fmt.Errorf("config: invalid --cluster-user %q: no : @ / or spaces", c.ClusterUser)
+		}
+	}
+	if !tlsSet && !userSet && !c.InsecureCluster && !c.Dev {
+		return errors.New("config: --cluster without route security lets anyone who reaches the route port join the cluster and read every room: " +
+			"set --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca, and/or --cluster-user and --cluster-password, " +
+			"or --insecure-cluster to accept that")
+	}
+	return nil
+}
+
+// checkKeyPair checks a certificate and key given together, and that
+// they load as a pair.
+func checkKeyPair(certFlag, keyFlag, cert, key string) error {
+	switch {
+	case cert == "" && key == "":
+		return nil
+	case cert == "":
+		return fmt.Errorf("config: %s needs %s", keyFlag, certFlag)
+	case key == "":
+		return fmt.Errorf("config: %s needs %s", certFlag, keyFlag)
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		return fmt.Errorf("config: invalid %s/%s: %w", certFlag, keyFlag, err)
+	}
+	return nil
+}
+
+// checkCAFile checks that a file holds at least one PEM certificate.
+func checkCAFile(flagName, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: invalid %s: %w", flagName, err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return fmt.Errorf("config: invalid %s %s: no PEM certificate in it", flagName, path)
+	}
+	return nil
+}
+
+// parsePrefix reads a CIDR, or one address as a prefix of its own.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("%q: want a CIDR such as 10.0.0.0/8 or an address", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q: want a CIDR such as 10.0.0.0/8 or an address", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 func checkHostPort(flagName, addr string) error {

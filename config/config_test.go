@@ -288,7 +288,7 @@ func TestHelp(t *testing.T) {
 // TestEnvNames: the variable --help names for each flag is the one chatd
 // reads.
 func TestEnvNames(t *testing.T) {
-	valid := map[string]string{"routes": "nats-route://10.0.0.2:6222", "allowed-origins": "chat.example.com", "message-fields": "text=t"}
+	valid := map[string]string{"routes": "nats-route://10.0.0.2:6222", "allowed-origins": "chat.example.com", "message-fields": "text=t", "trusted-proxies": "10.0.0.0/8"}
 	var c Config
 	fs := c.flags(new(string))
 	record(fs)

@@ -52,6 +52,17 @@ type Options struct {
 	ClusterName   string
 	ClusterListen string
 	Routes        []string
+	// ClusterTLSCert, ClusterTLSKey and ClusterTLSCA make every route TLS,
+	// each side verifying the other's certificate against the CA.
+	ClusterTLSCert string
+	ClusterTLSKey  string
+	ClusterTLSCA   string
+	// ClusterUser and ClusterPassword are given on the routes this node
+	// makes and required on those it accepts.
+	ClusterUser     string
+	ClusterPassword string
+	// Auth authenticates to an external NATS (URL).
+	Auth ExternalAuth
 	// Durability fsync makes an embedded cluster node sync every JetStream
 	// write before acknowledging it (nats-server's sync_interval: always).
 	// One embedded server that is not clustered does not sync: chatd syncs
@@ -70,6 +81,48 @@ type Options struct {
 	// (jsGuardEvery, jsGuardMinFree), in tests.
 	jsCheckEvery time.Duration
 	jsMinFree    uint64
+}
+
+// ExternalAuth is how chatd proves itself to an external NATS, and how it
+// checks the server: files are paths, read by nats.go as it connects.
+type ExternalAuth struct {
+	CredsFile string // a user JWT and its nkey seed
+	NkeyFile  string // an nkey seed
+	User      string
+	Password  string
+	CAFile    string // the CA of the servers' certificates
+	CertFile  string // a client certificate, with KeyFile
+	KeyFile   string
+}
+
+func (a ExternalAuth) options() ([]nats.Option, error) {
+	var opts []nats.Option
+	if a.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(a.CredsFile))
+	}
+	if a.NkeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(a.NkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed %s: %w", a.NkeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if a.User != "" {
+		opts = append(opts, nats.UserInfo(a.User, a.Password))
+	}
+	if a.CAFile != "" {
+		opts = append(opts, nats.RootCAs(a.CAFile))
+	}
+	if a.CertFile != "" {
+		opts = append(opts, nats.ClientCert(a.CertFile, a.KeyFile))
+	}
+	return opts, nil
+}
+
+// IsAuthError reports a NATS server refusing chatd's credentials.
+func IsAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }
 
 // Bus is chatd's connection to NATS and JetStream.
@@ -135,9 +188,13 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		}),
 	}
 	if opts.URL != "" {
-		nc, err := nats.Connect(opts.URL, append(common, nats.RetryOnFailedConnect(false))...)
+		auth, err := opts.Auth.options()
 		if err != nil {
-			return nil, fmt.Errorf("connect to NATS at %s: %w", opts.URL, err)
+			return nil, err
+		}
+		nc, err := nats.Connect(opts.URL, append(append(common, auth...), nats.RetryOnFailedConnect(false))...)
+		if err != nil {
+			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(opts.URL), err)
 		}
 		b.nc = nc
 	} else {
@@ -228,11 +285,31 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 		// nats-server starts routing only once its client accept loop runs,
 		// so a clustered node needs a client port: loopback and random
 		// unless one was asked for, and never advertised to clients.
-		so.Cluster = server.ClusterOpts{Name: opts.ClusterName, Host: host, Port: port, NoAdvertise: true}
+		so.Cluster = server.ClusterOpts{Name: opts.ClusterName, Host: host, Port: port, NoAdvertise: true,
+			Username: opts.ClusterUser, Password: opts.ClusterPassword}
+		if opts.ClusterTLSCert != "" {
+			// Verify: a peer must show a certificate the CA signed, on the
+			// routes it makes to this node as on those this node makes.
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: opts.ClusterTLSCert, KeyFile: opts.ClusterTLSKey,
+				CaFile: opts.ClusterTLSCA, Verify: true})
+			if err != nil {
+				return nil, none, fmt.Errorf("cluster route TLS: %w", err)
+			}
+			tc.RootCAs = tc.ClientCAs // as nats-server's config file does: routes it makes check the peer too
+			so.Cluster.TLSConfig, so.Cluster.TLSTimeout = tc, 2
+		}
 		// chatd's own connection is drained before lame duck mode starts,
 		// so there are no clients to spread out over a long duration.
 		so.LameDuckDuration, so.LameDuckGracePeriod = 2*time.Second, time.Second
 		so.Routes = server.RoutesFromStr(strings.Join(opts.Routes, ","))
+		if opts.ClusterUser != "" {
+			// A solicited route gives the credentials in its URL.
+			for _, r := range so.Routes {
+				if r.User == nil {
+					r.User = url.UserPassword(opts.ClusterUser, opts.ClusterPassword)
+				}
+			}
+		}
 		if so.DontListen {
 			so.DontListen = false
 			so.Host, so.Port = "127.0.0.1", server.RANDOM_PORT
@@ -258,6 +335,17 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 	// As nats-server's own restart of JetStream on a configuration reload.
 	jsCfg := server.JetStreamConfig{StoreDir: storeDir, SyncAlways: so.SyncAlways, Strict: true, CompressOK: true}
 	return srv, jsCfg, nil
+}
+
+// redactURLs hides the passwords of comma-separated URLs, for errors.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func splitHostPort(addr string) (string, int, error) {

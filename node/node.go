@@ -7,12 +7,15 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/httpapi"
+	"github.com/chatd/chatd/internal/certreload"
 	"github.com/chatd/chatd/metrics"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/stompapi"
@@ -55,7 +59,14 @@ type Node struct {
 	stopArchiver func()
 	// jwt is set outside dev mode; closing it stops the JWKS refreshes.
 	jwt *auth.JWT
+	// certs serves --tls-cert; nil without TLS. stopCerts ends its watch.
+	certs     *certreload.Reloader
+	stopCerts context.CancelFunc
 }
+
+// certCheckEvery is how often --tls-cert and --tls-key are checked for a
+// new pair: a renewal is taken within seconds, without a SIGHUP.
+const certCheckEvery = 2 * time.Second
 
 // authenticator authenticates both STOMP sessions and HTTP API requests.
 type authenticator interface {
@@ -90,9 +101,23 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		ClientName:    "chatd " + name,
 		Logger:        log,
 		Prefix:        cfg.NATSPrefix,
+
+		ClusterTLSCert: cfg.ClusterTLSCert, ClusterTLSKey: cfg.ClusterTLSKey, ClusterTLSCA: cfg.ClusterTLSCA,
+		ClusterUser: cfg.ClusterUser, ClusterPassword: cfg.ClusterPassword,
+		Auth: natsbus.ExternalAuth{
+			CredsFile: cfg.NATSCreds, NkeyFile: cfg.NATSNkey, User: cfg.NATSUser, Password: cfg.NATSPassword,
+			CAFile: cfg.NATSCA, CertFile: cfg.NATSTLSCert, KeyFile: cfg.NATSTLSKey,
+		},
 	})
+	if natsbus.IsAuthError(err) {
+		return nil, fmt.Errorf("%w: check --nats-creds, --nats-nkey, or --nats-user and --nats-password (or the user and password in --nats-url)", err)
+	}
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ClusterListen != "" && cfg.ClusterTLSCert == "" && cfg.ClusterUser == "" {
+		log.Warn("INSECURE CLUSTER: routes have neither TLS nor credentials; anyone who reaches --cluster " + cfg.ClusterListen +
+			" joins the cluster and reads every room (docs/operations.md, Securing chatd)")
 	}
 	n.bus = bus
 	n.metrics.WatchReplica(bus.MessagesReplica)
@@ -164,21 +189,41 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 	httpapi.New(n.chat, authn, log).Routes(mux)
 	mux.Handle("GET /metrics", n.metrics.Handler())
 	mux.Handle("GET /", web.Handler())
+	var handler http.Handler = mux
+	if len(cfg.TrustedProxies) > 0 {
+		handler = forwardedFor(cfg.TrustedProxies, mux)
+	}
+	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		if n.certs, err = certreload.New(cfg.TLSCert, cfg.TLSKey, log); err != nil {
+			return fail(fmt.Errorf("--tls-cert, --tls-key: %w", err))
+		}
+		n.http.TLSConfig = &tls.Config{GetCertificate: n.certs.GetCertificate, MinVersion: tls.VersionTLS12}
+		var wctx context.Context
+		wctx, n.stopCerts = context.WithCancel(context.Background())
+		go n.certs.Watch(wctx, certCheckEvery)
+		scheme = "https"
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fail(fmt.Errorf("listen on --http %s: %w", cfg.HTTPAddr, err))
 	}
 	n.ln = ln
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { n.serve <- n.http.Serve(ln) }()
+	if n.certs != nil {
+		go func() { n.serve <- n.http.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { n.serve <- n.http.Serve(ln) }()
+	}
 	if cfg.PprofAddr != "" {
 		if n.pprof, err = startPprof(cfg.PprofAddr, log); err != nil {
 			_ = n.http.Close()
 			return fail(err)
 		}
 	}
-	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", "ws://"+ln.Addr().String()+cfg.WSPath, "sockjs", cfg.SockJS,
-		"page", "http://"+ln.Addr().String()+"/",
+	ws := map[string]string{"http": "ws", "https": "wss"}[scheme]
+	log.Info("chatd ready", "http", ln.Addr().String(), "websocket", ws+"://"+ln.Addr().String()+cfg.WSPath, "sockjs", cfg.SockJS,
+		"page", scheme+"://"+ln.Addr().String()+"/", "tls", n.certs != nil,
 		"node", name, "nats", natsMode(cfg), "nats_prefix", cfg.NATSPrefix, "version", version)
 	return n, nil
 }
@@ -325,7 +370,13 @@ func logDurability(log *slog.Logger, d natsbus.Durability, replicas int, embedde
 
 func natsMode(cfg config.Config) string {
 	if cfg.NATSURL != "" {
-		return "external " + cfg.NATSURL
+		urls := strings.Split(cfg.NATSURL, ",")
+		for i, u := range urls {
+			if pu, err := url.Parse(strings.TrimSpace(u)); err == nil {
+				urls[i] = pu.Redacted() // a password in the URL stays out of the logs
+			}
+		}
+		return "external " + strings.Join(urls, ",")
 	}
 	return "embedded, data in " + cfg.DataDir
 }
@@ -377,8 +428,21 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// ReloadTLS loads --tls-cert and --tls-key again (chatd's SIGHUP); a pair
+// that does not load is logged and the one in use stays. Without TLS it
+// does nothing.
+func (n *Node) ReloadTLS() error {
+	if n.certs == nil {
+		return nil
+	}
+	return n.certs.Reload()
+}
+
 func (n *Node) closeBackends(ctx context.Context) error {
 	var errs []error
+	if n.stopCerts != nil {
+		n.stopCerts()
+	}
 	if n.commit != nil {
 		// Sessions are gone: what they sent is stored before NATS stops.
 		errs = append(errs, n.commit.Close(ctx))

@@ -59,10 +59,22 @@ func run(args []string) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	select {
-	case <-ctx.Done():
-	case err := <-a.Done():
-		log.Error("http server stopped", "err", err)
+	// SIGHUP loads --tls-cert and --tls-key again, as a certificate
+	// manager's renewal hook asks; the node also notices changed files.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-a.Done():
+			log.Error("http server stopped", "err", err)
+			break wait
+		case <-hup:
+			_ = a.ReloadTLS() // a failure is logged, and the old pair serves on
+		}
 	}
 	stop() // a second signal now kills the process the default way
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
