@@ -359,6 +359,8 @@ func secretExample(t *testing.T, name string) string {
 		return strings.Repeat("s", 48)
 	case "CHATD_POSTGRES_URL":
 		return "postgres://chatd@db:5432/chatd?sslmode=verify-full"
+	case "CHATD_CLUSTER_PASSWORD":
+		return strings.Repeat("p", 32)
 	}
 	t.Errorf("env %s from a Secret: the test has no example value for it", name)
 	return ""
