@@ -669,7 +669,7 @@
       a.target = '_blank';
       a.rel = 'noopener noreferrer';
       a.textContent = url;
-      if (url.length >= 30) a.className = 'long';
+      a.className = 'long'; // a URL is one token: it may break anywhere
       el.append(a);
       at = match.index + url.length;
     }
