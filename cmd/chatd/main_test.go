@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/certtest"
 	"github.com/coder/websocket"
 )
 
@@ -62,6 +63,10 @@ func TestBadConfigStopsWithTheSettingNamed(t *testing.T) {
 		{[]string{"--http", "127.0.0.1:0"}, "--jwt-secret"},
 		{[]string{"--dev", "--postgres-url", "postgres://chatd:s3cret@db:notaport/chatd"}, "--postgres-url"},
 		{[]string{"--dev", "--postgres-url", "mysql://chatd:s3cret@db/chatd"}, "--postgres-url"},
+		{[]string{"--dev", "--tls-cert", "/nonexistent/tls.crt"}, "--tls-key"},
+		{[]string{"--jwt-secret", strings.Repeat("s", 32), "--name", "n1", "--cluster", "127.0.0.1:0",
+			"--routes", "nats-route://127.0.0.1:6222"}, "--insecure-cluster"},
+		{[]string{"--jwt-secret", strings.Repeat("s", 32), "--nats-url", "nats://127.0.0.1:4222", "--nats-creds", "/nonexistent.creds"}, "--nats-creds"},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		var stderr bytes.Buffer
@@ -314,5 +319,62 @@ func TestJSONLogsCarryTheSession(t *testing.T) {
 		if m["session"] != session[1] || m["user"] != "alice" {
 			t.Errorf("%q log line has session %v user %v, want %s alice: %v", msg, m["session"], m["user"], session[1], m)
 		}
+	}
+}
+
+// TestSIGHUPReloadsTLS: SIGHUP loads --tls-cert and --tls-key again
+// (rather than killing chatd, SIGHUP's default), and chatd then stops
+// cleanly on SIGTERM.
+func TestSIGHUPReloadsTLS(t *testing.T) {
+	bin := buildChatd(t)
+	pair := certtest.NewCA(t, "chatd").Issue("chatd")
+	cmd := exec.Command(bin, "--dev", "--http", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-format", "text",
+		"--tls-cert", pair.CertFile, "--tls-key", pair.KeyFile)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	waitFor := func(what string) {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("chatd exited before logging %q", what)
+				}
+				if strings.Contains(l, what) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("chatd did not log %q", what)
+			}
+		}
+	}
+	waitFor(`msg="chatd ready"`)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(`msg="TLS certificate reloaded"`)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("shutdown complete")
+	for range lines {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("chatd exited with %v", err)
 	}
 }
