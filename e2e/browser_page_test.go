@@ -103,7 +103,7 @@ func TestBrowserPage(t *testing.T) {
 			// One message carries a link, one markup that must stay text,
 			// one a token too long for a line.
 			link := "https://example.com/a?b=1"
-			markup := `<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> javascript:alert(1)`
+			markup := `<script>pwned=1</script> <img src=x onerror=pwned=2> <b>bold</b> javascript:alert(1)`
 			long := strings.Repeat("x", 150)
 			ann.click(`#rooms li[data-room="` + team + `"] button`)
 			ann.say("hello ben, see " + link + ".")
@@ -123,7 +123,7 @@ func TestBrowserPage(t *testing.T) {
 			ben.waitFor(`badge(`+strconv.Quote(team)+`) === "" && texts().length === 3`, "team read")
 			ben.waitFor(`[...document.querySelectorAll("#messages .text a")].map(a => a.href + " " + a.textContent + " " + a.rel).join("|") === `+
 				strconv.Quote(link+" "+link+" noopener noreferrer"), "the link as an anchor, its full stop left out")
-			if s := ben.eval(`texts()[1] + "|" + document.querySelectorAll("#messages script, #messages img").length + "|" + window.pwned`); s != markup+"|0|undefined" {
+			if s := ben.eval(`texts()[1] + "|" + document.querySelectorAll("#messages script, #messages img, #messages b").length + "|" + window.pwned`); s != markup+"|0|undefined" {
 				t.Fatalf("the markup rendered as %q", s)
 			}
 			ben.say("hi ann")
