@@ -166,11 +166,13 @@ func thousands(v float64) string {
 	return b.String()
 }
 
-// millis prints a latency in milliseconds, or seconds past 10 s.
+// millis prints a latency in milliseconds, or seconds from 1 s.
 func millis(v float64) string {
 	switch {
 	case v >= 10000:
 		return strconv.FormatFloat(v/1000, 'f', 1, 64) + " s"
+	case v >= 1000:
+		return strconv.FormatFloat(v/1000, 'f', 2, 64) + " s"
 	case v >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64) + " ms"
 	case v >= 10:
