@@ -54,16 +54,18 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP loads --tls-cert and --tls-key again, as a certificate
+	// manager's renewal hook asks; the node also notices changed files.
+	// Caught from the start: SIGHUP's default is to end the process, and
+	// one that comes while the node starts is handled once it has.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	a, err := node.Start(ctx, cfg, v, log)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	// SIGHUP loads --tls-cert and --tls-key again, as a certificate
-	// manager's renewal hook asks; the node also notices changed files.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 wait:
 	for {
 		select {
