@@ -5,13 +5,14 @@ package tcpproxy
 import (
 	"errors"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatd/chatd/internal/testkit/port"
 )
 
 // Proxy is a TCP proxy in front of a server. Cut closes every connection
@@ -33,14 +34,16 @@ type Proxy struct {
 // Its port is below Linux's ephemeral range (32768 and up), not one the
 // kernel hands out: while the proxy is cut, a client retrying the address
 // could otherwise be given that very port as its own and connect to
-// itself, or another connection take it, and Restore find it in use.
+// itself, or another connection take it, and Restore find it in use. It
+// comes from port.Free, as the ports of the tests' servers do: chosen
+// apart, a proxy once took the port a node was about to bind.
 func New(t testing.TB, target string) *Proxy {
 	t.Helper()
 	p := &Proxy{t: t, target: target, conns: map[net.Conn]struct{}{}}
 	var ln net.Listener
 	var err error
 	for range 100 {
-		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(20000+mrand.IntN(12000))); err == nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port.Free(t))); err == nil {
 			break
 		}
 	}
