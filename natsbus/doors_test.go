@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -62,6 +63,62 @@ func TestWatchRoom(t *testing.T) {
 	}
 	if _, err := bus.WatchRoom("a.>", func(storage.Message, uint64, int) {}); err == nil {
 		t.Fatal("a watch on a wildcard room was made")
+	}
+}
+
+// TestWatchRoomMore: more counts the messages waiting behind the one in
+// hand, so the last of a burst has 0 (a feed flushes its subscribers and
+// probes for losses then). It fails if nats.go changes how it counts a
+// subscription's pending messages during a callback.
+func TestWatchRoomMore(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityReplicated)
+	c := openTestLog(t, bus, DurabilityReplicated).NewCommitter(nil)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	hold := make(chan struct{})
+	mores := make(chan int, 16)
+	stop, err := bus.WatchRoom("r", func(_ storage.Message, _ uint64, more int) {
+		<-hold
+		mores <- more
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	const n = 5
+	// The first callback holds; the other four wait behind it. A second
+	// watch on the same connection shows when all have arrived.
+	seen := make(chan struct{}, n)
+	stop2, err := bus.WatchRoom("r", func(storage.Message, uint64, int) { seen <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop2()
+	for i := range n {
+		submit(t, c, "r", strconv.Itoa(i))
+	}
+	for range n {
+		select {
+		case <-seen:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the burst never arrived")
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the held watch's copies come in the same reads
+	close(hold)
+	for i := range n {
+		select {
+		case got := <-mores:
+			// The first came alone; the rest queued while it was held.
+			want := n - 1 - i
+			if i == 0 {
+				want = 0
+			}
+			if got != want {
+				t.Fatalf("message %d of the burst: more %d, want %d", i, got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d never came", i)
+		}
 	}
 }
 
