@@ -136,7 +136,43 @@ func TestDomain(t *testing.T) {
 			t.Run("QueueEncodedOnce", func(t *testing.T) { testQueueEncodedOnce(t, open(t)) })
 			t.Run("MemberRemovedEnds", func(t *testing.T) { testMemberRemovedEnds(t, open(t)) })
 			t.Run("ClientIDStoredOnce", func(t *testing.T) { testClientIDStoredOnce(t, open(t)) })
+			t.Run("BurstFlushedOnce", func(t *testing.T) { testBurstFlushedOnce(t, open(t)) })
 		})
+	}
+}
+
+// Messages that wait for a room's feed are flushed to its subscribers
+// together: once the feed has taken all that waited, or every 64 (the
+// feed's bound), and each reaches its subscriber once, in order.
+// (Flushed once a message, 101 flushes; unbounded, one of 100.)
+func testBurstFlushedOnce(t *testing.T, b backend) {
+	s := b.service(t, chat.Config{AutoJoin: true})
+	k := newSink()
+	hold := make(chan struct{})
+	k.hold = hold
+	stop, err := s.SubscribeRoom(context.Background(), "ann", "r", nil, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	const n = 101 // the first is held; 100 wait behind it
+	for i := range n {
+		post(t, s, "ben", "r", strconv.Itoa(i))
+	}
+	close(hold)
+	ids, err := k.awaitIDs(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ascending(ids) || len(ids) != n {
+		t.Fatalf("ids %v", ids)
+	}
+	k.mu.Lock()
+	flushes := slices.Clone(k.flushes)
+	k.mu.Unlock()
+	// The held first message may have had company already.
+	if len(flushes) > 3 || !slices.Contains(flushes, 64) || slices.Max(flushes) > 64 {
+		t.Fatalf("deliveries per flush %v, want bursts of at most and mostly 64", flushes)
 	}
 }
 

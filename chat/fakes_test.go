@@ -357,28 +357,54 @@ func (s *memStore) Unread(_ context.Context, room string, msgs []storage.Message
 
 func (s *memStore) OnLeave(fn func(room, user string)) { s.m.OnLeave(fn) }
 
-// sink is a subscriber that keeps what it is given.
+// sink is a subscriber that keeps what it is given. As a client would,
+// it sees what Deliver queued only once it is flushed: a delivery path
+// that forgets to flush leaves a test waiting.
 type sink struct {
-	mu    sync.Mutex
-	pubs  []*chat.Publication
-	notes []chat.Note
-	ended error
-	more  chan struct{} // a signal per delivery
+	mu     sync.Mutex
+	pubs   []*chat.Publication
+	notes  []chat.Note
+	queued []*chat.Publication
+	qnotes []chat.Note
+	ended  error
+	more   chan struct{} // a signal per flush or end
+	// flushes lists how many deliveries each Flush sent.
+	flushes []int
+	// hold, if set, holds the first Deliver until it is closed.
+	hold chan struct{}
 }
 
 func newSink() *sink { return &sink{more: make(chan struct{}, 1<<16)} }
 
 func (s *sink) Deliver(p *chat.Publication, n chat.Note) bool {
 	s.mu.Lock()
-	s.pubs = append(s.pubs, p)
-	s.notes = append(s.notes, n)
+	if h := s.hold; h != nil {
+		s.hold = nil
+		s.mu.Unlock()
+		<-h
+		s.mu.Lock()
+	}
+	s.queued = append(s.queued, p)
+	s.qnotes = append(s.qnotes, n)
+	s.mu.Unlock()
+	return true
+}
+
+func (s *sink) Flush(int) {
+	s.mu.Lock()
+	if len(s.queued) > 0 {
+		s.flushes = append(s.flushes, len(s.queued))
+	}
+	s.pubs = append(s.pubs, s.queued...)
+	s.notes = append(s.notes, s.qnotes...)
+	s.queued, s.qnotes = nil, nil
 	s.mu.Unlock()
 	s.more <- struct{}{}
-	return true
 }
 
 func (s *sink) DeliverWait(_ context.Context, p *chat.Publication, n chat.Note) error {
 	s.Deliver(p, n)
+	s.Flush(1)
 	return nil
 }
 

@@ -30,6 +30,11 @@ type roomFeed struct {
 	more    int    // messages the bus held behind the latest one
 	members map[Subscriber]*roomSub
 	stopped bool
+	// dirty holds the subscriptions given messages since the last flush,
+	// burst how many messages that was; spare is dirty's other buffer.
+	dirty []*roomSub
+	spare []*roomSub
+	burst int
 }
 
 // roomSub is one subscription's place in the feed.
@@ -44,6 +49,8 @@ type roomSub struct {
 	overflow  bool
 	// note goes with the subscription's first message (history gap or reset).
 	note Note
+	// dirty: in the feed's dirty list, to be flushed.
+	dirty bool
 }
 
 type liveItem struct {
@@ -53,6 +60,12 @@ type liveItem struct {
 
 // maxPending bounds the live messages held for a subscription while it replays.
 const maxPending = 1024
+
+// maxBurst bounds how many messages a feed queues for its subscribers
+// before it flushes them, while the bus has more waiting: enough that a
+// busy room's subscribers get many messages per write, few enough that
+// the first of them does not wait long for the last.
+const maxBurst = 64
 
 // feedStartWait bounds a feed's start: reading the room's newest id waits
 // for the log's leader, which a cluster may be electing.
@@ -113,21 +126,54 @@ func (f *roomFeed) stop() {
 	}
 }
 
+// onLive takes the bus's next message. It flushes the subscribers once
+// the bus has nothing more waiting, or maxBurst messages on.
 func (f *roomFeed) onLive(m storage.Message, prev uint64, more int) {
 	f.svc.cfg.Metrics.LiveReceived()
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.more = more
-	if f.stopped || m.ID <= f.last {
+	if !f.stopped && m.ID > f.last {
+		if prev > f.last {
+			f.catchUpLocked(m.ID - 1)
+		}
+		if m.ID > f.last {
+			f.publishLocked(m)
+		}
+		f.probe.Reset(f.svc.cfg.ProbeDelay)
+	}
+	if more > 0 && f.burst < maxBurst {
+		f.mu.Unlock()
 		return
 	}
-	if prev > f.last {
-		f.catchUpLocked(m.ID - 1)
+	f.flushUnlock()
+}
+
+// flushUnlock flushes the subscriptions given messages since the last
+// flush, after releasing f.mu (held by the caller): a flush writes to
+// clients. Any goroutine that delivered calls it; each flush sends all
+// that its sessions have queued, whoever queued it.
+func (f *roomFeed) flushUnlock() {
+	dirty := f.dirty
+	if len(dirty) == 0 {
+		f.burst = 0
+		f.mu.Unlock()
+		return
 	}
-	if m.ID > f.last {
-		f.publishLocked(m)
+	f.dirty, f.spare = f.spare[:0], nil
+	f.burst = 0
+	for _, rs := range dirty {
+		rs.dirty = false
 	}
-	f.probe.Reset(f.svc.cfg.ProbeDelay)
+	f.mu.Unlock()
+	for _, rs := range dirty {
+		rs.sub.Flush(len(dirty))
+	}
+	clear(dirty)
+	f.mu.Lock()
+	if f.spare == nil {
+		f.spare = dirty[:0]
+	}
+	f.mu.Unlock()
 }
 
 // runProbe delivers anything stored after the feed's newest id that never
@@ -153,11 +199,11 @@ func (f *roomFeed) runProbe() {
 		return
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if !f.stopped && latest.ID > f.last {
 		f.svc.log.Debug("room probe found missed messages", "room", f.room, "from", f.last, "to", latest.ID)
 		f.catchUpLocked(latest.ID)
 	}
+	f.flushUnlock()
 }
 
 // catchUpLocked reads from the log what the feed missed, up to id.
@@ -193,7 +239,7 @@ func (f *roomFeed) publishLocked(sm storage.Message) {
 	if pub == nil {
 		return
 	}
-	pub.Fanout = len(f.members)
+	f.burst++
 	item := liveItem{id: sm.ID, pub: pub}
 	sent, dropped := 0, 0
 	for _, rs := range f.members {
@@ -208,7 +254,7 @@ func (f *roomFeed) publishLocked(sm storage.Message) {
 			rs.pending = append(rs.pending, item)
 			continue
 		}
-		s, d := rs.deliver(item)
+		s, d := f.deliverLocked(rs, item)
 		sent, dropped = sent+s, dropped+d
 	}
 	f.countLive(sent, dropped)
@@ -225,15 +271,20 @@ func (f *roomFeed) countLive(sent, dropped int) {
 	}
 }
 
-// deliver hands it over unless the subscription already had it, and
-// reports whether it was taken (sent) or refused (dropped).
-func (rs *roomSub) deliver(it liveItem) (sent, dropped int) {
+// deliverLocked hands it to rs unless rs already had it, marks rs for
+// the next flush, and reports whether it was taken (sent) or refused
+// (dropped).
+func (f *roomFeed) deliverLocked(rs *roomSub, it liveItem) (sent, dropped int) {
 	if it.id <= rs.last {
 		return 0, 0
 	}
 	rs.last = it.id
 	note := rs.note
 	rs.note = Note{}
+	if !rs.dirty {
+		rs.dirty = true
+		f.dirty = append(f.dirty, rs)
+	}
 	if rs.sub.Deliver(it.pub, note) {
 		return 1, 0
 	}
@@ -276,7 +327,6 @@ func (s *Service) publications(ctx context.Context, room string, stored []storag
 		if err != nil {
 			return nil, err
 		}
-		p.Fanout = 1
 		out = append(out, p)
 	}
 	return out, nil

@@ -109,8 +109,6 @@ type Publication struct {
 	// Headers are a room message's SEND headers, passed through to the
 	// client.
 	Headers [][2]string
-	// Fanout is how many subscriptions on this node it goes to.
-	Fanout int
 
 	memo atomic.Pointer[memo]
 }

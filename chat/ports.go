@@ -104,10 +104,16 @@ type Store interface {
 // Subscriber is the receiving end of one subscription, implemented by an
 // adapter (stompapi wraps a STOMP subscription).
 type Subscriber interface {
-	// Deliver hands p to the subscriber without waiting, with note (the
-	// zero Note: none). It reports false if the subscriber refused it: it
-	// has ended, or its client was cut off for not keeping up.
+	// Deliver queues p for the subscriber without waiting, with note (the
+	// zero Note: none), to be sent by the next Flush. It reports false if
+	// the subscriber refused it: it has ended, or its client was cut off
+	// for not keeping up.
 	Deliver(p *Publication, note Note) bool
+	// Flush sends what Deliver queued. Whoever delivers a burst flushes
+	// each subscriber once at its end, so that a client gets the burst in
+	// one write. fanout is how many subscribers are flushed together, for
+	// an adapter that spreads many flushes over its own goroutines.
+	Flush(fanout int)
 	// DeliverWait is Deliver for backlogs (replays): it waits while the
 	// subscriber's queue is full, until ctx ends or the subscriber does.
 	DeliverWait(ctx context.Context, p *Publication, note Note) error

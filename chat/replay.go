@@ -108,12 +108,12 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 		rs.last = cursor
 		sent, dropped := 0, 0
 		for _, it := range rs.pending {
-			s, d := rs.deliver(it)
+			s, d := f.deliverLocked(rs, it)
 			sent, dropped = sent+s, dropped+d
 		}
 		f.countLive(sent, dropped)
 		rs.pending, rs.replaying = nil, false
-		f.mu.Unlock()
+		f.flushUnlock()
 		return
 	}
 }

@@ -41,20 +41,25 @@ func (s *Service) joinTopic(ctx context.Context, key string, sub Subscriber, ope
 
 func (t *topic) stop() { t.watch() }
 
-// deliver makes the event one publication and hands it to every
-// subscriber.
+// deliver makes the event one publication, hands it to every subscriber
+// and flushes them once the topic's lock is released.
 func (t *topic) deliver(body []byte, contentType string) {
 	p := &Publication{Body: body, ContentType: contentType}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	p.Fanout = len(t.subs)
+	var small [8]Subscriber
+	to := small[:0]
 	sent, dropped := 0, 0
+	t.mu.RLock()
 	for sub := range t.subs {
+		to = append(to, sub)
 		if sub.Deliver(p, Note{}) {
 			sent++
 		} else {
 			dropped++
 		}
+	}
+	t.mu.RUnlock()
+	for _, sub := range to {
+		sub.Flush(len(to))
 	}
 	if sent > 0 {
 		t.metrics.Delivered(DeliveryQueue, sent)

@@ -16,14 +16,13 @@ const (
 	historyFirstIDHeader = "history-first-id"
 )
 
-// inlineFanout is how many local subscribers a publication may have for
-// its deliverer to write each frame itself (stompws Deliver): that saves a
-// goroutine wake-up per delivery, but the writes run one after another.
-// A publication to more goes through the sessions' writers
-// (DeliverQueued), which run in parallel, so that one large room is not
-// one goroutine's serial work. On two cores, at 100 msg/s per room, 10
-// rooms of 100 subscribers did better inline, one room of 1,000 through
-// the writers (docs/benchmarks.md).
+// inlineFanout is how many subscribers may be flushed together for the
+// flusher to write each one itself (stompws Flush): that saves a goroutine
+// wake-up per write, but the writes run one after another. A burst to
+// more is written by the sessions' writers (FlushInWriter), which run in
+// parallel, so that one large room is not one goroutine's serial work.
+// On two cores, 10 rooms of 100 subscribers did better inline, one room
+// of 1,000 through the writers (docs/benchmarks.md).
 const inlineFanout = 256
 
 // subscriber is a STOMP subscription as the domain's chat.Subscriber.
@@ -75,11 +74,16 @@ func noteHeaders(n chat.Note) []frame.Header {
 
 // Deliver implements chat.Subscriber.
 func (s *subscriber) Deliver(p *chat.Publication, note chat.Note) bool {
-	m := s.message(p)
-	if p.Fanout > inlineFanout {
-		return s.ss.DeliverQueued(m, noteHeaders(note)...)
+	return s.ss.Queue(s.message(p), noteHeaders(note)...)
+}
+
+// Flush implements chat.Subscriber.
+func (s *subscriber) Flush(fanout int) {
+	if fanout > inlineFanout {
+		s.ss.Session().FlushInWriter()
+		return
 	}
-	return s.ss.Deliver(m, noteHeaders(note)...)
+	s.ss.Session().Flush()
 }
 
 // DeliverWait implements chat.Subscriber.

@@ -191,35 +191,31 @@ func (sub *Subscription) settle(id uint64) bool {
 	return true
 }
 
-// Deliver queues m for the client without blocking, with extra headers
-// placed before m's own. It returns false if the subscription has ended. A
-// client whose queue is full is cut off as a slow consumer (ERROR, close),
-// so that it never holds back whoever delivers to it. A session with
-// nothing else to write gets the frame at once, written on the caller's
-// goroutine with one non-blocking write (writeInline).
-func (sub *Subscription) Deliver(m *Message, extra ...frame.Header) bool {
-	return sub.deliver(m, extra, true)
-}
-
-// DeliverQueued is Deliver, except that the session's writer goroutine
-// always writes the frame. It is for one message to many subscriptions:
-// their writes then run in parallel, on as many cores as there are, rather
-// than one after another on the caller's goroutine.
-func (sub *Subscription) DeliverQueued(m *Message, extra ...frame.Header) bool {
-	return sub.deliver(m, extra, false)
-}
-
-func (sub *Subscription) deliver(m *Message, extra []frame.Header, inline bool) bool {
+// Queue queues m for the client without blocking or writing, with extra
+// headers placed before m's own: it goes out with the session's next
+// flush (Session.Flush, FlushInWriter), so that whoever delivers a burst
+// of messages flushes each session once for all of them, as nats-server
+// flushes each client once per burst of inbound work. It returns false
+// if the subscription has ended. A client whose queue is full is cut off
+// as a slow consumer (ERROR, close), so that it never holds back whoever
+// delivers to it; that ERROR goes out without a flush.
+func (sub *Subscription) Queue(m *Message, extra ...frame.Header) bool {
 	s := sub.s
 	s.mu.Lock()
 	ok := s.deliverLocked(sub, m, extra)
+	closing := !ok && s.closing
 	s.mu.Unlock()
-	// Also when it failed: a slow consumer's ERROR must go out.
-	if inline {
-		s.flush()
-	} else {
-		s.signal()
+	if closing {
+		s.signal() // the writer sends the slow consumer's ERROR and closes
 	}
+	return ok
+}
+
+// Deliver is Queue and Flush: one message, written at once when the
+// session is quiet.
+func (sub *Subscription) Deliver(m *Message, extra ...frame.Header) bool {
+	ok := sub.Queue(m, extra...)
+	sub.s.Flush()
 	return ok
 }
 
@@ -238,7 +234,7 @@ func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...f
 		if len(s.queue) == 0 || len(s.queue) < s.cfg.OutboundFrames/2 && s.queueBytes+m.size <= s.cfg.OutboundBytes/2 {
 			ok := s.deliverLocked(sub, m, extra)
 			s.mu.Unlock()
-			s.flush()
+			s.Flush()
 			if !ok {
 				return ErrSubscriptionClosed
 			}

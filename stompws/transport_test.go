@@ -415,7 +415,8 @@ func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
 			m := stompws.NewMessage("/topic/room", nil, []byte("m"+strconv.Itoa(i)))
 			var ok bool
 			if i%7 < 3 {
-				ok = subs[0].DeliverQueued(m)
+				ok = subs[0].Queue(m)
+				subs[0].Session().FlushInWriter()
 			} else {
 				ok = subs[0].Deliver(m)
 			}
@@ -431,5 +432,62 @@ func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
 		if !strings.HasSuffix(f, "\n\nm"+strconv.Itoa(i)) {
 			t.Fatalf("frame %d: %q", i, f)
 		}
+	}
+}
+
+// TestTransportBurstIsOneWrite: what Queue holds waits for the flush, and
+// a burst flushed once reaches the client as one WebSocket message with
+// every frame in order; a slow consumer's ERROR goes out without a flush.
+func TestTransportBurstIsOneWrite(t *testing.T) {
+	cfg := stompws.DefaultConfig()
+	cfg.OutboundFrames = 40
+	cfg.WriterLinger = time.Microsecond // a writer that runs would write the queue
+	w, h := openRaw(t, cfg)
+	subs := h.members()
+	if len(subs) != 1 {
+		t.Fatalf("%d subscriptions", len(subs))
+	}
+	waitFor(t, "the writer of the handshake's frames to leave", func() bool {
+		_, writers, _ := sessionGoroutines()
+		return writers == 0
+	})
+	const n = 30
+	for i := range n {
+		if !subs[0].Queue(stompws.NewMessage("/topic/room", nil, []byte("m"+strconv.Itoa(i)))) {
+			t.Fatalf("message %d not taken", i)
+		}
+	}
+	_ = w.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	var b [1]byte
+	if _, err := w.br.Read(b[:]); err == nil {
+		t.Fatal("queued frames went out before the flush")
+	}
+	subs[0].Session().Flush()
+	op, p := w.read()
+	if op != 0x1 {
+		t.Fatalf("opcode %#x", op)
+	}
+	frames := strings.Split(strings.TrimSuffix(string(p), "\x00"), "\x00")
+	if len(frames) != n {
+		t.Fatalf("the flush wrote %d frames in its first message, want %d", len(frames), n)
+	}
+	for i, f := range frames {
+		if !strings.HasSuffix(f, "\n\nm"+strconv.Itoa(i)) {
+			t.Fatalf("frame %d: %q", i, f)
+		}
+	}
+
+	// Overflow: the 41st queued frame cuts the client off, unflushed; what
+	// it had not taken is dropped.
+	for i := range 41 {
+		if ok := subs[0].Queue(stompws.NewMessage("/topic/room", nil, []byte("x"))); ok != (i < 40) {
+			t.Fatalf("message %d taken: %v", i, ok)
+		}
+	}
+	if got := w.stompFrames(1); len(got) != 1 || !strings.HasPrefix(got[0], "ERROR\n") || !strings.Contains(got[0], "slow consumer") {
+		t.Fatalf("frames %q, want the slow consumer's ERROR alone", got)
+	}
+	if op, p := w.read(); op != 0x8 {
+		t.Fatalf("after the ERROR: opcode %#x %q, want a close", op, p)
 	}
 }

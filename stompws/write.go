@@ -16,7 +16,7 @@ func (s *Session) enqueueRaw(b []byte) {
 	s.mu.Lock()
 	s.pushLocked(outItem{raw: b})
 	s.mu.Unlock()
-	s.flush()
+	s.Flush()
 }
 
 // pushLocked queues an item; the caller holds s.mu and sees to it.
@@ -227,20 +227,27 @@ func (s *Session) write(buf []byte, bin bool) error {
 // goes to the writer, which splits it into several messages if need be.
 const inlineMax = 64 << 10
 
-// flush sees to what is queued: written at once on the caller's
-// goroutine when it can be (writeInline), else by the writer.
-func (s *Session) flush() {
+// Flush sees to what is queued: written at once on the caller's
+// goroutine when it can be (writeInline), else by the session's writer.
+func (s *Session) Flush() {
 	if !s.writeInline() {
 		s.signal()
 	}
 }
 
+// FlushInWriter is Flush, except that the session's writer goroutine
+// always writes. It is for flushing many sessions at once: their writes
+// then run in parallel, on as many cores as there are, rather than one
+// after another on the caller's goroutine.
+func (s *Session) FlushInWriter() { s.signal() }
+
 // writeInline writes the queue on the caller's goroutine, with one
-// non-blocking write(2), when no writer runs and the session has written
-// nothing for WriteCoalesce. That is most deliveries of chat traffic, a
-// frame per session now and then: each then costs a syscall, not also a
-// goroutine wake-up, a run-queue wait and timer work. Closer frames go to
-// the writer, which batches them. A heart-beat that is due goes the same
+// non-blocking write(2), when no writer runs and either the session has
+// written nothing for WriteCoalesce or a burst queued several frames. That
+// is most deliveries: chat traffic's frame per session now and then, and
+// a busy room's burst flushed once (Queue). Each then costs a syscall, not
+// also a goroutine wake-up, a run-queue wait and timer work. A lone frame
+// close behind the last write goes to the writer, which batches. A heart-beat that is due goes the same
 // way (an EOL, when no frame is queued). What the socket does not take at
 // once is finished by finishWrite, so a slow client never blocks the
 // caller.
@@ -249,15 +256,17 @@ func (s *Session) writeInline() bool {
 	if s.out == nil || s.out.rc == nil || s.writing.Load() {
 		return false
 	}
-	now := time.Now().UnixNano()
-	if c := int64(s.cfg.WriteCoalesce); c > 0 && now-s.lastWrite.Load() < c {
-		return false
+	recent := false
+	if c := int64(s.cfg.WriteCoalesce); c > 0 {
+		recent = time.Now().UnixNano()-s.lastWrite.Load() < c
 	}
 	s.mu.Lock()
+	// A lone frame close behind the last write waits for the writer, to
+	// share its next write; several frames are a batch already.
 	// The socket's lock is taken under s.mu, so a writer that takes the
 	// queue after this writes after these frames.
 	if s.writing.Load() || s.closing || s.waiting || len(s.queue) == 0 && !s.beatDue.Load() ||
-		s.queueBytes > inlineMax || !s.out.mu.TryLock() {
+		recent && len(s.queue) < 2 || s.queueBytes > inlineMax || !s.out.mu.TryLock() {
 		s.mu.Unlock()
 		return false
 	}
