@@ -32,7 +32,12 @@ type Config struct {
 	// ProbeDelay is how long after a room's last live message a node checks
 	// that it missed nothing at the end of the room (see roomFeed).
 	ProbeDelay time.Duration
-	Logger     *slog.Logger
+	// FlushWindow is how long a busy room's feed gathers messages before
+	// it flushes them to its subscribers, so that each gets them in one
+	// write; a room that has flushed nothing for as long flushes at once,
+	// so quiet rooms wait for nothing (0: every burst at once).
+	FlushWindow time.Duration
+	Logger      *slog.Logger
 	// Metrics is told of stored, delivered and dropped messages and of
 	// replays; nil: nothing is.
 	Metrics Metrics

@@ -137,6 +137,7 @@ func TestDomain(t *testing.T) {
 			t.Run("MemberRemovedEnds", func(t *testing.T) { testMemberRemovedEnds(t, open(t)) })
 			t.Run("ClientIDStoredOnce", func(t *testing.T) { testClientIDStoredOnce(t, open(t)) })
 			t.Run("BurstFlushedOnce", func(t *testing.T) { testBurstFlushedOnce(t, open(t)) })
+			t.Run("FlushWindow", func(t *testing.T) { testFlushWindow(t, open(t)) })
 		})
 	}
 }
@@ -173,6 +174,33 @@ func testBurstFlushedOnce(t *testing.T, b backend) {
 	// The held first message may have had company already.
 	if len(flushes) > 3 || !slices.Contains(flushes, 64) || slices.Max(flushes) > 64 {
 		t.Fatalf("deliveries per flush %v, want bursts of at most and mostly 64", flushes)
+	}
+}
+
+// A room quiet for a flush window flushes its message at once; messages
+// that follow within the window are gathered and flushed together when
+// it ends. (Without the window, each would be a flush of its own.)
+func testFlushWindow(t *testing.T, b backend) {
+	s := b.service(t, chat.Config{AutoJoin: true, FlushWindow: 500 * time.Millisecond})
+	k := subscribe(t, s, "ann", "r", nil)
+	post(t, s, "ben", "r", "first")
+	if _, err := k.awaitIDs(1); err != nil {
+		t.Fatal(err)
+	}
+	post(t, s, "ben", "r", "second")
+	post(t, s, "ben", "r", "third")
+	ids, err := k.awaitIDs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ascending(ids) || len(ids) != 3 {
+		t.Fatalf("ids %v", ids)
+	}
+	k.mu.Lock()
+	flushes := slices.Clone(k.flushes)
+	k.mu.Unlock()
+	if !slices.Equal(flushes, []int{1, 2}) {
+		t.Fatalf("deliveries per flush %v, want [1 2]", flushes)
 	}
 }
 

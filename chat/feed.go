@@ -35,6 +35,11 @@ type roomFeed struct {
 	dirty []*roomSub
 	spare []*roomSub
 	burst int
+	// flushed is when the feed last flushed; flushLater, armed while
+	// waiting is set, flushes what a busy room gathers (Config.FlushWindow).
+	flushed    time.Time
+	flushLater *time.Timer
+	waiting    bool
 }
 
 // roomSub is one subscription's place in the feed.
@@ -123,6 +128,11 @@ func (f *roomFeed) stop() {
 	if !done {
 		f.probe.Stop()
 		f.watch()
+		f.mu.Lock()
+		if f.flushLater != nil {
+			f.flushLater.Stop()
+		}
+		f.flushUnlock() // whoever is still subscribed gets what was gathered
 	}
 }
 
@@ -141,10 +151,29 @@ func (f *roomFeed) onLive(m storage.Message, prev uint64, more int) {
 		}
 		f.probe.Reset(f.svc.cfg.ProbeDelay)
 	}
-	if more > 0 && f.burst < maxBurst {
-		f.mu.Unlock()
-		return
+	if f.burst < maxBurst {
+		if more > 0 || f.waiting {
+			f.mu.Unlock()
+			return
+		}
+		if wait := f.svc.cfg.FlushWindow - time.Since(f.flushed); wait > 0 {
+			// Busy: gather until the window ends.
+			f.waiting = true
+			if f.flushLater == nil {
+				f.flushLater = time.AfterFunc(wait, f.flushWaiting)
+			} else {
+				f.flushLater.Reset(wait)
+			}
+			f.mu.Unlock()
+			return
+		}
 	}
+	f.flushUnlock()
+}
+
+// flushWaiting ends a busy room's flush window.
+func (f *roomFeed) flushWaiting() {
+	f.mu.Lock()
 	f.flushUnlock()
 }
 
@@ -153,14 +182,14 @@ func (f *roomFeed) onLive(m storage.Message, prev uint64, more int) {
 // clients. Any goroutine that delivered calls it; each flush sends all
 // that its sessions have queued, whoever queued it.
 func (f *roomFeed) flushUnlock() {
+	f.burst, f.waiting = 0, false
+	f.flushed = time.Now()
 	dirty := f.dirty
 	if len(dirty) == 0 {
-		f.burst = 0
 		f.mu.Unlock()
 		return
 	}
 	f.dirty, f.spare = f.spare[:0], nil
-	f.burst = 0
 	for _, rs := range dirty {
 		rs.dirty = false
 	}

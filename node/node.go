@@ -162,6 +162,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		},
 		KeepClientFields: cfg.KeepClientFields,
 		StoreReads:       cfg.StoreReads,
+		FlushWindow:      cfg.FlushWindow,
 	})
 	dests, err := cfg.Destinations()
 	if err != nil {

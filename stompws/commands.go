@@ -253,7 +253,7 @@ func (s *Session) complete(o *op, err error) {
 		s.ops = nil
 	}
 	s.mu.Unlock()
-	s.Flush()
+	s.flush()
 	for _, f := range after {
 		f()
 	}

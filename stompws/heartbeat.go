@@ -88,5 +88,5 @@ func (s *Session) checkSilence() {
 // (writeInline), else by the writer.
 func (s *Session) beat() {
 	s.beatDue.Store(true)
-	s.Flush()
+	s.flush()
 }

@@ -78,7 +78,6 @@ func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
 	const n = 50
 	cfg := stompws.DefaultConfig()
 	cfg.HeartBeatMin = 50 * time.Millisecond
-	cfg.WriterLinger = 10 * time.Millisecond // a writer that does start leaves soon
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	obs := &closeCounter{}
 	cfg.Observer = obs

@@ -211,11 +211,12 @@ func (sub *Subscription) Queue(m *Message, extra ...frame.Header) bool {
 	return ok
 }
 
-// Deliver is Queue and Flush: one message, written at once when the
-// session is quiet.
+// Deliver queues one message and sees to it: written at once when the
+// session has been quiet for WriteCoalesce, else by the writer, which
+// batches what comes meanwhile.
 func (sub *Subscription) Deliver(m *Message, extra ...frame.Header) bool {
 	ok := sub.Queue(m, extra...)
-	sub.s.Flush()
+	sub.s.flush()
 	return ok
 }
 
@@ -234,7 +235,7 @@ func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...f
 		if len(s.queue) == 0 || len(s.queue) < s.cfg.OutboundFrames/2 && s.queueBytes+m.size <= s.cfg.OutboundBytes/2 {
 			ok := s.deliverLocked(sub, m, extra)
 			s.mu.Unlock()
-			s.Flush()
+			s.flush()
 			if !ok {
 				return ErrSubscriptionClosed
 			}

@@ -106,12 +106,6 @@ type Config struct {
 	// at once by whoever queued it (one non-blocking write). Negative: no
 	// wait.
 	WriteCoalesce time.Duration
-	// WriterLinger is how long a session's writer goroutine waits for more
-	// to write before it exits. A writer started afresh for every burst
-	// grows its stack anew each time (9 % of CPU in the chat-like
-	// benchmark, 1.5 % with it); an idle session holds none most of the
-	// time.
-	WriterLinger time.Duration
 	// OriginPatterns lists the allowed browser origins (host patterns, as in
 	// github.com/coder/websocket); empty means same origin only.
 	OriginPatterns []string
@@ -142,7 +136,6 @@ func DefaultConfig() Config {
 		WriteTimeout:     10 * time.Second,
 		WriteStallMax:    2 * time.Minute,
 		WriteCoalesce:    time.Millisecond,
-		WriterLinger:     250 * time.Millisecond,
 		ServerName:       "chatd",
 	}
 }
@@ -185,7 +178,6 @@ func (c Config) withDefaults() Config {
 	if c.WriteCoalesce == 0 {
 		c.WriteCoalesce = d.WriteCoalesce
 	}
-	setDur(&c.WriterLinger, d.WriterLinger)
 	if c.ServerName == "" {
 		c.ServerName = d.ServerName
 	}

@@ -82,8 +82,6 @@ type Session struct {
 	// writing is set while a writer goroutine runs (see signal), and for
 	// good once one has closed the connection.
 	writing atomic.Bool
-	// wake tells a lingering writer there is more to write.
-	wake chan struct{}
 	// rmu orders the read loop's own reads of the client's input (the
 	// buffered check, answerPing) with coder/websocket's close handshake,
 	// which the writer starts and which then reads that input itself
@@ -153,7 +151,6 @@ func newSession(srv *Server, l link, r *http.Request) *Session {
 		subs:       map[string]*Subscription{},
 		stop:       make(chan struct{}),
 		writerDone: make(chan struct{}),
-		wake:       make(chan struct{}, 1),
 	}
 	if srv.cfg.SendRate > 0 {
 		s.sendLimit = rate.NewLimiter(rate.Limit(srv.cfg.SendRate), max(srv.cfg.SendBurst, 1))

@@ -269,13 +269,12 @@ func finishing() bool {
 
 // fillableConfig is a session's configuration for fillSocket: a queue
 // that holds all it delivers, every delivery that finds no writer written
-// at once, and writers that leave as soon as they have nothing left.
+// at once (writers leave as soon as they have nothing left).
 func fillableConfig() stompws.Config {
 	cfg := stompws.DefaultConfig()
 	cfg.OutboundBytes = 256 << 20
 	cfg.OutboundFrames = 1 << 16
 	cfg.WriteCoalesce = -1
-	cfg.WriterLinger = time.Microsecond
 	return cfg
 }
 
@@ -396,12 +395,11 @@ func TestTransportStalledClientIsCut(t *testing.T) {
 }
 
 // TestTransportInlineAndQueuedKeepOrder: frames written inline by their
-// deliverer (Deliver) and by the session's writer (DeliverQueued) reach
+// deliverer (Deliver) and by the session's writer (FlushInWriter) reach
 // the client in the order they were delivered, however the two mix.
 func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
 	cfg := stompws.DefaultConfig()
-	cfg.WriteCoalesce = -1              // Deliver writes inline whenever no writer runs,
-	cfg.WriterLinger = time.Microsecond // which is most of the time
+	cfg.WriteCoalesce = -1 // Deliver writes inline whenever no writer runs
 	w, h := openRaw(t, cfg)
 	subs := h.members()
 	if len(subs) != 1 {
@@ -441,7 +439,6 @@ func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
 func TestTransportBurstIsOneWrite(t *testing.T) {
 	cfg := stompws.DefaultConfig()
 	cfg.OutboundFrames = 40
-	cfg.WriterLinger = time.Microsecond // a writer that runs would write the queue
 	w, h := openRaw(t, cfg)
 	subs := h.members()
 	if len(subs) != 1 {

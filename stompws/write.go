@@ -1,5 +1,5 @@
 // The session's writer: the outbound queue drained into WebSocket
-// messages, by a writer goroutine that batches bursts and lingers, or
+// messages, by a writer goroutine that batches bursts, or
 // inline by whoever queued a frame when the session is quiet.
 
 package stompws
@@ -16,7 +16,7 @@ func (s *Session) enqueueRaw(b []byte) {
 	s.mu.Lock()
 	s.pushLocked(outItem{raw: b})
 	s.mu.Unlock()
-	s.Flush()
+	s.flush()
 }
 
 // pushLocked queues an item; the caller holds s.mu and sees to it.
@@ -26,16 +26,12 @@ func (s *Session) pushLocked(it outItem) {
 }
 
 // signal makes sure a writer will look at the queue, starting one unless
-// one runs. The writer exits when it finds nothing to do, so an idle
-// session holds no writer goroutine.
+// one runs: a running writer looks again before it exits (it takes the
+// queue, or clears writing, under s.mu). The writer exits when it finds
+// nothing to do, so an idle session holds no writer goroutine.
 func (s *Session) signal() {
 	if s.writing.CompareAndSwap(false, true) {
 		go s.writeLoop()
-		return
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default: // a wake-up is already pending
 	}
 }
 
@@ -44,21 +40,16 @@ func (s *Session) signal() {
 // each; STOMP clients split frames on NUL, whatever the message boundaries.
 const maxWSMessage = 256 << 10
 
-// writeLoop is the session's writer while it runs (signal starts it; a
-// frame that finds no writer and a quiet session is written inline by
-// writeInline instead): it takes everything queued at once and writes it
-// as few WebSocket messages, so a burst costs one write, then waits
+// writeLoop is the session's writer while it runs (signal starts it;
+// most writes need none: Flush and writeInline write on the caller's
+// goroutine): it takes everything queued at once and writes it as few
+// WebSocket messages, so a burst costs one write, then waits
 // WriteCoalesce so that what arrives meanwhile shares the next write, and
-// exits when nothing has come for WriterLinger. It sends a heart-beat
-// when the timer asks and nothing else goes.
+// exits when that brought nothing. It does not linger longer: while it
+// runs, flushes hand it their writes rather than write inline, at the
+// cost of a wake-up and a sleep each. It sends a heart-beat when the
+// timer asks and nothing else goes.
 func (s *Session) writeLoop() {
-	var linger *time.Timer
-	lingered := false // the last wait ran out with nothing to write
-	defer func() {
-		if linger != nil {
-			linger.Stop()
-		}
-	}()
 	for {
 		beat := s.beatDue.Swap(false)
 		s.mu.Lock()
@@ -71,33 +62,17 @@ func (s *Session) writeLoop() {
 			s.drained, s.waiting = nil, false
 		}
 		if len(items) == 0 && !beat && !closing {
-			if lingered || s.cfg.WriterLinger <= 0 {
-				// Cleared under s.mu: whoever queues a frame after this
-				// finds no writer and starts one.
-				s.writing.Store(false)
-				s.mu.Unlock()
-				// A heart-beat is asked for without s.mu: one asked for
-				// while this writer was leaving found it still running.
-				if s.beatDue.Load() {
-					s.signal()
-				}
-				return
-			}
+			// Cleared under s.mu: whoever queues a frame after this
+			// finds no writer and starts one.
+			s.writing.Store(false)
 			s.mu.Unlock()
-			if linger == nil {
-				linger = time.NewTimer(s.cfg.WriterLinger)
-			} else {
-				linger.Reset(s.cfg.WriterLinger)
+			// A heart-beat is asked for without s.mu: one asked for
+			// while this writer was leaving found it still running.
+			if s.beatDue.Load() {
+				s.signal()
 			}
-			select {
-			case <-s.wake:
-				linger.Stop()
-			case <-linger.C:
-				lingered = true
-			}
-			continue
+			return
 		}
-		lingered = false
 		s.mu.Unlock()
 
 		var err error
@@ -227,10 +202,21 @@ func (s *Session) write(buf []byte, bin bool) error {
 // goes to the writer, which splits it into several messages if need be.
 const inlineMax = 64 << 10
 
-// Flush sees to what is queued: written at once on the caller's
-// goroutine when it can be (writeInline), else by the session's writer.
+// Flush writes what is queued at once, on the caller's goroutine, unless
+// the session's writer runs (then the writer does): the caller gathered
+// a burst already.
 func (s *Session) Flush() {
-	if !s.writeInline() {
+	if !s.writeInline(false) {
+		s.signal()
+	}
+}
+
+// flush sees to a frame or two queued on their own (a RECEIPT, a
+// heart-beat, one delivery): written at once as Flush does, unless the
+// session wrote within WriteCoalesce; then the writer writes, batching
+// what comes meanwhile.
+func (s *Session) flush() {
+	if !s.writeInline(true) {
 		s.signal()
 	}
 }
@@ -242,31 +228,28 @@ func (s *Session) Flush() {
 func (s *Session) FlushInWriter() { s.signal() }
 
 // writeInline writes the queue on the caller's goroutine, with one
-// non-blocking write(2), when no writer runs and either the session has
-// written nothing for WriteCoalesce or a burst queued several frames. That
-// is most deliveries: chat traffic's frame per session now and then, and
-// a busy room's burst flushed once (Queue). Each then costs a syscall, not
-// also a goroutine wake-up, a run-queue wait and timer work. A lone frame
-// close behind the last write goes to the writer, which batches. A heart-beat that is due goes the same
+// non-blocking write(2), when no writer runs and, with coalesce, the
+// session has written nothing for WriteCoalesce. That is most writes: a
+// room's burst flushed once (Flush), chat traffic's frame per session now
+// and then. Each then costs a syscall, not also a goroutine wake-up, a
+// run-queue wait and timer work. A lone frame close behind the last write
+// goes to the writer, which batches. A heart-beat that is due goes the same
 // way (an EOL, when no frame is queued). What the socket does not take at
 // once is finished by finishWrite, so a slow client never blocks the
 // caller.
 // False: nothing was taken, and the writer must see to the queue.
-func (s *Session) writeInline() bool {
+func (s *Session) writeInline(coalesce bool) bool {
 	if s.out == nil || s.out.rc == nil || s.writing.Load() {
 		return false
 	}
-	recent := false
-	if c := int64(s.cfg.WriteCoalesce); c > 0 {
-		recent = time.Now().UnixNano()-s.lastWrite.Load() < c
+	if c := int64(s.cfg.WriteCoalesce); coalesce && c > 0 && time.Now().UnixNano()-s.lastWrite.Load() < c {
+		return false
 	}
 	s.mu.Lock()
-	// A lone frame close behind the last write waits for the writer, to
-	// share its next write; several frames are a batch already.
 	// The socket's lock is taken under s.mu, so a writer that takes the
 	// queue after this writes after these frames.
 	if s.writing.Load() || s.closing || s.waiting || len(s.queue) == 0 && !s.beatDue.Load() ||
-		recent && len(s.queue) < 2 || s.queueBytes > inlineMax || !s.out.mu.TryLock() {
+		s.queueBytes > inlineMax || !s.out.mu.TryLock() {
 		s.mu.Unlock()
 		return false
 	}
