@@ -59,7 +59,7 @@ var errorKinds = []string{stompws.KindConnect, stompws.KindHeartbeat, stompws.Ki
 	stompws.KindSlowConsumer, stompws.KindShutdown, stompws.KindInternal, stompws.KindUnavailable, stompws.KindOther}
 
 // cutReasons are why stompws cuts a connection (Observer.SessionCut).
-var cutReasons = []string{stompws.CutWriteTimeout, stompws.CutWriteStall, stompws.CutSlowConsumer, stompws.CutShutdown}
+var cutReasons = []string{stompws.CutWriteTimeout, stompws.CutWriteStall, stompws.CutShutdown}
 
 // New makes a node's metrics in a registry of their own.
 func New(node, version string) *Metrics {
@@ -117,7 +117,7 @@ func New(node, version string) *Metrics {
 	})
 	cut := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "chatd_sessions_cut_total",
-		Help: "Connections the server cut without a close handshake, by reason: write_timeout, write_stall, slow_consumer, shutdown.",
+		Help: "Connections the server cut without a close handshake, by reason: write_timeout, write_stall, shutdown.",
 	}, []string{"reason"})
 	m.cuts = make(map[string]prometheus.Counter, len(cutReasons))
 	for _, r := range cutReasons {

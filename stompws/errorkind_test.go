@@ -155,7 +155,7 @@ func TestErrorKinds(t *testing.T) {
 				sub := ts.h.subscriptions("/topic/a")[0]
 				pad := strings.Repeat("y", 30<<10)
 				// The client reads nothing: its socket fills, then its queue.
-				for n := 0; sub.Deliver(stompws.NewMessage("/topic/a", nil, []byte(pad))); n++ {
+				for n := 0; deliver(sub, stompws.NewMessage("/topic/a", nil, []byte(pad))); n++ {
 					if n == 100000 {
 						t.Fatal("the queue never filled")
 					}

@@ -153,9 +153,12 @@ func benchFanout(b *testing.B, n int) {
 		// every delivery.
 		m := stompws.NewMessage("/topic/room", hdr, body)
 		for _, sub := range subs {
-			if !sub.Deliver(m) {
+			if !sub.Queue(m) {
 				b.Fatal("subscription ended")
 			}
+		}
+		for _, sub := range subs {
+			sub.Session().Flush()
 		}
 		want += int64(n)
 		deadline := time.After(10 * time.Second)

@@ -121,12 +121,17 @@ func (h *fakeHandler) Send(_ context.Context, s *stompws.Session, f *frame.Frame
 		h.stored = append(h.stored, body)
 		subs := append([]*stompws.Subscription(nil), h.subs[dest]...)
 		h.mu.Unlock()
+		// As chatd's room feed: queued to every subscription, then each
+		// session flushed once.
 		for _, sub := range subs {
-			if !sub.Deliver(m) {
+			if !sub.Queue(m) {
 				h.mu.Lock()
 				h.dropped++
 				h.mu.Unlock()
 			}
+		}
+		for _, sub := range subs {
+			sub.Session().Flush()
 		}
 		done(nil)
 	}
@@ -329,4 +334,12 @@ func dialRaw(t testing.TB, ts *testServer, subprotocols ...string) *stomptest.Ra
 // dialWS opens a real WebSocket, closed when the test ends.
 func dialWS(t testing.TB, url string, subprotocols ...string) *websocket.Conn {
 	return stomptest.DialWS(t, url, stomptest.DialOptions{Subprotocols: subprotocols})
+}
+
+// deliver queues m for sub and flushes its session, as a room feed does
+// with a burst of one.
+func deliver(sub *stompws.Subscription, m *stompws.Message) bool {
+	ok := sub.Queue(m)
+	sub.Session().Flush()
+	return ok
 }

@@ -42,9 +42,6 @@ const (
 	// CutWriteStall: a write waited WriteStallMax, although the client kept
 	// sending.
 	CutWriteStall = "write_stall"
-	// CutSlowConsumer: a slow consumer's connection had not closed a
-	// second after its ERROR.
-	CutSlowConsumer = "slow_consumer"
 	// CutShutdown: the connection had not closed when Shutdown's context
 	// ended.
 	CutShutdown = "shutdown"

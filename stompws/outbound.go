@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/chatd/chatd/internal/jsonstr"
@@ -211,16 +210,7 @@ func (sub *Subscription) Queue(m *Message, extra ...frame.Header) bool {
 	return ok
 }
 
-// Deliver queues one message and sees to it: written at once when the
-// session has been quiet for WriteCoalesce, else by the writer, which
-// batches what comes meanwhile.
-func (sub *Subscription) Deliver(m *Message, extra ...frame.Header) bool {
-	ok := sub.Queue(m, extra...)
-	sub.s.flush()
-	return ok
-}
-
-// DeliverWait is Deliver for backlogs (replays): it waits while the
+// DeliverWait is Queue and Flush for backlogs (replays): it waits while the
 // session's queue is more than half full instead of overflowing it, so a
 // long replay is paced by the client; a client that pauses reading but
 // keeps sending is waited for too, up to WriteStallMax (checkStall).
@@ -279,14 +269,15 @@ func (s *Session) deliverLocked(sub *Subscription, m *Message, extra []frame.Hea
 	return true
 }
 
-// slowConsumerLocked drops what the client has not taken, tells it why, and
-// cuts the connection shortly after even if the client reads nothing more.
+// slowConsumerLocked drops what the client has not taken and tells it
+// why. The ERROR follows the frame being written, if one is: a client
+// that reads again gets that frame whole, its ERROR and the close. One
+// that does not is cut by the write's stall watch, as every closing
+// session is (checkStall); cutting sooner would end the connection in
+// the middle of that frame.
 func (s *Session) slowConsumerLocked(reason string) {
 	if !s.closing {
 		s.cfg.Observer.SlowConsumer()
 	}
 	s.failLocked(&Error{Kind: KindSlowConsumer, Message: "slow consumer: " + reason}, nil, "", closePolicy, true)
-	time.AfterFunc(time.Second, func() {
-		s.cut(CutSlowConsumer, "slow consumer: "+reason+"; the connection had not closed a second after the ERROR")
-	})
 }

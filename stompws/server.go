@@ -213,7 +213,8 @@ type Handler interface {
 	// RECEIPT, or an ERROR for a non-nil error, follows in frame order.
 	Send(ctx context.Context, s *Session, f *frame.Frame, done func(error))
 	// Subscribe starts a subscription; an error refuses it. Messages go to
-	// the client through sub.Deliver until Unsubscribe is called.
+	// the client through sub.Queue and a flush (Session.Flush), or
+	// sub.DeliverWait, until Unsubscribe is called.
 	Subscribe(ctx context.Context, sub *Subscription) error
 	// Unsubscribe ends a subscription; it is called once for every
 	// subscription Subscribe accepted, also when the session ends.

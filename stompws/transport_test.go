@@ -232,7 +232,7 @@ func TestTransportBytesArriveAnyHow(t *testing.T) {
 		t.Fatalf("%d subscriptions", len(subs))
 	}
 	large := strings.Repeat("x", 100<<10)
-	if !subs[0].Deliver(stompws.NewMessage("/topic/room", nil, []byte(large))) {
+	if !deliver(subs[0], stompws.NewMessage("/topic/room", nil, []byte(large))) {
 		t.Fatal("large message not taken")
 	}
 	got := w.stompFrames(1)
@@ -290,7 +290,7 @@ func fillSocket(t *testing.T, sub *stompws.Subscription) int {
 	t.Helper()
 	pad := strings.Repeat("y", 30<<10)
 	for n := 0; n < 4000; n++ {
-		if !sub.Deliver(stompws.NewMessage("/topic/room", nil, []byte(fmt.Sprintf("%05d%s", n, pad)))) {
+		if !deliver(sub, stompws.NewMessage("/topic/room", nil, []byte(fmt.Sprintf("%05d%s", n, pad)))) {
 			t.Fatalf("message %d not taken", n)
 		}
 		stuck := time.Now().Add(200 * time.Millisecond)
@@ -326,7 +326,7 @@ func TestTransportSlowReaderGetsWholeFrames(t *testing.T) {
 	pad := strings.Repeat("y", 30<<10)
 	for i := n; i < n+20; i++ {
 		start := time.Now()
-		if !subs[0].Deliver(stompws.NewMessage("/topic/room", nil, []byte(fmt.Sprintf("%05d%s", i, pad)))) {
+		if !deliver(subs[0], stompws.NewMessage("/topic/room", nil, []byte(fmt.Sprintf("%05d%s", i, pad)))) {
 			t.Fatalf("message %d not taken", i)
 		}
 		if d := time.Since(start); d > time.Second {
@@ -395,11 +395,11 @@ func TestTransportStalledClientIsCut(t *testing.T) {
 }
 
 // TestTransportInlineAndQueuedKeepOrder: frames written inline by their
-// deliverer (Deliver) and by the session's writer (FlushInWriter) reach
+// flusher (Flush) and by the session's writer (FlushInWriter) reach
 // the client in the order they were delivered, however the two mix.
 func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
 	cfg := stompws.DefaultConfig()
-	cfg.WriteCoalesce = -1 // Deliver writes inline whenever no writer runs
+	cfg.WriteCoalesce = -1 // writers do not pause between writes: they and the flusher mix more
 	w, h := openRaw(t, cfg)
 	subs := h.members()
 	if len(subs) != 1 {
@@ -416,7 +416,7 @@ func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
 				ok = subs[0].Queue(m)
 				subs[0].Session().FlushInWriter()
 			} else {
-				ok = subs[0].Deliver(m)
+				ok = deliver(subs[0], m)
 			}
 			if !ok {
 				t.Errorf("message %d not taken", i)
