@@ -196,9 +196,20 @@ func (w *world) RoomCount(_ context.Context, room string) (uint64, error) {
 	return uint64(len(w.room(room))), nil
 }
 
-func (w *world) CountAfter(ctx context.Context, room string, after uint64) (uint64, error) {
-	ms, err := w.After(ctx, room, after, 1<<30)
-	return uint64(len(ms)), err
+func (w *world) RoomTails(ctx context.Context, marks []storage.RoomMark) ([]storage.RoomTail, error) {
+	out := make([]storage.RoomTail, len(marks))
+	for i, mk := range marks {
+		latest, err := w.Latest(ctx, mk.Room, 0)
+		if err != nil {
+			return nil, err
+		}
+		ms, err := w.After(ctx, mk.Room, mk.Read, 1<<30)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = storage.RoomTail{Latest: latest, Unread: uint64(len(ms))}
+	}
+	return out, nil
 }
 
 func (w *world) MaxPerRoom() int64   { return w.perRoom }

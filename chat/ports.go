@@ -35,8 +35,10 @@ type MessageLog interface {
 	State(ctx context.Context) (storage.LogState, error)
 	// RoomCount is how many of the room's messages the log holds.
 	RoomCount(ctx context.Context, room string) (uint64, error)
-	// CountAfter is how many of the room's messages have ids above after.
-	CountAfter(ctx context.Context, room string, after uint64) (uint64, error)
+	// RoomTails returns, for each of marks in order, its room's newest
+	// message (nil: none) and how many of the room's messages have ids
+	// above the mark: a room list's worth at once.
+	RoomTails(ctx context.Context, marks []storage.RoomMark) ([]storage.RoomTail, error)
 	// MaxPerRoom is how many messages of one room the log keeps (0: all).
 	MaxPerRoom() int64
 	// MaxMessageSize is the largest message the log stores, in bytes.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -243,30 +242,39 @@ func (s *Service) manager(ctx context.Context, actor, room string) (storage.Memb
 	return m, nil
 }
 
-// roomListWorkers bounds the stream reads a room list makes at once.
-const roomListWorkers = 8
-
 // UserRooms lists user's rooms, the most recently active first, each with
-// its unread count and newest message.
+// its unread count and newest message. The rooms' records, memberships and
+// read positions are the store's; their newest messages and unread counts
+// come from the log in one call for all of them.
 func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, error) {
 	ids, err := s.store.UserRooms(ctx, user)
 	if err != nil {
 		return nil, fmt.Errorf("rooms of %s: %w", user, err)
 	}
 	out := make([]RoomSummary, len(ids))
-	errs := make([]error, len(ids))
-	sem := make(chan struct{}, roomListWorkers)
-	var wg sync.WaitGroup
+	marks := make([]storage.RoomMark, len(ids))
 	for i, id := range ids {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			out[i], errs[i] = s.roomSummary(ctx, user, id)
-		})
+		if out[i], err = s.roomSummary(ctx, user, id); err != nil {
+			return nil, err
+		}
+		marks[i] = storage.RoomMark{Room: id, Read: out[i].LastReadID}
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	tails, err := s.msgs.RoomTails(ctx, marks)
+	if err != nil {
+		return nil, fmt.Errorf("rooms of %s: %w", user, err)
+	}
+	for i, t := range tails {
+		out[i].UnreadCount = t.Unread
+		if t.Latest == nil {
+			continue
+		}
+		msgs, _, err := s.chatMessages(ctx, out[i].ID, []storage.Message{*t.Latest})
+		if err != nil {
+			return nil, err
+		}
+		if len(msgs) == 1 {
+			out[i].LastMessage = &msgs[0]
+		}
 	}
 	// Newest message first; rooms without messages after, by name.
 	slices.SortStableFunc(out, func(a, b RoomSummary) int {
@@ -282,6 +290,8 @@ func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, er
 	return out, nil
 }
 
+// roomSummary is the store's part of a room list's entry: name, role and
+// read position.
 func (s *Service) roomSummary(ctx context.Context, user, id string) (RoomSummary, error) {
 	sum := RoomSummary{ID: id, Name: id, Role: storage.RoleMember}
 	switch rm, err := s.store.Room(ctx, id); {
@@ -300,21 +310,5 @@ func (s *Service) roomSummary(ctx context.Context, user, id string) (RoomSummary
 		return sum, fmt.Errorf("read position in %s: %w", id, err)
 	}
 	sum.LastReadID = mark
-	if sum.UnreadCount, err = s.msgs.CountAfter(ctx, id, mark); err != nil {
-		return sum, fmt.Errorf("unread count of %s: %w", id, err)
-	}
-	latest, err := s.msgs.Latest(ctx, id, 0)
-	if err != nil {
-		return sum, fmt.Errorf("newest message of %s: %w", id, err)
-	}
-	if latest != nil {
-		msgs, _, err := s.chatMessages(ctx, id, []storage.Message{*latest})
-		if err != nil {
-			return sum, err
-		}
-		if len(msgs) == 1 {
-			sum.LastMessage = &msgs[0]
-		}
-	}
 	return sum, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // LogConfig shapes the messages stream.
@@ -356,9 +358,82 @@ func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error)
 	return info.State.Subjects[subj], nil
 }
 
-// CountAfter returns how many of the room's messages have ids above after,
+// maxMultiLast is how many subjects one multi_last direct get may find
+// messages for; JetStream refuses a request for more.
+const maxMultiLast = 1024
+
+// RoomTails returns, for each of marks in order, its room's newest message
+// (nil: none) and how many of the room's messages have ids above the mark.
+// The newest messages come from one direct get per maxMultiLast rooms
+// (multi_last, which finds each room's last message through the stream's
+// subject index, without reading blocks back); a room is counted only if
+// its newest message is above the mark, for the rest are all read.
+func (l *MessageLog) RoomTails(ctx context.Context, marks []storage.RoomMark) ([]storage.RoomTail, error) {
+	latest := make(map[string]storage.Message, len(marks))
+	for chunk := range slices.Chunk(marks, maxMultiLast) {
+		subjs := make([]string, len(chunk))
+		for i, m := range chunk {
+			subjs[i] = l.names.Room(m.Room)
+		}
+		msgs, err := l.direct(ctx, directReq{MultiLastFor: subjs})
+		if err != nil {
+			return nil, fmt.Errorf("newest messages of %d rooms: %w", len(subjs), err)
+		}
+		for _, m := range msgs {
+			latest[m.Room] = m
+		}
+	}
+	out := make([]storage.RoomTail, len(marks))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(roomCountWorkers)
+	for i, mk := range marks {
+		m, ok := latest[mk.Room]
+		if !ok {
+			continue
+		}
+		out[i].Latest = &m
+		if m.ID <= mk.Read {
+			continue
+		}
+		g.Go(func() error {
+			n, err := l.unread(gctx, mk.Room, mk.Read, m.ID)
+			if err != nil {
+				return fmt.Errorf("unread count of %s: %w", mk.Room, err)
+			}
+			out[i].Unread = n
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// roomCountWorkers bounds the counts RoomTails asks for at once.
+const roomCountWorkers = 8
+
+// readCounted is how many unread messages of a room are counted by reading
+// them: JetStream's own count scans the block its start lies in, which in
+// a stream of many rooms costs more than reading a few messages.
+const readCounted = 8
+
+// unread returns how many of the room's messages have ids above after,
+// where last, above after, is the room's newest.
+func (l *MessageLog) unread(ctx context.Context, room string, after, last uint64) (uint64, error) {
+	msgs, whole, err := l.forward(ctx, l.names.Room(room), after+1, last+1, readCounted)
+	if err != nil {
+		return 0, err
+	}
+	if whole {
+		return uint64(len(msgs)), nil
+	}
+	return l.countAfter(ctx, room, after)
+}
+
+// countAfter returns how many of the room's messages have ids above after,
 // from one direct get: a batch reply tells how many more match.
-func (l *MessageLog) CountAfter(ctx context.Context, room string, after uint64) (uint64, error) {
+func (l *MessageLog) countAfter(ctx context.Context, room string, after uint64) (uint64, error) {
 	msgs, err := l.directRaw(ctx, directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: 1})
 	if err != nil || len(msgs) == 0 {
 		return 0, err
@@ -389,7 +464,9 @@ func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*sto
 		}
 		return &msgs[0], nil
 	}
-	msgs, err := l.direct(ctx, directReq{MultiLastFor: []string{l.names.Room(room)}, UpToSeq: upTo, Batch: 1})
+	// Not multi_last with up_to_seq: that reads back through every
+	// subject of every block on its way (Before).
+	msgs, err := l.Before(ctx, room, upTo+1, 1)
 	if err != nil || len(msgs) == 0 {
 		return nil, err
 	}
@@ -397,35 +474,94 @@ func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*sto
 }
 
 // Before returns up to limit of the room's messages with id < before (0: the
-// newest), oldest first. JetStream reads forward only, so it steps back one
-// message at a time; each step is one direct get, served by any replica.
+// newest), oldest first.
+//
+// JetStream reads a subject forward only. Reading back from a sequence
+// (multi_last with up_to_seq) visits every subject of every block on its
+// way, and a batched read counts what follows it to the end of its block,
+// both under the store's lock: in a stream shared by many rooms either is
+// slow and stalls writers. Before reads forward, one message at a time
+// (each read skips to the room's next message), from a start that it
+// guesses from the density of the room's messages: a read that reaches the
+// range's end has the range whole; one that finds more than it needs moves
+// the start closer. The answer rests on the messages read, never on the
+// guesses.
 func (l *MessageLog) Before(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
-	out := make([]storage.Message, 0, limit)
-	upTo := uint64(0)
-	if before > 0 {
-		if before <= 1 {
-			return nil, nil
-		}
-		upTo = before - 1
+	if limit <= 0 || before == 1 {
+		return nil, nil
 	}
-	for len(out) < limit {
-		m, err := l.Latest(ctx, room, upTo)
+	subj := l.names.Room(room)
+	var tail []storage.Message // the page's end: all of the room's messages in [hi, before)
+	hi := before
+	if hi == 0 {
+		last, err := l.Latest(ctx, room, 0)
+		if err != nil || last == nil {
+			return nil, err
+		}
+		tail, hi = []storage.Message{*last}, last.ID
+	}
+	// step is the span of ids expected to hold what is still needed.
+	step := uint64(4 * limit)
+	for need := limit - len(tail); need > 0 && hi > 0; {
+		from := uint64(0) // the room's start
+		if hi > step {
+			from = hi - step
+		}
+		msgs, whole, err := l.forward(ctx, subj, from, hi, 2*need+8)
 		if err != nil {
 			return nil, err
 		}
-		if m == nil {
+		if !whole {
+			// More than needed: shrink the step to the density seen.
+			seen := float64(msgs[len(msgs)-1].ID-from+1) / float64(len(msgs))
+			step = max(min(uint64(seen*float64(need)*1.5)+1, step/2), 1)
+			continue
+		}
+		keep := msgs[max(0, len(msgs)-need):]
+		tail = append(keep, tail...)
+		need -= len(keep)
+		if from == 0 {
 			break
 		}
-		out = append(out, *m)
-		if m.ID <= 1 {
-			break
+		if len(msgs) > 0 {
+			step = uint64(float64(hi-from)*float64(need)/float64(len(msgs))*1.5) + 1
+		} else {
+			step *= 8
 		}
-		upTo = m.ID - 1
+		hi = from
 	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
+	return tail, nil
+}
+
+// forward reads subj's messages with ids in [from, below), up to most of
+// them; whole reports that it read them all.
+func (l *MessageLog) forward(ctx context.Context, subj string, from, below uint64, most int) (msgs []storage.Message, whole bool, err error) {
+	for len(msgs) < most {
+		m, err := l.next(ctx, subj, from)
+		if err != nil {
+			return nil, false, err
+		}
+		if m == nil || m.ID >= below {
+			return msgs, true, nil
+		}
+		msgs = append(msgs, *m)
+		if m.ID+1 == below {
+			return msgs, true, nil
+		}
+		from = m.ID + 1
 	}
-	return out, nil
+	return msgs, false, nil
+}
+
+// next returns subj's first message with id from or above, or nil. It is
+// a single direct get, not a batch: JetStream counts what follows a batch,
+// which costs more than the read.
+func (l *MessageLog) next(ctx context.Context, subj string, from uint64) (*storage.Message, error) {
+	msgs, err := l.direct(ctx, directReq{Seq: from, NextFor: subj})
+	if err != nil || len(msgs) == 0 {
+		return nil, err
+	}
+	return &msgs[0], nil
 }
 
 // directReq is JetStream's direct get request (JSApiMsgGetRequest).
@@ -435,7 +571,6 @@ type directReq struct {
 	NextFor      string   `json:"next_by_subj,omitempty"`
 	Batch        int      `json:"batch,omitempty"`
 	MultiLastFor []string `json:"multi_last,omitempty"`
-	UpToSeq      uint64   `json:"up_to_seq,omitempty"`
 }
 
 // direct runs one direct get and returns the messages it found.
@@ -468,7 +603,7 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg,
 	inbox := l.nc.NewInbox()
 	// A channel sized to the batch: SubscribeSync would allocate its
 	// default 64k-entry (512 KiB) buffer on every read.
-	ch := make(chan *nats.Msg, max(req.Batch, 1)+2)
+	ch := make(chan *nats.Msg, max(req.Batch, len(req.MultiLastFor), 1)+2)
 	sub, err := l.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("direct get inbox: %w", err)
@@ -477,7 +612,7 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg,
 	if err := l.nc.PublishRequest(l.directSubj, inbox, body); err != nil {
 		return nil, fmt.Errorf("direct get request: %w", err)
 	}
-	batch := req.Batch > 0
+	batch := req.Batch > 0 || len(req.MultiLastFor) > 0
 	var out []*nats.Msg
 	for {
 		var m *nats.Msg

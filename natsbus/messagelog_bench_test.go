@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -90,6 +93,214 @@ func BenchmarkPublishAckPipelined(b *testing.B) {
 			for _, f := range inflight {
 				waitAck(b, f)
 			}
+		})
+	}
+}
+
+// manyRooms is a message log holding scaleRooms rooms of a few messages
+// each, interleaved, and hotRooms rooms of hotMsgs messages each spread
+// evenly over the whole stream: what a history page or a room list reads
+// once the stream is shared by many rooms.
+const (
+	scaleRooms = 100_000
+	scalePer   = 3
+	hotRooms   = 8
+	hotMsgs    = 400
+)
+
+func manyRooms(b *testing.B) *MessageLog {
+	b.Helper()
+	log := benchLog(b)
+	data := []byte(benchMsg)
+	every := scaleRooms * scalePer / (hotRooms * hotMsgs)
+	inflight := make([]jetstream.PubAckFuture, 0, 512)
+	publish := func(room string) {
+		if len(inflight) == cap(inflight) {
+			for _, f := range inflight {
+				waitAck(b, f)
+			}
+			inflight = inflight[:0]
+		}
+		f, err := log.publishAsync(room, data, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		inflight = append(inflight, f)
+	}
+	n, hot := 0, 0
+	for r := range scalePer {
+		for i := range scaleRooms {
+			publish(fmt.Sprintf("room-%d", (i*7919+r)%scaleRooms))
+			if n++; n%every == 0 && hot < hotRooms*hotMsgs {
+				publish(fmt.Sprintf("hot-%d", hot%hotRooms))
+				hot++
+			}
+		}
+	}
+	for _, f := range inflight {
+		waitAck(b, f)
+	}
+	return log
+}
+
+// latencies collects durations from concurrent goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// report adds the p50 and p99 of what was collected as metrics named
+// prefix-p50-ms and prefix-p99-ms.
+func (l *latencies) report(b *testing.B, prefix string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return
+	}
+	slices.Sort(l.d)
+	at := func(q float64) float64 {
+		return float64(l.d[min(len(l.d)-1, int(q*float64(len(l.d))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(at(0.50), prefix+"-p50-ms")
+	b.ReportMetric(at(0.99), prefix+"-p99-ms")
+}
+
+// hotIDs returns the ids of every hot room's messages.
+func hotIDs(b *testing.B, log *MessageLog) [][]uint64 {
+	b.Helper()
+	ids := make([][]uint64, hotRooms)
+	for i := range hotRooms {
+		msgs, err := log.After(context.Background(), fmt.Sprintf("hot-%d", i), 0, hotMsgs)
+		if err != nil || len(msgs) != hotMsgs {
+			b.Fatalf("hot-%d: %d messages, %v", i, len(msgs), err)
+		}
+		for _, m := range msgs {
+			ids[i] = append(ids[i], m.ID)
+		}
+	}
+	return ids
+}
+
+// BenchmarkHistoryScale is a history page of 20 (MessageLog.Before) in a
+// stream of 100k rooms, before a random message of a room whose messages
+// are spread over the whole stream, alone and beside a writer that stores
+// one message at a time into random rooms; and that writer's publish
+// latency without and with a reader paging all the while.
+func BenchmarkHistoryScale(b *testing.B) {
+	log := manyRooms(b)
+	ids := hotIDs(b, log)
+	ctx := context.Background()
+	page := func(i int, lat *latencies) {
+		room := i % hotRooms
+		before := uint64(0)
+		if k := (i * 131) % (hotMsgs + 1); k < hotMsgs {
+			before = ids[room][k]
+		}
+		began := time.Now()
+		msgs, err := log.Before(ctx, fmt.Sprintf("hot-%d", room), before, 20)
+		lat.add(time.Since(began))
+		if err != nil || len(msgs) == 0 && before != ids[room][0] {
+			b.Fatalf("page of hot-%d before %d: %d messages, %v", room, before, len(msgs), err)
+		}
+	}
+	// writer stores one message at a time until stop closes.
+	writer := func(stop <-chan struct{}, lat *latencies) {
+		data := []byte(benchMsg)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			began := time.Now()
+			f, err := log.publishAsync(fmt.Sprintf("room-%d", (i*104729)%scaleRooms), data, "")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			waitAck(b, f)
+			lat.add(time.Since(began))
+		}
+	}
+	b.Run("page", func(b *testing.B) {
+		var lat latencies
+		i := 0
+		for b.Loop() {
+			page(i, &lat)
+			i++
+		}
+		lat.report(b, "page")
+	})
+	b.Run("page-beside-writer", func(b *testing.B) {
+		var lat, pub latencies
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { writer(stop, &pub) })
+		i := 0
+		for b.Loop() {
+			page(i, &lat)
+			i++
+		}
+		close(stop)
+		wg.Wait()
+		lat.report(b, "page")
+		pub.report(b, "publish")
+	})
+	b.Run("publish-alone", func(b *testing.B) {
+		var pub latencies
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { writer(stop, &pub) })
+		for b.Loop() {
+			time.Sleep(time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		pub.report(b, "publish")
+	})
+}
+
+// BenchmarkRoomListScale is the log's part of a room list (RoomTails) for a
+// user in 500 rooms of a stream of 100k rooms: all read, each with one
+// unread message, and each with 20 (more than RoomTails reads to count).
+func BenchmarkRoomListScale(b *testing.B) {
+	log := manyRooms(b)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name   string
+		unread int
+		rooms  func(i int) string
+	}{
+		{"all-read", 0, func(i int) string { return fmt.Sprintf("room-%d", i*199) }},
+		{"one-unread", 1, func(i int) string { return fmt.Sprintf("room-%d", i*199) }},
+		{"hot-20-unread", 20, func(i int) string { return fmt.Sprintf("hot-%d", i%hotRooms) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			marks := make([]storage.RoomMark, 500)
+			for i := range marks {
+				marks[i].Room = c.rooms(i)
+				msgs, err := log.Before(ctx, marks[i].Room, 0, c.unread+1)
+				if err != nil || len(msgs) != c.unread+1 {
+					b.Fatalf("%s: %d messages, %v", marks[i].Room, len(msgs), err)
+				}
+				marks[i].Read = msgs[0].ID
+			}
+			var lat latencies
+			for b.Loop() {
+				began := time.Now()
+				tails, err := log.RoomTails(ctx, marks)
+				lat.add(time.Since(began))
+				if err != nil || len(tails) != len(marks) || tails[0].Unread != uint64(c.unread) {
+					b.Fatalf("room tails: %d, %v", len(tails), err)
+				}
+			}
+			lat.report(b, "list")
 		})
 	}
 }

@@ -47,6 +47,20 @@ type LogState struct {
 	Last  uint64 // newest id
 }
 
+// RoomMark is a read position in a room, for a room list.
+type RoomMark struct {
+	Room string
+	Read uint64 // the id read up to (0: nothing)
+}
+
+// RoomTail is the end of a room's log as a room list shows it: the room's
+// newest message (nil: none) and how many of its messages have ids above
+// a read position.
+type RoomTail struct {
+	Latest *Message
+	Unread uint64
+}
+
 // Role is a member's standing in a room.
 type Role string
 

@@ -23,22 +23,30 @@ func tableMain(args []string, stdout, stderr io.Writer) int {
 		_, _ = fmt.Fprintln(stderr, "usage: chatbench table REPORT.json...  (runs of one --label against both targets)")
 		return 2
 	}
-	var reps []*report
-	for _, name := range args {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			_, _ = fmt.Fprintln(stderr, "chatbench table:", err)
-			return 1
-		}
-		rep := &report{}
-		if err := json.Unmarshal(b, rep); err != nil {
-			_, _ = fmt.Fprintf(stderr, "chatbench table: %s: %v\n", name, err)
-			return 1
-		}
-		reps = append(reps, rep)
+	reps, err := readReports(args)
+	if err != nil {
+		_, _ = fmt.Fprintln(stderr, "chatbench table:", err)
+		return 1
 	}
 	writeTable(stdout, reps)
 	return 0
+}
+
+// readReports reads the JSON reports that chatbench --json-file wrote.
+func readReports(names []string) ([]*report, error) {
+	var reps []*report
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		rep := &report{}
+		if err := json.Unmarshal(b, rep); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		reps = append(reps, rep)
+	}
+	return reps, nil
 }
 
 // tableRow is one figure of a scenario: how to read it from a run, how

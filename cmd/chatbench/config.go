@@ -113,7 +113,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		_, _ = fmt.Fprint(stderr, "usage: chatbench --scenario chat|fanout|idle|storm [--target stomp|nats] [flags]\n\n"+
+		_, _ = fmt.Fprint(stderr, "usage: chatbench --scenario chat|fanout|idle|storm [--target stomp|nats] [flags]\n"+
+			"       chatbench table REPORT.json...                      (runs side by side)\n"+
+			"       chatbench sustainable [--p99-ms 100] REPORT.json... (sustainable rates of a sweep)\n\n"+
 			"A STOMP-over-WebSocket load generator, or NATS over WebSocket against a nats-server\n"+
 			"it starts itself (--target nats). Targets loopback addresses only.\n"+
 			"A scenario presets flags; any flag given explicitly wins.\n\n")

@@ -38,6 +38,8 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 			return serveNATS(args[1:], os.Stdin, stdout, stderr)
 		case tableCommand:
 			return tableMain(args[1:], stdout, stderr)
+		case sustainableCommand:
+			return sustainableMain(args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := parseConfig(args, stderr)
