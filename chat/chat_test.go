@@ -138,6 +138,7 @@ func TestDomain(t *testing.T) {
 			t.Run("ClientIDStoredOnce", func(t *testing.T) { testClientIDStoredOnce(t, open(t)) })
 			t.Run("BurstFlushedOnce", func(t *testing.T) { testBurstFlushedOnce(t, open(t)) })
 			t.Run("FlushWindow", func(t *testing.T) { testFlushWindow(t, open(t)) })
+			t.Run("LargeRoomFlushedInChunks", func(t *testing.T) { testLargeRoom(t, open(t)) })
 		})
 	}
 }
@@ -201,6 +202,29 @@ func testFlushWindow(t *testing.T, b backend) {
 	k.mu.Unlock()
 	if !slices.Equal(flushes, []int{1, 2}) {
 		t.Fatalf("deliveries per flush %v, want [1 2]", flushes)
+	}
+}
+
+// A room with more subscribers than one goroutine flushes (they are
+// flushed in chunks, in parallel) gets every message to every one, once,
+// in order.
+func testLargeRoom(t *testing.T, b backend) {
+	s := b.service(t, chat.Config{AutoJoin: true})
+	sinks := make([]*sink, 600)
+	for i := range sinks {
+		sinks[i] = subscribe(t, s, "u"+strconv.Itoa(i), "big", nil)
+	}
+	for i := range 3 {
+		post(t, s, "ann", "big", strconv.Itoa(i))
+	}
+	for i, k := range sinks {
+		ids, err := k.awaitIDs(3)
+		if err != nil {
+			t.Fatalf("subscriber %d: %v", i, err)
+		}
+		if len(ids) != 3 || !ascending(ids) {
+			t.Fatalf("subscriber %d: ids %v", i, ids)
+		}
 	}
 }
 

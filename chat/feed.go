@@ -66,6 +66,29 @@ type liveItem struct {
 // maxPending bounds the live messages held for a subscription while it replays.
 const maxPending = 1024
 
+// flushChunk is how many subscribers one goroutine flushes: a room with
+// more is flushed by several at once, so that its writes run on as many
+// cores as there are rather than one after another.
+const flushChunk = 256
+
+// flushAll flushes every subscription in dirty, in chunks of flushChunk
+// on goroutines of their own beyond the first, and returns when all are.
+func flushAll(dirty []*roomSub) {
+	var wg sync.WaitGroup
+	for lo := flushChunk; lo < len(dirty); lo += flushChunk {
+		chunk := dirty[lo:min(lo+flushChunk, len(dirty))]
+		wg.Go(func() {
+			for _, rs := range chunk {
+				rs.sub.Flush()
+			}
+		})
+	}
+	for _, rs := range dirty[:min(flushChunk, len(dirty))] {
+		rs.sub.Flush()
+	}
+	wg.Wait()
+}
+
 // maxBurst bounds how many messages a feed queues for its subscribers
 // before it flushes them, while the bus has more waiting: enough that a
 // busy room's subscribers get many messages per write, few enough that
@@ -194,9 +217,7 @@ func (f *roomFeed) flushUnlock() {
 		rs.dirty = false
 	}
 	f.mu.Unlock()
-	for _, rs := range dirty {
-		rs.sub.Flush(len(dirty))
-	}
+	flushAll(dirty)
 	clear(dirty)
 	f.mu.Lock()
 	if f.spare == nil {

@@ -59,7 +59,7 @@ func (t *topic) deliver(body []byte, contentType string) {
 	}
 	t.mu.RUnlock()
 	for _, sub := range to {
-		sub.Flush(len(to))
+		sub.Flush()
 	}
 	if sent > 0 {
 		t.metrics.Delivered(DeliveryQueue, sent)

@@ -16,15 +16,6 @@ const (
 	historyFirstIDHeader = "history-first-id"
 )
 
-// inlineFanout is how many subscribers may be flushed together for the
-// flusher to write each one itself (stompws Flush): that saves a goroutine
-// wake-up per write, but the writes run one after another. A burst to
-// more is written by the sessions' writers (FlushInWriter), which run in
-// parallel, so that one large room is not one goroutine's serial work.
-// On two cores, 10 rooms of 100 subscribers did better inline, one room
-// of 1,000 through the writers (docs/benchmarks.md).
-const inlineFanout = 256
-
 // subscriber is a STOMP subscription as the domain's chat.Subscriber.
 type subscriber struct {
 	h  *Handler
@@ -78,13 +69,7 @@ func (s *subscriber) Deliver(p *chat.Publication, note chat.Note) bool {
 }
 
 // Flush implements chat.Subscriber.
-func (s *subscriber) Flush(fanout int) {
-	if fanout > inlineFanout {
-		s.ss.Session().FlushInWriter()
-		return
-	}
-	s.ss.Session().Flush()
-}
+func (s *subscriber) Flush() { s.ss.Session().Flush() }
 
 // DeliverWait implements chat.Subscriber.
 func (s *subscriber) DeliverWait(ctx context.Context, p *chat.Publication, note chat.Note) error {

@@ -192,7 +192,7 @@ func (sub *Subscription) settle(id uint64) bool {
 
 // Queue queues m for the client without blocking or writing, with extra
 // headers placed before m's own: it goes out with the session's next
-// flush (Session.Flush, FlushInWriter), so that whoever delivers a burst
+// flush (Session.Flush), so that whoever delivers a burst
 // of messages flushes each session once for all of them, as nats-server
 // flushes each client once per burst of inbound work. It returns false
 // if the subscription has ended. A client whose queue is full is cut off

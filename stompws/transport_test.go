@@ -395,7 +395,7 @@ func TestTransportStalledClientIsCut(t *testing.T) {
 }
 
 // TestTransportInlineAndQueuedKeepOrder: frames written inline by their
-// flusher (Flush) and by the session's writer (FlushInWriter) reach
+// flusher (Flush) and by the session's writer reach
 // the client in the order they were delivered, however the two mix.
 func TestTransportInlineAndQueuedKeepOrder(t *testing.T) {
 	cfg := stompws.DefaultConfig()

@@ -221,12 +221,6 @@ func (s *Session) flush() {
 	}
 }
 
-// FlushInWriter is Flush, except that the session's writer goroutine
-// always writes. It is for flushing many sessions at once: their writes
-// then run in parallel, on as many cores as there are, rather than one
-// after another on the caller's goroutine.
-func (s *Session) FlushInWriter() { s.signal() }
-
 // writeInline writes the queue on the caller's goroutine, with one
 // non-blocking write(2), when no writer runs and, with coalesce, the
 // session has written nothing for WriteCoalesce. That is most writes: a
