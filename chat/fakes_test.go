@@ -401,7 +401,7 @@ func (s *sink) Deliver(p *chat.Publication, n chat.Note) bool {
 	return true
 }
 
-func (s *sink) Flush(int) {
+func (s *sink) Flush() {
 	s.mu.Lock()
 	if len(s.queued) > 0 {
 		s.flushes = append(s.flushes, len(s.queued))
@@ -415,7 +415,7 @@ func (s *sink) Flush(int) {
 
 func (s *sink) DeliverWait(_ context.Context, p *chat.Publication, n chat.Note) error {
 	s.Deliver(p, n)
-	s.Flush(1)
+	s.Flush()
 	return nil
 }
 

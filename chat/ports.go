@@ -113,9 +113,8 @@ type Subscriber interface {
 	Deliver(p *Publication, note Note) bool
 	// Flush sends what Deliver queued. Whoever delivers a burst flushes
 	// each subscriber once at its end, so that a client gets the burst in
-	// one write. fanout is how many subscribers are flushed together, for
-	// an adapter that spreads many flushes over its own goroutines.
-	Flush(fanout int)
+	// one write.
+	Flush()
 	// DeliverWait is Deliver for backlogs (replays): it waits while the
 	// subscriber's queue is full, until ctx ends or the subscriber does.
 	DeliverWait(ctx context.Context, p *Publication, note Note) error
