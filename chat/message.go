@@ -153,7 +153,9 @@ type Note struct {
 
 // publication makes a room message's publication.
 func publication(m Message, hdrs [][2]string) (*Publication, error) {
-	body, err := json.Marshal(m)
+	// MarshalJSON's own output is valid JSON: json.Marshal would scan and
+	// copy it again to check.
+	body, err := m.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("encode message %d: %w", m.ID, err)
 	}

@@ -88,3 +88,19 @@ func TestStoredExtraNotAnObject(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendStringAsEncodingJSON: the copy-through path writes exactly
+// what encoding/json writes, for text that needs no escape (ASCII,
+// Korean, emoji) and text that does.
+func TestAppendStringAsEncodingJSON(t *testing.T) {
+	for _, s := range []string{
+		"", "hello", "안녕하세요, 반갑습니다", "emoji 🎉 ok", "quote \" and \\ back",
+		"<b>&amp;</b>", "tab\tnewline\n", "\x00\x1f", "bad \xff utf-8", "sep \u2028 \u2029",
+		"mixed 한글 <tag>", strings.Repeat("가", 300),
+	} {
+		want, _ := json.Marshal(s)
+		if got := appendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("appendString(%q) = %s, want %s", s, got[1:], want)
+		}
+	}
+}
