@@ -1,6 +1,7 @@
 package natsbus
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -234,5 +235,52 @@ func TestRoomTailsMatchEachRoom(t *testing.T) {
 	}
 	if tails, err := l.RoomTails(ctx, nil); err != nil || len(tails) != 0 {
 		t.Fatalf("no rooms: %v, %v", tails, err)
+	}
+}
+
+// A room list whose newest messages outgrow one reply (multiLastBytes) is
+// answered whole, over more replies.
+func TestRoomTailsOfLargeMessages(t *testing.T) {
+	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
+	ctx := context.Background()
+	l, err := bus.OpenMessageLog(ctx, LogConfig{Replicas: 1, DuplicateWindow: time.Minute, MaxMsgSize: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rooms = 2 * multiLastBytes / (8 << 10)
+	var futs []jetstream.PubAckFuture
+	for i := range rooms {
+		data := make([]byte, 8<<10)
+		copy(data, fmt.Sprintf("big-%d", i))
+		f, err := l.publishAsync(fmt.Sprintf("big-%d", i), data, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		futs = append(futs, f)
+	}
+	ids := make([]uint64, rooms)
+	for i, f := range futs {
+		select {
+		case ack := <-f.Ok():
+			ids[i] = ack.Sequence
+		case err := <-f.Err():
+			t.Fatal(err)
+		}
+	}
+	marks := []storage.RoomMark{{Room: "empty"}}
+	for i := range rooms {
+		marks = append(marks, storage.RoomMark{Room: fmt.Sprintf("big-%d", i)})
+	}
+	tails, err := l.RoomTails(ctx, marks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tails[0].Latest != nil || tails[0].Unread != 0 {
+		t.Fatalf("empty room: %+v", tails[0])
+	}
+	for i, tl := range tails[1:] {
+		if tl.Latest == nil || tl.Latest.ID != ids[i] || tl.Unread != 1 || !bytes.HasPrefix(tl.Latest.Data, fmt.Appendf(nil, "big-%d", i)) {
+			t.Fatalf("big-%d: %+v, want id %d and 1 unread", i, tl, ids[i])
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -362,6 +363,10 @@ func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error)
 // messages for; JetStream refuses a request for more.
 const maxMultiLast = 1024
 
+// multiLastBytes bounds one multi_last reply, so that a room list of large
+// messages does not arrive as one burst.
+const multiLastBytes = 4 << 20
+
 // RoomTails returns, for each of marks in order, its room's newest message
 // (nil: none) and how many of the room's messages have ids above the mark.
 // The newest messages come from one direct get per maxMultiLast rooms
@@ -371,16 +376,31 @@ const maxMultiLast = 1024
 func (l *MessageLog) RoomTails(ctx context.Context, marks []storage.RoomMark) ([]storage.RoomTail, error) {
 	latest := make(map[string]storage.Message, len(marks))
 	for chunk := range slices.Chunk(marks, maxMultiLast) {
-		subjs := make([]string, len(chunk))
-		for i, m := range chunk {
-			subjs[i] = l.names.Room(m.Room)
+		ask := make(map[string]bool, len(chunk))
+		for _, m := range chunk {
+			ask[l.names.Room(m.Room)] = true
 		}
-		msgs, err := l.direct(ctx, directReq{MultiLastFor: subjs})
-		if err != nil {
-			return nil, fmt.Errorf("newest messages of %d rooms: %w", len(subjs), err)
-		}
-		for _, m := range msgs {
-			latest[m.Room] = m
+		// A reply stops at multiLastBytes; ask again for the rest.
+		for len(ask) > 0 {
+			subjs := slices.Collect(maps.Keys(ask))
+			raw, left, err := l.directRaw(ctx, directReq{MultiLastFor: subjs, MaxBytes: multiLastBytes})
+			if err != nil {
+				return nil, fmt.Errorf("newest messages of %d rooms: %w", len(subjs), err)
+			}
+			for _, r := range raw {
+				m, err := l.names.storedFromDirect(r)
+				if err != nil {
+					return nil, err
+				}
+				latest[m.Room] = m
+				delete(ask, r.Header.Get(jetstream.SubjectHeader))
+			}
+			if left == 0 {
+				break
+			}
+			if len(raw) == 0 {
+				return nil, fmt.Errorf("newest messages of %d rooms: an empty reply left %d out", len(subjs), left)
+			}
 		}
 	}
 	out := make([]storage.RoomTail, len(marks))
@@ -434,7 +454,7 @@ func (l *MessageLog) unread(ctx context.Context, room string, after, last uint64
 // countAfter returns how many of the room's messages have ids above after,
 // from one direct get: a batch reply tells how many more match.
 func (l *MessageLog) countAfter(ctx context.Context, room string, after uint64) (uint64, error) {
-	msgs, err := l.directRaw(ctx, directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: 1})
+	msgs, _, err := l.directRaw(ctx, directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: 1})
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
@@ -571,11 +591,12 @@ type directReq struct {
 	NextFor      string   `json:"next_by_subj,omitempty"`
 	Batch        int      `json:"batch,omitempty"`
 	MultiLastFor []string `json:"multi_last,omitempty"`
+	MaxBytes     int      `json:"max_bytes,omitempty"`
 }
 
 // direct runs one direct get and returns the messages it found.
 func (l *MessageLog) direct(ctx context.Context, req directReq) ([]storage.Message, error) {
-	raw, err := l.directRaw(ctx, req)
+	raw, _, err := l.directRaw(ctx, req)
 	if err != nil || len(raw) == 0 {
 		return nil, err
 	}
@@ -589,11 +610,12 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]storage.Messa
 }
 
 // directRaw runs one direct get and collects its replies: a single message,
-// or a batch ended by a 204 EOB status. 404 means nothing matched.
-func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg, error) {
+// or a batch ended by a 204 EOB status, with how many matching messages the
+// batch left out (its Nats-Num-Pending). 404 means nothing matched.
+func (l *MessageLog) directRaw(ctx context.Context, req directReq) (msgs []*nats.Msg, left uint64, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return nil, fmt.Errorf("encode direct get: %w", err)
+		return nil, 0, fmt.Errorf("encode direct get: %w", err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -606,11 +628,11 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg,
 	ch := make(chan *nats.Msg, max(req.Batch, len(req.MultiLastFor), 1)+2)
 	sub, err := l.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, fmt.Errorf("direct get inbox: %w", err)
+		return nil, 0, fmt.Errorf("direct get inbox: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := l.nc.PublishRequest(l.directSubj, inbox, body); err != nil {
-		return nil, fmt.Errorf("direct get request: %w", err)
+		return nil, 0, fmt.Errorf("direct get request: %w", err)
 	}
 	batch := req.Batch > 0 || len(req.MultiLastFor) > 0
 	var out []*nats.Msg
@@ -619,23 +641,26 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) ([]*nats.Msg,
 		select {
 		case m = <-ch:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("direct get reply: %w", readErr(ctx.Err()))
+			return nil, 0, fmt.Errorf("direct get reply: %w", readErr(ctx.Err()))
 		}
 		if status := m.Header.Get("Status"); status != "" {
 			switch status {
 			case "204": // end of batch
-				return out, nil
+				if left, err = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64); err != nil {
+					return nil, 0, fmt.Errorf("direct get: bad Nats-Num-Pending header: %w", err)
+				}
+				return out, left, nil
 			case "404":
-				return out, nil
+				return out, 0, nil
 			case "503": // no replica answers: no quorum, or JetStream off
-				return nil, fmt.Errorf("direct get: %w: status 503 %s", storage.ErrUnavailable, m.Header.Get("Description"))
+				return nil, 0, fmt.Errorf("direct get: %w: status 503 %s", storage.ErrUnavailable, m.Header.Get("Description"))
 			default:
-				return nil, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+				return nil, 0, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
 			}
 		}
 		out = append(out, m)
 		if !batch {
-			return out, nil
+			return out, 0, nil
 		}
 	}
 }
