@@ -434,9 +434,12 @@ func (l *MessageLog) RoomTails(ctx context.Context, marks []storage.RoomMark) ([
 const roomCountWorkers = 8
 
 // readCounted is how many unread messages of a room are counted by reading
-// them: JetStream's own count scans the block its start lies in, which in
-// a stream of many rooms costs more than reading a few messages.
-const readCounted = 8
+// them. JetStream's own count scans the block its start lies in; reading
+// one message skips only to the room's next, so a room one message ahead
+// of its reader (one who reads along) is counted by that read. Each further
+// read skips over other rooms' messages again, and a few of them cost more
+// than the count.
+const readCounted = 1
 
 // unread returns how many of the room's messages have ids above after,
 // where last, above after, is the room's newest.
