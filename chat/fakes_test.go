@@ -333,6 +333,10 @@ func (s *memStore) IsMember(_ context.Context, room, user string) (bool, error) 
 	return ok, nil
 }
 
+func (s *memStore) Others(_ context.Context, room, user string) (int, error) {
+	return s.m.Others(room, user), nil
+}
+
 func (s *memStore) Membership(_ context.Context, room, user string) (storage.Member, bool, error) {
 	m, ok := s.m.Member(room, user)
 	return m, ok, nil

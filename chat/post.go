@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/chatd/chatd/storage"
@@ -45,7 +44,7 @@ func (s *Service) Post(ctx context.Context, seq *Sequence, user, room string, bo
 		done(err)
 		return
 	}
-	others, err := s.store.Unread(ctx, room, []storage.MessageRef{{ID: math.MaxUint64, Sender: user}})
+	others, err := s.store.Others(ctx, room, user)
 	if err != nil {
 		done(fmt.Errorf("members of %s: %w", room, err))
 		return
@@ -57,7 +56,7 @@ func (s *Service) Post(ctx context.Context, seq *Sequence, user, room string, bo
 		Extra:     d.extra,
 		CreatedAt: formatTime(time.Now()),
 		Headers:   headers,
-		Unread:    &others[0],
+		Unread:    &others,
 	})
 	if err != nil {
 		done(fmt.Errorf("encode message: %w", err))

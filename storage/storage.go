@@ -119,6 +119,9 @@ type Memberships interface {
 	Members(ctx context.Context, room string) ([]Member, error)
 	// UserRooms lists the ids of the rooms user belongs to, sorted.
 	UserRooms(ctx context.Context, user string) ([]string, error)
+	// Others returns how many members room has besides user: the unread
+	// count of a message user sends now. It does not walk the members.
+	Others(ctx context.Context, room, user string) (int, error)
 }
 
 // LeaveNotifier is implemented by stores that tell of memberships ending,

@@ -38,6 +38,7 @@ type room struct {
 	infoRev uint64
 	hasInfo bool
 	members map[string]member
+	present int // members that are present, not tombstones
 }
 
 type member struct {
@@ -114,8 +115,12 @@ func (m *Mirror) PutMember(roomID string, mem storage.Member, rev uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.roomLocked(roomID)
-	if cur, ok := r.members[mem.User]; ok && !newer(rev, cur.rev) {
+	cur, ok := r.members[mem.User]
+	if ok && !newer(rev, cur.rev) {
 		return
+	}
+	if !cur.present {
+		r.present++
 	}
 	r.members[mem.User] = member{m: mem, rev: rev, present: true}
 	rooms := m.userRooms[mem.User]
@@ -154,6 +159,9 @@ func (m *Mirror) deleteMemberLocked(roomID, user string, rev uint64) bool {
 		return false
 	}
 	ended := ok && cur.present
+	if ended {
+		r.present--
+	}
 	switch {
 	case rev > 0:
 		r.members[user] = member{rev: rev}
@@ -196,7 +204,11 @@ func (m *Mirror) Replace(rooms []storage.Room, members []Membership) {
 		next.roomLocked(rm.ID).info, next.rooms[rm.ID].hasInfo = rm, true
 	}
 	for _, ms := range members {
-		next.roomLocked(ms.Room).members[ms.Member.User] = member{m: ms.Member, present: true}
+		nr := next.roomLocked(ms.Room)
+		if !nr.members[ms.Member.User].present {
+			nr.present++
+		}
+		nr.members[ms.Member.User] = member{m: ms.Member, present: true}
 		rs := next.userRooms[ms.Member.User]
 		if rs == nil {
 			rs = map[string]struct{}{}
@@ -243,6 +255,21 @@ func (m *Mirror) Member(roomID, user string) (storage.Member, bool) {
 		}
 	}
 	return storage.Member{}, false
+}
+
+// Others returns how many members the room has besides user, without
+// walking them: the unread count of a message user sends now.
+func (m *Mirror) Others(roomID, user string) int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r := m.rooms[roomID]
+	if r == nil {
+		return 0
+	}
+	if r.members[user].present {
+		return r.present - 1
+	}
+	return r.present
 }
 
 // Members lists a room's members, sorted by user.

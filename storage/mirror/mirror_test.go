@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/chatd/chatd/storage"
@@ -143,4 +144,68 @@ func TestUnread(t *testing.T) {
 	if got := m.Unread("none", []storage.MessageRef{{ID: 1}}, func(string) uint64 { return 0 }); !slices.Equal(got, []int{0}) {
 		t.Fatalf("unread in an unknown room %v", got)
 	}
+}
+
+// TestOthers: the count of a room's members besides a user follows puts
+// (new and repeated), deletes with and without revisions, late puts a
+// tombstone refuses, and Replace; it equals a walk of Members.
+func TestOthers(t *testing.T) {
+	m := New()
+	check := func(step string) {
+		t.Helper()
+		for _, u := range []string{"ann", "bob", "cat", "dan", "eve"} {
+			want := 0
+			for _, mem := range m.Members("r") {
+				if mem.User != u {
+					want++
+				}
+			}
+			if got := m.Others("r", u); got != want {
+				t.Fatalf("%s: Others(r, %s) %d, want %d", step, u, got, want)
+			}
+		}
+	}
+	check("empty")
+	m.PutMember("r", plain("ann"), 1)
+	m.PutMember("r", plain("bob"), 2)
+	m.PutMember("r", plain("bob"), 3) // the same member again
+	m.PutMember("r", plain("cat"), 0)
+	check("puts")
+	m.DeleteMember("r", "bob", 4)
+	m.PutMember("r", plain("bob"), 3) // older than the tombstone: refused
+	check("delete with a revision")
+	m.DeleteMember("r", "cat", 0)
+	m.DeleteMember("r", "cat", 0)
+	check("delete without")
+	m.PutMember("r", plain("bob"), 5)
+	check("back")
+	m.Replace(nil, []Membership{{Room: "r", Member: plain("dan")}, {Room: "r", Member: plain("eve")}, {Room: "r", Member: plain("dan")}})
+	check("replace")
+	if got := m.Others("none", "ann"); got != 0 {
+		t.Fatalf("Others in an unknown room %d", got)
+	}
+}
+
+// BenchmarkSendCount: a new message's unread count in a room of 100,000
+// members, as Others counts it and as a walk of the members (Unread).
+func BenchmarkSendCount(b *testing.B) {
+	m := New()
+	for i := range 100_000 {
+		m.PutMember("big", plain("u"+strconv.Itoa(i)), 0)
+	}
+	b.Run("others", func(b *testing.B) {
+		for b.Loop() {
+			if m.Others("big", "u7") != 99_999 {
+				b.Fatal("wrong count")
+			}
+		}
+	})
+	b.Run("walk", func(b *testing.B) {
+		refs := []storage.MessageRef{{ID: 1 << 62, Sender: "u7"}}
+		for b.Loop() {
+			if m.Unread("big", refs, func(string) uint64 { return 0 })[0] != 99_999 {
+				b.Fatal("wrong count")
+			}
+		}
+	})
 }

@@ -453,6 +453,11 @@ func (s *Store) IsMember(_ context.Context, roomID, user string) (bool, error) {
 	return ok, nil
 }
 
+// Others implements storage.Memberships, from the mirror.
+func (s *Store) Others(_ context.Context, roomID, user string) (int, error) {
+	return s.mirror.Others(roomID, user), nil
+}
+
 // Membership implements storage.Memberships, from the mirror.
 func (s *Store) Membership(_ context.Context, roomID, user string) (storage.Member, bool, error) {
 	m, ok := s.mirror.Member(roomID, user)

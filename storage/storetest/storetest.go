@@ -153,6 +153,14 @@ func testReadMarks(t *testing.T, s storage.Store) {
 	if !slices.Equal(got, []int{1, 2, 3}) {
 		t.Fatalf("unread %v, want [1 2 3]", got)
 	}
+	// A new message's unread count, as Others counts it: the same as
+	// Unread's for an id above every read position.
+	for _, u := range []string{"alice", "bob", "alice@example.com", "carol"} {
+		want, _ := s.Unread(c, "r", []storage.MessageRef{{ID: 1 << 62, Sender: u}})
+		if n, err := s.Others(c, "r", u); err != nil || n != want[0] {
+			t.Fatalf("Others(%s) %d %v, want %d", u, n, err, want[0])
+		}
+	}
 }
 
 // testConcurrentReadMarks: racing marks settle on the highest.
