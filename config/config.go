@@ -327,7 +327,7 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long a new WebSocket may take to send its STOMP CONNECT")
 		fs.DurationVar(&c.WriteStallMax, "write-stall-max", 2*time.Minute, "how long one write may wait for a client that has stopped reading but keeps sending, as one pacing a replay, before it is cut (0: no longer than the 10s write timeout)")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
-		fs.DurationVar(&c.FlushWindow, "flush-window", 2*time.Millisecond, "how long a busy room gathers messages before writing them to each subscriber in one write; a room quiet for longer writes at once (0: every burst at once)")
+		fs.DurationVar(&c.FlushWindow, "flush-window", 20*time.Millisecond, "how long a busy room gathers messages before writing them to each subscriber in one write; a room quiet for longer writes at once (0: every burst at once)")
 	})
 	group("Destinations and messages", "STOMP destinations and message fields, as a Spring app names them", func() {
 		fs.StringVar(&c.DestSend, "dest-send", "/app/chat.{room}", "destination a SEND posts a message to")
