@@ -14,8 +14,10 @@ import (
 // TestSlowSubscriberCutOthersGetEverything: through the whole node (a
 // room's bursts gathered and flushed once per subscriber), a subscriber
 // that stops reading is cut off as a slow consumer: whole MESSAGE frames,
-// then its ERROR, then the close. The room's other subscribers get every
-// message of every sender once, in each sender's order, while it happens.
+// then its ERROR, then the close, when it reads again (within the 10 s a
+// closing session's stalled write is given). The room's other
+// subscribers get every message of every sender once, in each sender's
+// order, while it happens.
 func TestSlowSubscriberCutOthersGetEverything(t *testing.T) {
 	t.Parallel()
 	n := startNode(t)
@@ -78,17 +80,16 @@ func TestSlowSubscriberCutOthersGetEverything(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	// Once it is found slow, the slow client reads again, within the 10 s
+	// a closing session's stalled write is given: what was on its way,
+	// each frame whole, then its ERROR, then the close.
+	deadline := time.Now().Add(60 * time.Second)
+	for scrape(t, n)["chatd_slow_consumer_disconnects_total"] < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow subscriber was never cut off")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the condition itself
 	}
-	if t.Failed() {
-		return
-	}
-
-	// The slow client reads again: what was on its way, each frame whole,
-	// then its ERROR, then the close.
 	got := 0
 	for {
 		f, err := slow.Read(10 * time.Second)
@@ -110,6 +111,12 @@ func TestSlowSubscriberCutOthersGetEverything(t *testing.T) {
 		t.Fatalf("the slow subscriber got all %d messages before its ERROR", got)
 	}
 	slow.ExpectClosed()
+
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
 
 // nextText is the message field of a chat message's JSON body.
