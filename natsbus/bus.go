@@ -141,6 +141,8 @@ type Bus struct {
 	jsGuard *jsGuard
 	names   Names
 	log     *slog.Logger
+	// topics delivers user-queue and read events (live.go, topics.go).
+	topics *topics
 }
 
 // publishTimeout bounds the wait for one publish's acknowledgement.
@@ -240,6 +242,7 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		b.shutdown()
 		return nil, err
 	}
+	b.topics = newTopics(log)
 	return b, nil
 }
 
@@ -468,6 +471,7 @@ func (b *Bus) Close(ctx context.Context) error {
 		}
 		b.nc.Close()
 	}
+	b.topics.close()
 	if b.jsGuard != nil {
 		b.jsGuard.close()
 	}

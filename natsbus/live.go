@@ -73,12 +73,14 @@ func (b *Bus) WatchReads(room string, fn func(body []byte, contentType string)) 
 	return b.watch(b.names.Read(room), fn)
 }
 
+// watch delivers subject's events to fn on one of the bus's topic lanes
+// (topics.go), not on a goroutine of the subscription's own.
 func (b *Bus) watch(subject string, fn func(body []byte, contentType string)) (func(), error) {
-	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) { fn(m.Data, m.Header.Get(contentTypeHeader)) })
+	stop, err := b.topics.watch(b.nc, subject, fn)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", subject, err)
 	}
-	return func() { _ = sub.Unsubscribe() }, nil
+	return stop, nil
 }
 
 // PublishUser sends an event to every session of user watching queue, on
