@@ -141,8 +141,8 @@ type Bus struct {
 	jsGuard *jsGuard
 	names   Names
 	log     *slog.Logger
-	// topics delivers user-queue and read events (live.go, topics.go).
-	topics *topics
+	// lanes delivers the watches' messages (live.go, lanes.go).
+	lanes *lanes
 }
 
 // publishTimeout bounds the wait for one publish's acknowledgement.
@@ -242,7 +242,7 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		b.shutdown()
 		return nil, err
 	}
-	b.topics = newTopics(log)
+	b.lanes = newLanes(log)
 	return b, nil
 }
 
@@ -471,7 +471,7 @@ func (b *Bus) Close(ctx context.Context) error {
 		}
 		b.nc.Close()
 	}
-	b.topics.close()
+	b.lanes.close()
 	if b.jsGuard != nil {
 		b.jsGuard.close()
 	}

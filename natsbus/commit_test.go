@@ -20,14 +20,14 @@ import (
 
 // startTestBus is a real embedded NATS server with JetStream, syncing as
 // durability d asks; the test's end stops it.
-func startTestBus(t *testing.T, dir string, d Durability) *Bus {
+func startTestBus(t testing.TB, dir string, d Durability) *Bus {
 	t.Helper()
 	bus := startBusIn(t, dir, d)
 	t.Cleanup(func() { _ = bus.Close(context.Background()) })
 	return bus
 }
 
-func startBusIn(t *testing.T, dir string, d Durability) *Bus {
+func startBusIn(t testing.TB, dir string, d Durability) *Bus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -3,6 +3,7 @@ package natsbus
 import (
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
@@ -11,8 +12,9 @@ import (
 // Live delivery: what reaches a node's subscribers as it happens. Each
 // watch is one core NATS subscription, held only while the caller has
 // local subscribers, so a node takes no traffic for rooms and queues that
-// nobody on it watches (interest-based fan-out). Callbacks of one watch run
-// one at a time, in arrival order, on a goroutine of nats.go's.
+// nobody on it watches (interest-based fan-out). A watch's messages reach
+// its function one at a time, in arrival order, through the bus's lanes
+// (lanes.go): no watch holds a goroutine of its own while idle.
 
 // contentTypeHeader carries a user-queue or read event's media type.
 const contentTypeHeader = "Content-Type"
@@ -21,39 +23,115 @@ const contentTypeHeader = "Content-Type"
 // puts on each message it republishes.
 const lastSeqHeader = "Nats-Last-Sequence"
 
+// roomInboxMax bounds the messages a room watch holds for its function;
+// beyond it they are dropped, as NATS drops for a slow subscription, and
+// the watcher fills the gap from the stream.
+const roomInboxMax = 1 << 16
+
 // WatchRoom calls fn with each message stored in room from now on, as the
 // stream republishes it, with the id of the room's previous message (0:
 // none) so that a watcher can tell when one never reached it: core NATS
 // may drop a republished message (a slow connection, a change of leader).
-// more is how many messages already wait behind this one for fn. stop ends
-// the watch.
+// more is how many messages already wait behind this one for fn. Calls of
+// fn run one at a time and may block without holding up other watches.
+// stop ends the watch.
 func (b *Bus) WatchRoom(room string, fn func(m storage.Message, prev uint64, more int)) (stop func(), err error) {
 	if !validToken(room) {
 		return nil, fmt.Errorf("watch room %q: not a subject token", room)
 	}
-	sub, err := b.nc.Subscribe(b.names.RoomLive(room), func(m *nats.Msg) {
-		sm, err := b.names.storedFromDirect(m)
-		var prev uint64
-		if err == nil {
-			prev, err = strconv.ParseUint(m.Header.Get(lastSeqHeader), 10, 64)
-		}
-		if err != nil {
-			b.log.Warn("ignoring malformed republished message", "room", room, "err", err)
-			return
-		}
-		// nats.go counts the message whose callback runs as pending
-		// until the callback returns (TestWatchRoomMore holds it to that).
-		pending, _, _ := m.Sub.Pending()
-		fn(sm, prev, max(pending-1, 0))
-	})
+	w := &roomWatch{b: b, room: room, fn: fn}
+	unsub, err := b.lanes.subscribe(b.nc, b.names.RoomLive(room), w.enqueue)
 	if err != nil {
 		return nil, fmt.Errorf("watch room %s: %w", room, err)
 	}
-	// Republished messages may come in bursts; let NATS hold plenty before
-	// it drops (a watcher repairs a drop from the stream, at the cost of a
-	// read).
-	_ = sub.SetPendingLimits(1<<16, 64<<20)
-	return func() { _ = sub.Unsubscribe() }, nil
+	return func() {
+		unsub()
+		w.mu.Lock()
+		w.stopped, w.inbox = true, nil
+		w.mu.Unlock()
+	}, nil
+}
+
+// roomWatch queues a room's messages for its function, which may block (a
+// room feed reads a gap from the stream, and writes to its subscribers):
+// a goroutine runs the function only while messages wait, so an idle room
+// holds none and a busy one holds up no other room of its lane.
+type roomWatch struct {
+	b    *Bus
+	room string
+	fn   func(storage.Message, uint64, int)
+
+	mu sync.Mutex
+	// inbox is what waits for fn; spare is the runner's other buffer.
+	inbox, spare []*nats.Msg
+	running      bool
+	stopped      bool
+	dropping     bool
+}
+
+// enqueue runs on a lane: it only queues, and starts a runner if none runs.
+func (w *roomWatch) enqueue(m *nats.Msg) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	if len(w.inbox) >= roomInboxMax {
+		if !w.dropping {
+			w.dropping = true
+			w.b.log.Warn("room watch behind; dropping live messages until it catches up from the stream", "room", w.room)
+		}
+		w.mu.Unlock()
+		return
+	}
+	w.inbox = append(w.inbox, m)
+	start := !w.running
+	w.running = true
+	w.mu.Unlock()
+	if start {
+		go w.run()
+	}
+}
+
+// run hands what waits to fn, in order, and ends when nothing does.
+func (w *roomWatch) run() {
+	for {
+		w.mu.Lock()
+		if w.stopped || len(w.inbox) == 0 {
+			w.running, w.dropping = false, false
+			w.mu.Unlock()
+			return
+		}
+		batch := w.inbox
+		w.inbox, w.spare = w.spare[:0], nil
+		w.mu.Unlock()
+		for i, m := range batch {
+			w.mu.Lock()
+			queued, stopped := len(w.inbox), w.stopped
+			w.mu.Unlock()
+			if stopped {
+				return
+			}
+			w.deliver(m, len(batch)-1-i+queued)
+		}
+		clear(batch)
+		w.mu.Lock()
+		w.spare = batch[:0]
+		w.mu.Unlock()
+	}
+}
+
+func (w *roomWatch) deliver(m *nats.Msg, more int) {
+	sm, err := w.b.names.storedFromDirect(m)
+	var prev uint64
+	if err == nil {
+		prev, err = strconv.ParseUint(m.Header.Get(lastSeqHeader), 10, 64)
+	}
+	if err != nil {
+		w.b.log.Warn("ignoring malformed republished message", "room", w.room, "err", err)
+		return
+	}
+	w.fn(sm, prev, more)
 }
 
 // WatchUser calls fn with each event published to user's queue (on any
@@ -73,10 +151,12 @@ func (b *Bus) WatchReads(room string, fn func(body []byte, contentType string)) 
 	return b.watch(b.names.Read(room), fn)
 }
 
-// watch delivers subject's events to fn on one of the bus's topic lanes
-// (topics.go), not on a goroutine of the subscription's own.
+// watch delivers subject's events to fn on its lane (lanes.go); fn must
+// not block.
 func (b *Bus) watch(subject string, fn func(body []byte, contentType string)) (func(), error) {
-	stop, err := b.topics.watch(b.nc, subject, fn)
+	stop, err := b.lanes.subscribe(b.nc, subject, func(m *nats.Msg) {
+		fn(m.Data, m.Header.Get(contentTypeHeader))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", subject, err)
 	}
