@@ -473,6 +473,35 @@ func TestGapsRepaired(t *testing.T) {
 	}
 }
 
+// TestProbeRetries: a message lost at the end of a burst while the log
+// cannot be read (a leader election, a lost hub) is found by a probe once
+// the log answers again, however many probes failed before.
+func TestProbeRetries(t *testing.T) {
+	b := fakeBackend(t)
+	s := b.service(t, chat.Config{AutoJoin: true})
+	k := subscribe(t, s, "ann", "r", nil)
+	post(t, s, "ann", "r", "0")
+	if _, err := k.awaitIDs(1); err != nil {
+		t.Fatal(err)
+	}
+	b.w.mu.Lock()
+	b.w.drop["r"] = 1
+	b.w.failNew["r"] = fmt.Errorf("probe: %w", storage.ErrUnavailable)
+	b.w.mu.Unlock()
+	post(t, s, "ann", "r", "1")
+	time.Sleep(20 * 50 * time.Millisecond) // many probe delays: several probes fail
+	b.w.mu.Lock()
+	delete(b.w.failNew, "r")
+	b.w.mu.Unlock()
+	ids, err := k.awaitIDs(2)
+	if err != nil {
+		t.Fatalf("the message lost while probes failed never came: %v", err)
+	}
+	if len(ids) != 2 || !ascending(ids) {
+		t.Fatalf("got %v", ids)
+	}
+}
+
 // TestReplayNotes: a replay says when the history asked for is no longer
 // whole (gap) or names another life of the log (reset).
 func TestReplayNotes(t *testing.T) {

@@ -28,6 +28,7 @@ type world struct {
 	drop    map[string]int           // room -> live messages to lose
 	block   map[string]chan struct{} // room -> LastID waits until closed
 	fail    map[string]error         // room -> LastID fails with it
+	failNew map[string]error         // room -> Latest fails with it
 	perRoom int64
 }
 
@@ -35,7 +36,7 @@ func newWorld() *world {
 	return &world{
 		epoch: 1000, dedupe: map[string]uint64{}, watches: map[string]map[*watch]struct{}{},
 		topics: map[string]map[*topicWatch]struct{}{}, drop: map[string]int{}, block: map[string]chan struct{}{},
-		fail: map[string]error{},
+		fail: map[string]error{}, failNew: map[string]error{},
 	}
 }
 
@@ -171,6 +172,9 @@ func (w *world) LastID(ctx context.Context, room string) (uint64, error) {
 func (w *world) Latest(_ context.Context, room string, upTo uint64) (*storage.Message, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.failNew[room]; err != nil {
+		return nil, err
+	}
 	ms := w.room(room)
 	for i := len(ms) - 1; i >= 0; i-- {
 		if upTo == 0 || ms[i].ID <= upTo {

@@ -25,11 +25,13 @@ type roomFeed struct {
 	watch func() // ends the bus's watch
 	probe *time.Timer
 
-	mu      sync.Mutex
-	last    uint64 // newest id this feed has handed out
-	more    int    // messages the bus held behind the latest one
-	members map[Subscriber]*roomSub
-	stopped bool
+	mu   sync.Mutex
+	last uint64 // newest id this feed has handed out
+	// probeFails counts the probes in a row the log did not answer.
+	probeFails int
+	more       int // messages the bus held behind the latest one
+	members    map[Subscriber]*roomSub
+	stopped    bool
 	// dirty holds the subscriptions given messages since the last flush,
 	// burst how many messages that was; spare is dirty's other buffer.
 	dirty []*roomSub
@@ -94,6 +96,10 @@ func flushAll(dirty []*roomSub) {
 // busy room's subscribers get many messages per write, few enough that
 // the first of them does not wait long for the last.
 const maxBurst = 64
+
+// maxProbeRetry bounds, in probe delays, how long a feed waits between
+// probes the log does not answer.
+const maxProbeRetry = 5
 
 // feedStartWait bounds a feed's start: reading the room's newest id waits
 // for the log's leader, which a cluster may be electing.
@@ -241,14 +247,26 @@ func (f *roomFeed) runProbe() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	latest, err := f.svc.msgs.Latest(ctx, f.room, 0)
-	if err != nil {
-		f.svc.log.Warn("room probe failed", "room", f.room, "err", err)
-		return
-	}
-	if latest == nil {
-		return
-	}
 	f.mu.Lock()
+	if err != nil {
+		// Probe again until the log answers: a message lost while it
+		// could not (a leader election, a lost hub) may have been the
+		// room's last, which nothing else would reveal.
+		f.probeFails++
+		if f.probeFails == 1 {
+			f.svc.log.Warn("room probe failed; retrying", "room", f.room, "err", err)
+		}
+		if !f.stopped {
+			f.probe.Reset(min(f.svc.cfg.ProbeDelay<<min(f.probeFails, 8), maxProbeRetry*f.svc.cfg.ProbeDelay))
+		}
+		f.mu.Unlock()
+		return
+	}
+	f.probeFails = 0
+	if latest == nil {
+		f.mu.Unlock()
+		return
+	}
 	if !f.stopped && latest.ID > f.last {
 		f.svc.log.Debug("room probe found missed messages", "room", f.room, "from", f.last, "to", latest.ID)
 		f.catchUpLocked(latest.ID)
