@@ -95,6 +95,16 @@ type Config struct {
 	NATSCA       string
 	NATSTLSCert  string
 	NATSTLSKey   string
+	// LeafRemotes make the embedded server a leaf node of an existing
+	// NATS (comma-separated URLs of its leaf node port), with LeafCreds
+	// and LeafCA; chatd's stream and buckets then live in that NATS's
+	// JetStream, in domain NATSJSDomain.
+	LeafRemotes string
+	LeafCreds   string
+	LeafCA      string
+	// NATSJSDomain is the JetStream domain holding chatd's stream and
+	// buckets, in an external NATS or the hub of a leaf node.
+	NATSJSDomain string
 	// AllowedOrigins are the browser origins (host patterns) allowed to
 	// open a WebSocket besides the server's own.
 	AllowedOrigins []string
@@ -303,6 +313,10 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.StringVar(&c.NATSCA, "nats-ca", "", "PEM `file` of the CA that signs --nats-url's server certificates (default: the system's)")
 		fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "PEM client certificate `file` for a --nats-url that verifies clients (with --nats-tls-key)")
 		fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "PEM private key `file` of --nats-tls-cert")
+		fs.StringVar(&c.LeafRemotes, "leaf-remote", "", "make the embedded server a leaf node of an existing NATS: comma-separated `URLs` of its leaf node port (nats-leaf://host:7422, or tls:// for TLS); chatd's stream and buckets then live in that NATS's JetStream (--nats-js-domain)")
+		fs.StringVar(&c.LeafCreds, "leaf-creds", "", "NATS credentials `file` for the --leaf-remote connection (user JWT and nkey seed)")
+		fs.StringVar(&c.LeafCA, "leaf-ca", "", "PEM `file` of the CA that signs --leaf-remote's server certificates (tls:// URLs; default: the system's)")
+		fs.StringVar(&c.NATSJSDomain, "nats-js-domain", "", "JetStream `domain` holding chatd's stream and buckets: required with --leaf-remote (the hub's domain), optional with --nats-url")
 		fs.StringVar(&c.NATSPrefix, "nats-prefix", natsbus.DefaultPrefix, "first token of chatd's NATS subjects (chat.msg.<room>) and, in capitals, start of its stream's and KV buckets' names (CHAT_MESSAGES): deployments with different prefixes share one NATS without touching each other's data; the same on every node")
 		fs.StringVar(&c.NATSListen, "nats-listen", "", "`host:port` for the embedded NATS client port (default: none, in-process only)")
 	})
@@ -513,19 +527,26 @@ func (c Config) Validate() error {
 	if err := c.validateClusterSecurity(); err != nil {
 		return err
 	}
-	if c.NATSURL == "" {
+	switch {
+	case c.LeafRemotes != "": // keeps no store: validateLeaf checked it
+	case c.NATSURL == "":
 		if strings.TrimSpace(c.DataDir) == "" {
 			return errors.New("config: --data-dir must not be empty with an embedded NATS server")
 		}
-	} else {
+	default:
 		for _, u := range strings.Split(c.NATSURL, ",") {
 			if err := checkNATSURL(strings.TrimSpace(u)); err != nil {
 				return err
 			}
 		}
 	}
+	if err := c.validateLeaf(); err != nil {
+		return err
+	}
 	if c.ClusterListen != "" || len(c.Routes) > 0 {
 		switch {
+		case c.LeafRemotes != "":
+			return errors.New("config: --cluster and --routes cannot be used with --leaf-remote: a leaf node keeps no JetStream of its own, and its nodes meet in the hub")
 		case c.NATSURL != "":
 			return errors.New("config: --cluster and --routes apply to the embedded server and cannot be used with --nats-url")
 		case c.ClusterListen == "":
@@ -708,6 +729,56 @@ func validQueueName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validateLeaf checks --leaf-remote and what goes with it.
+func (c Config) validateLeaf() error {
+	if c.LeafRemotes == "" {
+		for name, v := range map[string]string{"--leaf-creds": c.LeafCreds, "--leaf-ca": c.LeafCA} {
+			if v != "" {
+				return fmt.Errorf("config: %s applies to a leaf node and needs --leaf-remote", name)
+			}
+		}
+		if c.NATSJSDomain != "" && c.NATSURL == "" {
+			return errors.New("config: --nats-js-domain names another NATS's JetStream and needs --leaf-remote or --nats-url")
+		}
+		return nil
+	}
+	if c.NATSURL != "" {
+		return errors.New("config: --leaf-remote applies to the embedded server and cannot be used with --nats-url")
+	}
+	if c.NATSJSDomain == "" {
+		return errors.New("config: --leaf-remote needs --nats-js-domain: the JetStream domain of the NATS it joins, where chatd keeps its stream and buckets")
+	}
+	for _, u := range strings.Split(c.LeafRemotes, ",") {
+		if err := checkLeafURL(strings.TrimSpace(u)); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct{ name, path string }{{"--leaf-creds", c.LeafCreds}, {"--leaf-ca", c.LeafCA}} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				return fmt.Errorf("config: invalid %s: %w", f.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkLeafURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("config: invalid --leaf-remote %q: %v", s, err)
+	}
+	switch u.Scheme {
+	case "nats-leaf", "nats", "tls":
+	default:
+		return fmt.Errorf("config: invalid --leaf-remote %q: scheme must be nats-leaf, nats or tls", s)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("config: invalid --leaf-remote %q: no host", s)
+	}
+	return nil
 }
 
 // validateNATSAuth checks the credentials and TLS files for --nats-url.

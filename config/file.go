@@ -205,7 +205,7 @@ func snapshot(fs *flag.FlagSet) []setting {
 			return
 		}
 		value := f.Value.String()
-		if strings.HasSuffix(f.Name, "-url") {
+		if strings.HasSuffix(f.Name, "-url") || strings.HasSuffix(f.Name, "-remote") {
 			value = hidePasswords(value)
 		}
 		out = append(out, setting{name: f.Name, value: value, kind: kindOf(f.Value), secret: isSecret(f.Name)})

@@ -17,6 +17,7 @@ func TestSecuritySettingsNameTheFlag(t *testing.T) {
 	jwt := []string{"--jwt-secret", strings.Repeat("s", 32)}
 	cluster := append(slices.Clone(jwt), "--name", "n1", "--cluster", "127.0.0.1:6222", "--routes", "nats-route://127.0.0.1:6223")
 	external := append(slices.Clone(jwt), "--nats-url", "nats://127.0.0.1:4222")
+	leaf := append(slices.Clone(jwt), "--leaf-remote", "nats-leaf://hub.example:7422", "--nats-js-domain", "hub")
 	cases := []struct {
 		args []string
 		want string
@@ -43,6 +44,14 @@ func TestSecuritySettingsNameTheFlag(t *testing.T) {
 		{append(slices.Clone(external), "--nats-creds", a.CertFile, "--nats-user", "u"), "--nats-user cannot be used"},
 		{append(slices.Clone(external), "--nats-password", "p"), "--nats-password needs --nats-user"},
 		{append(slices.Clone(external), "--nats-tls-cert", a.CertFile), "--nats-tls-cert needs --nats-tls-key"},
+		{append(slices.Clone(jwt), "--leaf-remote", "nats-leaf://hub.example:7422"), "--leaf-remote needs --nats-js-domain"},
+		{append(slices.Clone(leaf), "--nats-url", "nats://127.0.0.1:4222"), "--leaf-remote applies to the embedded server"},
+		{append(slices.Clone(leaf), "--name", "n1", "--cluster", "127.0.0.1:6222", "--insecure-cluster"), "cannot be used with --leaf-remote"},
+		{append(slices.Clone(jwt), "--leaf-remote", "http://hub.example:7422", "--nats-js-domain", "hub"), "invalid --leaf-remote"},
+		{append(slices.Clone(leaf), "--leaf-ca", "/nonexistent.pem"), "invalid --leaf-ca"},
+		{append(slices.Clone(leaf), "--leaf-creds", "/nonexistent.creds"), "invalid --leaf-creds"},
+		{append(slices.Clone(jwt), "--leaf-creds", a.CertFile), "--leaf-creds applies to a leaf node and needs --leaf-remote"},
+		{append(slices.Clone(jwt), "--nats-js-domain", "hub"), "--nats-js-domain names another NATS's JetStream"},
 	}
 	for _, tc := range cases {
 		_, err := Parse(tc.args)
@@ -58,12 +67,27 @@ func TestSecuritySettingsNameTheFlag(t *testing.T) {
 		append(slices.Clone(cluster), "--cluster-tls-cert", a.CertFile, "--cluster-tls-key", a.KeyFile, "--cluster-tls-ca", ca.File),
 		append(slices.Clone(external), "--nats-creds", a.CertFile, "--nats-ca", ca.File, "--nats-tls-cert", a.CertFile, "--nats-tls-key", a.KeyFile),
 		append(slices.Clone(external), "--nats-user", "u", "--nats-password", "p"),
+		append(slices.Clone(external), "--nats-js-domain", "hub"),
+		append(slices.Clone(leaf), "--leaf-ca", ca.File, "--leaf-creds", a.CertFile, "--data-dir", ""),
 		{"--dev", "--tls-cert", a.CertFile, "--tls-key", a.KeyFile},
 	}
 	for _, args := range good {
 		if _, err := Parse(args); err != nil {
 			t.Errorf("%v: %v", args, err)
 		}
+	}
+
+	// --print-config hides a leaf URL's password.
+	c, err := Parse(append(slices.Clone(jwt), "--leaf-remote", "tls://chatd:s3cr3t@hub.example:7422,tls://hub2.example:7422", "--nats-js-domain", "hub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := c.WriteTOML(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `leaf-remote = "tls://chatd:xxxxx@hub.example:7422,tls://hub2.example:7422"`) {
+		t.Errorf("--print-config:\n%s", out.String())
 	}
 }
 

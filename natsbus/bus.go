@@ -63,6 +63,16 @@ type Options struct {
 	ClusterPassword string
 	// Auth authenticates to an external NATS (URL).
 	Auth ExternalAuth
+	// LeafRemotes, when set, make the embedded server a leaf node of an
+	// existing NATS (URLs of its leaf node port) that keeps no JetStream
+	// of its own: chatd's stream and buckets live in the hub's, in domain
+	// JSDomain. LeafCreds and LeafCA secure the leaf connection.
+	LeafRemotes []string
+	LeafCreds   string
+	LeafCA      string
+	// JSDomain is the JetStream domain of chatd's stream and buckets
+	// (empty: the connection's own JetStream).
+	JSDomain string
 	// Durability fsync makes an embedded cluster node sync every JetStream
 	// write before acknowledging it (nats-server's sync_interval: always).
 	// One embedded server that is not clustered does not sync: chatd syncs
@@ -143,6 +153,11 @@ type Bus struct {
 	log     *slog.Logger
 	// lanes delivers the watches' messages (live.go, lanes.go).
 	lanes *lanes
+	// leaf is the embedded server when it is a leaf node (Options.LeafRemotes):
+	// it keeps no store, so srv is nil and the store is remote.
+	leaf *server.Server
+	// apiPrefix begins JetStream API subjects, in the bus's domain.
+	apiPrefix string
 }
 
 // publishTimeout bounds the wait for one publish's acknowledgement.
@@ -199,6 +214,18 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(opts.URL), err)
 		}
 		b.nc = nc
+	} else if len(opts.LeafRemotes) > 0 {
+		srv, err := startLeaf(ctx, opts, log)
+		if err != nil {
+			return nil, err
+		}
+		b.leaf = srv
+		nc, err := nats.Connect("", append(common, nats.InProcessServer(srv))...)
+		if err != nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("connect in-process to the embedded leaf node: %w", err)
+		}
+		b.nc = nc
 	} else {
 		srv, jsCfg, err := startEmbedded(ctx, opts, log)
 		if err != nil {
@@ -226,9 +253,18 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 	// A publish whose acknowledgement never comes fails after the timeout
 	// instead of holding its sender's RECEIPT (and a graceful shutdown)
 	// forever; the pending bound is well above what sessions keep in flight.
-	js, err := jetstream.New(b.nc,
+	jsOpts := []jetstream.JetStreamOpt{
 		jetstream.WithPublishAsyncTimeout(publishTimeout),
-		jetstream.WithPublishAsyncMaxPending(1<<15))
+		jetstream.WithPublishAsyncMaxPending(1 << 15),
+	}
+	var js jetstream.JetStream
+	b.apiPrefix = "$JS.API."
+	if opts.JSDomain != "" {
+		b.apiPrefix = "$JS." + opts.JSDomain + ".API."
+		js, err = jetstream.NewWithDomain(b.nc, opts.JSDomain, jsOpts...)
+	} else {
+		js, err = jetstream.New(b.nc, jsOpts...)
+	}
 	if err != nil {
 		b.shutdown()
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -244,6 +280,89 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 	}
 	b.lanes = newLanes(log)
 	return b, nil
+}
+
+// runServer starts a server and returns once it takes connections.
+func runServer(ctx context.Context, so *server.Options, log *slog.Logger) (*server.Server, error) {
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("configure embedded NATS: %w", err)
+	}
+	srv.SetLoggerV2(&serverLog{log: log.With("component", "nats-server")}, false, false, false)
+	go srv.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for !srv.ReadyForConnections(100 * time.Millisecond) {
+		if err := ctx.Err(); err != nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("embedded NATS start: %w", err)
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, errors.New("embedded NATS did not become ready within 30s")
+		}
+	}
+	return srv, nil
+}
+
+// leafWait bounds how long a leaf node waits for its first connection
+// to the hub at start: without it, chatd cannot open its stream.
+const leafWait = 30 * time.Second
+
+// startLeaf starts the embedded server as a leaf node of the NATS at
+// opts.LeafRemotes, without JetStream: chatd's store is the hub's. It
+// returns once the leaf connection is up.
+func startLeaf(ctx context.Context, opts Options, log *slog.Logger) (*server.Server, error) {
+	remote := &server.RemoteLeafOpts{Credentials: opts.LeafCreds}
+	for _, s := range opts.LeafRemotes {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("leaf remote %q: %w", s, err)
+		}
+		if u.Scheme == "tls" {
+			remote.TLS = true
+		}
+		remote.URLs = append(remote.URLs, u)
+	}
+	if remote.TLS || opts.LeafCA != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CaFile: opts.LeafCA})
+		if err != nil {
+			return nil, fmt.Errorf("leaf remote TLS: %w", err)
+		}
+		// GenTLSConfig puts the CA where a server checks its clients; the
+		// leaf connection is a client and checks the hub with it.
+		tc.RootCAs = tc.ClientCAs
+		remote.TLS, remote.TLSConfig, remote.TLSTimeout = true, tc, 2
+	}
+	so := &server.Options{
+		ServerName: opts.ServerName,
+		NoSigs:     true,
+		DontListen: opts.ClientListen == "",
+		LeafNode:   server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{remote}},
+	}
+	if opts.ClientListen != "" {
+		host, port, err := splitHostPort(opts.ClientListen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS client listen address: %w", err)
+		}
+		so.Host, so.Port = host, port
+	}
+	srv, err := runServer(ctx, so, log)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(leafWait)
+	for srv.NumLeafNodes() == 0 {
+		if err := ctx.Err(); err != nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("leaf node start: %w", err)
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, fmt.Errorf("leaf node: no connection to %s within %s", redactURLs(strings.Join(opts.LeafRemotes, ",")), leafWait)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return srv, nil
 }
 
 // startEmbedded starts the embedded server; it also returns its
@@ -318,22 +437,9 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 			so.Host, so.Port = "127.0.0.1", server.RANDOM_PORT
 		}
 	}
-	srv, err := server.NewServer(so)
+	srv, err := runServer(ctx, so, log)
 	if err != nil {
-		return nil, none, fmt.Errorf("configure embedded NATS: %w", err)
-	}
-	srv.SetLoggerV2(&serverLog{log: log.With("component", "nats-server")}, false, false, false)
-	go srv.Start()
-	deadline := time.Now().Add(30 * time.Second)
-	for !srv.ReadyForConnections(100 * time.Millisecond) {
-		if err := ctx.Err(); err != nil {
-			srv.Shutdown()
-			return nil, none, fmt.Errorf("embedded NATS start: %w", err)
-		}
-		if time.Now().After(deadline) {
-			srv.Shutdown()
-			return nil, none, errors.New("embedded NATS did not become ready within 30s")
-		}
+		return nil, none, err
 	}
 	// As nats-server's own restart of JetStream on a configuration reload.
 	jsCfg := server.JetStreamConfig{StoreDir: storeDir, SyncAlways: so.SyncAlways, Strict: true, CompressOK: true}
@@ -485,6 +591,10 @@ func (b *Bus) Close(ctx context.Context) error {
 		b.srv.Shutdown()
 		b.srv.WaitForShutdown()
 	}
+	if b.leaf != nil {
+		b.leaf.Shutdown()
+		b.leaf.WaitForShutdown()
+	}
 	if b.storeSync != nil {
 		b.storeSync.close()
 	}
@@ -498,9 +608,11 @@ func (b *Bus) shutdown() {
 	if b.nc != nil {
 		b.nc.Close()
 	}
-	if b.srv != nil {
-		b.srv.Shutdown()
-		b.srv.WaitForShutdown()
+	for _, srv := range []*server.Server{b.srv, b.leaf} {
+		if srv != nil {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}
 	}
 }
 

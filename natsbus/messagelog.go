@@ -184,7 +184,7 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 		stream:     st,
 		epoch:      epoch,
 		cfg:        cfg,
-		directSubj: "$JS.API.DIRECT.GET." + b.names.MessagesStream(),
+		directSubj: b.apiPrefix + "DIRECT.GET." + b.names.MessagesStream(),
 		// A server that syncs every write syncs an atomic batch once; where
 		// chatd syncs (storeSync), single publishes are quicker: JetStream
 		// stages a one-replica atomic batch in a synced store of its own.
@@ -705,7 +705,7 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 	began := time.Now()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err = l.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+l.names.MessagesStream(), req)
+		resp, err = l.nc.RequestWithContext(rctx, l.bus.apiPrefix+"STREAM.MSG.GET."+l.names.MessagesStream(), req)
 		cancel()
 		if err == nil {
 			break

@@ -108,6 +108,8 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 			CredsFile: cfg.NATSCreds, NkeyFile: cfg.NATSNkey, User: cfg.NATSUser, Password: cfg.NATSPassword,
 			CAFile: cfg.NATSCA, CertFile: cfg.NATSTLSCert, KeyFile: cfg.NATSTLSKey,
 		},
+		LeafRemotes: leafRemotes(cfg.LeafRemotes), LeafCreds: cfg.LeafCreds, LeafCA: cfg.LeafCA,
+		JSDomain: cfg.NATSJSDomain,
 	})
 	if natsbus.IsAuthError(err) {
 		return nil, fmt.Errorf("%w: check --nats-creds, --nats-nkey, or --nats-user and --nats-password (or the user and password in --nats-url)", err)
@@ -464,4 +466,15 @@ func (n *Node) closeBackends(ctx context.Context) error {
 		errs = append(errs, n.bus.Close(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// leafRemotes splits --leaf-remote's comma-separated URLs.
+func leafRemotes(s string) []string {
+	var out []string
+	for u := range strings.SplitSeq(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
