@@ -36,6 +36,12 @@ const (
 	ReadsBucket   = "READS"
 )
 
+// The buckets' descriptions, as every opener gives them.
+const (
+	membersDescription = "chatd room memberships, key <room>.<user>"
+	readsDescription   = "chatd read positions, key <room>.<user>"
+)
+
 // Config shapes the KV buckets.
 type Config struct {
 	Replicas int
@@ -82,7 +88,7 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 	}
 	s.stops = append(s.stops, func() { _ = s.marks.Close() })
 	if s.rooms, err = bus.OpenBucket(ctx, RoomsBucket, "chatd rooms, key <room>", cfg.Replicas); err == nil {
-		s.members, err = bus.OpenBucket(ctx, MembersBucket, "chatd room memberships, key <room>.<user>", cfg.Replicas)
+		s.members, err = bus.OpenBucket(ctx, MembersBucket, membersDescription, cfg.Replicas)
 	}
 	if err != nil {
 		_ = s.Close()
@@ -320,7 +326,7 @@ func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMark
 	if log == nil {
 		log = slog.Default()
 	}
-	b, err := bus.OpenBucket(ctx, ReadsBucket, "chatd read positions, key <room>.<user>", cfg.Replicas)
+	b, err := bus.OpenBucket(ctx, ReadsBucket, readsDescription, cfg.Replicas)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,128 @@
+// Command chatscale builds a large deployment in chatd's embedded store,
+// as a backend may write it (docs/protocol.md): users x rooms each, every
+// membership with a read position, plus one user in many rooms, so that
+// scripts/bench scale can measure what a node pays for them at start, in
+// memory and on a room list. It writes through a NATS client port (chatd's
+// --nats-listen, or an external NATS) and never deletes anything.
+//
+//	chatscale --nats-url nats://127.0.0.1:4333 --users 100000 --rooms-per-user 20
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
+	"github.com/chatd/chatd/storage/kvstore"
+	"golang.org/x/sync/errgroup"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(runMain(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// plan is the deployment to build. Room r ("s<r>") holds RoomSize
+// consecutive users of one of each user's RoomsPerUser slots, so every
+// user is in RoomsPerUser rooms and every room has RoomSize members; the
+// user "wide" is also in the first WideRooms rooms.
+type plan struct {
+	Users, RoomsPerUser, RoomSize, WideRooms int
+}
+
+func (p plan) rooms() int { return (p.Users*p.RoomsPerUser + p.RoomSize - 1) / p.RoomSize }
+
+// room is the room of user u's k-th slot.
+func (p plan) room(u, k int) string { return "s" + strconv.Itoa((k*p.Users+u)/p.RoomSize) }
+
+func user(u int) string { return "u" + strconv.Itoa(u) }
+
+// wideUser is the user in WideRooms rooms, whose room list scale measures.
+const wideUser = "wide"
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("chatscale", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats-url", "", "NATS client `URL` of the deployment (chatd's --nats-listen)")
+	prefix := fs.String("nats-prefix", natsbus.DefaultPrefix, "the deployment's --nats-prefix")
+	var p plan
+	fs.IntVar(&p.Users, "users", 100000, "users")
+	fs.IntVar(&p.RoomsPerUser, "rooms-per-user", 20, "rooms each user is in")
+	fs.IntVar(&p.RoomSize, "room-size", 10, "members per room")
+	fs.IntVar(&p.WideRooms, "wide-rooms", 500, "rooms the user \"wide\" is in as well")
+	workers := fs.Int("concurrency", 64, "writes in flight")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	switch {
+	case *url == "":
+		_, _ = fmt.Fprintln(stderr, "chatscale: --nats-url is required")
+		return 2
+	case p.Users < 1 || p.RoomsPerUser < 1 || p.RoomSize < 1 || p.WideRooms < 0 || *workers < 1:
+		_, _ = fmt.Fprintln(stderr, "chatscale: --users, --rooms-per-user, --room-size and --concurrency must be positive, --wide-rooms not negative")
+		return 2
+	case p.WideRooms > p.rooms():
+		_, _ = fmt.Fprintf(stderr, "chatscale: --wide-rooms %d: the plan has only %d rooms\n", p.WideRooms, p.rooms())
+		return 2
+	}
+	start := time.Now()
+	n, err := seed(ctx, *url, *prefix, p, *workers)
+	if err != nil {
+		_, _ = fmt.Fprintln(stderr, "chatscale:", err)
+		return 1
+	}
+	d := time.Since(start)
+	_, _ = fmt.Fprintf(stdout, "chatscale: %d users, %d rooms, %d memberships and as many read positions written in %s (%.0f writes/s)\n",
+		p.Users+1, p.rooms(), n, d.Round(time.Millisecond), float64(2*n)/d.Seconds())
+	return 0
+}
+
+// seed writes the plan's memberships and read positions and returns how
+// many memberships it wrote.
+func seed(ctx context.Context, url, prefix string, p plan, workers int) (int, error) {
+	bus, err := natsbus.Start(ctx, natsbus.Options{URL: url, Prefix: prefix, ClientName: "chatscale",
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = bus.Close(context.Background()) }()
+	s, err := kvstore.OpenSeeder(ctx, bus, kvstore.Config{})
+	if err != nil {
+		return 0, err
+	}
+	at := time.Now()
+	put := func(ctx context.Context, room, u string) error {
+		if err := s.Member(ctx, room, u, storage.RoleMember, at); err != nil {
+			return err
+		}
+		return s.ReadMark(ctx, room, u, 1)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for u := range p.Users {
+		for k := range p.RoomsPerUser {
+			g.Go(func() error { return put(gctx, p.room(u, k), user(u)) })
+		}
+	}
+	for r := range p.WideRooms {
+		g.Go(func() error { return put(gctx, "s"+strconv.Itoa(r), wideUser) })
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return p.Users*p.RoomsPerUser + p.WideRooms, nil
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/internal/testkit/port"
+	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage/kvstore"
+)
+
+// TestSeed: the deployment chatscale writes is the one it says, as chatd's
+// own store reads it back: every user in its rooms, every room with its
+// members, the wide user in the first rooms, a read position for each;
+// and a second run changes nothing.
+func TestSeed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	listen := "127.0.0.1:" + strconv.Itoa(port.Free(t))
+	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ClientListen: listen,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bus.Close(context.Background()) }()
+	p := plan{Users: 30, RoomsPerUser: 4, RoomSize: 5, WideRooms: 7}
+	args := []string{"--nats-url", "nats://" + listen, "--users", "30", "--rooms-per-user", "4", "--room-size", "5", "--wide-rooms", "7", "--concurrency", "8"}
+	for run := range 2 {
+		var out, errs strings.Builder
+		if code := runMain(ctx, args, &out, &errs); code != 0 {
+			t.Fatalf("run %d: exit %d: %s", run, code, errs.String())
+		}
+		if !strings.Contains(out.String(), "31 users, 24 rooms, 127 memberships") {
+			t.Fatalf("run %d says %q", run, out.String())
+		}
+	}
+
+	store, err := kvstore.Open(ctx, bus, kvstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = store.Close() }()
+	for u := range p.Users {
+		rooms, err := store.UserRooms(ctx, user(u))
+		if err != nil || len(rooms) != p.RoomsPerUser {
+			t.Fatalf("%s is in %v (%v), want %d rooms", user(u), rooms, err, p.RoomsPerUser)
+		}
+		for _, r := range rooms {
+			if m, err := store.ReadMark(ctx, r, user(u)); err != nil || m != 1 {
+				t.Fatalf("%s's read position in %s: %d %v", user(u), r, m, err)
+			}
+		}
+	}
+	for r := range p.rooms() {
+		room := "s" + strconv.Itoa(r)
+		want := p.RoomSize
+		if r < p.WideRooms {
+			want++
+		}
+		if ms, err := store.Members(ctx, room); err != nil || len(ms) != want {
+			t.Fatalf("%s has %d members (%v), want %d", room, len(ms), err, want)
+		}
+	}
+	if rooms, err := store.UserRooms(ctx, wideUser); err != nil || len(rooms) != p.WideRooms {
+		t.Fatalf("the wide user is in %v (%v)", rooms, err)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"--nats-url", "nats://127.0.0.1:1", "--users", "0"},
+		{"--nats-url", "nats://127.0.0.1:1", "--users", "10", "--room-size", "10", "--rooms-per-user", "1", "--wide-rooms", "2"},
+	} {
+		var out, errs strings.Builder
+		if code := runMain(context.Background(), args, &out, &errs); code != 2 || errs.Len() == 0 {
+			t.Errorf("%v: exit %d, %q", args, code, errs.String())
+		}
+	}
+}
