@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/chatd/chatd/internal/testkit/stomptest"
 )
 
 // readyz is the node's /readyz status and body.
@@ -51,11 +49,7 @@ func TestMajorityLoss(t *testing.T) {
 	t.Parallel()
 	ns := startCluster(t, 3)
 	survivor := ns[0]
-	send := func(i int) string {
-		s := strconv.Itoa(i)
-		return stomptest.Render("SEND", msgBody("m"+s), "destination:/app/chat.majority", "content-type:application/json",
-			"client-msg-id:m"+s, "receipt:r"+s)
-	}
+	send := func(i int) string { return resendable("majority", i) }
 	alice := dialRaw(t, survivor)
 	alice.ConnectAs("alice", "1.2")
 	alice.Send(send(0))

@@ -230,3 +230,12 @@ func dialRaw(t testing.TB, n *node) *stomptest.Raw {
 }
 
 func msgBody(text string) string { return fmt.Sprintf(`{"message":%q}`, text) }
+
+// resendable renders message i to room as a raw SEND frame that can be
+// sent again as documented: text "m<i>", client-msg-id "m<i>", receipt
+// "r<i>".
+func resendable(room string, i int) string {
+	s := strconv.Itoa(i)
+	return stomptest.Render("SEND", msgBody("m"+s), "destination:/app/chat."+room, "content-type:application/json",
+		"client-msg-id:m"+s, "receipt:r"+s)
+}

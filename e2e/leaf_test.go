@@ -11,7 +11,6 @@ import (
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/certtest"
 	"github.com/chatd/chatd/internal/testkit/port"
-	"github.com/chatd/chatd/internal/testkit/stomptest"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/go-stomp/stomp/v3"
 	"github.com/nats-io/nats-server/v2/server"
@@ -198,11 +197,7 @@ func TestLeafNodeLosesTheHub(t *testing.T) {
 	a := startNode(t, asLeaf("a", o.LeafNode.Port))
 	b := startNode(t, asLeaf("b", o.LeafNode.Port))
 	sub := dial(t, b, "bob").subscribe("/topic/chat.away")
-	send := func(i int) string {
-		s := strconv.Itoa(i)
-		return stomptest.Render("SEND", msgBody("m"+s), "destination:/app/chat.away", "content-type:application/json",
-			"client-msg-id:m"+s, "receipt:r"+s)
-	}
+	send := func(i int) string { return resendable("away", i) }
 	alice := dialRaw(t, a)
 	alice.ConnectAs("alice", "1.2")
 	alice.Send(send(0))
