@@ -28,6 +28,9 @@ const lastSeqHeader = "Nats-Last-Sequence"
 // the watcher fills the gap from the stream.
 const roomInboxMax = 1 << 16
 
+// idleInboxCap is the most a room watch's buffers keep while it is idle.
+const idleInboxCap = 64
+
 // WatchRoom calls fn with each message stored in room from now on, as the
 // stream republishes it, with the id of the room's previous message (0:
 // none) so that a watcher can tell when one never reached it: core NATS
@@ -99,6 +102,13 @@ func (w *roomWatch) run() {
 		w.mu.Lock()
 		if w.stopped || len(w.inbox) == 0 {
 			w.running, w.dropping = false, false
+			// An idle watch keeps no large buffer from its last burst.
+			if cap(w.inbox) > idleInboxCap {
+				w.inbox = nil
+			}
+			if cap(w.spare) > idleInboxCap {
+				w.spare = nil
+			}
 			w.mu.Unlock()
 			return
 		}
