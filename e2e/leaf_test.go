@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,7 +32,8 @@ func hubOptions(t *testing.T, mutate ...func(*server.Options)) *server.Options {
 	return o
 }
 
-// runHub starts a hub; it is shut down when the test ends.
+// runHub starts a NATS server (a hub, unless o says otherwise); it is
+// shut down when the test ends.
 func runHub(t *testing.T, o *server.Options) *server.Server {
 	t.Helper()
 	hub, err := server.NewServer(o)
@@ -230,5 +232,31 @@ func TestLeafNodeLosesTheHub(t *testing.T) {
 	}
 	if m := nextChat(t, sub); m.Message != "m1" {
 		t.Fatalf("after the hub came back, bob got %+v", m)
+	}
+}
+
+// TestNATSURLThroughALeafNode: a node that connects with --nats-url to a
+// team's regional leaf node (a nats-server without JetStream of its own)
+// keeps its stream in the hub's JetStream through --nats-js-domain.
+func TestNATSURLThroughALeafNode(t *testing.T) {
+	t.Parallel()
+	o := hubOptions(t)
+	runHub(t, o)
+	remote, err := url.Parse("nats-leaf://127.0.0.1:" + strconv.Itoa(o.LeafNode.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	regional := runHub(t, &server.Options{ServerName: "regional", Host: "127.0.0.1", Port: -1, NoSigs: true,
+		LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{remote}}}}})
+	for deadline := time.Now().Add(10 * time.Second); regional.NumLeafNodes() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the regional leaf node did not connect to the hub")
+		}
+	}
+	n := startNode(t, func(c *config.Config) { c.NATSURL, c.NATSListen, c.NATSJSDomain = regional.ClientURL(), "", "hub" })
+	sub := dial(t, n, "bob").subscribe("/topic/chat.regional")
+	dial(t, n, "alice").post("regional", "through the region")
+	if m := nextChat(t, sub); m.Message != "through the region" {
+		t.Fatalf("got %+v", m)
 	}
 }
