@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -88,9 +89,10 @@ type Options struct {
 	Prefix string
 
 	// jsCheckEvery and jsMinFree override the JetStream guard's defaults
-	// (jsGuardEvery, jsGuardMinFree), in tests.
+	// (jsGuardEvery, jsGuardMinFree), and leafWait leafWait, in tests.
 	jsCheckEvery time.Duration
 	jsMinFree    uint64
+	leafWait     time.Duration
 }
 
 // ExternalAuth is how chatd proves itself to an external NATS, and how it
@@ -283,12 +285,12 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 }
 
 // runServer starts a server and returns once it takes connections.
-func runServer(ctx context.Context, so *server.Options, log *slog.Logger) (*server.Server, error) {
+func runServer(ctx context.Context, so *server.Options, sl *serverLog) (*server.Server, error) {
 	srv, err := server.NewServer(so)
 	if err != nil {
 		return nil, fmt.Errorf("configure embedded NATS: %w", err)
 	}
-	srv.SetLoggerV2(&serverLog{log: log.With("component", "nats-server")}, false, false, false)
+	srv.SetLoggerV2(sl, false, false, false)
 	go srv.Start()
 	deadline := time.Now().Add(30 * time.Second)
 	for !srv.ReadyForConnections(100 * time.Millisecond) {
@@ -346,11 +348,16 @@ func startLeaf(ctx context.Context, opts Options, log *slog.Logger) (*server.Ser
 		}
 		so.Host, so.Port = host, port
 	}
-	srv, err := runServer(ctx, so, log)
+	sl := &serverLog{log: log.With("component", "nats-server")}
+	srv, err := runServer(ctx, so, sl)
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(leafWait)
+	wait := opts.leafWait
+	if wait <= 0 {
+		wait = leafWait
+	}
+	deadline := time.Now().Add(wait)
 	for srv.NumLeafNodes() == 0 {
 		if err := ctx.Err(); err != nil {
 			srv.Shutdown()
@@ -358,7 +365,11 @@ func startLeaf(ctx context.Context, opts Options, log *slog.Logger) (*server.Ser
 		}
 		if time.Now().After(deadline) {
 			srv.Shutdown()
-			return nil, fmt.Errorf("leaf node: no connection to %s within %s", redactURLs(strings.Join(opts.LeafRemotes, ",")), leafWait)
+			why := "nothing answered"
+			if last := sl.lastErr.Load(); last != nil {
+				why = "last error: " + *last
+			}
+			return nil, fmt.Errorf("leaf node: no connection to %s within %s (%s)", redactURLs(strings.Join(opts.LeafRemotes, ",")), wait, why)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -437,7 +448,7 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 			so.Host, so.Port = "127.0.0.1", server.RANDOM_PORT
 		}
 	}
-	srv, err := runServer(ctx, so, log)
+	srv, err := runServer(ctx, so, &serverLog{log: log.With("component", "nats-server")})
 	if err != nil {
 		return nil, none, err
 	}
@@ -617,14 +628,22 @@ func (b *Bus) shutdown() {
 }
 
 // serverLog routes nats-server's log lines to slog.
-type serverLog struct{ log *slog.Logger }
+type serverLog struct {
+	log *slog.Logger
+	// lastErr is the server's latest error line, for a start that fails.
+	lastErr atomic.Pointer[string]
+}
 
 func (l *serverLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *serverLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
 func (l *serverLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *serverLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *serverLog) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *serverLog) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.lastErr.Store(&msg)
+	l.log.Error(msg)
+}
+func (l *serverLog) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Tracef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 
 // ClusterSize estimates how many NATS servers the cluster has, to choose a
 // default replica count: for an embedded node, itself plus the routes that
