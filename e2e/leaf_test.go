@@ -32,22 +32,6 @@ func hubOptions(t *testing.T, mutate ...func(*server.Options)) *server.Options {
 	return o
 }
 
-// runHub starts a NATS server (a hub, unless o says otherwise); it is
-// shut down when the test ends.
-func runHub(t *testing.T, o *server.Options) *server.Server {
-	t.Helper()
-	hub, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hub.Start()
-	if !hub.ReadyForConnections(10 * time.Second) {
-		t.Fatal("hub NATS not ready")
-	}
-	t.Cleanup(hub.Shutdown)
-	return hub
-}
-
 // asLeaf makes a node a leaf node of the hub at leafPort.
 func asLeaf(name string, leafPort int) func(*config.Config) {
 	return func(c *config.Config) {
@@ -66,7 +50,7 @@ func asLeaf(name string, leafPort int) func(*config.Config) {
 func TestLeafNodes(t *testing.T) {
 	t.Parallel()
 	o := hubOptions(t)
-	hub, leafPort := runHub(t, o), o.LeafNode.Port
+	hub, leafPort := runNATS(t, o), o.LeafNode.Port
 	a := startNode(t, asLeaf("a", leafPort))
 	b := startNode(t, asLeaf("b", leafPort))
 	c := startNode(t, asLeaf("c", leafPort))
@@ -173,7 +157,7 @@ func TestLeafNodeTLSAndPassword(t *testing.T) {
 		o.LeafNode.TLSConfig, o.LeafNode.TLSTimeout = tc, 2
 		o.LeafNode.Username, o.LeafNode.Password = "chatd", "s3cret"
 	})
-	runHub(t, o)
+	runNATS(t, o)
 	leafPort := o.LeafNode.Port
 	secure := func(c *config.Config) {
 		c.LeafRemotes = "tls://chatd:s3cret@127.0.0.1:" + strconv.Itoa(leafPort)
@@ -195,7 +179,7 @@ func TestLeafNodeTLSAndPassword(t *testing.T) {
 func TestLeafNodeLosesTheHub(t *testing.T) {
 	t.Parallel()
 	o := hubOptions(t)
-	hub := runHub(t, o)
+	hub := runNATS(t, o)
 	a := startNode(t, asLeaf("a", o.LeafNode.Port))
 	b := startNode(t, asLeaf("b", o.LeafNode.Port))
 	sub := dial(t, b, "bob").subscribe("/topic/chat.away")
@@ -222,7 +206,7 @@ func TestLeafNodeLosesTheHub(t *testing.T) {
 		t.Fatalf("a SEND without the hub: %s %v, want ERROR unavailable for r1", f.Command, f.Header)
 	}
 
-	runHub(t, o) // the same store and leaf port
+	runNATS(t, o) // the same store and leaf port
 	waitReadyz(t, a, http.StatusOK, "ready")
 	again := dialRaw(t, a)
 	again.ConnectAs("alice", "1.2")
@@ -241,12 +225,12 @@ func TestLeafNodeLosesTheHub(t *testing.T) {
 func TestNATSURLThroughALeafNode(t *testing.T) {
 	t.Parallel()
 	o := hubOptions(t)
-	runHub(t, o)
+	runNATS(t, o)
 	remote, err := url.Parse("nats-leaf://127.0.0.1:" + strconv.Itoa(o.LeafNode.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	regional := runHub(t, &server.Options{ServerName: "regional", Host: "127.0.0.1", Port: -1, NoSigs: true,
+	regional := runNATS(t, &server.Options{ServerName: "regional", Host: "127.0.0.1", Port: -1, NoSigs: true,
 		LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{remote}}}}})
 	for deadline := time.Now().Add(10 * time.Second); regional.NumLeafNodes() == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {

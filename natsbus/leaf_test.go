@@ -25,17 +25,9 @@ func TestLeafStartFailureSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	leafPort := port.Free(t)
-	hub, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: true,
+	startTestServer(t, &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: true,
 		JetStreamDomain: "hub", StoreDir: t.TempDir(),
 		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort, TLSConfig: tc, TLSTimeout: 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hub.Start()
-	if !hub.ReadyForConnections(10 * time.Second) {
-		t.Fatal("hub not ready")
-	}
-	t.Cleanup(hub.Shutdown)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err = Start(ctx, Options{LeafRemotes: []string{"tls://127.0.0.1:" + strconv.Itoa(leafPort)}, LeafCA: otherCA.File,
