@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/testkit/natstest"
 	"github.com/chatd/chatd/internal/testkit/stomptest"
 	"github.com/chatd/chatd/internal/testkit/testlog"
 	chatdnode "github.com/chatd/chatd/node"
@@ -298,7 +299,7 @@ func TestDurabilityMismatchStopsStart(t *testing.T) {
 // own.
 func TestExternalNATSDoesNotClaimFsync(t *testing.T) {
 	t.Parallel()
-	srv := runNATS(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	srv := natstest.Run(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
 	for _, tc := range []struct {
 		durability string
 		want       string

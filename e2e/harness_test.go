@@ -20,7 +20,6 @@ import (
 	chatdnode "github.com/chatd/chatd/node"
 	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
-	"github.com/nats-io/nats-server/v2/server"
 )
 
 // node is one real chatd (embedded NATS and JetStream, real HTTP listener)
@@ -231,22 +230,6 @@ func dialRaw(t testing.TB, n *node) *stomptest.Raw {
 }
 
 func msgBody(text string) string { return fmt.Sprintf(`{"message":%q}`, text) }
-
-// runNATS starts a nats-server made by o (a team's existing NATS, a
-// hub, a regional leaf node) and shuts it down when the test ends.
-func runNATS(t *testing.T, o *server.Options) *server.Server {
-	t.Helper()
-	srv, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(srv.Shutdown)
-	return srv
-}
 
 // resendable renders message i to room as a raw SEND frame that can be
 // sent again as documented: text "m<i>", client-msg-id "m<i>", receipt

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/certtest"
+	"github.com/chatd/chatd/internal/testkit/natstest"
 	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/go-stomp/stomp/v3"
@@ -50,7 +51,7 @@ func asLeaf(name string, leafPort int) func(*config.Config) {
 func TestLeafNodes(t *testing.T) {
 	t.Parallel()
 	o := hubOptions(t)
-	hub, leafPort := runNATS(t, o), o.LeafNode.Port
+	hub, leafPort := natstest.Run(t, o), o.LeafNode.Port
 	a := startNode(t, asLeaf("a", leafPort))
 	b := startNode(t, asLeaf("b", leafPort))
 	c := startNode(t, asLeaf("c", leafPort))
@@ -157,7 +158,7 @@ func TestLeafNodeTLSAndPassword(t *testing.T) {
 		o.LeafNode.TLSConfig, o.LeafNode.TLSTimeout = tc, 2
 		o.LeafNode.Username, o.LeafNode.Password = "chatd", "s3cret"
 	})
-	runNATS(t, o)
+	natstest.Run(t, o)
 	leafPort := o.LeafNode.Port
 	secure := func(c *config.Config) {
 		c.LeafRemotes = "tls://chatd:s3cret@127.0.0.1:" + strconv.Itoa(leafPort)
@@ -179,7 +180,7 @@ func TestLeafNodeTLSAndPassword(t *testing.T) {
 func TestLeafNodeLosesTheHub(t *testing.T) {
 	t.Parallel()
 	o := hubOptions(t)
-	hub := runNATS(t, o)
+	hub := natstest.Run(t, o)
 	a := startNode(t, asLeaf("a", o.LeafNode.Port))
 	b := startNode(t, asLeaf("b", o.LeafNode.Port))
 	sub := dial(t, b, "bob").subscribe("/topic/chat.away")
@@ -206,7 +207,7 @@ func TestLeafNodeLosesTheHub(t *testing.T) {
 		t.Fatalf("a SEND without the hub: %s %v, want ERROR unavailable for r1", f.Command, f.Header)
 	}
 
-	runNATS(t, o) // the same store and leaf port
+	natstest.Run(t, o) // the same store and leaf port
 	waitReadyz(t, a, http.StatusOK, "ready")
 	again := dialRaw(t, a)
 	again.ConnectAs("alice", "1.2")
@@ -225,12 +226,12 @@ func TestLeafNodeLosesTheHub(t *testing.T) {
 func TestNATSURLThroughALeafNode(t *testing.T) {
 	t.Parallel()
 	o := hubOptions(t)
-	runNATS(t, o)
+	natstest.Run(t, o)
 	remote, err := url.Parse("nats-leaf://127.0.0.1:" + strconv.Itoa(o.LeafNode.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	regional := runNATS(t, &server.Options{ServerName: "regional", Host: "127.0.0.1", Port: -1, NoSigs: true,
+	regional := natstest.Run(t, &server.Options{ServerName: "regional", Host: "127.0.0.1", Port: -1, NoSigs: true,
 		LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{remote}}}}})
 	for deadline := time.Now().Add(10 * time.Second); regional.NumLeafNodes() == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/certtest"
+	"github.com/chatd/chatd/internal/testkit/natstest"
 	"github.com/chatd/chatd/internal/testkit/testlog"
 	chatdnode "github.com/chatd/chatd/node"
 	"github.com/nats-io/jwt/v2"
@@ -22,7 +23,7 @@ import (
 func startNATS(t *testing.T, opts *server.Options) *server.Server {
 	t.Helper()
 	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, t.TempDir(), true, true
-	return runNATS(t, opts)
+	return natstest.Run(t, opts)
 }
 
 // tryExternal starts a node on the NATS at url with the settings mutate

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/internal/testkit/certtest"
+	"github.com/chatd/chatd/internal/testkit/natstest"
 	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -25,7 +26,7 @@ func TestLeafStartFailureSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	leafPort := port.Free(t)
-	startTestServer(t, &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: true,
+	natstest.Run(t, &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: true,
 		JetStreamDomain: "hub", StoreDir: t.TempDir(),
 		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort, TLSConfig: tc, TLSTimeout: 2}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

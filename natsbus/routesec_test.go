@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/internal/testkit/certtest"
+	"github.com/chatd/chatd/internal/testkit/natstest"
 	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/nats-io/nats-server/v2/server"
@@ -163,21 +164,5 @@ func routeServer(t *testing.T, tc *tls.Config, user, pass string, routes []strin
 	so := &server.Options{ServerName: "intruder", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
 		Cluster: server.ClusterOpts{Name: "secure", Host: "127.0.0.1", Port: server.RANDOM_PORT, TLSConfig: tc, TLSTimeout: 2},
 		Routes:  urls}
-	return startTestServer(t, so)
-}
-
-// startTestServer starts a bare nats-server made by so and shuts it down
-// when the test ends.
-func startTestServer(t *testing.T, so *server.Options) *server.Server {
-	t.Helper()
-	srv, err := server.NewServer(so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	t.Cleanup(srv.Shutdown)
-	return srv
+	return natstest.Run(t, so)
 }
