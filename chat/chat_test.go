@@ -489,7 +489,18 @@ func TestProbeRetries(t *testing.T) {
 	b.w.failNew["r"] = fmt.Errorf("probe: %w", storage.ErrUnavailable)
 	b.w.mu.Unlock()
 	post(t, s, "ann", "r", "1")
-	time.Sleep(20 * 50 * time.Millisecond) // many probe delays: several probes fail
+	// Several probes fail, backing off.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b.w.mu.Lock()
+		n := b.w.failed["r"]
+		b.w.mu.Unlock()
+		if n >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d probes in 10 s", n)
+		}
+	}
 	b.w.mu.Lock()
 	delete(b.w.failNew, "r")
 	b.w.mu.Unlock()

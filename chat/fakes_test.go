@@ -29,6 +29,7 @@ type world struct {
 	block   map[string]chan struct{} // room -> LastID waits until closed
 	fail    map[string]error         // room -> LastID fails with it
 	failNew map[string]error         // room -> Latest fails with it
+	failed  map[string]int           // room -> Latest calls failNew failed
 	perRoom int64
 }
 
@@ -36,7 +37,7 @@ func newWorld() *world {
 	return &world{
 		epoch: 1000, dedupe: map[string]uint64{}, watches: map[string]map[*watch]struct{}{},
 		topics: map[string]map[*topicWatch]struct{}{}, drop: map[string]int{}, block: map[string]chan struct{}{},
-		fail: map[string]error{}, failNew: map[string]error{},
+		fail: map[string]error{}, failNew: map[string]error{}, failed: map[string]int{},
 	}
 }
 
@@ -173,6 +174,7 @@ func (w *world) Latest(_ context.Context, room string, upTo uint64) (*storage.Me
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.failNew[room]; err != nil {
+		w.failed[room]++
 		return nil, err
 	}
 	ms := w.room(room)
