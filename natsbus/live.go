@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go"
@@ -50,7 +51,8 @@ func (b *Bus) WatchRoom(room string, fn func(m storage.Message, prev uint64, mor
 	return func() {
 		unsub()
 		w.mu.Lock()
-		w.stopped, w.inbox = true, nil
+		w.stopped.Store(true)
+		w.inbox = nil
 		w.mu.Unlock()
 	}, nil
 }
@@ -64,18 +66,22 @@ type roomWatch struct {
 	room string
 	fn   func(storage.Message, uint64, int)
 
+	// waiting counts the messages queued and not yet handed to fn, so
+	// that the runner tells fn how many follow without taking mu.
+	waiting atomic.Int64
+	stopped atomic.Bool
+
 	mu sync.Mutex
 	// inbox is what waits for fn; spare is the runner's other buffer.
 	inbox, spare []*nats.Msg
 	running      bool
-	stopped      bool
 	dropping     bool
 }
 
 // enqueue runs on a lane: it only queues, and starts a runner if none runs.
 func (w *roomWatch) enqueue(m *nats.Msg) {
 	w.mu.Lock()
-	if w.stopped {
+	if w.stopped.Load() {
 		w.mu.Unlock()
 		return
 	}
@@ -88,6 +94,7 @@ func (w *roomWatch) enqueue(m *nats.Msg) {
 		return
 	}
 	w.inbox = append(w.inbox, m)
+	w.waiting.Add(1)
 	start := !w.running
 	w.running = true
 	w.mu.Unlock()
@@ -100,7 +107,7 @@ func (w *roomWatch) enqueue(m *nats.Msg) {
 func (w *roomWatch) run() {
 	for {
 		w.mu.Lock()
-		if w.stopped || len(w.inbox) == 0 {
+		if w.stopped.Load() || len(w.inbox) == 0 {
 			w.running, w.dropping = false, false
 			// An idle watch keeps no large buffer from its last burst.
 			if cap(w.inbox) > idleInboxCap {
@@ -115,14 +122,11 @@ func (w *roomWatch) run() {
 		batch := w.inbox
 		w.inbox, w.spare = w.spare[:0], nil
 		w.mu.Unlock()
-		for i, m := range batch {
-			w.mu.Lock()
-			queued, stopped := len(w.inbox), w.stopped
-			w.mu.Unlock()
-			if stopped {
+		for _, m := range batch {
+			if w.stopped.Load() {
 				return
 			}
-			w.deliver(m, len(batch)-1-i+queued)
+			w.deliver(m, int(w.waiting.Add(-1)))
 		}
 		clear(batch)
 		w.mu.Lock()
