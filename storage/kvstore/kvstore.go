@@ -38,6 +38,7 @@ const (
 
 // The buckets' descriptions, as every opener gives them.
 const (
+	roomsDescription   = "chatd rooms, key <room>"
 	membersDescription = "chatd room memberships, key <room>.<user>"
 	readsDescription   = "chatd read positions, key <room>.<user>"
 )
@@ -87,7 +88,7 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.stops = append(s.stops, func() { _ = s.marks.Close() })
-	if s.rooms, err = bus.OpenBucket(ctx, RoomsBucket, "chatd rooms, key <room>", cfg.Replicas); err == nil {
+	if s.rooms, err = bus.OpenBucket(ctx, RoomsBucket, roomsDescription, cfg.Replicas); err == nil {
 		s.members, err = bus.OpenBucket(ctx, MembersBucket, membersDescription, cfg.Replicas)
 	}
 	if err != nil {
