@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/storage"
-	"github.com/chatd/chatd/storage/mirror"
 )
 
 // world fakes the ports chat needs of NATS: the message log, group commit
@@ -294,66 +295,113 @@ func (w *world) PublishReads(room, contentType string, body []byte) error {
 	return w.publish("read."+room, contentType, body)
 }
 
-// memStore fakes a storage backend: rooms and memberships in a mirror,
-// read positions in a map.
+// memStore fakes a storage backend in maps.
 type memStore struct {
-	m *mirror.Mirror
-
-	mu    sync.Mutex
-	marks map[[2]string]uint64
+	mu      sync.Mutex
+	rooms   map[string]storage.Room
+	members map[string]map[string]storage.Member // room -> user -> membership
+	marks   map[[2]string]uint64
+	leave   []func(room, user string)
 }
 
-func newMemStore() *memStore { return &memStore{m: mirror.New(), marks: map[[2]string]uint64{}} }
+func newMemStore() *memStore {
+	return &memStore{rooms: map[string]storage.Room{}, members: map[string]map[string]storage.Member{}, marks: map[[2]string]uint64{}}
+}
+
+func (s *memStore) putLocked(room string, m storage.Member) {
+	if s.members[room] == nil {
+		s.members[room] = map[string]storage.Member{}
+	}
+	s.members[room][m.User] = m
+}
 
 func (s *memStore) CreateRoom(_ context.Context, rm storage.Room) error {
-	if _, ok := s.m.Room(rm.ID); ok {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.rooms[rm.ID]; ok {
 		return storage.ErrExists
 	}
-	s.m.PutRoom(rm, 0)
-	s.m.PutMember(rm.ID, storage.Member{User: rm.CreatedBy, Role: storage.RoleOwner, JoinedAt: rm.CreatedAt}, 0)
+	s.rooms[rm.ID] = rm
+	s.putLocked(rm.ID, storage.Member{User: rm.CreatedBy, Role: storage.RoleOwner, JoinedAt: rm.CreatedAt})
 	return nil
 }
 
 func (s *memStore) Room(_ context.Context, id string) (storage.Room, error) {
-	if rm, ok := s.m.Room(id); ok {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rm, ok := s.rooms[id]; ok {
 		return rm, nil
 	}
 	return storage.Room{}, storage.ErrNotFound
 }
 
 func (s *memStore) Join(_ context.Context, room, user string, role storage.Role) (bool, error) {
-	if _, ok := s.m.Member(room, user); ok {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.members[room][user]; ok {
 		return false, nil
 	}
-	s.m.PutMember(room, storage.Member{User: user, Role: role, JoinedAt: time.Now()}, 0)
+	s.putLocked(room, storage.Member{User: user, Role: role, JoinedAt: time.Now()})
 	return true, nil
 }
 
 func (s *memStore) Leave(_ context.Context, room, user string) error {
-	s.m.DeleteMember(room, user, 0)
+	s.mu.Lock()
+	_, ok := s.members[room][user]
+	delete(s.members[room], user)
+	fns := s.leave
+	s.mu.Unlock()
+	if ok {
+		for _, fn := range fns {
+			fn(room, user)
+		}
+	}
 	return nil
 }
 
 func (s *memStore) IsMember(_ context.Context, room, user string) (bool, error) {
-	_, ok := s.m.Member(room, user)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.members[room][user]
 	return ok, nil
 }
 
 func (s *memStore) Others(_ context.Context, room, user string) (int, error) {
-	return s.m.Others(room, user), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.members[room])
+	if _, ok := s.members[room][user]; ok {
+		n--
+	}
+	return n, nil
 }
 
 func (s *memStore) Membership(_ context.Context, room, user string) (storage.Member, bool, error) {
-	m, ok := s.m.Member(room, user)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.members[room][user]
 	return m, ok, nil
 }
 
 func (s *memStore) Members(_ context.Context, room string) ([]storage.Member, error) {
-	return s.m.Members(room), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Collect(maps.Values(s.members[room]))
+	slices.SortFunc(out, func(a, b storage.Member) int { return strings.Compare(a.User, b.User) })
+	return out, nil
 }
 
-func (s *memStore) UserRooms(_ context.Context, user string) ([]string, error) {
-	return s.m.UserRooms(user), nil
+func (s *memStore) UserRooms(_ context.Context, user string) ([]storage.UserRoom, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []storage.UserRoom
+	for room, ms := range s.members {
+		if m, ok := ms[user]; ok {
+			out = append(out, storage.UserRoom{ID: room, Name: s.rooms[room].Name, Role: m.Role, Read: s.marks[[2]string{room, user}]})
+		}
+	}
+	slices.SortFunc(out, func(a, b storage.UserRoom) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }
 
 func (s *memStore) MarkRead(_ context.Context, room, user string, id uint64) (uint64, error) {
@@ -373,10 +421,23 @@ func (s *memStore) ReadMark(_ context.Context, room, user string) (uint64, error
 func (s *memStore) Unread(_ context.Context, room string, msgs []storage.MessageRef) ([]int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.m.Unread(room, msgs, func(u string) uint64 { return s.marks[[2]string{room, u}] }), nil
+	out := make([]int, len(msgs))
+	for u := range s.members[room] {
+		p := s.marks[[2]string{room, u}]
+		for i, m := range msgs {
+			if u != m.Sender && p < m.ID {
+				out[i]++
+			}
+		}
+	}
+	return out, nil
 }
 
-func (s *memStore) OnLeave(fn func(room, user string)) { s.m.OnLeave(fn) }
+func (s *memStore) OnLeave(fn func(room, user string)) {
+	s.mu.Lock()
+	s.leave = append(s.leave, fn)
+	s.mu.Unlock()
+}
 
 // sink is a subscriber that keeps what it is given. As a client would,
 // it sees what Deliver queued only once it is flushed: a delivery path

@@ -243,21 +243,19 @@ func (s *Service) manager(ctx context.Context, actor, room string) (storage.Memb
 }
 
 // UserRooms lists user's rooms, the most recently active first, each with
-// its unread count and newest message. The rooms' records, memberships and
-// read positions are the store's; their newest messages and unread counts
-// come from the log in one call for all of them.
+// its unread count and newest message. The rooms' names, the user's roles
+// and read positions come from the store in one call, their newest
+// messages and unread counts from the log in one call, for all of them.
 func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, error) {
-	ids, err := s.store.UserRooms(ctx, user)
+	rooms, err := s.store.UserRooms(ctx, user)
 	if err != nil {
 		return nil, fmt.Errorf("rooms of %s: %w", user, err)
 	}
-	out := make([]RoomSummary, len(ids))
-	marks := make([]storage.RoomMark, len(ids))
-	for i, id := range ids {
-		if out[i], err = s.roomSummary(ctx, user, id); err != nil {
-			return nil, err
-		}
-		marks[i] = storage.RoomMark{Room: id, Read: out[i].LastReadID}
+	out := make([]RoomSummary, len(rooms))
+	marks := make([]storage.RoomMark, len(rooms))
+	for i, r := range rooms {
+		out[i] = RoomSummary{ID: r.ID, Name: cmp.Or(r.Name, r.ID), Role: r.Role, LastReadID: r.Read}
+		marks[i] = storage.RoomMark{Room: r.ID, Read: r.Read}
 	}
 	tails, err := s.msgs.RoomTails(ctx, marks)
 	if err != nil {
@@ -288,27 +286,4 @@ func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, er
 		return cmp.Or(cmp.Compare(bi, ai), cmp.Compare(a.Name, b.Name))
 	})
 	return out, nil
-}
-
-// roomSummary is the store's part of a room list's entry: name, role and
-// read position.
-func (s *Service) roomSummary(ctx context.Context, user, id string) (RoomSummary, error) {
-	sum := RoomSummary{ID: id, Name: id, Role: storage.RoleMember}
-	switch rm, err := s.store.Room(ctx, id); {
-	case err == nil:
-		sum.Name = rm.Name
-	case !errors.Is(err, storage.ErrNotFound): // a room made by hand in KV has no record
-		return sum, fmt.Errorf("room %s: %w", id, err)
-	}
-	if m, ok, err := s.store.Membership(ctx, id, user); err != nil {
-		return sum, fmt.Errorf("membership of %s in %s: %w", user, id, err)
-	} else if ok {
-		sum.Role = m.Role
-	}
-	mark, err := s.store.ReadMark(ctx, id, user)
-	if err != nil {
-		return sum, fmt.Errorf("read position in %s: %w", id, err)
-	}
-	sum.LastReadID = mark
-	return sum, nil
 }

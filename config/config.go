@@ -129,6 +129,9 @@ type Config struct {
 	// FlushWindow is how long a busy room gathers messages before writing
 	// them to its subscribers (chat.Config.FlushWindow).
 	FlushWindow time.Duration
+	// WorkingSet bounds the memberships and read positions a node holds
+	// in memory for the rooms in use on it (storage/workingset).
+	WorkingSet int
 	// WriteStallMax bounds how long one write may wait for a client that
 	// does not read but keeps sending; 0: no longer than writeTimeout.
 	WriteStallMax time.Duration
@@ -341,6 +344,7 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long a new WebSocket may take to send its STOMP CONNECT")
 		fs.DurationVar(&c.WriteStallMax, "write-stall-max", 2*time.Minute, "how long one write may wait for a client that has stopped reading but keeps sending, as one pacing a replay, before it is cut (0: no longer than the 10s write timeout)")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
+		fs.IntVar(&c.WorkingSet, "working-set", 1_000_000, "how many memberships and read positions a node holds in memory, for the rooms in use on it; the rooms least recently used are dropped beyond it, and loaded again when next used")
 		fs.DurationVar(&c.FlushWindow, "flush-window", 20*time.Millisecond, "how long a busy room gathers messages before writing them to each subscriber in one write; a room quiet for longer writes at once (0: every burst at once)")
 	})
 	group("Destinations and messages", "STOMP destinations and message fields, as a Spring app names them", func() {
@@ -638,6 +642,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --shutdown-timeout %s: must be positive", c.ShutdownTimeout)
 	case c.JWTHeader == "" || strings.ContainsAny(c.JWTHeader, ": \t\r\n"):
 		return fmt.Errorf("config: invalid --jwt-header %q: a STOMP header name, without : or spaces", c.JWTHeader)
+	case c.WorkingSet < 1000:
+		return fmt.Errorf("config: invalid --working-set %d: at least 1000", c.WorkingSet)
 	case c.FlushWindow < 0 || c.FlushWindow > time.Second:
 		return fmt.Errorf("config: invalid --flush-window %s: 0 to 1s", c.FlushWindow)
 	case c.HeartBeatMin < 100*time.Millisecond:

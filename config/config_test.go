@@ -114,6 +114,7 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--ws-path", "/api/ws"}, nil, "--ws-path"},
 		{[]string{"--dev", "--heartbeat-min", "10ms"}, nil, "--heartbeat-min"},
 		{[]string{"--dev", "--flush-window", "2s"}, nil, "--flush-window"},
+		{[]string{"--dev", "--working-set", "10"}, nil, "--working-set"},
 		{[]string{"--dev", "--flush-window", "-1ms"}, nil, "--flush-window"},
 		{[]string{"--dev", "--write-stall-max", "5s"}, nil, "--write-stall-max"},
 		{[]string{"--dev", "--write-stall-max", "-1m"}, nil, "--write-stall-max"},

@@ -77,7 +77,7 @@ func startAPI(t *testing.T, backend string) *apiServer {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := postgres.NewStore(ctx, db, marks)
+		s, err := postgres.NewStore(ctx, db, marks, 0)
 		if err != nil {
 			_ = marks.Close()
 			t.Fatal(err)

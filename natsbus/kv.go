@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,7 +23,24 @@ type Bucket struct {
 	bus  *Bus
 	kv   jetstream.KeyValue
 	name string
+	// direct is the subject of the bucket's stream's direct gets.
+	direct string
 }
+
+// BatchReads reports whether the server chatd is connected to answers
+// batched direct gets (multi_last, batch): nats-server 2.11 or later.
+// Without them, a bucket reads the keys under a prefix with an ordered
+// consumer, and room lists are not available.
+func (b *Bus) BatchReads() bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(b.nc.ConnectedServerVersion(), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 2 || major == 2 && minor >= 11
+}
+
+// ServerVersion is the version of the server chatd is connected to.
+func (b *Bus) ServerVersion() string { return b.nc.ConnectedServerVersion() }
 
 // Entry is one key's latest value in a bucket, or its deletion.
 type Entry struct {
@@ -62,7 +84,90 @@ func (b *Bus) OpenBucket(ctx context.Context, name, description string, replicas
 	if err != nil {
 		return nil, err
 	}
-	return &Bucket{bus: b, kv: kv, name: name}, nil
+	return b.bucket(kv, name), nil
+}
+
+// OpenSwappedBucket creates or updates a bucket that JetStream itself keeps
+// as an index of src: src's key "<a>.<b>" is its key "<b>.<a>", with
+// src's value, deletions included. The bucket sources src's stream through
+// a subject transform, so it follows every write to src, including those
+// a backend makes straight into it, a moment later: Indexed waits for
+// one. A new index is filled from src's whole history; OpenSwappedBucket
+// returns once it has caught up with src.
+func (b *Bus) OpenSwappedBucket(ctx context.Context, name, description string, src *Bucket, replicas int) (*Bucket, error) {
+	name = b.names.Bucket(name)
+	var kv jetstream.KeyValue
+	err := retry(ctx, b.log, "open KV bucket "+name, func(ctx context.Context) error {
+		var err error
+		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: description,
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    max(replicas, 1),
+			Sources: []*jetstream.StreamSource{{
+				Name: "KV_" + src.name,
+				SubjectTransforms: []jetstream.SubjectTransformConfig{{
+					Source:      "$KV." + src.name + ".*.*",
+					Destination: "$KV." + name + ".{{wildcard(2)}}.{{wildcard(1)}}",
+				}},
+			}},
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	k := b.bucket(kv, name)
+	if err := k.caughtUp(ctx, src); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// caughtUp waits until the index has sourced what src holds: its source
+// lags by nothing, and it holds something if src does. A source that has
+// not started yet also says it lags by nothing.
+func (k *Bucket) caughtUp(ctx context.Context, src *Bucket) error {
+	srcInfo, err := src.info(ctx)
+	if err != nil {
+		return err
+	}
+	if srcInfo.State.Msgs == 0 {
+		return nil
+	}
+	began := time.Now()
+	logged := false
+	for {
+		info, err := k.info(ctx)
+		if err != nil {
+			return err
+		}
+		if len(info.Sources) > 0 && info.Sources[0].Lag == 0 && info.State.Msgs > 0 {
+			return nil
+		}
+		if !logged && time.Since(began) > time.Second {
+			logged = true
+			k.bus.log.Info("building the index of a KV bucket", "bucket", k.name, "source", src.name, "source_keys", srcInfo.State.Msgs)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("index %s of %s: still building: %w", k.name, src.name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (k *Bucket) info(ctx context.Context) (*jetstream.StreamInfo, error) {
+	st, err := k.bus.js.Stream(ctx, "KV_"+k.name)
+	if err != nil {
+		return nil, fmt.Errorf("KV bucket %s: %w", k.name, err)
+	}
+	return st.CachedInfo(), nil
+}
+
+func (b *Bus) bucket(kv jetstream.KeyValue, name string) *Bucket {
+	return &Bucket{bus: b, kv: kv, name: name, direct: b.apiPrefix + "DIRECT.GET.KV_" + name}
 }
 
 // Name is the bucket's name, prefix included.
@@ -150,13 +255,27 @@ func (k *Bucket) Get(ctx context.Context, key string) (Entry, error) {
 // in revision order, on one goroutine, until stop is called. It returns
 // once fn has had every value the bucket held when the watch began.
 func (k *Bucket) Watch(ctx context.Context, fn func(Entry)) (stop func(), err error) {
+	return k.watch(ctx, fn, false)
+}
+
+func (k *Bucket) watch(ctx context.Context, fn func(Entry), updatesOnly bool) (stop func(), err error) {
 	wctx, cancel := context.WithCancel(context.Background())
-	w, err := k.kv.WatchAll(wctx)
+	var opts []jetstream.WatchOpt
+	if updatesOnly {
+		opts = append(opts, jetstream.UpdatesOnly())
+	}
+	w, err := k.kv.WatchAll(wctx, opts...)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("watch KV bucket %s: %w", k.name, err)
 	}
 	loaded := make(chan struct{})
+	initial := true
+	if updatesOnly {
+		// Such a watch has nothing to load, and says nothing when it has.
+		initial = false
+		close(loaded)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		// Stopping the watch asks JetStream to delete its consumer and
@@ -167,7 +286,6 @@ func (k *Bucket) Watch(ctx context.Context, fn func(Entry)) (stop func(), err er
 		// connection's close; stop waits only for fn's last call. (The
 		// server drops the consumer anyway once its client is gone.)
 		defer func() { go func() { _ = w.Stop() }() }()
-		initial := true
 		for {
 			select {
 			case <-wctx.Done():
@@ -197,5 +315,169 @@ func (k *Bucket) Watch(ctx context.Context, fn func(Entry)) (stop func(), err er
 	case <-ctx.Done():
 		stop()
 		return nil, fmt.Errorf("load KV bucket %s: %w", k.name, ctx.Err())
+	}
+}
+
+// keySubject is the subject a key's values are stored under.
+func (k *Bucket) keySubject(key string) string { return "$KV." + k.name + "." + key }
+
+// entryFromDirect reads an entry from a direct get's reply.
+func (k *Bucket) entryFromDirect(m *nats.Msg) (Entry, error) {
+	rev, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return Entry{}, fmt.Errorf("read %s: bad sequence header: %w", k.name, err)
+	}
+	key, ok := strings.CutPrefix(m.Header.Get(jetstream.SubjectHeader), "$KV."+k.name+".")
+	if !ok {
+		return Entry{}, fmt.Errorf("read %s: a reply for subject %q", k.name, m.Header.Get(jetstream.SubjectHeader))
+	}
+	op := m.Header.Get("KV-Operation")
+	return Entry{Key: key, Value: m.Data, Revision: rev, Deleted: op == "DEL" || op == "PURGE"}, nil
+}
+
+// GetMany returns the latest entry of each of keys that has one, deleted
+// ones included, in no order: one direct get per maxMultiLast keys, each
+// found through the stream's subject index.
+func (k *Bucket) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
+	out := make([]Entry, 0, len(keys))
+	for chunk := range slices.Chunk(keys, maxMultiLast) {
+		ask := make(map[string]bool, len(chunk))
+		for _, key := range chunk {
+			ask[k.keySubject(key)] = true
+		}
+		// A reply stops at multiLastBytes; ask again for the rest.
+		for len(ask) > 0 {
+			subjs := slices.Collect(maps.Keys(ask))
+			raw, left, err := directGet(ctx, k.bus.nc, k.direct, directReq{MultiLastFor: subjs, MaxBytes: multiLastBytes})
+			if err != nil {
+				return nil, fmt.Errorf("read %d keys of %s: %w", len(subjs), k.name, err)
+			}
+			for _, m := range raw {
+				e, err := k.entryFromDirect(m)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, e)
+				delete(ask, m.Header.Get(jetstream.SubjectHeader))
+			}
+			if left == 0 {
+				break
+			}
+			if len(raw) == 0 {
+				return nil, fmt.Errorf("read %d keys of %s: an empty reply left %d out", len(subjs), k.name, left)
+			}
+		}
+	}
+	return out, nil
+}
+
+// underBatch is how many entries one paged read under a prefix asks for.
+const underBatch = 1024
+
+// Under returns the latest entry of every key "<prefix>.<token>", deleted
+// ones included, in revision order. One multi_last direct get finds up to
+// maxMultiLast keys through the stream's subject index; a prefix with
+// more is read in pages.
+func (k *Bucket) Under(ctx context.Context, prefix string) ([]Entry, error) {
+	filter := k.keySubject(prefix + ".*")
+	if !k.bus.BatchReads() {
+		return k.underByWatch(ctx, prefix)
+	}
+	var out []Entry
+	raw, _, err := directGet(ctx, k.bus.nc, k.direct, directReq{MultiLastFor: []string{filter}})
+	if errors.Is(err, errTooManyResults) {
+		// The bucket keeps one message per key, so reading every message
+		// under the prefix reads each key's latest.
+		raw = nil
+		for seq := uint64(1); ; {
+			page, left, err := directGet(ctx, k.bus.nc, k.direct, directReq{Seq: seq, NextFor: filter, Batch: underBatch})
+			if err != nil {
+				return nil, fmt.Errorf("read %s under %s: %w", k.name, prefix, err)
+			}
+			raw = append(raw, page...)
+			if left == 0 || len(page) == 0 {
+				break
+			}
+			last, err := strconv.ParseUint(page[len(page)-1].Header.Get(jetstream.SequenceHeader), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("read %s under %s: bad sequence header: %w", k.name, prefix, err)
+			}
+			seq = last + 1
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("read %s under %s: %w", k.name, prefix, err)
+	}
+	out = make([]Entry, 0, len(raw))
+	for _, m := range raw {
+		e, err := k.entryFromDirect(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// underByWatch is Under for a server without batched direct gets: an
+// ordered consumer of the keys' latest values.
+func (k *Bucket) underByWatch(ctx context.Context, prefix string) ([]Entry, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := k.kv.Watch(wctx, prefix+".*")
+	if err != nil {
+		return nil, fmt.Errorf("read %s under %s: %w", k.name, prefix, err)
+	}
+	defer func() { go func() { _ = w.Stop() }() }() // as in watch: stopping may wait
+	var out []Entry
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read %s under %s: %w", k.name, prefix, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("read %s under %s: the watch ended", k.name, prefix)
+			}
+			if e == nil {
+				return out, nil
+			}
+			out = append(out, Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut})
+		}
+	}
+}
+
+// WatchUpdates calls fn with every change made from now on, in revision
+// order, on one goroutine, until stop is called: a node that reads keys
+// when it needs them and keeps what it read current.
+func (k *Bucket) WatchUpdates(ctx context.Context, fn func(Entry)) (stop func(), err error) {
+	return k.watch(ctx, fn, true)
+}
+
+// Indexed waits until key holds a value (present) or none (!present): for
+// a swapped bucket (OpenSwappedBucket), until it has followed a write to
+// its source that made it so.
+func (k *Bucket) Indexed(ctx context.Context, key string, present bool) error {
+	wait := time.Millisecond
+	for {
+		raw, _, err := directGet(ctx, k.bus.nc, k.direct, directReq{LastFor: k.keySubject(key)})
+		if err != nil {
+			return fmt.Errorf("read %s %s: %w", k.name, key, err)
+		}
+		has := false
+		if len(raw) == 1 {
+			e, err := k.entryFromDirect(raw[0])
+			if err != nil {
+				return err
+			}
+			has = !e.Deleted
+		}
+		if has == present {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("index %s: %s not yet followed: %w", k.name, key, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
 	}
 }

@@ -587,6 +587,10 @@ func (l *MessageLog) next(ctx context.Context, subj string, from uint64) (*stora
 	return &msgs[0], nil
 }
 
+// errTooManyResults: a multi_last direct get matched more subjects than
+// JetStream answers for in one reply (maxMultiLast).
+var errTooManyResults = errors.New("direct get: too many results")
+
 // directReq is JetStream's direct get request (JSApiMsgGetRequest).
 type directReq struct {
 	Seq          uint64   `json:"seq,omitempty"`
@@ -612,10 +616,16 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]storage.Messa
 	return out, nil
 }
 
-// directRaw runs one direct get and collects its replies: a single message,
-// or a batch ended by a 204 EOB status, with how many matching messages the
-// batch left out (its Nats-Num-Pending). 404 means nothing matched.
+// directRaw runs one direct get on the message stream.
 func (l *MessageLog) directRaw(ctx context.Context, req directReq) (msgs []*nats.Msg, left uint64, err error) {
+	return directGet(ctx, l.nc, l.directSubj, req)
+}
+
+// directGet runs one direct get on the stream whose direct get subject is
+// subj, and collects its replies: a single message, or a batch ended by a
+// 204 EOB status, with how many matching messages the batch left out (its
+// Nats-Num-Pending). 404 means nothing matched.
+func directGet(ctx context.Context, nc *nats.Conn, subj string, req directReq) (msgs []*nats.Msg, left uint64, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("encode direct get: %w", err)
@@ -625,16 +635,20 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) (msgs []*nats
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	inbox := l.nc.NewInbox()
+	inbox := nc.NewInbox()
 	// A channel sized to the batch: SubscribeSync would allocate its
 	// default 64k-entry (512 KiB) buffer on every read.
-	ch := make(chan *nats.Msg, max(req.Batch, len(req.MultiLastFor), 1)+2)
-	sub, err := l.nc.ChanSubscribe(inbox, ch)
+	n := max(req.Batch, len(req.MultiLastFor), 1)
+	if slices.ContainsFunc(req.MultiLastFor, func(f string) bool { return strings.ContainsAny(f, "*>") }) {
+		n = maxMultiLast // a wildcard finds up to that many
+	}
+	ch := make(chan *nats.Msg, n+2)
+	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, 0, fmt.Errorf("direct get inbox: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := l.nc.PublishRequest(l.directSubj, inbox, body); err != nil {
+	if err := nc.PublishRequest(subj, inbox, body); err != nil {
 		return nil, 0, fmt.Errorf("direct get request: %w", err)
 	}
 	batch := req.Batch > 0 || len(req.MultiLastFor) > 0
@@ -655,6 +669,8 @@ func (l *MessageLog) directRaw(ctx context.Context, req directReq) (msgs []*nats
 				return out, left, nil
 			case "404":
 				return out, 0, nil
+			case "413":
+				return nil, 0, errTooManyResults
 			case "503": // no replica answers: no quorum, or JetStream off
 				return nil, 0, fmt.Errorf("direct get: %w: status 503 %s", storage.ErrUnavailable, m.Header.Get("Description"))
 			default:

@@ -146,6 +146,10 @@ func UserFromToken(tok string) (string, bool) {
 // read position): "<room>.<user token>".
 func RoomUserKey(room, user string) string { return room + "." + UserToken(user) }
 
+// UserRoomKey is the key of a membership in an index by user: RoomUserKey
+// with its tokens swapped, "<user token>.<room>".
+func UserRoomKey(user, room string) string { return UserToken(user) + "." + room }
+
 // SplitRoomUserKey reverses RoomUserKey.
 func SplitRoomUserKey(key string) (room, user string, ok bool) {
 	room, tok, ok := strings.Cut(key, ".")

@@ -31,6 +31,7 @@ import (
 	"github.com/chatd/chatd/stompws"
 	"github.com/chatd/chatd/storage/kvstore"
 	"github.com/chatd/chatd/storage/postgres"
+	"github.com/chatd/chatd/storage/workingset"
 	"github.com/chatd/chatd/web"
 )
 
@@ -39,7 +40,10 @@ type Node struct {
 	cfg   config.Config
 	log   *slog.Logger
 	bus   *natsbus.Bus
-	store interface{ Close() error }
+	store interface {
+		Close() error
+		WorkingSet() workingset.Stats
+	}
 	// commit is group commit on the publish path, closed after chat.
 	commit *natsbus.Committer
 	chat   *chat.Service
@@ -263,7 +267,20 @@ func stompConfig(cfg config.Config, version string, log *slog.Logger, obs stompw
 // PostgreSQL (read positions staying in JetStream KV), with the message
 // archive and its archiver; else JetStream KV alone, and no archive.
 func (n *Node) openStore(ctx context.Context, msgs *natsbus.MessageLog, replicas int) (chat.Store, chat.Archive, error) {
-	kv := kvstore.Config{Replicas: replicas, Logger: n.log}
+	store, archive, err := n.openBackend(ctx, msgs, replicas)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.metrics.WatchWorkingSet(func() (int, int, uint64, uint64) {
+		st := n.store.WorkingSet()
+		return st.Rooms, st.Entries, st.Loads, st.Evictions
+	})
+	return store, archive, nil
+}
+
+// openBackend is openStore's choice of backend.
+func (n *Node) openBackend(ctx context.Context, msgs *natsbus.MessageLog, replicas int) (chat.Store, chat.Archive, error) {
+	kv := kvstore.Config{Replicas: replicas, WorkingSet: n.cfg.WorkingSet, Logger: n.log}
 	if n.cfg.PostgresURL == "" {
 		s, err := kvstore.Open(ctx, n.bus, kv)
 		if err != nil {
@@ -281,7 +298,7 @@ func (n *Node) openStore(ctx context.Context, msgs *natsbus.MessageLog, replicas
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := postgres.NewStore(ctx, db, marks)
+	store, err := postgres.NewStore(ctx, db, marks, n.cfg.WorkingSet)
 	if err != nil {
 		_ = marks.Close()
 		return nil, nil, fmt.Errorf("--postgres-url: %w", err)

@@ -5,9 +5,10 @@
 // the same records.
 //
 // Backends: storage/kvstore (JetStream KV, the embedded default) and
-// storage/postgres (PostgreSQL, with the message archive); storage/mirror is
-// the in-memory copy of rooms and memberships both keep; storage/storetest
-// is the behaviour every backend must show.
+// storage/postgres (PostgreSQL, with the message archive);
+// storage/workingset is the part of rooms, memberships and read positions
+// both hold in memory (the rooms in use on the node); storage/storetest is
+// the behaviour every backend must show.
 package storage
 
 import (
@@ -90,6 +91,14 @@ type Member struct {
 	JoinedAt time.Time
 }
 
+// UserRoom is one of a user's rooms, as a room list shows it.
+type UserRoom struct {
+	ID   string
+	Name string // "": the room has no record (a room made by hand in a store)
+	Role Role
+	Read uint64 // the user's read position (0: nothing read)
+}
+
 // MessageRef names one message for unread counting.
 type MessageRef struct {
 	ID     uint64
@@ -117,8 +126,10 @@ type Memberships interface {
 	Membership(ctx context.Context, room, user string) (m Member, ok bool, err error)
 	// Members lists the room's members, sorted by user.
 	Members(ctx context.Context, room string) ([]Member, error)
-	// UserRooms lists the ids of the rooms user belongs to, sorted.
-	UserRooms(ctx context.Context, user string) ([]string, error)
+	// UserRooms lists the rooms user belongs to, sorted by id, with the
+	// user's role and read position in each: a room list's worth of the
+	// store at once, from an index by user, not a walk of the rooms.
+	UserRooms(ctx context.Context, user string) ([]UserRoom, error)
 	// Others returns how many members room has besides user: the unread
 	// count of a message user sends now. It does not walk the members.
 	Others(ctx context.Context, room, user string) (int, error)

@@ -51,8 +51,11 @@ func TestSeed(t *testing.T) {
 			t.Fatalf("%s is in %v (%v), want %d rooms", user(u), rooms, err, p.RoomsPerUser)
 		}
 		for _, r := range rooms {
-			if m, err := store.ReadMark(ctx, r, user(u)); err != nil || m != 1 {
-				t.Fatalf("%s's read position in %s: %d %v", user(u), r, m, err)
+			if r.Read != 1 {
+				t.Fatalf("%s's read position in %s: %d", user(u), r.ID, r.Read)
+			}
+			if m, err := store.ReadMark(ctx, r.ID, user(u)); err != nil || m != 1 {
+				t.Fatalf("%s's read position in %s, read alone: %d %v", user(u), r.ID, m, err)
 			}
 		}
 	}

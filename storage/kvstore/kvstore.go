@@ -2,27 +2,32 @@
 // and read positions in JetStream KV buckets (through natsbus), replicated
 // with the rest of JetStream.
 //
-// Every node mirrors the buckets in memory (storage/mirror for rooms and
-// memberships, a map here for read positions), fed by a KV watcher, so that
-// membership checks and unread counts on the hot path cost no round trip.
-// A node's own writes are applied to its mirror at once (read-your-writes);
-// entries carry the KV revision, so a late watcher event never rolls one
+// A node holds the rooms in use on it (storage/workingset), each loaded
+// with its members and read positions by a few direct gets when first
+// used, and kept current by watches of the buckets' changes from then on,
+// so that membership checks and unread counts on the hot path cost no
+// round trip while start-up reads nothing. A user's rooms come from
+// USER_ROOMS, an index of MEMBERS that JetStream keeps itself. A node's
+// own writes are applied to its working set at once (read-your-writes);
+// entries carry the KV revision, so a late watch event never rolls one
 // back.
 package kvstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
-	"github.com/chatd/chatd/storage/mirror"
+	"github.com/chatd/chatd/storage/workingset"
 )
 
 // The buckets, part of chatd's contract (docs/protocol.md): backend
@@ -30,33 +35,47 @@ import (
 // follows the deployment's prefix (natsbus.Names.Bucket): MEMBERS is
 // CHAT_MEMBERS by default. Members and read positions are keyed
 // "<room>.<user token>" (natsbus.RoomUserKey), rooms by their id.
+// USER_ROOMS is MEMBERS keyed "<user token>.<room>", kept by JetStream
+// from MEMBERS: nobody writes it.
 const (
-	RoomsBucket   = "ROOMS"
-	MembersBucket = "MEMBERS"
-	ReadsBucket   = "READS"
+	RoomsBucket     = "ROOMS"
+	MembersBucket   = "MEMBERS"
+	ReadsBucket     = "READS"
+	UserRoomsBucket = "USER_ROOMS"
 )
 
 // The buckets' descriptions, as every opener gives them.
 const (
-	roomsDescription   = "chatd rooms, key <room>"
-	membersDescription = "chatd room memberships, key <room>.<user>"
-	readsDescription   = "chatd read positions, key <room>.<user>"
+	roomsDescription     = "chatd rooms, key <room>"
+	membersDescription   = "chatd room memberships, key <room>.<user>"
+	readsDescription     = "chatd read positions, key <room>.<user>"
+	userRoomsDescription = "chatd room memberships by user, key <user>.<room>, sourced from MEMBERS"
 )
 
-// Config shapes the KV buckets.
+// indexWait bounds a join's or leave's wait for USER_ROOMS to follow it,
+// so that the writer's next room list shows it. JetStream follows within
+// milliseconds; while the index recovers from a fault (no leader, its
+// source reconnecting) room lists lag, and joins should not wait for it.
+const indexWait = time.Second
+
+// Config shapes the KV buckets and the working set.
 type Config struct {
 	Replicas int
-	Logger   *slog.Logger
+	// WorkingSet bounds the memberships and read positions a node holds
+	// (0: workingset.DefaultMaxEntries).
+	WorkingSet int
+	Logger     *slog.Logger
 }
 
 // Store implements storage.Store on JetStream KV.
 type Store struct {
-	rooms   *natsbus.Bucket
-	members *natsbus.Bucket
-	marks   *ReadMarks
-	mirror  *mirror.Mirror
-	log     *slog.Logger
-	stops   []func()
+	rooms     *natsbus.Bucket
+	members   *natsbus.Bucket
+	userRooms *natsbus.Bucket
+	marks     *ReadMarks
+	set       *workingset.Set
+	log       *slog.Logger
+	stops     []func()
 }
 
 type memberValue struct {
@@ -75,14 +94,15 @@ var (
 	_ storage.LeaveNotifier = (*Store)(nil)
 )
 
-// Open creates or updates the buckets and loads the mirror. It returns once
-// the mirror holds every key that existed when it started watching.
+// Open creates or updates the buckets and starts watching their changes.
+// It reads no room: each is loaded when first used.
 func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{log: log, mirror: mirror.New()}
+	s := &Store{log: log}
+	s.set = workingset.New(workingset.Config{Load: s.load, MaxEntries: cfg.WorkingSet})
 	var err error
 	if s.marks, err = OpenReadMarks(ctx, bus, cfg); err != nil {
 		return nil, err
@@ -91,12 +111,21 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 	if s.rooms, err = bus.OpenBucket(ctx, RoomsBucket, roomsDescription, cfg.Replicas); err == nil {
 		s.members, err = bus.OpenBucket(ctx, MembersBucket, membersDescription, cfg.Replicas)
 	}
+	if err == nil && bus.BatchReads() {
+		s.userRooms, err = bus.OpenSwappedBucket(ctx, UserRoomsBucket, userRoomsDescription, s.members, cfg.Replicas)
+	} else if err == nil {
+		log.Warn("room lists (GET /api/rooms) need nats-server 2.11 or later", "nats_server", bus.ServerVersion())
+	}
 	if err != nil {
 		_ = s.Close()
 		return nil, err
 	}
+	if err := s.marks.Watch(ctx, s.set.PutMark); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	for b, apply := range map[*natsbus.Bucket]func(natsbus.Entry){s.rooms: s.applyRoom, s.members: s.applyMember} {
-		stop, err := b.Watch(ctx, apply)
+		stop, err := b.WatchUpdates(ctx, apply)
 		if err != nil {
 			_ = s.Close()
 			return nil, err
@@ -106,9 +135,59 @@ func Open(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// load reads one room for the working set: its record, its members and
+// their read positions, each by one direct get.
+func (s *Store) load(ctx context.Context, room string) (workingset.Snapshot, error) {
+	var snap workingset.Snapshot
+	switch e, err := s.rooms.Get(ctx, room); {
+	case err == nil:
+		rm, derr := decodeRoom(room, e.Value)
+		if derr != nil {
+			s.log.Warn("ignoring malformed KV value", "bucket", s.rooms.Name(), "key", room, "err", derr)
+			break
+		}
+		snap.Room, snap.RoomRev = &rm, e.Revision
+	case !errors.Is(err, natsbus.ErrKeyNotFound):
+		return snap, fmt.Errorf("room %s: %w", room, err)
+	}
+	entries, err := s.members.Under(ctx, room)
+	if err != nil {
+		return snap, err
+	}
+	snap.Members = make([]workingset.Member, 0, len(entries))
+	for _, e := range entries {
+		if m, ok := s.memberEntry(e); ok {
+			snap.Members = append(snap.Members, m)
+		}
+	}
+	if snap.Marks, err = s.marks.Room(ctx, room); err != nil {
+		return snap, err
+	}
+	return snap, nil
+}
+
+// memberEntry reads a MEMBERS entry; ok is false for a malformed one,
+// which it logs.
+func (s *Store) memberEntry(e natsbus.Entry) (workingset.Member, bool) {
+	_, user, ok := natsbus.SplitRoomUserKey(e.Key)
+	if !ok {
+		s.log.Warn("ignoring malformed KV key", "bucket", s.members.Name(), "key", e.Key)
+		return workingset.Member{}, false
+	}
+	if e.Deleted {
+		return workingset.Member{Member: storage.Member{User: user}, Rev: e.Revision, Deleted: true}, true
+	}
+	m, err := decodeMember(user, e.Value)
+	if err != nil {
+		s.log.Warn("ignoring malformed KV value", "bucket", s.members.Name(), "key", e.Key, "err", err)
+		return workingset.Member{}, false
+	}
+	return workingset.Member{Member: m, Rev: e.Revision}, true
+}
+
 func (s *Store) applyRoom(e natsbus.Entry) {
 	if e.Deleted {
-		s.mirror.DeleteRoom(e.Key, e.Revision)
+		s.set.DeleteRoom(e.Key, e.Revision)
 		return
 	}
 	rm, err := decodeRoom(e.Key, e.Value)
@@ -116,25 +195,20 @@ func (s *Store) applyRoom(e natsbus.Entry) {
 		s.log.Warn("ignoring malformed KV value", "bucket", s.rooms.Name(), "key", e.Key, "err", err)
 		return
 	}
-	s.mirror.PutRoom(rm, e.Revision)
+	s.set.PutRoom(rm, e.Revision)
 }
 
 func (s *Store) applyMember(e natsbus.Entry) {
-	room, user, ok := natsbus.SplitRoomUserKey(e.Key)
+	m, ok := s.memberEntry(e)
 	if !ok {
-		s.log.Warn("ignoring malformed KV key", "bucket", s.members.Name(), "key", e.Key)
 		return
 	}
-	if e.Deleted {
-		s.mirror.DeleteMember(room, user, e.Revision)
+	room, _, _ := natsbus.SplitRoomUserKey(e.Key)
+	if m.Deleted {
+		s.set.DeleteMember(room, m.User, e.Revision)
 		return
 	}
-	m, err := decodeMember(user, e.Value)
-	if err != nil {
-		s.log.Warn("ignoring malformed KV value", "bucket", s.members.Name(), "key", e.Key, "err", err)
-		return
-	}
-	s.mirror.PutMember(room, m, e.Revision)
+	s.set.PutMember(room, m.Member, e.Revision)
 }
 
 func decodeRoom(id string, v []byte) (storage.Room, error) {
@@ -175,7 +249,7 @@ func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
 	if err != nil {
 		return fmt.Errorf("create room %s: %w", rm.ID, err)
 	}
-	s.mirror.PutRoom(rm, rev)
+	s.set.PutRoom(rm, rev)
 	if _, err := s.join(ctx, rm.ID, rm.CreatedBy, storage.RoleOwner, rm.CreatedAt); err != nil {
 		// Give the id back rather than leave a room nobody owns.
 		if derr := s.rooms.Delete(ctx, rm.ID, rev); derr != nil {
@@ -187,8 +261,11 @@ func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
 }
 
 // Room implements storage.Rooms.
-func (s *Store) Room(_ context.Context, id string) (storage.Room, error) {
-	rm, ok := s.mirror.Room(id)
+func (s *Store) Room(ctx context.Context, id string) (storage.Room, error) {
+	rm, ok, err := s.set.Room(ctx, id)
+	if err != nil {
+		return storage.Room{}, err
+	}
 	if !ok {
 		return storage.Room{}, fmt.Errorf("room %s: %w", id, storage.ErrNotFound)
 	}
@@ -201,8 +278,8 @@ func (s *Store) Join(ctx context.Context, roomID, user string, role storage.Role
 }
 
 func (s *Store) join(ctx context.Context, roomID, user string, role storage.Role, at time.Time) (bool, error) {
-	if _, ok := s.mirror.Member(roomID, user); ok {
-		return false, nil
+	if _, ok, err := s.set.Member(ctx, roomID, user); err != nil || ok {
+		return false, err
 	}
 	if !role.Valid() {
 		return false, fmt.Errorf("add member %s to %s: invalid role %q", user, roomID, role)
@@ -223,14 +300,29 @@ func (s *Store) join(ctx context.Context, roomID, user string, role storage.Role
 		if derr != nil {
 			return false, fmt.Errorf("read membership %s/%s: %w", roomID, user, derr)
 		}
-		s.mirror.PutMember(roomID, cur, e.Revision)
+		s.set.PutMember(roomID, cur, e.Revision)
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("add member %s to %s: %w", user, roomID, err)
 	}
-	s.mirror.PutMember(roomID, mem, rev)
+	s.set.PutMember(roomID, mem, rev)
+	s.indexed(ctx, roomID, user, true)
 	return true, nil
+}
+
+// indexed waits, up to indexWait, for USER_ROOMS to follow a join or a
+// leave, so that the writer's next room list shows it. The change is
+// stored either way: a wait that ends is only logged.
+func (s *Store) indexed(ctx context.Context, roomID, user string, present bool) {
+	if s.userRooms == nil {
+		return
+	}
+	ictx, cancel := context.WithTimeout(ctx, indexWait)
+	defer cancel()
+	if err := s.userRooms.Indexed(ictx, natsbus.UserRoomKey(user, roomID), present); err != nil {
+		s.log.Warn("membership stored, but the user's room list does not show it yet", "room", roomID, "user", user, "err", err)
+	}
 }
 
 // Leave implements storage.Memberships.
@@ -240,58 +332,113 @@ func (s *Store) Leave(ctx context.Context, roomID, user string) error {
 	}
 	// Revision 0: the entry keeps its revision, so the watcher's delete
 	// event (a newer one) still lands, and finds nothing more to end.
-	s.mirror.DeleteMember(roomID, user, 0)
+	s.set.DeleteMember(roomID, user, 0)
+	s.indexed(ctx, roomID, user, false)
 	return nil
 }
 
 // IsMember implements storage.Memberships.
-func (s *Store) IsMember(_ context.Context, roomID, user string) (bool, error) {
-	_, ok := s.mirror.Member(roomID, user)
-	return ok, nil
+func (s *Store) IsMember(ctx context.Context, roomID, user string) (bool, error) {
+	_, ok, err := s.set.Member(ctx, roomID, user)
+	return ok, err
 }
 
 // Others implements storage.Memberships.
-func (s *Store) Others(_ context.Context, roomID, user string) (int, error) {
-	return s.mirror.Others(roomID, user), nil
+func (s *Store) Others(ctx context.Context, roomID, user string) (int, error) {
+	return s.set.Others(ctx, roomID, user)
 }
 
 // Membership implements storage.Memberships.
-func (s *Store) Membership(_ context.Context, roomID, user string) (storage.Member, bool, error) {
-	m, ok := s.mirror.Member(roomID, user)
-	return m, ok, nil
+func (s *Store) Membership(ctx context.Context, roomID, user string) (storage.Member, bool, error) {
+	return s.set.Member(ctx, roomID, user)
 }
 
 // Members implements storage.Memberships.
-func (s *Store) Members(_ context.Context, roomID string) ([]storage.Member, error) {
-	return s.mirror.Members(roomID), nil
+func (s *Store) Members(ctx context.Context, roomID string) ([]storage.Member, error) {
+	return s.set.Members(ctx, roomID)
 }
 
-// UserRooms implements storage.Memberships.
-func (s *Store) UserRooms(_ context.Context, user string) ([]string, error) {
-	return s.mirror.UserRooms(user), nil
+// UserRooms implements storage.Memberships: the user's memberships from
+// USER_ROOMS, then the rooms' records and the user's read positions, each
+// in one direct get per 1,024 rooms. None of the rooms is loaded.
+func (s *Store) UserRooms(ctx context.Context, user string) ([]storage.UserRoom, error) {
+	if s.userRooms == nil {
+		return nil, fmt.Errorf("rooms of %s: room lists need nats-server 2.11 or later", user)
+	}
+	tok := natsbus.UserToken(user)
+	entries, err := s.userRooms.Under(ctx, tok)
+	if err != nil {
+		return nil, fmt.Errorf("rooms of %s: %w", user, err)
+	}
+	out := make([]storage.UserRoom, 0, len(entries))
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if e.Deleted {
+			continue
+		}
+		_, room, ok := strings.Cut(e.Key, ".") // natsbus.UserRoomKey
+		m, err := decodeMember(user, e.Value)
+		if !ok || err != nil {
+			s.log.Warn("ignoring malformed KV entry", "bucket", s.userRooms.Name(), "key", e.Key, "err", err)
+			continue
+		}
+		out = append(out, storage.UserRoom{ID: room, Role: m.Role})
+		ids = append(ids, room)
+	}
+	slices.SortFunc(out, func(a, b storage.UserRoom) int { return cmp.Compare(a.ID, b.ID) })
+	recs, err := s.rooms.GetMany(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("rooms of %s: %w", user, err)
+	}
+	names := make(map[string]string, len(recs))
+	for _, e := range recs {
+		if e.Deleted {
+			continue
+		}
+		if rm, err := decodeRoom(e.Key, e.Value); err == nil {
+			names[e.Key] = rm.Name
+		}
+	}
+	reads, err := s.marks.Of(ctx, user, ids)
+	if err != nil {
+		return nil, fmt.Errorf("rooms of %s: %w", user, err)
+	}
+	for i := range out {
+		out[i].Name, out[i].Read = names[out[i].ID], reads[out[i].ID]
+	}
+	return out, nil
 }
 
 // OnLeave implements storage.LeaveNotifier: fn hears of memberships ended
 // by Leave on this node or by a delete the watcher sees.
-func (s *Store) OnLeave(fn func(room, user string)) { s.mirror.OnLeave(fn) }
+func (s *Store) OnLeave(fn func(room, user string)) { s.set.OnLeave(fn) }
 
 // MarkRead implements storage.ReadMarks.
 func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
-	return s.marks.MarkRead(ctx, roomID, user, id)
+	pos, rev, err := s.marks.MarkRead(ctx, roomID, user, id)
+	if err == nil {
+		s.set.PutMark(roomID, user, pos, rev)
+	}
+	return pos, err
 }
 
-// ReadMark implements storage.ReadMarks.
+// ReadMark implements storage.ReadMarks: from the working set where it
+// holds the room, else from the bucket.
 func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, error) {
+	if pos, ok := s.set.Mark(roomID, user); ok {
+		return pos, nil
+	}
 	return s.marks.ReadMark(ctx, roomID, user)
 }
 
-// Unread implements storage.ReadMarks: members from the mirror, their
-// positions from the read marks, both in memory.
-func (s *Store) Unread(_ context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
-	s.marks.mu.RLock()
-	defer s.marks.mu.RUnlock()
-	return s.mirror.Unread(roomID, msgs, func(user string) uint64 { return s.marks.marks[roomUser{roomID, user}].pos }), nil
+// Unread implements storage.ReadMarks: members and their positions from
+// the working set.
+func (s *Store) Unread(ctx context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
+	return s.set.Unread(ctx, roomID, msgs)
 }
+
+// WorkingSet reports what the node holds.
+func (s *Store) WorkingSet() workingset.Stats { return s.set.Stats() }
 
 // Close stops the watchers.
 func (s *Store) Close() error {
@@ -302,26 +449,16 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// ReadMarks is the read positions in the CHAT_READS bucket, mirrored in
-// memory: for Store, and for a backend that keeps rooms and memberships
-// elsewhere (storage/postgres).
+// ReadMarks is the read positions in the CHAT_READS bucket: for Store, and
+// for a backend that keeps rooms and memberships elsewhere
+// (storage/postgres), which holds them in its working set as Store does.
 type ReadMarks struct {
 	reads *natsbus.Bucket
+	log   *slog.Logger
 	stop  func()
-
-	mu    sync.RWMutex
-	marks map[roomUser]mark
 }
 
-type roomUser struct{ room, user string }
-
-type mark struct {
-	pos uint64
-	rev uint64
-}
-
-// OpenReadMarks creates or updates the read positions bucket and loads its
-// mirror.
+// OpenReadMarks creates or updates the read positions bucket.
 func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMarks, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -331,71 +468,116 @@ func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMark
 	if err != nil {
 		return nil, err
 	}
-	r := &ReadMarks{reads: b, marks: map[roomUser]mark{}}
-	r.stop, err = b.Watch(ctx, func(e natsbus.Entry) {
-		room, user, ok := natsbus.SplitRoomUserKey(e.Key)
-		if !ok {
-			log.Warn("ignoring malformed KV key", "bucket", b.Name(), "key", e.Key)
-			return
+	return &ReadMarks{reads: b, log: log}, nil
+}
+
+// Watch calls fn with every read position written from now on, by any
+// node, until Close: a working set's feed. It may be called once.
+func (r *ReadMarks) Watch(ctx context.Context, fn func(room, user string, pos, rev uint64)) error {
+	if r.stop != nil {
+		return errors.New("read positions: watched twice")
+	}
+	stop, err := r.reads.WatchUpdates(ctx, func(e natsbus.Entry) {
+		if room, user, mk, ok := r.entry(e); ok {
+			fn(room, user, mk.Pos, mk.Rev)
 		}
-		var p uint64
-		if !e.Deleted {
-			var perr error
-			if p, perr = strconv.ParseUint(string(e.Value), 10, 64); perr != nil {
-				log.Warn("ignoring malformed KV value", "bucket", b.Name(), "key", e.Key, "err", perr)
-				return
-			}
-		}
-		r.apply(room, user, mark{pos: p, rev: e.Revision})
 	})
+	if err != nil {
+		return err
+	}
+	r.stop = stop
+	return nil
+}
+
+// entry reads a READS entry; ok is false for a malformed one, which it
+// logs. A deleted position is position 0.
+func (r *ReadMarks) entry(e natsbus.Entry) (room, user string, mk workingset.Mark, ok bool) {
+	room, user, ok = natsbus.SplitRoomUserKey(e.Key)
+	if !ok {
+		r.log.Warn("ignoring malformed KV key", "bucket", r.reads.Name(), "key", e.Key)
+		return "", "", mk, false
+	}
+	mk = workingset.Mark{User: user, Rev: e.Revision}
+	if !e.Deleted {
+		p, err := strconv.ParseUint(string(e.Value), 10, 64)
+		if err != nil {
+			r.log.Warn("ignoring malformed KV value", "bucket", r.reads.Name(), "key", e.Key, "err", err)
+			return "", "", mk, false
+		}
+		mk.Pos = p
+	}
+	return room, user, mk, true
+}
+
+// Room returns every read position in room, for a working set's load.
+func (r *ReadMarks) Room(ctx context.Context, room string) ([]workingset.Mark, error) {
+	entries, err := r.reads.Under(ctx, room)
 	if err != nil {
 		return nil, err
 	}
-	return r, nil
-}
-
-// apply keeps m unless a newer revision is held.
-func (r *ReadMarks) apply(room, user string, m mark) {
-	k := roomUser{room, user}
-	r.mu.Lock()
-	if cur, ok := r.marks[k]; !ok || cur.rev < m.rev {
-		r.marks[k] = m
+	out := make([]workingset.Mark, 0, len(entries))
+	for _, e := range entries {
+		if _, _, mk, ok := r.entry(e); ok {
+			out = append(out, mk)
+		}
 	}
-	r.mu.Unlock()
+	return out, nil
 }
 
-func (r *ReadMarks) pos(room, user string) uint64 {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.marks[roomUser{room, user}].pos
+// Of returns user's read positions in rooms (missing: 0), in one direct
+// get per 1,024 rooms.
+func (r *ReadMarks) Of(ctx context.Context, user string, rooms []string) (map[string]uint64, error) {
+	keys := make([]string, len(rooms))
+	for i, room := range rooms {
+		keys[i] = natsbus.RoomUserKey(room, user)
+	}
+	entries, err := r.reads.GetMany(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64, len(entries))
+	for _, e := range entries {
+		if room, _, mk, ok := r.entry(e); ok {
+			out[room] = mk.Pos
+		}
+	}
+	return out, nil
 }
 
-// ReadMark implements storage.ReadMarks: a lookup in the mirror.
-func (r *ReadMarks) ReadMark(_ context.Context, room, user string) (uint64, error) {
-	return r.pos(room, user), nil
+// ReadMark returns user's read position in room, from the bucket.
+func (r *ReadMarks) ReadMark(ctx context.Context, room, user string) (uint64, error) {
+	e, err := r.reads.Get(ctx, natsbus.RoomUserKey(room, user))
+	if errors.Is(err, natsbus.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read position %s/%s: %w", room, user, err)
+	}
+	_, _, mk, ok := r.entry(e)
+	if !ok {
+		return 0, nil
+	}
+	return mk.Pos, nil
 }
 
-// MarkRead implements storage.ReadMarks with a compare-and-set loop, so
-// concurrent marks from several nodes only ever move the position forward.
-func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) (uint64, error) {
+// MarkRead moves user's read position in room forward to id, with a
+// compare-and-set loop, so concurrent marks from several nodes only ever
+// move it forward. It returns the position after the call, with its
+// revision.
+func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) (pos, rev uint64, err error) {
 	key := natsbus.RoomUserKey(room, user)
 	for range 20 {
-		if p := r.pos(room, user); p >= id {
-			return p, nil
-		}
 		cur, err := r.reads.Get(ctx, key)
 		exists := err == nil
 		if err != nil && !errors.Is(err, natsbus.ErrKeyNotFound) {
-			return 0, fmt.Errorf("read position %s/%s: %w", room, user, err)
+			return 0, 0, fmt.Errorf("read position %s/%s: %w", room, user, err)
 		}
 		if exists {
 			if p, perr := strconv.ParseUint(string(cur.Value), 10, 64); perr == nil && p >= id {
-				r.apply(room, user, mark{pos: p, rev: cur.Revision})
-				return p, nil
+				return p, cur.Revision, nil
 			}
 		}
 		val := []byte(strconv.FormatUint(id, 10))
-		var rev uint64
 		if exists {
 			rev, err = r.reads.Update(ctx, key, val, cur.Revision)
 		} else {
@@ -405,15 +587,14 @@ func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) 
 			continue // lost a race with another writer (or a retry of ours landed): read again
 		}
 		if err != nil {
-			return 0, fmt.Errorf("store read position %s/%s: %w", room, user, err)
+			return 0, 0, fmt.Errorf("store read position %s/%s: %w", room, user, err)
 		}
-		r.apply(room, user, mark{pos: id, rev: rev})
-		return id, nil
+		return id, rev, nil
 	}
-	return 0, fmt.Errorf("store read position %s/%s: too much contention", room, user)
+	return 0, 0, fmt.Errorf("store read position %s/%s: too much contention", room, user)
 }
 
-// Close stops the watcher.
+// Close stops the watch.
 func (r *ReadMarks) Close() error {
 	if r.stop != nil {
 		r.stop()

@@ -3,13 +3,14 @@ package kvstore
 import (
 	"context"
 	"errors"
-	"slices"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatd/chatd/internal/testkit/port"
+	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/storetest"
@@ -79,7 +80,7 @@ func TestTwoNodesConverge(t *testing.T) {
 		rm, rerr := b.Room(ctx, "made")
 		owner, _, _ := b.Membership(ctx, "made", "carol")
 		rooms, _ := b.UserRooms(ctx, "carol")
-		if pa == 99 && pb == 99 && ok && rerr == nil && rm.Name == "Made on a" && owner.Role == storage.RoleOwner && slices.Equal(rooms, []string{"made"}) {
+		if pa == 99 && pb == 99 && ok && rerr == nil && rm.Name == "Made on a" && owner.Role == storage.RoleOwner && len(rooms) == 1 && rooms[0].ID == "made" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -145,8 +146,8 @@ func TestOnLeave(t *testing.T) {
 	}
 }
 
-// TestReadMarksAlone: the read positions bucket on its own, mirrored like
-// the whole store's, with no rooms or members buckets made.
+// TestReadMarksAlone: the read positions bucket on its own, with no rooms
+// or members buckets made.
 func TestReadMarksAlone(t *testing.T) {
 	ctx := context.Background()
 	bus, url := startBusAt(t)
@@ -155,11 +156,12 @@ func TestReadMarksAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
-	if pos, err := a.MarkRead(ctx, "r", "alice@example.com", 7); err != nil || pos != 7 {
-		t.Fatalf("MarkRead %d %v", pos, err)
+	pos, rev, err := a.MarkRead(ctx, "r", "alice@example.com", 7)
+	if err != nil || pos != 7 || rev == 0 {
+		t.Fatalf("MarkRead %d at revision %d: %v", pos, rev, err)
 	}
-	if pos, _ := a.MarkRead(ctx, "r", "alice@example.com", 3); pos != 7 {
-		t.Fatalf("position moved back to %d", pos)
+	if pos, again, _ := a.MarkRead(ctx, "r", "alice@example.com", 3); pos != 7 || again != rev {
+		t.Fatalf("position moved back to %d (revision %d, was %d)", pos, again, rev)
 	}
 	b, err := OpenReadMarks(ctx, bus, Config{})
 	if err != nil {
@@ -182,5 +184,136 @@ func TestReadMarksAlone(t *testing.T) {
 		if _, err := js.KeyValue(ctx, bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
 			t.Fatalf("bucket %s made for read marks alone (lookup: %v)", bucket, err)
 		}
+	}
+}
+
+// TestWorkingSet: a store opened on a deployment reads none of it; a room
+// is loaded when first used, kept current by the watches, dropped beyond
+// the bound, and loaded again with the same answers, the changes made
+// while it was away included.
+func TestWorkingSet(t *testing.T) {
+	ctx := context.Background()
+	bus := startBus(t)
+	seed, err := OpenSeeder(ctx, bus, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rooms, size = 40, 30
+	for r := range rooms {
+		for u := range size {
+			room, user := "room"+strconv.Itoa(r), "user"+strconv.Itoa(r+u)
+			if err := seed.Member(ctx, room, user, storage.RoleMember, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if err := seed.ReadMark(ctx, room, user, uint64(u)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// 1000 entries hold about 16 of these rooms (61 entries each).
+	s, err := Open(ctx, bus, Config{WorkingSet: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if st := s.WorkingSet(); st.Rooms != 0 || st.Entries != 0 || st.Loads != 0 {
+		t.Fatalf("a store just opened holds %+v, want nothing", st)
+	}
+	other := open(t, bus) // another node, writing
+	refs := []storage.MessageRef{{ID: 10, Sender: "nobody"}}
+	unread := func(r int) int {
+		t.Helper()
+		n, err := s.Unread(ctx, "room"+strconv.Itoa(r), refs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n[0]
+	}
+	// Positions 0..29: 10 members have read below 10.
+	if n := unread(0); n != 10 {
+		t.Fatalf("unread in room0: %d, want 10", n)
+	}
+	if st := s.WorkingSet(); st.Rooms != 1 || st.Entries != 2*size {
+		t.Fatalf("after one room: %+v, want 1 room of %d entries", st, 2*size)
+	}
+	// Held: another node's changes reach it.
+	if _, err := other.MarkRead(ctx, "room0", "user0", 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Leave(ctx, "room0", "user1"); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, "room0 follows the other node", func() error {
+		if n := unread(0); n != 8 {
+			return fmt.Errorf("unread %d, want 8", n)
+		}
+		return nil
+	})
+	for r := range rooms {
+		unread(r)
+	}
+	st := s.WorkingSet()
+	if st.Entries > 1000 || st.Evictions == 0 || st.Rooms >= rooms {
+		t.Fatalf("after %d rooms: %+v, want at most 1000 entries", rooms, st)
+	}
+	// A removal from a room dropped from the working set is still told:
+	// a subscriber there must end.
+	if _, held := s.set.Mark("room0", "user5"); held {
+		t.Fatal("room0, used first, is still held")
+	}
+	left := make(chan [2]string, 4)
+	s.OnLeave(func(room, user string) { left <- [2]string{room, user} })
+	if err := other.Leave(ctx, "room0", "user5"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-left:
+		if got != [2]string{"room0", "user5"} {
+			t.Fatalf("OnLeave %v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnLeave for a removal from a room not held")
+	}
+	// room0 was dropped; changes made meanwhile are read with it.
+	if _, err := other.MarkRead(ctx, "room0", "user2", 50); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Join(ctx, "room0", "late", storage.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	loads := s.WorkingSet().Loads
+	if n := unread(0); n != 7 {
+		t.Fatalf("room0 loaded again: unread %d, want 7 (user2 read on, user5 left, late joined)", n)
+	}
+	if s.WorkingSet().Loads != loads+1 {
+		t.Fatal("room0 was not loaded again")
+	}
+	ms, err := s.Members(ctx, "room0")
+	if err != nil || len(ms) != size-1 {
+		t.Fatalf("room0's members %d %v, want %d", len(ms), err, size-1)
+	}
+	if rooms, err := s.UserRooms(ctx, "late"); err != nil || len(rooms) != 1 || rooms[0].ID != "room0" {
+		t.Fatalf("late's rooms %+v %v", rooms, err)
+	}
+}
+
+// TestLargeRoomLoads: a room of more members than one multi_last read
+// answers for is read in pages.
+func TestLargeRoomLoads(t *testing.T) {
+	ctx := context.Background()
+	bus := startBus(t)
+	seed, err := OpenSeeder(ctx, bus, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 2500
+	for u := range size {
+		if err := seed.Member(ctx, "big", "user"+strconv.Itoa(u), storage.RoleMember, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open(t, bus)
+	if n, err := s.Others(ctx, "big", "user7"); err != nil || n != size-1 {
+		t.Fatalf("Others in a room of %d: %d %v", size, n, err)
 	}
 }

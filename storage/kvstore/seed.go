@@ -14,7 +14,7 @@ import (
 
 // Seeder writes memberships and read positions straight into the
 // buckets, as a backend may (docs/protocol.md), in the store's own
-// encoding, without the mirror a Store loads: for tools that build a
+// encoding, without the working set a Store keeps: for tools that build a
 // large deployment (cmd/chatscale).
 type Seeder struct {
 	members, reads *natsbus.Bucket

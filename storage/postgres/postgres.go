@@ -3,9 +3,10 @@
 //
 //   - DB is the connection pool, with the schema migrated at Open.
 //   - Store implements storage.Store: rooms and memberships in PostgreSQL,
-//     mirrored in memory on every node and kept current by LISTEN/NOTIFY, so
-//     that membership checks and unread counts cost no round trip; read
-//     positions stay in JetStream KV (kvstore.ReadMarks).
+//     the rooms in use on a node held in memory (storage/workingset) and
+//     kept current by LISTEN/NOTIFY, so that membership checks and unread
+//     counts cost no round trip; read positions stay in JetStream KV
+//     (kvstore.ReadMarks).
 //   - Archiver copies every room message from the JetStream stream into the
 //     messages table through a durable consumer; Archive reads it back for
 //     history beyond the stream's retention, and for search.

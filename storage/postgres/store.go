@@ -11,41 +11,47 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/storage"
-	"github.com/chatd/chatd/storage/mirror"
+	"github.com/chatd/chatd/storage/workingset"
 	"github.com/jackc/pgx/v5"
 )
 
-// ReadMarks is where a Store keeps read positions: kvstore.ReadMarks, whose
-// ReadMark is a lookup in memory.
+// ReadMarks is where a Store keeps read positions: kvstore.ReadMarks.
 type ReadMarks interface {
-	MarkRead(ctx context.Context, room, user string, id uint64) (uint64, error)
+	// MarkRead moves a position forward and returns it, with its revision.
+	MarkRead(ctx context.Context, room, user string, id uint64) (pos, rev uint64, err error)
 	ReadMark(ctx context.Context, room, user string) (uint64, error)
+	// Room returns every position in room, for the working set's load.
+	Room(ctx context.Context, room string) ([]workingset.Mark, error)
+	// Of returns user's positions in rooms, for a room list.
+	Of(ctx context.Context, user string, rooms []string) (map[string]uint64, error)
+	// Watch feeds every position written from now on to fn.
+	Watch(ctx context.Context, fn func(room, user string, pos, rev uint64)) error
 	Close() error
 }
 
 // Store implements storage.Store: rooms and memberships in PostgreSQL, read
 // positions in marks.
 //
-// Every node mirrors the rooms and room_members tables in memory, so that
-// the checks made on every SEND (IsMember, Unread) cost no round trip. The
-// mirror changes only through the change feed: one connection LISTENs to
-// the NOTIFYs that the tables' triggers send, which arrive in commit order,
-// and loads a snapshot whenever it (re)connects. A writer ends its
-// transaction with a marker on the same feed and returns once the feed has
-// brought the marker back, so a node reads its own writes, and every
-// change made before them.
+// A node holds the rooms in use on it (storage/workingset), each loaded
+// with one query when first used, so that the checks made on every SEND
+// (IsMember, Unread) cost no round trip. The working set changes through
+// the change feed: one connection LISTENs to the NOTIFYs that the tables'
+// triggers send, which arrive in commit order, and reloads the rooms held
+// whenever it reconnects. A writer ends its transaction with a marker on
+// the same feed and returns once the feed has brought the marker back, so
+// a node reads its own writes, and every change made before them.
 type Store struct {
 	db     *DB
 	marks  ReadMarks
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
-	// mirror tells its OnLeave callbacks of every membership that ends,
+	// set tells its OnLeave callbacks of every membership that ends,
 	// whichever node or SQL session ended it.
-	mirror *mirror.Mirror
+	set *workingset.Set
 
 	wmu     sync.Mutex
-	waiters map[uint64]chan struct{} // transaction id -> closed once the mirror holds it
+	waiters map[uint64]chan struct{} // transaction id -> closed once the working set holds it
 }
 
 var (
@@ -58,28 +64,34 @@ const (
 	// feedIdle is how long the feed waits for a notification before it
 	// checks that its connection still works.
 	feedIdle = 30 * time.Second
-	// mirrorWait bounds a writer's wait for its change to come back
+	// feedWait bounds a writer's wait for its change to come back
 	// through the feed, which is down while it reconnects.
-	mirrorWait = 10 * time.Second
+	feedWait = 10 * time.Second
 )
 
-// NewStore loads the mirror and starts following changes; marks belongs to
-// the store from now on and is closed with it.
-func NewStore(ctx context.Context, db *DB, marks ReadMarks) (*Store, error) {
+// NewStore starts following changes, and returns once the change feed
+// listens; marks belongs to the store from now on and is closed with it.
+// maxEntries bounds the working set (0: workingset.DefaultMaxEntries).
+func NewStore(ctx context.Context, db *DB, marks ReadMarks, maxEntries int) (*Store, error) {
 	fctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
 		db: db, marks: marks, log: db.log, cancel: cancel, done: make(chan struct{}),
-		mirror: mirror.New(), waiters: map[uint64]chan struct{}{},
+		waiters: map[uint64]chan struct{}{},
 	}
-	loaded := make(chan struct{})
-	go s.follow(fctx, loaded)
+	s.set = workingset.New(workingset.Config{Load: s.load, MaxEntries: maxEntries})
+	if err := marks.Watch(ctx, s.set.PutMark); err != nil {
+		cancel()
+		return nil, err
+	}
+	listening := make(chan struct{})
+	go s.follow(fctx, listening)
 	select {
-	case <-loaded:
+	case <-listening:
 		return s, nil
 	case <-ctx.Done():
 		cancel()
 		<-s.done
-		return nil, fmt.Errorf("load rooms and memberships: %w", ctx.Err())
+		return nil, fmt.Errorf("start the change feed: %w", ctx.Err())
 	}
 }
 
@@ -93,14 +105,14 @@ func (s *Store) follow(ctx context.Context, loaded chan<- struct{}) {
 				close(loaded)
 				loaded = nil
 			} else {
-				s.log.Info("PostgreSQL change feed back; memberships reloaded")
+				s.log.Info("PostgreSQL change feed back; rooms in use reloaded")
 			}
 			wait = 100 * time.Millisecond
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("PostgreSQL change feed lost; memberships served from memory until it is back", "err", err, "retry_in", wait)
+		s.log.Warn("PostgreSQL change feed lost; rooms in use served from memory until it is back", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
@@ -110,8 +122,8 @@ func (s *Store) follow(ctx context.Context, loaded chan<- struct{}) {
 	}
 }
 
-// feed connects, listens, loads a snapshot (then calls ready) and applies
-// changes until the connection fails.
+// feed connects, listens, reloads the rooms held (then calls ready) and
+// applies changes until the connection fails.
 func (s *Store) feed(ctx context.Context, ready func()) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	conn, err := pgx.ConnectConfig(cctx, s.db.listen.Copy())
@@ -124,12 +136,12 @@ func (s *Store) feed(ctx context.Context, ready func()) error {
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	// LISTEN before the snapshot: every change committed after the snapshot
-	// is then sure to be notified.
+	// LISTEN before the reload: every change committed after it is then
+	// sure to be notified.
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.db.channel}.Sanitize()); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	snap, err := s.load(ctx, conn)
+	snap, err := s.reload(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -167,9 +179,9 @@ func (s *Store) feed(ctx context.Context, ready func()) error {
 		}
 		switch {
 		case snap.holds(xid):
-			// Committed before the snapshot: the mirror has it already.
+			// Committed before the snapshot: the rooms loaded since hold it.
 		case c.Truncate:
-			if snap, err = s.load(ctx, conn); err != nil {
+			if snap, err = s.reload(ctx, conn); err != nil {
 				return err
 			}
 		default:
@@ -220,24 +232,20 @@ func (sn snapshot) holds(xid uint64) bool {
 	return xid < sn.xmin || xid < sn.xmax && !sn.xip[xid]
 }
 
-// load replaces the mirror with a consistent snapshot of both tables and
-// tells of memberships that ended meanwhile.
-func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
+// reload takes a snapshot of which transactions have committed, reloads
+// every room the working set holds (each read after the snapshot, so
+// holding at least what it holds), tells of memberships that ended
+// meanwhile, and releases the writers the snapshot holds.
+func (s *Store) reload(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 	var sn snapshot
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return sn, fmt.Errorf("load: %w", err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
 	var xmin, xmax string
 	var xip []string
-	// The first statement fixes the transaction's snapshot; both tables
-	// are then read as of that same moment.
-	if err := tx.QueryRow(ctx, `SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text,
+	if err := conn.QueryRow(ctx, `SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text,
 		ARRAY(SELECT pg_snapshot_xip(s)::text) FROM pg_current_snapshot() s`).Scan(&xmin, &xmax, &xip); err != nil {
-		return sn, fmt.Errorf("load: snapshot: %w", err)
+		return sn, fmt.Errorf("reload: snapshot: %w", err)
 	}
 	sn.xip = make(map[uint64]bool, len(xip))
+	var err error
 	if sn.xmin, err = strconv.ParseUint(xmin, 10, 64); err == nil {
 		sn.xmax, err = strconv.ParseUint(xmax, 10, 64)
 	}
@@ -250,43 +258,11 @@ func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 		sn.xip[id] = true
 	}
 	if err != nil {
-		return sn, fmt.Errorf("load: snapshot: %w", err)
+		return sn, fmt.Errorf("reload: snapshot: %w", err)
 	}
-	var rooms []storage.Room
-	rows, err := tx.Query(ctx, "SELECT id, name, created_by, created_at FROM rooms")
-	if err != nil {
-		return sn, fmt.Errorf("load rooms: %w", err)
+	if err := s.set.Refresh(ctx); err != nil {
+		return sn, fmt.Errorf("reload: %w", err)
 	}
-	for rows.Next() {
-		var rm storage.Room
-		if err := rows.Scan(&rm.ID, &rm.Name, &rm.CreatedBy, &rm.CreatedAt); err != nil {
-			rows.Close()
-			return sn, fmt.Errorf("load rooms: %w", err)
-		}
-		rm.CreatedAt = rm.CreatedAt.UTC()
-		rooms = append(rooms, rm)
-	}
-	if err := rows.Err(); err != nil {
-		return sn, fmt.Errorf("load rooms: %w", err)
-	}
-	rows, err = tx.Query(ctx, "SELECT room_id, user_id, role, joined_at FROM room_members")
-	if err != nil {
-		return sn, fmt.Errorf("load memberships: %w", err)
-	}
-	var members []mirror.Membership
-	for rows.Next() {
-		var ms mirror.Membership
-		if err := rows.Scan(&ms.Room, &ms.Member.User, &ms.Member.Role, &ms.Member.JoinedAt); err != nil {
-			rows.Close()
-			return sn, fmt.Errorf("load memberships: %w", err)
-		}
-		ms.Member.JoinedAt = ms.Member.JoinedAt.UTC()
-		members = append(members, ms)
-	}
-	if err := rows.Err(); err != nil {
-		return sn, fmt.Errorf("load memberships: %w", err)
-	}
-	s.mirror.Replace(rooms, members)
 	s.wmu.Lock()
 	for xid, ch := range s.waiters {
 		if sn.holds(xid) {
@@ -298,26 +274,68 @@ func (s *Store) load(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 	return sn, nil
 }
 
-// apply brings one row change into the mirror.
+// load reads one room for the working set: its record and members in one
+// round trip, then its read positions from marks.
+func (s *Store) load(ctx context.Context, room string) (workingset.Snapshot, error) {
+	var snap workingset.Snapshot
+	batch := &pgx.Batch{}
+	batch.Queue("SELECT id, name, created_by, created_at FROM rooms WHERE id = $1", room)
+	batch.Queue("SELECT user_id, role, joined_at FROM room_members WHERE room_id = $1", room)
+	br := s.db.pool.SendBatch(ctx, batch)
+	defer func() { _ = br.Close() }()
+	var rm storage.Room
+	switch err := br.QueryRow().Scan(&rm.ID, &rm.Name, &rm.CreatedBy, &rm.CreatedAt); {
+	case err == nil:
+		rm.CreatedAt = rm.CreatedAt.UTC()
+		snap.Room = &rm
+	case !errors.Is(err, pgx.ErrNoRows):
+		return snap, fmt.Errorf("load room %s: %w", room, err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return snap, fmt.Errorf("load members of %s: %w", room, err)
+	}
+	for rows.Next() {
+		var m workingset.Member
+		if err := rows.Scan(&m.User, &m.Role, &m.JoinedAt); err != nil {
+			rows.Close()
+			return snap, fmt.Errorf("load members of %s: %w", room, err)
+		}
+		m.JoinedAt = m.JoinedAt.UTC()
+		if !m.Role.Valid() {
+			m.Role = storage.RoleMember
+		}
+		snap.Members = append(snap.Members, m)
+	}
+	if err := rows.Err(); err != nil {
+		return snap, fmt.Errorf("load members of %s: %w", room, err)
+	}
+	if snap.Marks, err = s.marks.Room(ctx, room); err != nil {
+		return snap, fmt.Errorf("load read positions of %s: %w", room, err)
+	}
+	return snap, nil
+}
+
+// apply brings one row change into the working set.
 func (s *Store) apply(c change) {
 	switch c.Table {
 	case "rooms":
 		if c.Old != nil && (c.New == nil || c.Old.ID != c.New.ID) {
-			s.mirror.DeleteRoom(c.Old.ID, 0)
+			s.set.DeleteRoom(c.Old.ID, 0)
 		}
 		if n := c.New; n != nil {
-			s.mirror.PutRoom(storage.Room{ID: n.ID, Name: n.Name, CreatedBy: n.CreatedBy, CreatedAt: time.UnixMicro(n.At).UTC()}, 0)
+			s.set.PutRoom(storage.Room{ID: n.ID, Name: n.Name, CreatedBy: n.CreatedBy, CreatedAt: time.UnixMicro(n.At).UTC()}, 0)
 		}
 	case "room_members":
 		if o := c.Old; o != nil && (c.New == nil || o.Room != c.New.Room || o.User != c.New.User) {
-			s.mirror.DeleteMember(o.Room, o.User, 0)
+			s.set.DeleteMember(o.Room, o.User, 0)
 		}
 		if n := c.New; n != nil {
 			role := storage.Role(n.Role)
 			if !role.Valid() {
 				role = storage.RoleMember
 			}
-			s.mirror.PutMember(n.Room, storage.Member{User: n.User, Role: role, JoinedAt: time.UnixMicro(n.At).UTC()}, 0)
+			s.set.PutMember(n.Room, storage.Member{User: n.User, Role: role, JoinedAt: time.UnixMicro(n.At).UTC()}, 0)
 		}
 	}
 }
@@ -333,8 +351,8 @@ func (s *Store) wake(xid uint64) {
 }
 
 // write runs fn in a transaction that ends with a marker on the change
-// feed, and returns once this node's mirror holds the outcome (or, if the
-// feed is down, after mirrorWait: the change is stored all the same).
+// feed, and returns once this node's working set holds the outcome (or, if
+// the feed is down, after feedWait: the change is stored all the same).
 func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := s.db.pool.Begin(ctx)
 	if err != nil {
@@ -367,7 +385,7 @@ func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
 		forget()
 		return fmt.Errorf("commit: %w", err)
 	}
-	timer := time.NewTimer(mirrorWait)
+	timer := time.NewTimer(feedWait)
 	defer timer.Stop()
 	select {
 	case <-seen:
@@ -375,7 +393,7 @@ func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
 		forget()
 	case <-timer.C:
 		forget()
-		s.log.Warn("change stored, but this node's mirror has not seen it yet (is the change feed down?)", "waited", mirrorWait)
+		s.log.Warn("change stored, but this node has not seen it come back yet (is the change feed down?)", "waited", feedWait)
 	}
 	return nil
 }
@@ -405,12 +423,16 @@ func (s *Store) CreateRoom(ctx context.Context, rm storage.Room) error {
 	return nil
 }
 
-// Room implements storage.Rooms, from the mirror.
-func (s *Store) Room(_ context.Context, id string) (storage.Room, error) {
-	if rm, ok := s.mirror.Room(id); ok {
-		return rm, nil
+// Room implements storage.Rooms, from the working set.
+func (s *Store) Room(ctx context.Context, id string) (storage.Room, error) {
+	rm, ok, err := s.set.Room(ctx, id)
+	if err != nil {
+		return storage.Room{}, err
 	}
-	return storage.Room{}, fmt.Errorf("room %s: %w", id, storage.ErrNotFound)
+	if !ok {
+		return storage.Room{}, fmt.Errorf("room %s: %w", id, storage.ErrNotFound)
+	}
+	return rm, nil
 }
 
 // Join implements storage.Memberships.
@@ -447,62 +469,93 @@ func (s *Store) Leave(ctx context.Context, roomID, user string) error {
 	return nil
 }
 
-// IsMember implements storage.Memberships, from the mirror.
-func (s *Store) IsMember(_ context.Context, roomID, user string) (bool, error) {
-	_, ok := s.mirror.Member(roomID, user)
-	return ok, nil
+// IsMember implements storage.Memberships, from the working set.
+func (s *Store) IsMember(ctx context.Context, roomID, user string) (bool, error) {
+	_, ok, err := s.set.Member(ctx, roomID, user)
+	return ok, err
 }
 
-// Others implements storage.Memberships, from the mirror.
-func (s *Store) Others(_ context.Context, roomID, user string) (int, error) {
-	return s.mirror.Others(roomID, user), nil
+// Others implements storage.Memberships, from the working set.
+func (s *Store) Others(ctx context.Context, roomID, user string) (int, error) {
+	return s.set.Others(ctx, roomID, user)
 }
 
-// Membership implements storage.Memberships, from the mirror.
-func (s *Store) Membership(_ context.Context, roomID, user string) (storage.Member, bool, error) {
-	m, ok := s.mirror.Member(roomID, user)
-	return m, ok, nil
+// Membership implements storage.Memberships, from the working set.
+func (s *Store) Membership(ctx context.Context, roomID, user string) (storage.Member, bool, error) {
+	return s.set.Member(ctx, roomID, user)
 }
 
-// Members implements storage.Memberships, from the mirror.
-func (s *Store) Members(_ context.Context, roomID string) ([]storage.Member, error) {
-	return s.mirror.Members(roomID), nil
+// Members implements storage.Memberships, from the working set.
+func (s *Store) Members(ctx context.Context, roomID string) ([]storage.Member, error) {
+	return s.set.Members(ctx, roomID)
 }
 
-// UserRooms implements storage.Memberships, from the mirror.
-func (s *Store) UserRooms(_ context.Context, user string) ([]string, error) {
-	return s.mirror.UserRooms(user), nil
-}
-
-// OnLeave implements storage.LeaveNotifier.
-func (s *Store) OnLeave(fn func(room, user string)) { s.mirror.OnLeave(fn) }
-
-// MarkRead implements storage.ReadMarks in marks.
-func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
-	return s.marks.MarkRead(ctx, roomID, user, id)
-}
-
-// ReadMark implements storage.ReadMarks in marks.
-func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, error) {
-	return s.marks.ReadMark(ctx, roomID, user)
-}
-
-// Unread implements storage.ReadMarks: the members from the mirror, their
-// positions from marks, both in memory.
-func (s *Store) Unread(ctx context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
-	var perr error
-	out := s.mirror.Unread(roomID, msgs, func(user string) uint64 {
-		pos, err := s.marks.ReadMark(ctx, roomID, user)
-		if err != nil && perr == nil {
-			perr = fmt.Errorf("read position of %s in %s: %w", user, roomID, err)
+// UserRooms implements storage.Memberships: one query by the members'
+// user index, then the read positions from marks. None of the rooms is
+// loaded.
+func (s *Store) UserRooms(ctx context.Context, user string) ([]storage.UserRoom, error) {
+	rows, err := s.db.pool.Query(ctx, `SELECT m.room_id, coalesce(r.name, ''), m.role
+		FROM room_members m LEFT JOIN rooms r ON r.id = m.room_id
+		WHERE m.user_id = $1 ORDER BY m.room_id`, user)
+	if err != nil {
+		return nil, fmt.Errorf("rooms of %s: %w", user, err)
+	}
+	var out []storage.UserRoom
+	var ids []string
+	for rows.Next() {
+		var ur storage.UserRoom
+		if err := rows.Scan(&ur.ID, &ur.Name, &ur.Role); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("rooms of %s: %w", user, err)
 		}
-		return pos
-	})
-	if perr != nil {
-		return nil, perr
+		if !ur.Role.Valid() {
+			ur.Role = storage.RoleMember
+		}
+		out = append(out, ur)
+		ids = append(ids, ur.ID)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("rooms of %s: %w", user, err)
+	}
+	reads, err := s.marks.Of(ctx, user, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read positions of %s: %w", user, err)
+	}
+	for i := range out {
+		out[i].Read = reads[out[i].ID]
 	}
 	return out, nil
 }
+
+// OnLeave implements storage.LeaveNotifier.
+func (s *Store) OnLeave(fn func(room, user string)) { s.set.OnLeave(fn) }
+
+// MarkRead implements storage.ReadMarks in marks.
+func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
+	pos, rev, err := s.marks.MarkRead(ctx, roomID, user, id)
+	if err == nil {
+		s.set.PutMark(roomID, user, pos, rev)
+	}
+	return pos, err
+}
+
+// ReadMark implements storage.ReadMarks: from the working set where it
+// holds the room, else from marks.
+func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, error) {
+	if pos, ok := s.set.Mark(roomID, user); ok {
+		return pos, nil
+	}
+	return s.marks.ReadMark(ctx, roomID, user)
+}
+
+// Unread implements storage.ReadMarks: the members and their positions
+// from the working set.
+func (s *Store) Unread(ctx context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
+	return s.set.Unread(ctx, roomID, msgs)
+}
+
+// WorkingSet reports what the node holds.
+func (s *Store) WorkingSet() workingset.Stats { return s.set.Stats() }
 
 // Close stops the change feed and closes the read marks.
 func (s *Store) Close() error {

@@ -62,7 +62,7 @@ func openStore(t *testing.T, db *postgres.DB, bus *natsbus.Bus) *postgres.Store 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := postgres.NewStore(ctx(t), db, marks)
+	s, err := postgres.NewStore(ctx(t), db, marks, 0)
 	if err != nil {
 		_ = marks.Close()
 		t.Fatal(err)
@@ -202,7 +202,7 @@ func member(s *postgres.Store, room, user string, role storage.Role) func() erro
 
 // Two stores on one database stand for two nodes: each follows the
 // other's changes, and changes made in SQL by hand, through the feed.
-func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
+func TestWorkingSetFollowsOtherNodesAndSQL(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	bus, _ := startBus(t)
 	a, b := openStore(t, openDB(t, url), bus), openStore(t, openDB(t, url), bus)
@@ -229,7 +229,8 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	for name, s := range map[string]*postgres.Store{"a": a, "b": b} {
 		wait.Until(t, name+" sees carol, made admin in SQL", member(s, "team", "carol@example.com", storage.RoleAdmin))
 		wait.Until(t, name+" lists carol's rooms", func() error {
-			if rooms, _ := s.UserRooms(c, "carol@example.com"); !slices.Equal(rooms, []string{"team"}) {
+			want := []storage.UserRoom{{ID: "team", Name: "Team", Role: storage.RoleAdmin}}
+			if rooms, _ := s.UserRooms(c, "carol@example.com"); !slices.Equal(rooms, want) {
 				return fmt.Errorf("rooms %v", rooms)
 			}
 			return nil
@@ -245,7 +246,7 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	expectLeave(t, "b", bLeft, leave{"team", "carol@example.com"})
 	expectLeave(t, "a", aLeft, leave{"team", "carol@example.com"})
 	if ok, _ := b.IsMember(c, "team", "carol@example.com"); ok {
-		t.Fatal("b's own Leave is not in its mirror when Leave returns")
+		t.Fatal("b's own Leave is not in its working set when Leave returns")
 	}
 	// A membership moved to another user in SQL ends the old one.
 	exec(t, db, "UPDATE room_members SET user_id = 'alice2' WHERE user_id = 'alice'")
@@ -268,7 +269,7 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	// TRUNCATE fires no row triggers; the nodes reload.
 	exec(t, db, "TRUNCATE room_members")
 	expectLeaves(t, "b after TRUNCATE", bLeft, leave{"team", "alice2"}, leave{"team", "dave"})
-	wait.Until(t, "a's mirror empty", func() error {
+	wait.Until(t, "a's working set empty", func() error {
 		if ms, _ := a.Members(c, "team"); len(ms) != 0 {
 			return fmt.Errorf("members %v", ms)
 		}
@@ -276,9 +277,9 @@ func TestMirrorFollowsOtherNodesAndSQL(t *testing.T) {
 	})
 }
 
-// The feed's connection is cut; changes made meanwhile reach the mirror,
-// removals included, once it is back.
-func TestMirrorReloadsAfterReconnect(t *testing.T) {
+// The feed's connection is cut; changes made meanwhile reach the working
+// set, removals included, once it is back.
+func TestWorkingSetReloadsAfterReconnect(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, url))
 	bus, _ := startBus(t)
@@ -294,9 +295,9 @@ func TestMirrorReloadsAfterReconnect(t *testing.T) {
 	db := sqlConn(t, url) // not through the proxy
 	exec(t, db, "DELETE FROM room_members WHERE user_id = 'bob'")
 	exec(t, db, "INSERT INTO room_members (room_id, user_id) VALUES ('r', 'carol')")
-	// Meanwhile the mirror serves what it had.
+	// Meanwhile the working set serves what it had.
 	if ok, _ := s.IsMember(c, "r", "bob"); !ok {
-		t.Fatal("mirror lost bob while the feed is down")
+		t.Fatal("the working set lost bob while the feed is down")
 	}
 	proxy.Restore()
 	expectLeave(t, "after reload", left, leave{"r", "bob"})
@@ -306,7 +307,7 @@ func TestMirrorReloadsAfterReconnect(t *testing.T) {
 	exec(t, db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'chatd change feed'")
 	exec(t, db, "DELETE FROM room_members WHERE user_id = 'carol'")
 	expectLeave(t, "after terminate", left, leave{"r", "carol"})
-	if rooms, _ := s.UserRooms(c, "alice"); !slices.Equal(rooms, []string{"r"}) {
+	if rooms, _ := s.UserRooms(c, "alice"); len(rooms) != 1 || rooms[0].ID != "r" {
 		t.Fatalf("alice's rooms %v", rooms)
 	}
 }
@@ -323,7 +324,7 @@ func TestWritesReadBack(t *testing.T) {
 		if _, err := a.Join(c, room, "alice", storage.RoleAdmin); err != nil {
 			t.Fatal(err)
 		}
-		// b writes right after a: whatever b's mirror had, its own write
+		// b writes right after a: whatever b's working set had, its own write
 		// returns once the feed has passed a's change too.
 		added, err := b.Join(c, room, "alice", storage.RoleMember)
 		if err != nil || added {

@@ -38,6 +38,14 @@ func users(ms []storage.Member) []string {
 	return out
 }
 
+func ids(urs []storage.UserRoom) []string {
+	out := make([]string, len(urs))
+	for i, ur := range urs {
+		out[i] = ur.ID
+	}
+	return out
+}
+
 func testRooms(t *testing.T, s storage.Store) {
 	c := ctx(t)
 	if _, err := s.Room(c, "lobby"); !errors.Is(err, storage.ErrNotFound) {
@@ -65,8 +73,9 @@ func testRooms(t *testing.T, s storage.Store) {
 	if _, ok, _ := s.Membership(c, "lobby", "bob"); ok {
 		t.Fatal("the failed second CreateRoom made bob a member")
 	}
-	if rooms, _ := s.UserRooms(c, "alice@example.com"); !slices.Equal(rooms, []string{"lobby"}) {
-		t.Fatalf("UserRooms %v", rooms)
+	want := []storage.UserRoom{{ID: "lobby", Name: "The Lobby ☕", Role: storage.RoleOwner}}
+	if rooms, err := s.UserRooms(c, "alice@example.com"); err != nil || !slices.Equal(rooms, want) {
+		t.Fatalf("UserRooms %+v %v, want %+v", rooms, err, want)
 	}
 }
 
@@ -99,7 +108,7 @@ func testMemberships(t *testing.T, s storage.Store) {
 	if _, err := s.Join(c, "other", "bob", storage.RoleMember); err != nil {
 		t.Fatal(err)
 	}
-	if rooms, _ := s.UserRooms(c, "bob"); !slices.Equal(rooms, []string{"other", "r"}) {
+	if rooms, _ := s.UserRooms(c, "bob"); !slices.Equal(ids(rooms), []string{"other", "r"}) {
 		t.Fatalf("UserRooms(bob) %v", rooms)
 	}
 	if err := s.Leave(c, "r", "alice@example.com"); err != nil {
@@ -143,6 +152,15 @@ func testReadMarks(t *testing.T, s storage.Store) {
 	}
 	if pos, _ := s.ReadMark(c, "r", "bob"); pos != 10 {
 		t.Fatalf("ReadMark %d", pos)
+	}
+	// A room list carries the user's role and read position, and a room
+	// without a record (made by joining it) has no name.
+	if _, err := s.Join(c, "q", "bob", storage.RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	want := []storage.UserRoom{{ID: "q", Role: storage.RoleAdmin}, {ID: "r", Role: storage.RoleMember, Read: 10}}
+	if rooms, err := s.UserRooms(c, "bob"); err != nil || !slices.Equal(rooms, want) {
+		t.Fatalf("UserRooms(bob) %+v %v, want %+v", rooms, err, want)
 	}
 	got, err := s.Unread(c, "r", []storage.MessageRef{{ID: 10, Sender: "alice"}, {ID: 11, Sender: "alice"}, {ID: 11, Sender: "carol"}})
 	if err != nil {
