@@ -371,43 +371,24 @@ func (k *Bucket) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
 	return out, nil
 }
 
-// underBatch is how many entries one paged read under a prefix asks for.
-const underBatch = 1024
-
 // Under returns the latest entry of every key "<prefix>.<token>", deleted
 // ones included, in revision order. One multi_last direct get finds up to
-// maxMultiLast keys through the stream's subject index; a prefix with
-// more is read in pages.
+// maxMultiLast keys through the stream's subject index; more (a large
+// room) come from an ordered consumer, which streams them at the server's
+// pace where pages of direct gets would each pay a round trip and a count
+// of what is left.
 func (k *Bucket) Under(ctx context.Context, prefix string) ([]Entry, error) {
-	filter := k.keySubject(prefix + ".*")
 	if !k.bus.BatchReads() {
 		return k.underByWatch(ctx, prefix)
 	}
-	var out []Entry
-	raw, _, err := directGet(ctx, k.bus.nc, k.direct, directReq{MultiLastFor: []string{filter}})
+	raw, _, err := directGet(ctx, k.bus.nc, k.direct, directReq{MultiLastFor: []string{k.keySubject(prefix + ".*")}})
 	if errors.Is(err, errTooManyResults) {
-		// The bucket keeps one message per key, so reading every message
-		// under the prefix reads each key's latest.
-		raw = nil
-		for seq := uint64(1); ; {
-			page, left, err := directGet(ctx, k.bus.nc, k.direct, directReq{Seq: seq, NextFor: filter, Batch: underBatch})
-			if err != nil {
-				return nil, fmt.Errorf("read %s under %s: %w", k.name, prefix, err)
-			}
-			raw = append(raw, page...)
-			if left == 0 || len(page) == 0 {
-				break
-			}
-			last, err := strconv.ParseUint(page[len(page)-1].Header.Get(jetstream.SequenceHeader), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("read %s under %s: bad sequence header: %w", k.name, prefix, err)
-			}
-			seq = last + 1
-		}
-	} else if err != nil {
+		return k.underByWatch(ctx, prefix)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("read %s under %s: %w", k.name, prefix, err)
 	}
-	out = make([]Entry, 0, len(raw))
+	out := make([]Entry, 0, len(raw))
 	for _, m := range raw {
 		e, err := k.entryFromDirect(m)
 		if err != nil {
@@ -418,8 +399,8 @@ func (k *Bucket) Under(ctx context.Context, prefix string) ([]Entry, error) {
 	return out, nil
 }
 
-// underByWatch is Under for a server without batched direct gets: an
-// ordered consumer of the keys' latest values.
+// underByWatch is Under by an ordered consumer of the keys' latest
+// values: for many keys, or a server without batched direct gets.
 func (k *Bucket) underByWatch(ctx context.Context, prefix string) ([]Entry, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
