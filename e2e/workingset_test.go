@@ -1,0 +1,113 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/chatd/chatd/config"
+	"github.com/chatd/chatd/internal/testkit/jwttest"
+	"github.com/chatd/chatd/internal/testkit/stomptest"
+	"github.com/chatd/chatd/internal/testkit/wait"
+)
+
+// TestWorkingSetEviction: a room dropped from a node's working set while
+// members are subscribed there goes on delivering to them, a member
+// removed on another node is still cut off there at once, and the room,
+// loaded again by its next use, gives the same answers (unread counts).
+func TestWorkingSetEviction(t *testing.T) {
+	k := jwttest.NewKeys(t)
+	nodes := startCluster(t, 2, func(c *config.Config) {
+		c.Dev = false
+		c.JWTSecret = string(k.Secret)
+		c.JWTIssuer, c.JWTAudience = jwttest.Issuer, jwttest.Audience
+		c.WorkingSet = 1000
+	})
+	ctx := context.Background()
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if err := nodes[0].addMember(ctx, "team", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 60 rooms of 20 members (21 entries each with the room, more with
+	// read positions): more than the 1000 a node may hold.
+	const fillers, size = 60, 20
+	for r := range fillers {
+		for u := range size {
+			user := "filler"
+			if u > 0 {
+				user = "f" + strconv.Itoa(u)
+			}
+			if err := nodes[0].addMember(ctx, "room"+strconv.Itoa(r), user); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	subs := map[string]*stomptest.Raw{}
+	for _, user := range []string{"alice", "bob"} {
+		r := dialRaw(t, nodes[1])
+		expectConnected(t, r.ConnectWith("passcode:"+k.HS(t, user)), user)
+		wait.Until(t, user+" may subscribe on node 1", func() error {
+			// The membership written to KV reaches the store at once, but
+			// check rather than assume.
+			r.Send("SUBSCRIBE\nid:s\ndestination:/topic/chat.team\nreceipt:s\n\n\x00")
+			if f := r.Frame(); f.Command != "RECEIPT" {
+				return fmt.Errorf("SUBSCRIBE: %s %v", f.Command, f.Header)
+			}
+			return nil
+		})
+		subs[user] = r
+	}
+	evictions := func() float64 {
+		v, err := nodes[1].metric("chatd_working_set_evictions_total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if evictions() != 0 {
+		t.Fatal("node 1 evicted rooms before it held more than it may")
+	}
+	// Node 1 uses every filler room (a history page each): team, used
+	// first, goes.
+	token := k.HS(t, "filler")
+	for r := range fillers {
+		if code := api(t, nodes[1], http.MethodGet, "/api/rooms/room"+strconv.Itoa(r)+"/messages", token, "", nil); code != http.StatusOK {
+			t.Fatalf("GET room%d: %d", r, code)
+		}
+	}
+	if evictions() == 0 {
+		t.Fatal("node 1 holds more than --working-set allows")
+	}
+	// A message posted on node 0 still reaches both subscribers on node 1,
+	// with its unread count (two members besides carol).
+	poster := dialRaw(t, nodes[0])
+	expectConnected(t, poster.ConnectWith("passcode:"+k.HS(t, "carol")), "carol")
+	if f := sendFrame(poster, "/app/chat.team", msgBody("after the eviction")); f.Command != "RECEIPT" {
+		t.Fatalf("carol's SEND: %s %v", f.Command, f.Header)
+	}
+	for user, r := range subs {
+		f := r.Frame()
+		if f.Command != "MESSAGE" || !strings.Contains(string(f.Body), "after the eviction") || !strings.Contains(string(f.Body), `"unreadCount":2`) {
+			t.Fatalf("%s got %s %q", user, f.Command, f.Body)
+		}
+	}
+	// Removed on node 0: alice's subscription on node 1 ends at once,
+	// though node 1 no longer holds the room; bob's goes on.
+	if err := nodes[0].removeMember(ctx, "team", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	subs["alice"].ExpectError("forbidden: no longer a member of room team")
+	// Bob sends on node 1, which loads team again: one member besides him.
+	bob := dialRaw(t, nodes[1])
+	expectConnected(t, bob.ConnectWith("passcode:"+k.HS(t, "bob")), "bob")
+	if f := sendFrame(bob, "/app/chat.team", msgBody("loaded again")); f.Command != "RECEIPT" {
+		t.Fatalf("bob's SEND on node 1: %s %v", f.Command, f.Header)
+	}
+	if f := subs["bob"].Frame(); f.Command != "MESSAGE" || !strings.Contains(string(f.Body), `"unreadCount":1`) {
+		t.Fatalf("bob got %s %q, want unreadCount 1 (carol)", f.Command, f.Body)
+	}
+}
