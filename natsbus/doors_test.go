@@ -3,6 +3,7 @@ package natsbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/chatd/chatd/storage"
 )
 
@@ -185,8 +187,10 @@ func TestWatchUserAndReads(t *testing.T) {
 	}
 }
 
-// TestBucket: create, update and delete with their conflicts, and a watch
-// that starts with what the bucket holds and follows its changes.
+// TestBucket: create, update and delete with their conflicts; reads of
+// one key, of many, and of every key under a prefix, deletions included;
+// a watch that follows changes from its start; and a swapped index that
+// JetStream keeps of the bucket.
 func TestBucket(t *testing.T) {
 	bus := startTestBus(t, t.TempDir(), DurabilityReplicated)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -195,29 +199,37 @@ func TestBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev, err := k.Create(ctx, "a", []byte("1"))
+	rev, err := k.Create(ctx, "r.a", []byte("1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.Create(ctx, "a", []byte("2")); !errors.Is(err, ErrKeyExists) {
+	if _, err := k.Create(ctx, "r.a", []byte("2")); !errors.Is(err, ErrKeyExists) {
 		t.Fatalf("second create: %v", err)
 	}
-	if _, err := k.Update(ctx, "a", []byte("2"), rev+100); !errors.Is(err, ErrRevisionChanged) {
+	if _, err := k.Update(ctx, "r.a", []byte("2"), rev+100); !errors.Is(err, ErrRevisionChanged) {
 		t.Fatalf("update at a wrong revision: %v", err)
 	}
-	rev2, err := k.Update(ctx, "a", []byte("2"), rev)
+	rev2, err := k.Update(ctx, "r.a", []byte("2"), rev)
 	if err != nil || rev2 <= rev {
 		t.Fatalf("update: %d %v", rev2, err)
 	}
-	if e, err := k.Get(ctx, "a"); err != nil || string(e.Value) != "2" || e.Revision != rev2 {
+	if e, err := k.Get(ctx, "r.a"); err != nil || string(e.Value) != "2" || e.Revision != rev2 {
 		t.Fatalf("get: %+v %v", e, err)
 	}
 	if _, err := k.Get(ctx, "none"); !errors.Is(err, ErrKeyNotFound) {
 		t.Fatalf("get of a missing key: %v", err)
 	}
+	// The index, made while the bucket holds a key: it starts with it.
+	idx, err := bus.OpenSwappedBucket(ctx, "TEST_INDEX", "doors test index", k, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es, err := idx.Under(ctx, "a"); err != nil || len(es) != 1 || es[0].Key != "a.r" || string(es[0].Value) != "2" {
+		t.Fatalf("the new index holds %+v %v, want a.r", es, err)
+	}
 	var mu sync.Mutex
 	var seen []Entry
-	stop, err := k.Watch(ctx, func(e Entry) {
+	stop, err := k.WatchUpdates(ctx, func(e Entry) {
 		mu.Lock()
 		seen = append(seen, e)
 		mu.Unlock()
@@ -226,31 +238,52 @@ func TestBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	mu.Lock()
-	if len(seen) != 1 || seen[0].Key != "a" || string(seen[0].Value) != "2" {
-		t.Fatalf("watch began with %+v", seen)
+	for _, key := range []string{"r.b", "q.a"} {
+		if _, err := k.Create(ctx, key, []byte(key)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	mu.Unlock()
-	if err := k.Delete(ctx, "a", 0); err != nil {
+	if err := k.Delete(ctx, "r.a", 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.Get(ctx, "a"); !errors.Is(err, ErrKeyNotFound) {
+	if _, err := k.Get(ctx, "r.a"); !errors.Is(err, ErrKeyNotFound) {
 		t.Fatalf("get after delete: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		n := len(seen)
-		mu.Unlock()
-		if n == 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	es, err := k.Under(ctx, "r")
+	if err != nil || len(es) != 2 || es[0].Key != "r.b" || es[1].Key != "r.a" || !es[1].Deleted || es[0].Deleted {
+		t.Fatalf("under r: %+v %v, want r.b, then r.a deleted", es, err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != 2 || !seen[1].Deleted || seen[1].Key != "a" {
-		t.Fatalf("watch saw %+v", seen)
+	es, err = k.GetMany(ctx, []string{"q.a", "r.a", "none.x"})
+	if err != nil || len(es) != 2 {
+		t.Fatalf("get many: %+v %v", es, err)
+	}
+	for _, e := range es {
+		if e.Key == "r.a" != e.Deleted || e.Key == "q.a" && string(e.Value) != "q.a" {
+			t.Fatalf("get many: %+v", es)
+		}
+	}
+	wait.Until(t, "the watch sees the changes after its start", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) != 3 || seen[0].Key != "r.b" || seen[1].Key != "q.a" || !seen[2].Deleted || seen[2].Key != "r.a" {
+			return fmt.Errorf("watch saw %+v", seen)
+		}
+		return nil
+	})
+	// The index follows: r.a's deletion, and a.q.
+	if err := idx.Indexed(ctx, "a.r", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.Indexed(ctx, "a.q", true); err != nil {
+		t.Fatal(err)
+	}
+	if es, err := idx.Under(ctx, "a"); err != nil || len(es) != 2 {
+		t.Fatalf("index under a: %+v %v, want a.r deleted and a.q", es, err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer wcancel()
+	if err := idx.Indexed(wctx, "a.none", true); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting for a key nobody writes: %v", err)
 	}
 }
 

@@ -251,73 +251,6 @@ func (k *Bucket) Get(ctx context.Context, key string) (Entry, error) {
 	return Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}, nil
 }
 
-// Watch calls fn with every key's latest value, then with every change,
-// in revision order, on one goroutine, until stop is called. It returns
-// once fn has had every value the bucket held when the watch began.
-func (k *Bucket) Watch(ctx context.Context, fn func(Entry)) (stop func(), err error) {
-	return k.watch(ctx, fn, false)
-}
-
-func (k *Bucket) watch(ctx context.Context, fn func(Entry), updatesOnly bool) (stop func(), err error) {
-	wctx, cancel := context.WithCancel(context.Background())
-	var opts []jetstream.WatchOpt
-	if updatesOnly {
-		opts = append(opts, jetstream.UpdatesOnly())
-	}
-	w, err := k.kv.WatchAll(wctx, opts...)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("watch KV bucket %s: %w", k.name, err)
-	}
-	loaded := make(chan struct{})
-	initial := true
-	if updatesOnly {
-		// Such a watch has nothing to load, and says nothing when it has.
-		initial = false
-		close(loaded)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		// Stopping the watch asks JetStream to delete its consumer and
-		// waits for the answer, which never comes where no JetStream
-		// leader is left (the last node of a cluster shutting down): it
-		// would hold stop for the API timeout. The request goes on its
-		// own goroutine, ended by the answer, the timeout or the
-		// connection's close; stop waits only for fn's last call. (The
-		// server drops the consumer anyway once its client is gone.)
-		defer func() { go func() { _ = w.Stop() }() }()
-		for {
-			select {
-			case <-wctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(loaded)
-					}
-					continue
-				}
-				fn(Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut})
-			}
-		}
-	})
-	stop = func() {
-		cancel()
-		wg.Wait()
-	}
-	select {
-	case <-loaded:
-		return stop, nil
-	case <-ctx.Done():
-		stop()
-		return nil, fmt.Errorf("load KV bucket %s: %w", k.name, ctx.Err())
-	}
-}
-
 // keySubject is the subject a key's values are stored under.
 func (k *Bucket) keySubject(key string) string { return "$KV." + k.name + "." + key }
 
@@ -428,9 +361,46 @@ func (k *Bucket) underByWatch(ctx context.Context, prefix string) ([]Entry, erro
 
 // WatchUpdates calls fn with every change made from now on, in revision
 // order, on one goroutine, until stop is called: a node that reads keys
-// when it needs them and keeps what it read current.
-func (k *Bucket) WatchUpdates(ctx context.Context, fn func(Entry)) (stop func(), err error) {
-	return k.watch(ctx, fn, true)
+// when it needs them and keeps what it read current. It returns once the
+// watch is in place.
+func (k *Bucket) WatchUpdates(_ context.Context, fn func(Entry)) (stop func(), err error) {
+	// The watch lives until stop, not until the caller's context ends;
+	// its consumer is made within the JetStream API timeout.
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := k.kv.WatchAll(wctx, jetstream.UpdatesOnly())
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watch KV bucket %s: %w", k.name, err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Stopping the watch asks JetStream to delete its consumer and
+		// waits for the answer, which never comes where no JetStream
+		// leader is left (the last node of a cluster shutting down): it
+		// would hold stop for the API timeout. The request goes on its
+		// own goroutine, ended by the answer, the timeout or the
+		// connection's close; stop waits only for fn's last call. (The
+		// server drops the consumer anyway once its client is gone.)
+		defer func() { go func() { _ = w.Stop() }() }()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue
+				}
+				fn(Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut})
+			}
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}, nil
 }
 
 // Indexed waits until key holds a value (present) or none (!present): for
