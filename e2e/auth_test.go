@@ -21,6 +21,16 @@ import (
 	"github.com/go-stomp/stomp/v3/frame"
 )
 
+// jwtOnly makes a node authenticate by JWTs signed with k's secret (not
+// dev mode), for a cluster's nodes.
+func jwtOnly(k *jwttest.Keys) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Dev = false
+		c.JWTSecret = string(k.Secret)
+		c.JWTIssuer, c.JWTAudience = jwttest.Issuer, jwttest.Audience
+	}
+}
+
 // startJWTNode starts a node that authenticates by JWT (not dev mode).
 func startJWTNode(t *testing.T, k *jwttest.Keys, mutate ...func(*config.Config)) *node {
 	t.Helper()
@@ -247,11 +257,7 @@ func TestMembershipFromKV(t *testing.T) {
 // shows her subscription on another ends at once, while others' go on.
 func TestRemovedMemberCutOffOnEveryNode(t *testing.T) {
 	k := jwttest.NewKeys(t)
-	nodes := startCluster(t, 2, func(c *config.Config) {
-		c.Dev = false
-		c.JWTSecret = string(k.Secret)
-		c.JWTIssuer, c.JWTAudience = jwttest.Issuer, jwttest.Audience
-	})
+	nodes := startCluster(t, 2, jwtOnly(k))
 	ctx := context.Background()
 	for _, u := range []string{"alice", "bob"} {
 		if err := nodes[0].addMember(ctx, "team", u); err != nil {

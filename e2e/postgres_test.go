@@ -92,12 +92,7 @@ func TestPostgresMembershipAcrossNodes(t *testing.T) {
 	}
 	dbURL := pgtest.NewDatabase(t)
 	k := jwttest.NewKeys(t)
-	nodes := startCluster(t, 2, func(c *config.Config) {
-		c.Dev = false
-		c.JWTSecret = string(k.Secret)
-		c.JWTIssuer, c.JWTAudience = jwttest.Issuer, jwttest.Audience
-		c.PostgresURL = dbURL
-	})
+	nodes := startCluster(t, 2, jwtOnly(k), func(c *config.Config) { c.PostgresURL = dbURL })
 	ctx := context.Background()
 	if err := nodes[0].addMember(ctx, "team", "alice"); err != nil {
 		t.Fatal(err)

@@ -20,12 +20,7 @@ import (
 // loaded again by its next use, gives the same answers (unread counts).
 func TestWorkingSetEviction(t *testing.T) {
 	k := jwttest.NewKeys(t)
-	nodes := startCluster(t, 2, func(c *config.Config) {
-		c.Dev = false
-		c.JWTSecret = string(k.Secret)
-		c.JWTIssuer, c.JWTAudience = jwttest.Issuer, jwttest.Audience
-		c.WorkingSet = 1000
-	})
+	nodes := startCluster(t, 2, jwtOnly(k), func(c *config.Config) { c.WorkingSet = 1000 })
 	ctx := context.Background()
 	for _, u := range []string{"alice", "bob", "carol"} {
 		if err := nodes[0].addMember(ctx, "team", u); err != nil {

@@ -68,23 +68,7 @@ const kvWriteWait = 30 * time.Second
 // one value per key. name follows the prefix: ROOMS is CHAT_ROOMS
 // (Names.Bucket).
 func (b *Bus) OpenBucket(ctx context.Context, name, description string, replicas int) (*Bucket, error) {
-	name = b.names.Bucket(name)
-	var kv jetstream.KeyValue
-	err := retry(ctx, b.log, "open KV bucket "+name, func(ctx context.Context) error {
-		var err error
-		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      name,
-			Description: description,
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    max(replicas, 1),
-		})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return b.bucket(kv, name), nil
+	return b.openBucket(ctx, name, description, replicas, nil)
 }
 
 // OpenSwappedBucket creates or updates a bucket that JetStream itself keeps
@@ -95,6 +79,23 @@ func (b *Bus) OpenBucket(ctx context.Context, name, description string, replicas
 // one. A new index is filled from src's whole history; OpenSwappedBucket
 // returns once it has caught up with src.
 func (b *Bus) OpenSwappedBucket(ctx context.Context, name, description string, src *Bucket, replicas int) (*Bucket, error) {
+	k, err := b.openBucket(ctx, name, description, replicas, []*jetstream.StreamSource{{
+		Name: "KV_" + src.name,
+		SubjectTransforms: []jetstream.SubjectTransformConfig{{
+			Source:      "$KV." + src.name + ".*.*",
+			Destination: "$KV." + b.names.Bucket(name) + ".{{wildcard(2)}}.{{wildcard(1)}}",
+		}},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	if err := k.caughtUp(ctx, src); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func (b *Bus) openBucket(ctx context.Context, name, description string, replicas int, sources []*jetstream.StreamSource) (*Bucket, error) {
 	name = b.names.Bucket(name)
 	var kv jetstream.KeyValue
 	err := retry(ctx, b.log, "open KV bucket "+name, func(ctx context.Context) error {
@@ -105,24 +106,14 @@ func (b *Bus) OpenSwappedBucket(ctx context.Context, name, description string, s
 			History:     1,
 			Storage:     jetstream.FileStorage,
 			Replicas:    max(replicas, 1),
-			Sources: []*jetstream.StreamSource{{
-				Name: "KV_" + src.name,
-				SubjectTransforms: []jetstream.SubjectTransformConfig{{
-					Source:      "$KV." + src.name + ".*.*",
-					Destination: "$KV." + name + ".{{wildcard(2)}}.{{wildcard(1)}}",
-				}},
-			}},
+			Sources:     sources,
 		})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	k := b.bucket(kv, name)
-	if err := k.caughtUp(ctx, src); err != nil {
-		return nil, err
-	}
-	return k, nil
+	return &Bucket{bus: b, kv: kv, name: name, direct: b.apiPrefix + "DIRECT.GET.KV_" + name}, nil
 }
 
 // caughtUp waits until the index has sourced what src holds: its source
@@ -164,10 +155,6 @@ func (k *Bucket) info(ctx context.Context) (*jetstream.StreamInfo, error) {
 		return nil, fmt.Errorf("KV bucket %s: %w", k.name, err)
 	}
 	return st.CachedInfo(), nil
-}
-
-func (b *Bus) bucket(kv jetstream.KeyValue, name string) *Bucket {
-	return &Bucket{bus: b, kv: kv, name: name, direct: b.apiPrefix + "DIRECT.GET.KV_" + name}
 }
 
 // Name is the bucket's name, prefix included.
