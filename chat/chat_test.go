@@ -143,6 +143,34 @@ func TestDomain(t *testing.T) {
 	}
 }
 
+// TestFeedKeepsItsRoom: while a room has subscribers on the node, its feed
+// keeps it in the store's working set, once however many subscribe; the
+// last to go lets it go.
+func TestFeedKeepsItsRoom(t *testing.T) {
+	b := fakeBackend(t)
+	s := b.service(t, chat.Config{AutoJoin: true})
+	store := b.store.(*memStore)
+	var stops []func()
+	for _, u := range []string{"ann", "ben"} {
+		stop, err := s.SubscribeRoom(context.Background(), u, "r", nil, newSink())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stops = append(stops, stop)
+	}
+	if n := store.keptCount("r"); n != 1 {
+		t.Fatalf("room kept %d times with two subscribers, want once", n)
+	}
+	stops[0]()
+	if n := store.keptCount("r"); n != 1 {
+		t.Fatalf("room kept %d times with one subscriber left, want once", n)
+	}
+	stops[1]()
+	if n := store.keptCount("r"); n != 0 {
+		t.Fatalf("room still kept (%d) with no subscriber", n)
+	}
+}
+
 // Messages that wait for a room's feed are flushed to its subscribers
 // together: once the feed has taken all that waited, or every 64 (the
 // feed's bound), and each reaches its subscriber once, in order.

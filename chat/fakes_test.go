@@ -302,10 +302,11 @@ type memStore struct {
 	members map[string]map[string]storage.Member // room -> user -> membership
 	marks   map[[2]string]uint64
 	leave   []func(room, user string)
+	kept    map[string]int // storage.Keeper's count by room
 }
 
 func newMemStore() *memStore {
-	return &memStore{rooms: map[string]storage.Room{}, members: map[string]map[string]storage.Member{}, marks: map[[2]string]uint64{}}
+	return &memStore{rooms: map[string]storage.Room{}, members: map[string]map[string]storage.Member{}, marks: map[[2]string]uint64{}, kept: map[string]int{}}
 }
 
 func (s *memStore) putLocked(room string, m storage.Member) {
@@ -431,6 +432,23 @@ func (s *memStore) Unread(_ context.Context, room string, msgs []storage.Message
 		}
 	}
 	return out, nil
+}
+
+func (s *memStore) Keep(room string) (release func()) {
+	s.mu.Lock()
+	s.kept[room]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.kept[room]--
+		s.mu.Unlock()
+	}
+}
+
+func (s *memStore) keptCount(room string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kept[room]
 }
 
 func (s *memStore) OnLeave(fn func(room, user string)) {

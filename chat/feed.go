@@ -24,6 +24,9 @@ type roomFeed struct {
 	room  string
 	watch func() // ends the bus's watch
 	probe *time.Timer
+	// release lets the store drop the room from its working set again
+	// (storage.Keeper); a no-op for a store without one.
+	release func()
 
 	mu   sync.Mutex
 	last uint64 // newest id this feed has handed out
@@ -134,6 +137,10 @@ func (s *Service) joinFeed(ctx context.Context, room string, sub Subscriber, sin
 
 // start reads the room's newest id, then watches: anything stored in
 // between shows up as a gap on the next message, or to the first probe.
+//
+// While the feed runs, the store keeps the room in its working set: the
+// room's subscribers send to it, and their sends should never wait for a
+// load.
 func (f *roomFeed) start(ctx context.Context) error {
 	last, err := f.svc.msgs.LastID(ctx, f.room)
 	if err != nil {
@@ -145,6 +152,10 @@ func (f *roomFeed) start(ctx context.Context) error {
 		return err
 	}
 	f.watch = stop
+	f.release = func() {}
+	if k, ok := f.svc.store.(storage.Keeper); ok {
+		f.release = k.Keep(f.room)
+	}
 	f.probe = time.AfterFunc(f.svc.cfg.ProbeDelay, f.runProbe)
 	return nil
 }
@@ -157,6 +168,7 @@ func (f *roomFeed) stop() {
 	if !done {
 		f.probe.Stop()
 		f.watch()
+		f.release()
 		f.mu.Lock()
 		if f.flushLater != nil {
 			f.flushLater.Stop()

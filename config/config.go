@@ -344,7 +344,7 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "how long a new WebSocket may take to send its STOMP CONNECT")
 		fs.DurationVar(&c.WriteStallMax, "write-stall-max", 2*time.Minute, "how long one write may wait for a client that has stopped reading but keeps sending, as one pacing a replay, before it is cut (0: no longer than the 10s write timeout)")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
-		fs.IntVar(&c.WorkingSet, "working-set", 1_000_000, "how many memberships and read positions a node holds in memory, for the rooms in use on it; the rooms least recently used are dropped beyond it, and loaded again when next used")
+		fs.IntVar(&c.WorkingSet, "working-set", 1_000_000, "how many memberships and read positions a node holds in memory, for the rooms in use on it; the rooms least recently used are dropped beyond it (not those with subscribers on the node), and loaded again when next used")
 		fs.DurationVar(&c.FlushWindow, "flush-window", 20*time.Millisecond, "how long a busy room gathers messages before writing them to each subscriber in one write; a room quiet for longer writes at once (0: every burst at once)")
 	})
 	group("Destinations and messages", "STOMP destinations and message fields, as a Spring app names them", func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,12 +13,14 @@ import (
 	"github.com/chatd/chatd/internal/testkit/jwttest"
 	"github.com/chatd/chatd/internal/testkit/stomptest"
 	"github.com/chatd/chatd/internal/testkit/wait"
+	"github.com/go-stomp/stomp/v3/frame"
 )
 
-// TestWorkingSetEviction: a room dropped from a node's working set while
-// members are subscribed there goes on delivering to them, a member
-// removed on another node is still cut off there at once, and the room,
-// loaded again by its next use, gives the same answers (unread counts).
+// TestWorkingSetEviction: a node whose working set overflows drops the
+// rooms least recently used, but keeps the rooms it has subscribers in:
+// their messages, unread counts and member removals go on as before, and
+// their sends load nothing. A room dropped gives the same answers when
+// used again.
 func TestWorkingSetEviction(t *testing.T) {
 	k := jwttest.NewKeys(t)
 	nodes := startCluster(t, 2, jwtOnly(k), func(c *config.Config) { c.WorkingSet = 1000 })
@@ -67,7 +70,7 @@ func TestWorkingSetEviction(t *testing.T) {
 		t.Fatal("node 1 evicted rooms before it held more than it may")
 	}
 	// Node 1 uses every filler room (a history page each): team, used
-	// first, goes.
+	// first but kept for its subscribers, stays.
 	token := k.HS(t, "filler")
 	for r := range fillers {
 		if code := api(t, nodes[1], http.MethodGet, "/api/rooms/room"+strconv.Itoa(r)+"/messages", token, "", nil); code != http.StatusOK {
@@ -77,32 +80,62 @@ func TestWorkingSetEviction(t *testing.T) {
 	if evictions() == 0 {
 		t.Fatal("node 1 holds more than --working-set allows")
 	}
-	// A message posted on node 0 still reaches both subscribers on node 1,
-	// with its unread count (two members besides carol).
+	loads := func() float64 {
+		v, err := nodes[1].metric("chatd_working_set_loads_total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := loads()
+	// A message posted on node 0 reaches both subscribers on node 1, with
+	// its unread count (two members besides carol).
 	poster := dialRaw(t, nodes[0])
 	expectConnected(t, poster.ConnectWith("passcode:"+k.HS(t, "carol")), "carol")
-	if f := sendFrame(poster, "/app/chat.team", msgBody("after the eviction")); f.Command != "RECEIPT" {
+	if f := sendFrame(poster, "/app/chat.team", msgBody("after the evictions")); f.Command != "RECEIPT" {
 		t.Fatalf("carol's SEND: %s %v", f.Command, f.Header)
 	}
 	for user, r := range subs {
 		f := r.Frame()
-		if f.Command != "MESSAGE" || !strings.Contains(string(f.Body), "after the eviction") || !strings.Contains(string(f.Body), `"unreadCount":2`) {
+		if f.Command != "MESSAGE" || !strings.Contains(string(f.Body), "after the evictions") || !strings.Contains(string(f.Body), `"unreadCount":2`) {
 			t.Fatalf("%s got %s %q", user, f.Command, f.Body)
 		}
 	}
-	// Removed on node 0: alice's subscription on node 1 ends at once,
-	// though node 1 no longer holds the room; bob's goes on.
+	// Removed on node 0: alice's subscription on node 1 ends at once;
+	// bob's goes on.
 	if err := nodes[0].removeMember(ctx, "team", "alice"); err != nil {
 		t.Fatal(err)
 	}
 	subs["alice"].ExpectError("forbidden: no longer a member of room team")
-	// Bob sends on node 1, which loads team again: one member besides him.
+	// Bob sends on node 1: team is there, one member besides him.
 	bob := dialRaw(t, nodes[1])
 	expectConnected(t, bob.ConnectWith("passcode:"+k.HS(t, "bob")), "bob")
-	if f := sendFrame(bob, "/app/chat.team", msgBody("loaded again")); f.Command != "RECEIPT" {
+	if f := sendFrame(bob, "/app/chat.team", msgBody("kept")); f.Command != "RECEIPT" {
 		t.Fatalf("bob's SEND on node 1: %s %v", f.Command, f.Header)
 	}
 	if f := subs["bob"].Frame(); f.Command != "MESSAGE" || !strings.Contains(string(f.Body), `"unreadCount":1`) {
 		t.Fatalf("bob got %s %q, want unreadCount 1 (carol)", f.Command, f.Body)
+	}
+	if n := loads(); n != before {
+		t.Fatalf("team, kept for its subscribers, was loaded again (%v loads, was %v)", n, before)
+	}
+	// room0, dropped, answers as before when used again: a message there
+	// is unread by its 19 other members.
+	filler := dialRaw(t, nodes[1])
+	expectConnected(t, filler.ConnectWith("passcode:"+token), "filler")
+	filler.Send("SUBSCRIBE\nid:s\ndestination:/topic/chat.room0\nreceipt:s\n\n\x00")
+	if f := filler.Frame(); f.Command != "RECEIPT" {
+		t.Fatalf("filler's SUBSCRIBE: %s %v", f.Command, f.Header)
+	}
+	// Its RECEIPT and the MESSAGE to its own subscription, in either order.
+	frames := []*frame.Frame{sendFrame(filler, "/app/chat.room0", msgBody("back")), filler.Frame()}
+	slices.SortFunc(frames, func(a, b *frame.Frame) int { return strings.Compare(a.Command, b.Command) })
+	if frames[0].Command != "MESSAGE" || frames[1].Command != "RECEIPT" ||
+		!strings.Contains(string(frames[0].Body), fmt.Sprintf(`"unreadCount":%d`, size-1)) {
+		t.Fatalf("filler got %s %q and %s, want a MESSAGE with unreadCount %d and a RECEIPT",
+			frames[0].Command, frames[0].Body, frames[1].Command, size-1)
+	}
+	if n := loads(); n != before+1 {
+		t.Fatalf("room0 was not loaded again (%v loads, was %v)", n, before)
 	}
 }

@@ -144,6 +144,14 @@ type LeaveNotifier interface {
 	OnLeave(fn func(room, user string))
 }
 
+// Keeper is implemented by stores that hold a working set of rooms: a
+// room kept stays in it, whatever its bound, until release is called. A
+// node keeps the rooms it has live subscribers in, so that their sends
+// never wait for a load.
+type Keeper interface {
+	Keep(room string) (release func())
+}
+
 // ReadMarks records how far each member has read each room.
 type ReadMarks interface {
 	// MarkRead moves user's read position in room forward to id. It never

@@ -92,6 +92,7 @@ type roomValue struct {
 var (
 	_ storage.Store         = (*Store)(nil)
 	_ storage.LeaveNotifier = (*Store)(nil)
+	_ storage.Keeper        = (*Store)(nil)
 )
 
 // Open creates or updates the buckets and starts watching their changes.
@@ -436,6 +437,10 @@ func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, erro
 func (s *Store) Unread(ctx context.Context, roomID string, msgs []storage.MessageRef) ([]int, error) {
 	return s.set.Unread(ctx, roomID, msgs)
 }
+
+// Keep implements storage.Keeper: room stays in the working set until
+// release.
+func (s *Store) Keep(room string) (release func()) { return s.set.Keep(room) }
 
 // WorkingSet reports what the node holds.
 func (s *Store) WorkingSet() workingset.Stats { return s.set.Stats() }

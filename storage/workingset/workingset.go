@@ -70,7 +70,8 @@ type Config struct {
 	Load Loader
 	// MaxEntries bounds the memberships and read positions held, over all
 	// rooms (0: DefaultMaxEntries). A room larger than the bound is still
-	// held while it is the one most recently used.
+	// held while it is the one most recently used, and rooms kept (Keep)
+	// stay whatever the bound.
 	MaxEntries int
 }
 
@@ -87,8 +88,9 @@ type Set struct {
 
 	mu    sync.Mutex
 	rooms map[string]*room
-	lru   list.List // of *room, loaded ones only, most recently used first
-	gen   uint64    // Refresh's count: a load that spans one reads again
+	lru   list.List      // of *room, loaded ones only, most recently used first
+	gen   uint64         // Refresh's count: a load that spans one reads again
+	kept  map[string]int // rooms kept (Keep), never evicted
 
 	size             atomic.Int64 // weight of the loaded rooms
 	loads, evictions atomic.Uint64
@@ -137,7 +139,7 @@ func New(cfg Config) *Set {
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = DefaultMaxEntries
 	}
-	return &Set{load: cfg.Load, max: cfg.MaxEntries, rooms: map[string]*room{}}
+	return &Set{load: cfg.Load, max: cfg.MaxEntries, rooms: map[string]*room{}, kept: map[string]int{}}
 }
 
 var _ storage.LeaveNotifier = (*Set)(nil)
@@ -388,8 +390,28 @@ func (s *Set) fill(ctx context.Context, r *room) error {
 	}
 }
 
+// Keep keeps room in the set until release is called (storage.Keeper):
+// it is loaded when first used, as any, but never evicted meanwhile.
+func (s *Set) Keep(room string) (release func()) {
+	s.mu.Lock()
+	s.kept[room]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.kept[room]--; s.kept[room] <= 0 {
+				delete(s.kept, room)
+				s.evictLocked()
+			}
+			s.mu.Unlock()
+		})
+	}
+}
+
 // evictLocked drops the least recently used rooms while the set holds more
-// than it may, keeping the one most recently used. The caller holds mu.
+// than it may, keeping the one most recently used and the rooms kept.
+// The caller holds mu.
 func (s *Set) evictLocked() {
 	for e := s.lru.Back(); s.size.Load() > int64(s.max) && e != nil && e != s.lru.Front(); {
 		r := e.Value.(*room)
@@ -397,7 +419,7 @@ func (s *Set) evictLocked() {
 		r.mu.RLock()
 		refreshing, w := r.refreshing, r.weight()
 		r.mu.RUnlock()
-		if !refreshing { // a Refresh reloads it: keep it
+		if !refreshing && s.kept[r.id] == 0 { // a Refresh reloads it, or it is kept
 			s.lru.Remove(e)
 			delete(s.rooms, r.id)
 			s.size.Add(-int64(w))
@@ -554,7 +576,7 @@ func (s *Set) Mark(roomID, user string) (pos uint64, held bool) {
 
 // Stats is what a set holds and has done.
 type Stats struct {
-	Rooms     int    // rooms held
+	Rooms     int    // rooms loaded
 	Entries   int    // their memberships and read positions, tombstones included
 	Loads     uint64 // rooms loaded (and reloaded) so far
 	Evictions uint64 // rooms dropped to keep within MaxEntries so far

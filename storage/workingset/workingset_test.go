@@ -305,6 +305,44 @@ func TestEviction(t *testing.T) {
 	}
 }
 
+// TestKeep: a room kept stays whatever the bound, and goes like any once
+// released.
+func TestKeep(t *testing.T) {
+	st := newStore()
+	for i := range 10 {
+		var ms []Member
+		for u := range 9 {
+			ms = append(ms, Member{Member: plain("u" + strconv.Itoa(u))})
+		}
+		st.set("r"+strconv.Itoa(i), Snapshot{Members: ms})
+	}
+	s := newSet(t, st, 30) // three rooms of 10 entries
+	release := s.Keep("r0")
+	again := s.Keep("r0")
+	for i := range 10 {
+		memberOf(t, s, "r"+strconv.Itoa(i), "u1")
+	}
+	if _, held := s.Mark("r0", "u1"); !held {
+		t.Fatal("a kept room was evicted")
+	}
+	release()
+	release() // once only
+	for i := 1; i < 10; i++ {
+		memberOf(t, s, "r"+strconv.Itoa(i), "u1")
+	}
+	if _, held := s.Mark("r0", "u1"); !held {
+		t.Fatal("a room kept twice, released once, was evicted")
+	}
+	again()
+	memberOf(t, s, "r1", "u1") // a room not loaded: the next load evicts
+	if _, held := s.Mark("r0", "u1"); held {
+		t.Fatal("a room released, the least recently used, stays beyond the bound")
+	}
+	if st := s.Stats(); st.Entries > 30 {
+		t.Fatalf("after the release: %+v, want within the bound", st)
+	}
+}
+
 // TestOneLargeRoom: a room larger than the whole bound is still held
 // while it is the one in use.
 func TestOneLargeRoom(t *testing.T) {
