@@ -200,8 +200,10 @@ func testBurstFlushedOnce(t *testing.T, b backend) {
 	k.mu.Lock()
 	flushes := slices.Clone(k.flushes)
 	k.mu.Unlock()
-	// The held first message may have had company already.
-	if len(flushes) > 3 || !slices.Contains(flushes, 64) || slices.Max(flushes) > 64 {
+	// The held first message may have had company already, and on a busy
+	// machine the last of the 100 may reach the feed after it has flushed
+	// what was there ([1 64 31 5] once, in CI): a few flushes, not 101.
+	if len(flushes) > 6 || !slices.Contains(flushes, 64) || slices.Max(flushes) > 64 {
 		t.Fatalf("deliveries per flush %v, want bursts of at most and mostly 64", flushes)
 	}
 }
