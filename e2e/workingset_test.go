@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatd/chatd/config"
 	"github.com/chatd/chatd/internal/testkit/jwttest"
+	"github.com/chatd/chatd/internal/testkit/pgtest"
 	"github.com/chatd/chatd/internal/testkit/stomptest"
 	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -22,8 +23,15 @@ import (
 // their sends load nothing. A room dropped gives the same answers when
 // used again.
 func TestWorkingSetEviction(t *testing.T) {
+	t.Run("kv", func(t *testing.T) { testWorkingSetEviction(t, "") })
+	t.Run("postgres", func(t *testing.T) { testWorkingSetEviction(t, pgtest.NewDatabase(t)) })
+}
+
+// testWorkingSetEviction runs TestWorkingSetEviction on the KV store, or
+// with rooms and memberships in the PostgreSQL database at dbURL.
+func testWorkingSetEviction(t *testing.T, dbURL string) {
 	k := jwttest.NewKeys(t)
-	nodes := startCluster(t, 2, jwtOnly(k), func(c *config.Config) { c.WorkingSet = 1000 })
+	nodes := startCluster(t, 2, jwtOnly(k), func(c *config.Config) { c.WorkingSet, c.PostgresURL = 1000, dbURL })
 	ctx := context.Background()
 	for _, u := range []string{"alice", "bob", "carol"} {
 		if err := nodes[0].addMember(ctx, "team", u); err != nil {
