@@ -102,7 +102,7 @@ func TestExternalNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	mine := []string{names.MessagesStream()}
-	for _, b := range []string{kvstore.RoomsBucket, kvstore.MembersBucket, kvstore.ReadsBucket} {
+	for _, b := range []string{kvstore.RoomsBucket, kvstore.MembersBucket, kvstore.ReadsBucket, kvstore.UserRoomsBucket} {
 		mine = append(mine, "KV_"+names.Bucket(b))
 	}
 	streams := func() map[string]bool {
