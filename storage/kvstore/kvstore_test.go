@@ -18,14 +18,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-func startBus(t *testing.T) *natsbus.Bus {
+func startBus(t testing.TB) *natsbus.Bus {
 	bus, _ := startBusAt(t)
 	return bus
 }
 
 // startBusAt is startBus with a client port, for a test that looks at
 // the server with a NATS client of its own; it returns the server's URL.
-func startBusAt(t *testing.T) (*natsbus.Bus, string) {
+func startBusAt(t testing.TB) (*natsbus.Bus, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
