@@ -3,6 +3,7 @@ package workingset
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -520,4 +521,121 @@ func BenchmarkSendCount(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestStress: loads, evictions, keeps and a feed's changes, all at once
+// and racing, against a store with revisions (KV) and without (the
+// PostgreSQL feed, in commit order). Once the feed has delivered every
+// change, each room answers what the store holds, and the set's count of
+// entries is the sum of its rooms'.
+func TestStress(t *testing.T) {
+	t.Run("revisions", func(t *testing.T) { stress(t, true) })
+	t.Run("commit order", func(t *testing.T) { stress(t, false) })
+}
+
+func stress(t *testing.T, versioned bool) {
+	const rooms, users, writes = 12, 15, 3000
+	var mu sync.Mutex
+	state := map[string]map[string]Member{} // room -> user -> latest
+	var rev uint64
+	load := func(ctx context.Context, room string) (Snapshot, error) {
+		mu.Lock()
+		var sn Snapshot
+		for _, m := range state[room] {
+			sn.Members = append(sn.Members, m)
+		}
+		mu.Unlock()
+		// A reply on its way while changes go on: they queue behind the load.
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+		return sn, nil
+	}
+	s := New(Config{Load: load, MaxEntries: 40})
+	events := make(chan func(), 64)
+	done := make(chan struct{})
+	go func() { // the watcher: changes in revision order
+		defer close(done)
+		for ev := range events {
+			ev()
+		}
+	}()
+	ctx := context.Background()
+	var readers sync.WaitGroup
+	stopReading := make(chan struct{})
+	for range 3 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stopReading:
+					return
+				default:
+				}
+				room := "r" + strconv.Itoa(rand.IntN(rooms))
+				switch rand.IntN(4) {
+				case 0:
+					release := s.Keep(room)
+					_, _, _ = s.Member(ctx, room, "u1")
+					release()
+				case 1:
+					_, _ = s.Members(ctx, room)
+				case 2:
+					_, _ = s.Others(ctx, room, "u2")
+				default:
+					_, _ = s.Unread(ctx, room, []storage.MessageRef{{ID: 1}})
+				}
+			}
+		})
+	}
+	for range writes {
+		room, user := "r"+strconv.Itoa(rand.IntN(rooms)), "u"+strconv.Itoa(rand.IntN(users))
+		del := rand.IntN(3) == 0
+		mu.Lock()
+		rev++
+		r := rev
+		if !versioned {
+			r = 0
+		}
+		if state[room] == nil {
+			state[room] = map[string]Member{}
+		}
+		state[room][user] = Member{Member: plain(user), Rev: r, Deleted: del}
+		if del && !versioned {
+			delete(state[room], user) // a row deleted is gone, revision and all
+		}
+		// Sent under the store's lock, so that the feed is in commit order.
+		if del {
+			events <- func() { s.DeleteMember(room, user, r) }
+		} else {
+			events <- func() { s.PutMember(room, plain(user), r) }
+		}
+		mu.Unlock()
+	}
+	close(events)
+	<-done
+	close(stopReading)
+	readers.Wait()
+	for i := range rooms {
+		room := "r" + strconv.Itoa(i)
+		var want []string
+		mu.Lock()
+		for u, m := range state[room] {
+			if !m.Deleted {
+				want = append(want, u)
+			}
+		}
+		mu.Unlock()
+		slices.Sort(want)
+		if got := members(t, s, room); !slices.Equal(got, want) {
+			t.Fatalf("%s: members %v, the store holds %v", room, got, want)
+		}
+	}
+	s.mu.Lock()
+	sum := 0
+	for e := s.lru.Front(); e != nil; e = e.Next() {
+		sum += e.Value.(*room).weight()
+	}
+	size := s.size.Load()
+	s.mu.Unlock()
+	if int64(sum) != size {
+		t.Fatalf("the set counts %d entries, its rooms hold %d", size, sum)
+	}
 }
