@@ -318,7 +318,7 @@ func TestDashboard(t *testing.T) {
 	for what, metric := range map[string]string{
 		"connections": "chatd_websocket_connections", "deliveries/s": "chatd_messages_delivered_total",
 		"SEND to RECEIPT latency": "chatd_jetstream_publish_seconds_bucket", "slow-consumer cut-offs": "chatd_slow_consumer_disconnects_total",
-		"archive lag": "chatd_archive_lag_seconds", "Go runtime": "go_goroutines",
+		"archive lag": "chatd_archive_lag_seconds", "working set": "chatd_working_set_entries", "Go runtime": "go_goroutines",
 	} {
 		if !strings.Contains(all, metric) {
 			t.Errorf("the dashboard does not show %s (%s)", what, metric)
