@@ -117,6 +117,10 @@ var alertCases = map[string][]alertCase{
 			"chatd_jetstream_publish_seconds_bucket{job=\"chatd\",instance=\"a\",le=\"1\"} 0+100x10\n" +
 			"chatd_jetstream_publish_seconds_bucket{job=\"chatd\",instance=\"a\",le=\"+Inf\"} 0+100x10", 10 * time.Minute, false},
 	},
+	"ChatdWorkingSetThrashing": {
+		{`chatd_working_set_evictions_total{job="chatd",instance="a"} 0+120x30`, 20 * time.Minute, true},
+		{`chatd_working_set_evictions_total{job="chatd",instance="a"} 0+10x30`, 20 * time.Minute, false},
+	},
 	"ChatdFileDescriptorsNearLimit": {
 		{"process_open_fds{job=\"chatd\",instance=\"a\"} 900 900\nprocess_max_fds{job=\"chatd\",instance=\"a\"} 1000 1000", time.Minute, true},
 		{"process_open_fds{job=\"chatd\",instance=\"a\"} 100 100\nprocess_max_fds{job=\"chatd\",instance=\"a\"} 1000 1000", time.Minute, false},
