@@ -92,7 +92,8 @@ type Set struct {
 	gen   uint64         // Refresh's count: a load that spans one reads again
 	kept  map[string]int // rooms kept (Keep), never evicted
 
-	size             atomic.Int64 // weight of the loaded rooms
+	size int // weight of the loaded rooms
+
 	loads, evictions atomic.Uint64
 
 	lmu   sync.RWMutex
@@ -244,21 +245,21 @@ func (r *room) applySnapshot(sn Snapshot) {
 }
 
 // change applies fn to room id if the set holds it, and reports whether
-// fn ended a membership. While the room loads, fn waits to be applied
-// after the snapshot; while it reloads (Refresh), fn is applied now and
-// again after the new snapshot.
-func (s *Set) change(id string, fn func(*room) bool) bool {
+// the room was loaded (held) and fn ended a membership there. While the
+// room loads, fn waits to be applied after the snapshot; while it reloads
+// (Refresh), fn is applied now and again after the new snapshot.
+func (s *Set) change(id string, fn func(*room) bool) (ended, held bool) {
 	// Under mu throughout, so that the room's weight and the total agree
 	// with evictions; readers of the room wait only for fn.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rooms[id]
 	if r == nil {
-		return false
+		return false, false
 	}
 	if r.loading != nil {
 		r.loadPending = append(r.loadPending, fn)
-		return false
+		return false, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -266,9 +267,9 @@ func (s *Set) change(id string, fn func(*room) bool) bool {
 		r.refreshPending = append(r.refreshPending, fn)
 	}
 	before := r.weight()
-	ended := fn(r)
-	s.size.Add(int64(r.weight() - before))
-	return ended
+	ended = fn(r)
+	s.size += r.weight() - before
+	return ended, true
 }
 
 // PutRoom records a room's record at revision rev (0: none).
@@ -297,11 +298,7 @@ func (s *Set) PutMark(roomID, user string, pos, rev uint64) {
 // was present; of any other room, of every deletion, for the set cannot
 // tell whether it was (and a subscriber there, if any, must end).
 func (s *Set) DeleteMember(roomID, user string, rev uint64) {
-	s.mu.Lock()
-	r := s.rooms[roomID]
-	held := r != nil && r.loading == nil
-	s.mu.Unlock()
-	ended := s.change(roomID, func(r *room) bool { return r.deleteMember(user, rev) })
+	ended, held := s.change(roomID, func(r *room) bool { return r.deleteMember(user, rev) })
 	if ended || !held {
 		s.left(roomID, user)
 	}
@@ -382,7 +379,7 @@ func (s *Set) fill(ctx context.Context, r *room) error {
 		w := r.weight()
 		r.mu.Unlock()
 		r.elem = s.lru.PushFront(r)
-		s.size.Add(int64(w))
+		s.size += w
 		s.evictLocked()
 		s.mu.Unlock()
 		close(ch)
@@ -413,7 +410,7 @@ func (s *Set) Keep(room string) (release func()) {
 // than it may, keeping the one most recently used and the rooms kept.
 // The caller holds mu.
 func (s *Set) evictLocked() {
-	for e := s.lru.Back(); s.size.Load() > int64(s.max) && e != nil && e != s.lru.Front(); {
+	for e := s.lru.Back(); s.size > s.max && e != nil && e != s.lru.Front(); {
 		r := e.Value.(*room)
 		prev := e.Prev()
 		r.mu.RLock()
@@ -422,7 +419,7 @@ func (s *Set) evictLocked() {
 		if !refreshing && s.kept[r.id] == 0 { // a Refresh reloads it, or it is kept
 			s.lru.Remove(e)
 			delete(s.rooms, r.id)
-			s.size.Add(-int64(w))
+			s.size -= w
 			s.evictions.Add(1)
 		}
 		e = prev
@@ -477,7 +474,7 @@ func (s *Set) Refresh(ctx context.Context) error {
 			}
 		}
 		if s.rooms[r.id] == r { // an evicted room's weight has left the total
-			s.size.Add(int64(fresh.weight() - r.weight()))
+			s.size += fresh.weight() - r.weight()
 		}
 		r.info, r.infoRev, r.hasInfo = fresh.info, fresh.infoRev, fresh.hasInfo
 		r.members, r.marks, r.present = fresh.members, fresh.marks, fresh.present
@@ -586,5 +583,5 @@ type Stats struct {
 func (s *Set) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Rooms: s.lru.Len(), Entries: int(s.size.Load()) - s.lru.Len(), Loads: s.loads.Load(), Evictions: s.evictions.Load()}
+	return Stats{Rooms: s.lru.Len(), Entries: s.size - s.lru.Len(), Loads: s.loads.Load(), Evictions: s.evictions.Load()}
 }

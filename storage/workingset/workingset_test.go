@@ -633,9 +633,9 @@ func stress(t *testing.T, versioned bool) {
 	for e := s.lru.Front(); e != nil; e = e.Next() {
 		sum += e.Value.(*room).weight()
 	}
-	size := s.size.Load()
+	size := s.size
 	s.mu.Unlock()
-	if int64(sum) != size {
+	if sum != size {
 		t.Fatalf("the set counts %d entries, its rooms hold %d", size, sum)
 	}
 }
