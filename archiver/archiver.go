@@ -41,11 +41,11 @@ type Config struct {
 }
 
 // Archiver copies every room message into the archive. A message is
-// acknowledged only after the INSERT that holds it has committed, and the
-// id (the log's sequence) is the primary key, so a message redelivered
-// after a crash, or handled by two nodes, is stored once. While
-// PostgreSQL is down the archiver holds its batch and retries; the log
-// keeps the rest, and chat goes on.
+// acknowledged only after the INSERT that holds it has committed, and its
+// room and id (the sequence of its partition's stream) are the primary
+// key, so a message redelivered after a crash, or handled by two nodes, is
+// stored once. While PostgreSQL is down the archiver holds its batch and
+// retries; the log keeps the rest, and chat goes on.
 type Archiver struct {
 	archive *postgres.Archive
 	cons    *natsbus.Consumer

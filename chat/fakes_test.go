@@ -187,7 +187,7 @@ func (w *world) Latest(_ context.Context, room string, upTo uint64) (*storage.Me
 	return nil, nil
 }
 
-func (w *world) State(context.Context) (storage.LogState, error) {
+func (w *world) State(context.Context, string) (storage.LogState, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	st := storage.LogState{Epoch: w.epoch, First: w.epoch, Last: w.epoch - 1}

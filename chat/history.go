@@ -93,7 +93,7 @@ func (s *Service) withArchived(ctx context.Context, room string, before uint64, 
 // of the room's messages: by age or total (the log no longer starts at its
 // first id) or by the per-room cap (the room is at it).
 func (s *Service) mayHaveDropped(ctx context.Context, room string) (bool, error) {
-	st, err := s.msgs.State(ctx)
+	st, err := s.msgs.State(ctx, room)
 	if err != nil {
 		return false, err
 	}

@@ -13,8 +13,8 @@ import (
 // (stompapi) implement Subscriber. None of them is imported here.
 
 // MessageLog reads the stored room messages. A message's id is its
-// position in the log: ids rise across the log, so they rise in every
-// room.
+// position in the log, or in the log's partition that holds its room: ids
+// rise in every room, and are compared only within a room.
 type MessageLog interface {
 	// Page returns up to limit of the room's messages before the id (0:
 	// the newest), oldest first. The newest page holds the room's newest
@@ -31,8 +31,9 @@ type MessageLog interface {
 	// Latest returns the room's newest message at or below upTo (0: of
 	// all), or nil.
 	Latest(ctx context.Context, room string, upTo uint64) (*storage.Message, error)
-	// State returns the log's bounds.
-	State(ctx context.Context) (storage.LogState, error)
+	// State returns the bounds of the log (or of its partition) holding
+	// the room's messages.
+	State(ctx context.Context, room string) (storage.LogState, error)
 	// RoomCount is how many of the room's messages the log holds.
 	RoomCount(ctx context.Context, room string) (uint64, error)
 	// RoomTails returns, for each of marks in order, its room's newest
@@ -45,8 +46,8 @@ type MessageLog interface {
 	MaxMessageSize() int
 }
 
-// Committer stores posted messages: group commit, in the order of the
-// Submit calls.
+// Committer stores posted messages: group commit, each room's in the order
+// of the Submit calls.
 type Committer interface {
 	// Submit queues a message for room. done is called once, with the
 	// message's id once it is stored (as durably as the deployment says),
@@ -57,7 +58,7 @@ type Committer interface {
 	// within the log's duplicate window, store nothing twice. abandon (nil:
 	// none) is asked just before the message is written; an error leaves
 	// it unwritten and goes to done. A failure is told to done before any
-	// later message is written.
+	// later message of its room is written.
 	Submit(room string, data []byte, sender, clientID string, abandon func() error, done func(id uint64, err error))
 }
 

@@ -160,7 +160,7 @@ func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, upTo u
 // below which id the replay reads from the archive: where the log may
 // have dropped messages after the cursor, the archive has them.
 func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note Note, below uint64, err error) {
-	st, err := f.svc.msgs.State(ctx)
+	st, err := f.svc.msgs.State(ctx, f.room)
 	if err != nil {
 		return 0, Note{}, 0, err
 	}

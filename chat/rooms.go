@@ -274,16 +274,17 @@ func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, er
 			out[i].LastMessage = &msgs[0]
 		}
 	}
-	// Newest message first; rooms without messages after, by name.
+	// Newest message first, by the time the log stored it (ids of rooms
+	// in different partitions do not compare); rooms without messages
+	// after, by name.
+	at := make(map[string]time.Time, len(tails))
+	for i, t := range tails {
+		if t.Latest != nil {
+			at[rooms[i].ID] = t.Latest.Time
+		}
+	}
 	slices.SortStableFunc(out, func(a, b RoomSummary) int {
-		var ai, bi uint64
-		if a.LastMessage != nil {
-			ai = a.LastMessage.ID
-		}
-		if b.LastMessage != nil {
-			bi = b.LastMessage.ID
-		}
-		return cmp.Or(cmp.Compare(bi, ai), cmp.Compare(a.Name, b.Name))
+		return cmp.Or(at[b.ID].Compare(at[a.ID]), cmp.Compare(a.Name, b.Name))
 	})
 	return out, nil
 }

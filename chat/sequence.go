@@ -9,11 +9,13 @@ import (
 
 // Sequence is one sender's posts in the order they were sent: a STOMP
 // session's. Once one of them fails to be stored, or its fate is unknown,
-// none posted after it is stored: they fail with the same error. So a
-// client that resends from its first unacknowledged message, with the
-// same client-msg-ids, stores its messages in the order it sent them:
-// what was stored after all is acknowledged again, not stored twice, and
-// nothing later got in ahead of it.
+// none posted after it is stored in its room: they fail with the same
+// error (the Committer tells a failure before it writes its room's next
+// message; one to a room the log writes apart may be stored already). So
+// a client that resends from its first unacknowledged message, with the
+// same client-msg-ids, stores each room's messages in the order it sent
+// them: what was stored after all is acknowledged again, not stored twice,
+// and nothing later got in ahead of it.
 //
 // It also gives the sender its own writes to read: Settled waits until
 // what it posted has an outcome.

@@ -45,6 +45,9 @@ type Config struct {
 	LogLevel          slog.Level
 	HistoryMaxAge     time.Duration
 	HistoryMaxPerRoom int64
+	// Partitions is how many streams the room messages are spread over
+	// (natsbus.Names.Partition).
+	Partitions int
 	// PostgresURL, when set, keeps rooms, memberships and an archive of
 	// every message in PostgreSQL (storage/postgres).
 	PostgresURL      string
@@ -329,6 +332,7 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL connection `URL`: rooms, memberships and an archive of every message go there (default: none, rooms and memberships in JetStream KV)")
 		fs.DurationVar(&c.HistoryMaxAge, "history-max-age", 0, "drop room messages older than this from JetStream (0: keep)")
 		fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
+		fs.IntVar(&c.Partitions, "partitions", 1, "how many JetStream streams the room messages are spread over, each room in one of them, each stream with its own leader so that writes spread over the cluster; fixed when the deployment is first started: a node started with another count refuses to start; the same on every node")
 		fs.DurationVar(&c.DedupeWindow, "dedupe-window", 2*time.Minute, "how long a client-msg-id (in a cluster, also chatd's own message id) is remembered")
 	})
 	group("Limits and timeouts", "what one client may do, and how long chatd waits", func() {
@@ -614,6 +618,8 @@ func (c Config) Validate() error {
 	case c.HistoryMaxAge > 0 && c.DedupeWindow > c.HistoryMaxAge:
 		return fmt.Errorf("config: --dedupe-window %s must not exceed --history-max-age %s: a client-msg-id is remembered only while its message is held",
 			c.DedupeWindow, c.HistoryMaxAge)
+	case c.Partitions < 1 || c.Partitions > natsbus.MaxPartitions:
+		return fmt.Errorf("config: invalid --partitions %d: 1 to %d", c.Partitions, natsbus.MaxPartitions)
 	case c.HistoryMaxPerRoom < 0:
 		return fmt.Errorf("config: invalid --history-max-per-room %d: must not be negative", c.HistoryMaxPerRoom)
 	case c.DedupeWindow < 0:

@@ -115,6 +115,8 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--heartbeat-min", "10ms"}, nil, "--heartbeat-min"},
 		{[]string{"--dev", "--flush-window", "2s"}, nil, "--flush-window"},
 		{[]string{"--dev", "--working-set", "10"}, nil, "--working-set"},
+		{[]string{"--dev", "--partitions", "0"}, nil, "--partitions"},
+		{[]string{"--dev", "--partitions", "65"}, nil, "--partitions"},
 		{[]string{"--dev", "--flush-window", "-1ms"}, nil, "--flush-window"},
 		{[]string{"--dev", "--write-stall-max", "5s"}, nil, "--write-stall-max"},
 		{[]string{"--dev", "--write-stall-max", "-1m"}, nil, "--write-stall-max"},

@@ -74,14 +74,24 @@ var alertCases = map[string][]alertCase{
 		{"up{job=\"chatd\",instance=\"a\"} 0 0 0\nup{job=\"chatd\",instance=\"b\"} 1 1 1", 2 * time.Minute, false},
 	},
 	"ChatdStreamLeaderMissing": {
-		{"chatd_messages_stream_leader{job=\"chatd\",instance=\"a\"} 1 0 0\nchatd_messages_stream_leader{job=\"chatd\",instance=\"b\"} 0 0 0", 2 * time.Minute, true},
-		{"chatd_messages_stream_leader{job=\"chatd\",instance=\"a\"} 1 0 0\nchatd_messages_stream_leader{job=\"chatd\",instance=\"b\"} 0 1 1", 2 * time.Minute, false},
-		// An external NATS: the gauge is absent, and says nothing.
+		{"chatd_messages_stream_leader{job=\"chatd\",instance=\"a\"} 1 0 0\nchatd_messages_stream_leader{job=\"chatd\",instance=\"b\"} 0 0 0\n" +
+			"chatd_messages_partitions{job=\"chatd\",instance=\"a\"} 1 1 1\nchatd_messages_partitions{job=\"chatd\",instance=\"b\"} 1 1 1", 2 * time.Minute, true},
+		{"chatd_messages_stream_leader{job=\"chatd\",instance=\"a\"} 1 0 0\nchatd_messages_stream_leader{job=\"chatd\",instance=\"b\"} 0 1 1\n" +
+			"chatd_messages_partitions{job=\"chatd\",instance=\"a\"} 1 1 1\nchatd_messages_partitions{job=\"chatd\",instance=\"b\"} 1 1 1", 2 * time.Minute, false},
+		// Four partitions: one without a leader fires it, all led do not.
+		{"chatd_messages_stream_leader{job=\"chatd\",instance=\"a\"} 2 2 2\nchatd_messages_stream_leader{job=\"chatd\",instance=\"b\"} 2 1 1\n" +
+			"chatd_messages_partitions{job=\"chatd\",instance=\"a\"} 4 4 4\nchatd_messages_partitions{job=\"chatd\",instance=\"b\"} 4 4 4", 2 * time.Minute, true},
+		{"chatd_messages_stream_leader{job=\"chatd\",instance=\"a\"} 2 3 3\nchatd_messages_stream_leader{job=\"chatd\",instance=\"b\"} 2 1 1\n" +
+			"chatd_messages_partitions{job=\"chatd\",instance=\"a\"} 4 4 4\nchatd_messages_partitions{job=\"chatd\",instance=\"b\"} 4 4 4", 2 * time.Minute, false},
+		// An external NATS: the gauges are absent, and say nothing.
 		{`chatd_sessions{job="chatd",instance="a"} 1 1 1`, 2 * time.Minute, false},
 	},
 	"ChatdStreamReplicaBehind": {
-		{`chatd_messages_stream_current{job="chatd",instance="a"} 1 0x12`, 12 * time.Minute, true},
-		{`chatd_messages_stream_current{job="chatd",instance="a"} 0x8 1 1 1 1`, 12 * time.Minute, false},
+		{"chatd_messages_stream_current{job=\"chatd\",instance=\"a\"} 1 0x12\nchatd_messages_partitions{job=\"chatd\",instance=\"a\"} 1+0x13", 12 * time.Minute, true},
+		{"chatd_messages_stream_current{job=\"chatd\",instance=\"a\"} 0x8 1 1 1 1\nchatd_messages_partitions{job=\"chatd\",instance=\"a\"} 1+0x12", 12 * time.Minute, false},
+		// Four partitions, one of this node's replicas behind throughout.
+		{"chatd_messages_stream_current{job=\"chatd\",instance=\"a\"} 4 3x12\nchatd_messages_partitions{job=\"chatd\",instance=\"a\"} 4+0x13", 12 * time.Minute, true},
+		{"chatd_messages_stream_current{job=\"chatd\",instance=\"a\"} 3x8 4 4 4 4\nchatd_messages_partitions{job=\"chatd\",instance=\"a\"} 4+0x12", 12 * time.Minute, false},
 	},
 	"ChatdArchiveLagging": {
 		{`chatd_archive_lag_seconds{job="chatd",instance="a"} 0 300 700`, 2 * time.Minute, true},

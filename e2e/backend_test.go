@@ -49,6 +49,9 @@ func (n *node) jetStream(t testing.TB) jetstream.JetStream {
 // names are the node's NATS subjects, stream and buckets.
 func (n *node) names() natsbus.Names {
 	names, err := natsbus.NewNames(n.cfg.NATSPrefix)
+	if err == nil {
+		names, err = names.WithPartitions(n.cfg.Partitions)
+	}
 	if err != nil {
 		n.t.Fatal(err)
 	}

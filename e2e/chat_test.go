@@ -280,8 +280,11 @@ func TestReadReceiptsChangeUnreadCount(t *testing.T) {
 // in order, while another user keeps sending through the switch from
 // replay to live.
 func TestSinceIDReplayWhileOthersSend(t *testing.T) {
-	t.Parallel()
-	n := startNode(t)
+	partitioned(t, testSinceIDReplayWhileOthersSend)
+}
+
+func testSinceIDReplayWhileOthersSend(t *testing.T, partitions func(*config.Config)) {
+	n := startNode(t, partitions)
 	watcher := dial(t, n, "watcher") // sees everything live: the reference
 	ref := watcher.subscribe("/topic/chat.replay")
 	bob := dial(t, n, "bob")
@@ -343,9 +346,22 @@ func firstDiff(a, b []uint64) int {
 	return min(len(a), len(b))
 }
 
+// partitioned runs a test on one stream and on four (--partitions).
+func partitioned(t *testing.T, test func(t *testing.T, partitions func(*config.Config))) {
+	for _, p := range []int{1, 4} {
+		t.Run("partitions="+strconv.Itoa(p), func(t *testing.T) {
+			t.Parallel()
+			test(t, func(c *config.Config) { c.Partitions = p })
+		})
+	}
+}
+
 func TestSinceIDGapWhenHistoryTrimmed(t *testing.T) {
-	t.Parallel()
-	n := startNode(t, func(c *config.Config) { c.HistoryMaxPerRoom = 5 })
+	partitioned(t, testSinceIDGapWhenHistoryTrimmed)
+}
+
+func testSinceIDGapWhenHistoryTrimmed(t *testing.T, partitions func(*config.Config)) {
+	n := startNode(t, partitions, func(c *config.Config) { c.HistoryMaxPerRoom = 5 })
 	alice := dial(t, n, "alice")
 	sub := alice.subscribe("/topic/chat.trim")
 	alice.post("trim", "first")
@@ -379,8 +395,11 @@ func TestSinceIDGapWhenHistoryTrimmed(t *testing.T) {
 }
 
 func TestSinceIDFromEarlierLifeIsReset(t *testing.T) {
-	t.Parallel()
-	n := startNode(t)
+	partitioned(t, testSinceIDFromEarlierLifeIsReset)
+}
+
+func testSinceIDFromEarlierLifeIsReset(t *testing.T, partitions func(*config.Config)) {
+	n := startNode(t, partitions)
 	alice := dial(t, n, "alice")
 	sub := alice.subscribe("/topic/chat.life")
 	for range 3 {

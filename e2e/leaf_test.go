@@ -124,7 +124,7 @@ func TestLeafNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := js.Stream(ctx, names.MessagesStream())
+	st, err := js.Stream(ctx, names.MessagesStream(0))
 	if err != nil {
 		t.Fatalf("the message stream is not in the hub: %v", err)
 	}

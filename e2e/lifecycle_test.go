@@ -101,7 +101,7 @@ func TestExternalNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine := []string{names.MessagesStream()}
+	mine := []string{names.MessagesStream(0)}
 	for _, b := range []string{kvstore.RoomsBucket, kvstore.MembersBucket, kvstore.ReadsBucket, kvstore.UserRoomsBucket} {
 		mine = append(mine, "KV_"+names.Bucket(b))
 	}
@@ -148,7 +148,7 @@ func TestExternalNATS(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 	// The stream lives in the external server, visible to any NATS client.
-	info, err := js.Stream(context.Background(), names.MessagesStream())
+	info, err := js.Stream(context.Background(), names.MessagesStream(0))
 	if err != nil {
 		t.Fatalf("stream not in the external NATS: %v", err)
 	}

@@ -197,9 +197,13 @@ func TestArchiveSurvivesPostgresOutage(t *testing.T) {
 // archive without a gap; with PostgreSQL cut off, a replay says what it
 // cannot give.
 func TestHistoryAcrossArchiveBoundary(t *testing.T) {
+	partitioned(t, testHistoryAcrossArchiveBoundary)
+}
+
+func testHistoryAcrossArchiveBoundary(t *testing.T, partitions func(*config.Config)) {
 	dbURL := pgtest.NewDatabase(t)
 	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
-	n := startNode(t, func(c *config.Config) {
+	n := startNode(t, partitions, func(c *config.Config) {
 		c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr())
 		c.HistoryMaxAge, c.DedupeWindow = 3*time.Second, time.Second
 	})
@@ -213,13 +217,14 @@ func TestHistoryAcrossArchiveBoundary(t *testing.T) {
 	}
 	waitArchived(t, db, "arc", all)
 	js := n.jetStream(t)
+	names := n.names()
 	wait.Until(t, "the stream drops the old messages", func() error {
-		st, err := js.Stream(context.Background(), "CHAT_MESSAGES")
+		st, err := js.Stream(context.Background(), names.MessagesStream(names.Partition("arc")))
 		if err != nil {
 			return err
 		}
-		info, err := st.Info(context.Background(), jetstream.WithSubjectFilter("chat.msg.arc"))
-		if err != nil || info.State.Subjects["chat.msg.arc"] != 0 {
+		info, err := st.Info(context.Background(), jetstream.WithSubjectFilter(names.Room("arc")))
+		if err != nil || info.State.Subjects[names.Room("arc")] != 0 {
 			return fmt.Errorf("stream holds %v of the room (%v)", info.State.Subjects, err)
 		}
 		return nil

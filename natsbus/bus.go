@@ -15,6 +15,7 @@
 package natsbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,6 +88,9 @@ type Options struct {
 	// default DefaultPrefix), so that deployments with different
 	// prefixes can share one NATS.
 	Prefix string
+	// Partitions is how many streams the room messages are spread over
+	// (Names.Partition; 0 stands for 1).
+	Partitions int
 
 	// jsCheckEvery and jsMinFree override the JetStream guard's defaults
 	// (jsGuardEvery, jsGuardMinFree), and leafWait leafWait, in tests.
@@ -177,6 +181,9 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		prefix = DefaultPrefix
 	}
 	names, err := NewNames(prefix)
+	if err == nil {
+		names, err = names.WithPartitions(max(opts.Partitions, 1))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("NATS names: %w", err)
 	}
@@ -252,6 +259,15 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		}
 		b.nc = nc
 	}
+	if srv := cmp.Or(b.srv, b.leaf); srv != nil && names.Partitions() > 1 {
+		// Backends that publish to chat.msg.<room>, as with one partition,
+		// reach the room's partition through this node's server.
+		src, dst := names.partitionMapping()
+		if err := srv.GlobalAccount().AddMapping(src, dst); err != nil {
+			b.shutdown()
+			return nil, fmt.Errorf("map %s to the partitions: %w", src, err)
+		}
+	}
 	// A publish whose acknowledgement never comes fails after the timeout
 	// instead of holding its sender's RECEIPT (and a graceful shutdown)
 	// forever; the pending bound is well above what sessions keep in flight.
@@ -272,7 +288,7 @@ func Start(ctx context.Context, opts Options) (*Bus, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	b.js = js
-	if err := b.resend.watchLeaders(b.nc, names.MessagesStream()); err != nil {
+	if err := b.resend.watchLeaders(b.nc, names.MessagesStreams()); err != nil {
 		b.shutdown()
 		return nil, fmt.Errorf("watch stream leader elections: %w", err)
 	}
@@ -505,7 +521,7 @@ func (b *Bus) waitJetStream(ctx context.Context) error {
 
 // Ready reports whether this node can store and serve messages: NATS is
 // connected, JetStream answers (and, embedded, is on with room on its
-// disk), and the message stream, once it exists, has a leader, which it
+// disk), and every messages stream, once it exists, has a leader, which it
 // lacks while the cluster has lost its majority.
 func (b *Bus) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
@@ -519,15 +535,17 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if _, err := b.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	st, err := b.js.Stream(ctx, b.names.MessagesStream())
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return nil // not made yet: nothing to store to
-	case err != nil:
-		return fmt.Errorf("message stream: %w", err)
-	}
-	if c := st.CachedInfo().Cluster; c != nil && c.Leader == "" {
-		return errors.New("message stream has no leader: its replicas lack a majority")
+	for _, name := range b.names.MessagesStreams() {
+		st, err := b.js.Stream(ctx, name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			continue // not made yet: nothing to store to
+		case err != nil:
+			return fmt.Errorf("message stream %s: %w", name, err)
+		}
+		if c := st.CachedInfo().Cluster; c != nil && c.Leader == "" {
+			return fmt.Errorf("message stream %s has no leader: its replicas lack a majority", name)
+		}
 	}
 	return nil
 }
@@ -538,22 +556,33 @@ func (b *Bus) Names() Names { return b.names }
 // Embedded reports whether this bus runs its own NATS server.
 func (b *Bus) Embedded() bool { return b.srv != nil }
 
-// MessagesReplica reports this node's replica of the messages stream:
-// leader while it leads (every write goes through the leader), current
-// while it has caught up with the leader and applies its writes. known is
-// false where this node cannot tell (an external NATS). A node alone leads
-// and is current whenever its JetStream is on.
-func (b *Bus) MessagesReplica() (leader, current, known bool) {
+// MessagesReplica reports this node's replicas of the messages streams:
+// of the partitions, how many it leads (every write goes through a
+// stream's leader) and how many of its replicas have caught up with their
+// leader and apply its writes. known is false where this node cannot tell
+// (an external NATS). A node alone leads every partition and is current
+// whenever its JetStream is on.
+func (b *Bus) MessagesReplica() (leading, current, partitions int, known bool) {
+	partitions = b.names.Partitions()
 	if b.srv == nil {
-		return false, false, false
+		return 0, 0, partitions, false
 	}
 	if !b.clustered {
-		on := b.srv.JetStreamEnabled()
-		return on, on, true
+		if b.srv.JetStreamEnabled() {
+			return partitions, partitions, partitions, true
+		}
+		return 0, 0, partitions, true
 	}
 	acc := b.srv.GlobalAccount().Name
-	stream := b.names.MessagesStream()
-	return b.srv.JetStreamIsStreamLeader(acc, stream), b.srv.JetStreamIsStreamCurrent(acc, stream), true
+	for _, stream := range b.names.MessagesStreams() {
+		if b.srv.JetStreamIsStreamLeader(acc, stream) {
+			leading++
+		}
+		if b.srv.JetStreamIsStreamCurrent(acc, stream) {
+			current++
+		}
+	}
+	return leading, current, partitions, true
 }
 
 // sync returns once every write to the stream that JetStream acknowledged

@@ -18,7 +18,7 @@ import (
 )
 
 // CommitMetrics is told how group commit goes. Its methods run on the
-// committer's goroutine: they must be quick.
+// partitions' committing goroutines, concurrently: they must be quick.
 type CommitMetrics interface {
 	// BatchCommitted: a batch of n messages was written, stored or not
 	// (where chatd syncs, its submitters hear after the sync); atomic says
@@ -57,11 +57,19 @@ const atomicMin = 16
 // ErrCommitterClosed is the error of a message submitted after Close.
 var ErrCommitterClosed = errors.New("natsbus: committer closed")
 
-// Committer is group commit on the publish path: messages submitted close
-// together, from any session and for any room, are written to JetStream
-// together, and each submitter hears of its own message when JetStream has
-// acknowledged it. One goroutine owns the publishing and the waiting for
-// acknowledgements; there is no goroutine per message.
+// Committer is group commit on the publish path, one committer per
+// partition of the log, so that the partitions' streams are written at
+// once, each through its own leader.
+type Committer struct {
+	names Names
+	parts []*committer
+}
+
+// committer is group commit for one partition: messages submitted close
+// together, from any session and for any of its rooms, are written to its
+// stream together, and each submitter hears of its own message when
+// JetStream has acknowledged it. One goroutine owns the publishing and the
+// waiting for acknowledgements; there is no goroutine per message.
 //
 // Batches are natural: while one batch is being stored, the next gathers
 // whatever arrives meanwhile (up to maxBatch), so a lone message waits for
@@ -81,8 +89,9 @@ var ErrCommitterClosed = errors.New("natsbus: committer closed")
 // stream's block file once per batch (MessageLog.syncs), on a goroutine of
 // its own so that the next batch is published meanwhile, and the batch's
 // submitters hear after that sync.
-type Committer struct {
+type committer struct {
 	msgs    *MessageLog
+	part    *logPart
 	metrics CommitMetrics
 	timeout time.Duration // commitTimeout; shorter in tests
 	log     *slog.Logger
@@ -141,9 +150,17 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 	if metrics == nil {
 		metrics = nopCommitMetrics{}
 	}
+	c := &Committer{names: l.names, parts: make([]*committer, len(l.parts))}
+	for i, p := range l.parts {
+		c.parts[i] = l.newCommitter(p, metrics, commitTimeout)
+	}
+	return c
+}
+
+func (l *MessageLog) newCommitter(part *logPart, metrics CommitMetrics, timeout time.Duration) *committer {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Committer{
-		msgs: l, metrics: metrics, timeout: commitTimeout, log: l.log, ctx: ctx, cancel: cancel,
+	c := &committer{
+		msgs: l, part: part, metrics: metrics, timeout: timeout, log: l.log, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), wake: make(chan struct{}, 1), ids: nuid.New(),
 	}
 	if l.syncs {
@@ -168,17 +185,34 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 // own, NUIDs, which never contain a ':', so that it can send them again
 // without storing them twice (commit).
 //
-// Messages are stored in the order of their Submit calls; a caller that
-// submits from one goroutine keeps its own order. abandon (nil: none) is
-// asked just before the message is written: an error leaves it unwritten,
-// and done gets that error. A message that fails is reported to done
-// before any later message is written, so that a submitter can abandon
-// the ones it sent after it (chat.Sequence).
+// Messages of one partition, so of one room, are stored in the order of
+// their Submit calls; a caller that submits from one goroutine keeps its
+// own order. abandon (nil: none) is asked just before the message is
+// written: an error leaves it unwritten, and done gets that error. A
+// message that fails is reported to done before any later message of its
+// partition is written, so that a submitter can abandon the ones it sent
+// after it (chat.Sequence).
 //
 // An error for a store that cannot take writes for the moment (no leader
 // or quorum, no answer in time, JetStream disabled) wraps
 // storage.ErrUnavailable.
 func (c *Committer) Submit(room string, data []byte, sender, clientID string, abandon func() error, done func(seq uint64, err error)) {
+	c.parts[c.names.Partition(room)].submit(room, data, sender, clientID, abandon, done)
+}
+
+// Close stores what was submitted and stops. If ctx ends first, the
+// messages still waiting fail.
+func (c *Committer) Close(ctx context.Context) error {
+	errs := make([]error, len(c.parts))
+	var wg sync.WaitGroup
+	for i, p := range c.parts {
+		wg.Go(func() { errs[i] = p.close(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *committer) submit(room string, data []byte, sender, clientID string, abandon func() error, done func(seq uint64, err error)) {
 	msgID := ""
 	if clientID != "" {
 		msgID = UserToken(sender) + ":" + clientID
@@ -208,9 +242,7 @@ func (c *Committer) Submit(room string, data []byte, sender, clientID string, ab
 	}
 }
 
-// Close stores what was submitted and stops. If ctx ends first, the
-// messages still waiting fail.
-func (c *Committer) Close(ctx context.Context) error {
+func (c *committer) close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
@@ -229,7 +261,7 @@ func (c *Committer) Close(ctx context.Context) error {
 	}
 }
 
-func (c *Committer) run() {
+func (c *committer) run() {
 	defer close(c.done)
 	for {
 		batch, ok := c.take()
@@ -246,13 +278,13 @@ func (c *Committer) run() {
 
 // syncLater hands a stored batch to the settle goroutine, which tells its
 // submitters once a sync has covered it.
-func (c *Committer) syncLater(batch []*pending, seqs []uint64, errs []error) {
+func (c *committer) syncLater(batch []*pending, seqs []uint64, errs []error) {
 	c.unsynced <- unsynced{batch: slices.Clone(batch), seqs: seqs, errs: errs, deadline: batch[0].deadline}
 }
 
 // settle syncs the stored batches in the order they come and tells their
 // submitters. One sync covers every batch waiting when it starts.
-func (c *Committer) settle() {
+func (c *committer) settle() {
 	defer close(c.settled)
 	for u := range c.unsynced {
 		waiting := []unsynced{u}
@@ -269,7 +301,7 @@ func (c *Committer) settle() {
 			}
 		}
 		ctx, cancel := context.WithDeadline(c.ctx, waiting[0].deadline)
-		err := c.msgs.sync(ctx)
+		err := c.msgs.sync(ctx, c.part)
 		cancel()
 		for _, u := range waiting {
 			for i, p := range u.batch {
@@ -286,7 +318,7 @@ func (c *Committer) settle() {
 // take waits for messages and returns the next batch: everything queued,
 // up to maxBatch messages and maxBatchBytes. ok is false once the
 // committer is closed and drained.
-func (c *Committer) take() (batch []*pending, ok bool) {
+func (c *committer) take() (batch []*pending, ok bool) {
 	for {
 		c.mu.Lock()
 		if len(c.queue) > 0 {
@@ -329,7 +361,7 @@ func (c *Committer) take() (batch []*pending, ok bool) {
 }
 
 // commit stores a batch and tells every message's submitter.
-func (c *Committer) commit(batch []*pending) {
+func (c *committer) commit(batch []*pending) {
 	// The oldest message bounds the batch's retries.
 	ctx, cancel := context.WithDeadline(c.ctx, batch[0].deadline)
 	defer cancel()
@@ -352,7 +384,7 @@ func (c *Committer) commit(batch []*pending) {
 // checks and remembers every msgID on every replica (about 110 bytes per
 // message for --dedupe-window), so atomic batches carry only one
 // (commitAtomic).
-func (c *Committer) stamp(batch []*pending) {
+func (c *committer) stamp(batch []*pending) {
 	if !c.msgs.failover {
 		return
 	}
@@ -367,7 +399,7 @@ func (c *Committer) stamp(batch []*pending) {
 // waiting for the first acknowledgement, then waits for each in order.
 // Each submitter hears as soon as its message is acknowledged, or, where
 // chatd syncs (MessageLog.syncs), once the batch is synced.
-func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
+func (c *committer) commitEach(ctx context.Context, batch []*pending) {
 	if err := ctx.Err(); err != nil {
 		for _, p := range batch {
 			p.done(0, fmt.Errorf("publish to room %s: %w", p.room, err))
@@ -422,7 +454,7 @@ func (c *Committer) commitEach(ctx context.Context, batch []*pending) {
 // was (resolveMarked). A batch whose first message carries a client's msgID,
 // which may repeat an earlier message, gets a msgID on every message
 // instead.
-func (c *Committer) commitAtomic(ctx context.Context, batch []*pending) {
+func (c *committer) commitAtomic(ctx context.Context, batch []*pending) {
 	marked := false
 	if c.msgs.failover {
 		if batch[0].msgID == "" {
@@ -514,7 +546,7 @@ const errCodeBatchDuplicate = 10201
 // stored now, it was not, and the rest of it follows message by message,
 // each with a msgID of its own. It reports whether the batch was stored
 // before, or failed whole (its fate still unknown when ctx ended).
-func (c *Committer) resolveMarked(ctx context.Context, batch []*pending, cause error) (stored bool) {
+func (c *committer) resolveMarked(ctx context.Context, batch []*pending, cause error) (stored bool) {
 	first := batch[0]
 	fut, err := c.msgs.publishAsync(first.room, first.data, first.msgID)
 	var ack *jetstream.PubAck
@@ -555,7 +587,7 @@ func (c *Committer) resolveMarked(ctx context.Context, batch []*pending, cause e
 
 // stored tells the submitters of stored messages, after the sync where
 // chatd syncs.
-func (c *Committer) stored(batch []*pending, seqs []uint64) {
+func (c *committer) stored(batch []*pending, seqs []uint64) {
 	if c.msgs.syncs {
 		c.syncLater(batch, seqs, make([]error, len(batch)))
 		return
@@ -585,7 +617,7 @@ func (l *MessageLog) publishBatch(ctx context.Context, batch []*pending) (uint64
 		m.Data = p.data
 		m.Header.Set(batchIDHeader, id)
 		m.Header.Set(batchSeqHeader, strconv.Itoa(i+1))
-		m.Header.Set(jetstream.ExpectedStreamHeader, l.names.MessagesStream())
+		m.Header.Set(jetstream.ExpectedStreamHeader, l.part(p.room).name)
 		if p.msgID != "" {
 			m.Header.Set(jetstream.MsgIDHeader, p.msgID)
 		}

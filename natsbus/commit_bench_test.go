@@ -29,7 +29,7 @@ func BenchmarkBatchWrite(b *testing.B) {
 				b.Cleanup(func() { _ = c.Close(context.Background()) })
 				for _, write := range []string{"atomic", "single"} {
 					for _, n := range []int{1, 16, 100, 500} {
-						b.Run(fmt.Sprintf("write=%s/batch=%d", write, n), func(b *testing.B) { benchBatch(b, c, write, n) })
+						b.Run(fmt.Sprintf("write=%s/batch=%d", write, n), func(b *testing.B) { benchBatch(b, only(b, c), write, n) })
 					}
 				}
 			})
@@ -37,7 +37,7 @@ func BenchmarkBatchWrite(b *testing.B) {
 	}
 }
 
-func benchBatch(b *testing.B, c *Committer, write string, n int) {
+func benchBatch(b *testing.B, c *committer, write string, n int) {
 	var (
 		failed error
 		told   sync.WaitGroup // where chatd syncs, submitters hear later

@@ -99,7 +99,16 @@ func testBatch(room string, n int, outs []outcome) []*pending {
 // where chatd syncs, that is after the batch's sync, on another goroutine.
 func commitWait(t *testing.T, c *Committer, batch []*pending) {
 	t.Helper()
-	toldWait(t, batch, func() { c.commit(batch) })
+	toldWait(t, batch, func() { only(t, c).commit(batch) })
+}
+
+// only is the committer of a log of one partition.
+func only(t testing.TB, c *Committer) *committer {
+	t.Helper()
+	if len(c.parts) != 1 {
+		t.Fatalf("%d partitions, want 1", len(c.parts))
+	}
+	return c.parts[0]
 }
 
 // toldWait runs send and waits until every submitter of the batch has
@@ -297,7 +306,7 @@ func TestMarkedBatchOfUnknownFate(t *testing.T) {
 	repeat := testBatch("before", n, again)
 	repeat[0].msgID = sent[0].msgID
 	var before bool
-	toldWait(t, repeat, func() { before = c.resolveMarked(ctx, repeat, errors.New("test: acknowledgement lost")) })
+	toldWait(t, repeat, func() { before = only(t, c).resolveMarked(ctx, repeat, errors.New("test: acknowledgement lost")) })
 	if !before {
 		t.Fatal("a stored batch was taken for one never stored")
 	}
@@ -312,8 +321,8 @@ func TestMarkedBatchOfUnknownFate(t *testing.T) {
 
 	fresh := make([]outcome, n)
 	never := testBatch("never", n, fresh)
-	never[0].msgID = c.ids.Next()
-	toldWait(t, never, func() { before = c.resolveMarked(ctx, never, errors.New("test: acknowledgement lost")) })
+	never[0].msgID = only(t, c).ids.Next()
+	toldWait(t, never, func() { before = only(t, c).resolveMarked(ctx, never, errors.New("test: acknowledgement lost")) })
 	if before {
 		t.Fatal("a batch never stored was taken for one stored")
 	}
@@ -451,7 +460,7 @@ func TestDurabilityChangesOnAnExistingStream(t *testing.T) {
 func TestStreamJetStreamWillNotUpdateIsNamed(t *testing.T) {
 	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
 	ctx := context.Background()
-	if _, err := bus.js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.names.MessagesStream(), Subjects: []string{bus.names.Room("*")},
+	if _, err := bus.js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.names.MessagesStream(0), Subjects: []string{bus.names.Room("*")},
 		Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
@@ -472,10 +481,10 @@ func TestFailureAbandonsWhatFollows(t *testing.T) {
 	bus := startTestBus(t, t.TempDir(), DurabilityReplicated)
 	l := openTestLog(t, bus, DurabilityReplicated)
 	c := l.NewCommitter(nil)
-	c.timeout = time.Second
+	only(t, c).timeout = time.Second
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	ctx := context.Background()
-	if err := bus.js.DeleteStream(ctx, bus.names.MessagesStream()); err != nil {
+	if err := bus.js.DeleteStream(ctx, bus.names.MessagesStream(0)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -503,9 +512,10 @@ func TestFailureAbandonsWhatFollows(t *testing.T) {
 	})
 	// The first is taken and being retried: the rest queue behind it.
 	waitUntil(t, "the committer to take the first message", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return len(c.queue) == 0
+		pc := only(t, c)
+		pc.mu.Lock()
+		defer pc.mu.Unlock()
+		return len(pc.queue) == 0
 	})
 	later := make(chan error, 2)
 	for n := 2; n <= 3; n++ {

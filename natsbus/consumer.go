@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // ConsumerConfig shapes a durable consumer of the messages stream.
@@ -25,11 +27,12 @@ type ConsumerConfig struct {
 }
 
 // Consumer is a durable consumer of every room message, from the first
-// the stream holds, each acknowledged explicitly (at least once).
+// the streams hold, each acknowledged explicitly (at least once): one
+// JetStream consumer of the same name on each partition's stream.
 type Consumer struct {
 	log  *MessageLog
 	cfg  ConsumerConfig
-	cons jetstream.Consumer
+	cons []jetstream.Consumer // by partition
 }
 
 // Delivery is one message handed to a Consumer: acknowledge it once it is
@@ -53,39 +56,66 @@ func (d Delivery) InProgress() { _ = d.msg.InProgress() }
 // Consumer creates the durable consumer, or updates it to cfg. Every node
 // asks with the same settings, so whichever asks first makes it.
 func (l *MessageLog) Consumer(ctx context.Context, cfg ConsumerConfig) (*Consumer, error) {
-	c := &Consumer{log: l, cfg: cfg}
+	c := &Consumer{log: l, cfg: cfg, cons: make([]jetstream.Consumer, len(l.parts))}
 	if err := c.Ensure(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// Ensure makes the consumer again if it is gone (the stream was rebuilt,
+// Ensure makes the consumer again if it is gone (a stream was rebuilt,
 // or someone deleted it); harmless if it is not.
 func (c *Consumer) Ensure(ctx context.Context) error {
-	return retry(ctx, c.log.log, "consumer "+c.cfg.Name, func(ctx context.Context) error {
-		cons, err := c.log.js.CreateOrUpdateConsumer(ctx, c.log.names.MessagesStream(), jetstream.ConsumerConfig{
-			Durable:       c.cfg.Name,
-			Description:   c.cfg.Description,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       c.cfg.AckWait,
-			MaxDeliver:    -1,
-			MaxAckPending: c.cfg.MaxAckPending,
+	for i, p := range c.log.parts {
+		err := retry(ctx, c.log.log, "consumer "+c.cfg.Name+" of "+p.name, func(ctx context.Context) error {
+			cons, err := c.log.js.CreateOrUpdateConsumer(ctx, p.name, jetstream.ConsumerConfig{
+				Durable:       c.cfg.Name,
+				Description:   c.cfg.Description,
+				DeliverPolicy: jetstream.DeliverAllPolicy,
+				AckPolicy:     jetstream.AckExplicitPolicy,
+				AckWait:       c.cfg.AckWait,
+				MaxDeliver:    -1,
+				MaxAckPending: c.cfg.MaxAckPending,
+			})
+			if err == nil {
+				c.cons[i] = cons
+			}
+			return err
 		})
-		if err == nil {
-			c.cons = cons
+		if err != nil {
+			return err
 		}
-		return err
-	})
+	}
+	return nil
 }
 
-// Fetch takes up to max messages, waiting at most wait for them; none is
-// not an error. Only one goroutine may call Fetch and Ensure.
+// Fetch takes up to max messages from each partition, waiting at most
+// wait for them; none is not an error. Only one goroutine may call Fetch
+// and Ensure.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]Delivery, error) {
+	got := make([][]Delivery, len(c.cons))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, cons := range c.cons {
+		g.Go(func() error {
+			var err error
+			got[i], err = c.fetch(gctx, cons, max, wait)
+			return err
+		})
+	}
+	err := g.Wait()
+	out := slices.Concat(got...)
+	if err != nil && len(out) == 0 {
+		return nil, err
+	}
+	// What was fetched is handed out even if another partition failed:
+	// unacknowledged, it would only come again after AckWait.
+	return out, nil
+}
+
+func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, max int, wait time.Duration) ([]Delivery, error) {
 	fctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	batch, err := c.cons.Fetch(max, jetstream.FetchContext(fctx))
+	batch, err := cons.Fetch(max, jetstream.FetchContext(fctx))
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
@@ -111,21 +141,36 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]De
 }
 
 // Backlog is how many messages the consumer has not had acknowledged, by
-// any node, and when the oldest of them was stored (zero if none).
+// any node, in every partition, and when the oldest of them was stored
+// (zero if none).
 func (c *Consumer) Backlog(ctx context.Context) (pending uint64, oldest time.Time, err error) {
-	// A fresh handle: the one Fetch uses belongs to its goroutine.
-	cons, err := c.log.js.Consumer(ctx, c.log.names.MessagesStream(), c.cfg.Name)
+	for _, p := range c.log.parts {
+		n, at, err := c.backlog(ctx, p)
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		pending += n
+		if !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+			oldest = at
+		}
+	}
+	return pending, oldest, nil
+}
+
+func (c *Consumer) backlog(ctx context.Context, p *logPart) (pending uint64, oldest time.Time, err error) {
+	// A fresh handle: the ones Fetch uses belong to its goroutine.
+	cons, err := c.log.js.Consumer(ctx, p.name, c.cfg.Name)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("consumer info: %w", err)
+		return 0, time.Time{}, fmt.Errorf("consumer info of %s: %w", p.name, err)
 	}
 	info := cons.CachedInfo()
 	pending = info.NumPending + uint64(info.NumAckPending)
 	if pending == 0 {
 		return 0, time.Time{}, nil
 	}
-	m, err := c.log.stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(c.log.names.Room("*")))
+	m, err := p.stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(p.subjects))
 	if err != nil {
-		return pending, time.Time{}, fmt.Errorf("oldest unacknowledged message: %w", err)
+		return pending, time.Time{}, fmt.Errorf("oldest unacknowledged message of %s: %w", p.name, err)
 	}
 	return pending, m.Time, nil
 }

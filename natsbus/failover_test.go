@@ -304,7 +304,7 @@ func stepDown(t *testing.T, b *Bus, l *MessageLog) string {
 	before := streamLeader(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+b.names.MessagesStream(), nil); err != nil {
+	if _, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+b.names.MessagesStream(0), nil); err != nil {
 		t.Fatalf("step down: %v", err)
 	}
 	var after string
@@ -324,7 +324,7 @@ func stepDown(t *testing.T, b *Bus, l *MessageLog) string {
 func currentLeader(l *MessageLog) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	info, err := l.stream.Info(ctx)
+	info, err := l.parts[0].stream.Info(ctx)
 	if err != nil {
 		return "", err
 	}

@@ -159,9 +159,12 @@ func TestBeforeSkipsRemovedMessages(t *testing.T) {
 	// Deleted: the burst's newest, one in its middle, and the dense
 	// room's oldest kept.
 	burst := ids["burst"]
-	for _, id := range []uint64{burst[len(burst)-1], burst[20], ids["dense"][0]} {
-		if err := l.stream.DeleteMsg(ctx, id); err != nil {
-			t.Fatalf("delete %d: %v", id, err)
+	for _, d := range []struct {
+		room string
+		id   uint64
+	}{{"burst", burst[len(burst)-1]}, {"burst", burst[20]}, {"dense", ids["dense"][0]}} {
+		if err := l.part(d.room).stream.DeleteMsg(ctx, d.id); err != nil {
+			t.Fatalf("delete %d: %v", d.id, err)
 		}
 	}
 	ids["burst"] = slices.Concat(burst[:20], burst[21:len(burst)-1])

@@ -30,21 +30,26 @@ type LogConfig struct {
 	Durability Durability
 }
 
-// epochKey records, in the stream's metadata, the first sequence of this
-// life of the stream.
-const epochKey = "chatd.epoch"
+// Keys of chatd's in the messages streams' metadata.
+const (
+	// epochKey records the first sequence of this life of the stream.
+	epochKey = "chatd.epoch"
+	// partitionsKey records how many streams the deployment's messages
+	// are partitioned over (absent: 1).
+	partitionsKey = "chatd.partitions"
+)
 
-// MessageLog is the JetStream stream of room messages. A message's stream
-// sequence is its id: ids increase across the stream, so they increase in
-// every room.
+// MessageLog is the room messages: one JetStream stream per partition
+// (Names.Partition), a room's messages all in one. A message's stream
+// sequence is its id: ids increase across a stream, so they increase in
+// every room; two rooms of different partitions may have messages with the
+// same id.
 type MessageLog struct {
-	js         jetstream.JetStream
-	nc         *nats.Conn
-	log        *slog.Logger
-	stream     jetstream.Stream
-	epoch      uint64
-	cfg        LogConfig
-	directSubj string
+	js    jetstream.JetStream
+	nc    *nats.Conn
+	log   *slog.Logger
+	parts []*logPart
+	cfg   LogConfig
 	// atomic: the stream takes atomic batches and group commit gains from
 	// them: one sync per batch instead of one per message (a syncing
 	// server), or one Raft proposal instead of one per message (replicated
@@ -64,10 +69,22 @@ type MessageLog struct {
 	names    Names
 }
 
-// OpenMessageLog creates or updates the messages stream, idempotently, so
+// logPart is one partition's stream.
+type logPart struct {
+	name       string
+	subjects   string // what the stream captures
+	stream     jetstream.Stream
+	epoch      uint64
+	directSubj string
+}
+
+// part is the partition holding the room's messages.
+func (l *MessageLog) part(room string) *logPart { return l.parts[l.names.Partition(room)] }
+
+// OpenMessageLog creates or updates the messages streams, idempotently, so
 // that every node can call it at start. A setting of an existing stream
 // that JetStream cannot change (the persist mode that --durability fast
-// needs) is an error naming it, not kept silently.
+// needs, the partition count) is an error naming it, not kept silently.
 //
 // A new stream starts its sequence at the current Unix time in
 // microseconds. If the stream is ever lost and rebuilt, its ids still rise
@@ -85,10 +102,33 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		return nil, fmt.Errorf("--durability fast needs a stream with 1 replica, not %d: JetStream's async persist mode is "+
 			"for unreplicated streams only; use --durability replicated", cfg.Replicas)
 	}
+	if err := retry(ctx, b.log, "check the messages streams' partitions", b.checkPartitions); err != nil {
+		return nil, err
+	}
+	parts := make([]*logPart, b.names.Partitions())
+	got := make([]jetstream.StreamConfig, len(parts))
+	// In a cluster each new stream is an election: open them together.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for p := range parts {
+		g.Go(func() error {
+			var err error
+			parts[p], got[p], err = b.openPart(gctx, p, cfg)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return b.newLog(parts, cfg, got[0]), nil
+}
+
+// streamConfig is what chatd asks of partition p's stream.
+func (b *Bus) streamConfig(p int, cfg LogConfig) jetstream.StreamConfig {
 	sc := jetstream.StreamConfig{
-		Name:              b.names.MessagesStream(),
+		Name:              b.names.MessagesStream(p),
 		Description:       "chatd room messages; the sequence is the message id",
-		Subjects:          []string{b.names.Room("*")},
+		Subjects:          []string{b.names.messagesSubjects(p)},
 		Storage:           jetstream.FileStorage,
 		Replicas:          cfg.Replicas,
 		Retention:         jetstream.LimitsPolicy,
@@ -102,7 +142,7 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		// Async persistence and atomic batches exclude each other.
 		AllowAtomicPublish: cfg.Durability != DurabilityFast,
 		RePublish: &jetstream.RePublish{
-			Source:      b.names.Room("*"),
+			Source:      b.names.messagesSubjects(p),
 			Destination: b.names.RoomLive("{{wildcard(1)}}"),
 		},
 	}
@@ -112,18 +152,62 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 	if sc.MaxMsgSize == 0 {
 		sc.MaxMsgSize = -1
 	}
-	var log *MessageLog
-	err := retry(ctx, b.log, "open stream "+b.names.MessagesStream(), func(ctx context.Context) error {
-		st, err := b.js.Stream(ctx, b.names.MessagesStream())
+	return sc
+}
+
+// checkPartitions refuses a partition count other than the one the
+// deployment's streams were made with: JetStream cannot move stored
+// messages between streams, and a room's messages would be looked for in
+// the wrong one.
+func (b *Bus) checkPartitions(ctx context.Context) error {
+	want := b.names.Partitions()
+	list := b.js.ListStreams(ctx, jetstream.WithStreamListSubject(b.names.prefix+".msg.>"))
+	for info := range list.Info() {
+		have := 1
+		if v, ok := info.Config.Metadata[partitionsKey]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("stream %s: bad %s metadata %q", info.Config.Name, partitionsKey, v)
+			}
+			have = n
+		}
+		if have != want {
+			return fmt.Errorf("--partitions %d: this deployment's messages are in %d partition(s) (stream %s), and "+
+				"JetStream cannot move stored messages between streams: start chatd with --partitions %d, or move the "+
+				"history to a deployment of its own (docs/operations.md, Partitions)",
+				want, have, info.Config.Name, have)
+		}
+	}
+	if err := list.Err(); err != nil {
+		return fmt.Errorf("list the messages streams: %w", err)
+	}
+	return nil
+}
+
+// openPart creates or updates partition p's stream.
+func (b *Bus) openPart(ctx context.Context, p int, cfg LogConfig) (*logPart, jetstream.StreamConfig, error) {
+	sc := b.streamConfig(p, cfg)
+	name := sc.Name
+	meta := func(epoch uint64) map[string]string {
+		m := map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
+		if n := b.names.Partitions(); n > 1 {
+			m[partitionsKey] = strconv.Itoa(n)
+		}
+		return m
+	}
+	var part *logPart
+	var got jetstream.StreamConfig
+	err := retry(ctx, b.log, "open stream "+name, func(ctx context.Context) error {
+		st, err := b.js.Stream(ctx, name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			epoch := uint64(time.Now().UnixMicro())
 			c := sc
 			c.FirstSeq = epoch
-			c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
+			c.Metadata = meta(epoch)
 			if st, err = b.js.CreateStream(ctx, c); err != nil {
 				return err // if another node created it first, the retry updates it
 			}
-			log = b.newLog(st, epoch, cfg, c)
+			part, got = b.newPart(p, st, epoch), st.CachedInfo().Config
 			return nil
 		}
 		if err != nil {
@@ -139,52 +223,60 @@ func (b *Bus) OpenMessageLog(ctx context.Context, cfg LogConfig) (*MessageLog, e
 		epoch = max(epoch, 1)
 		c := sc
 		c.FirstSeq = old.FirstSeq
-		c.Metadata = map[string]string{epochKey: strconv.FormatUint(epoch, 10)}
+		c.Metadata = meta(epoch)
 		if old.PersistMode != c.PersistMode {
 			return fmt.Errorf("stream %s has persist_mode %s, --durability %s needs %s, and JetStream cannot change "+
 				"a stream's persist mode: start chatd with the durability the stream was made for, or remove the stream "+
 				"and its history (docs/operations.md, Changing durability)",
-				b.names.MessagesStream(), persistName(old.PersistMode), cfg.Durability, persistName(c.PersistMode))
+				name, persistName(old.PersistMode), cfg.Durability, persistName(c.PersistMode))
 		}
 		if st, err = b.js.UpdateStream(ctx, c); err != nil {
 			if diff := streamDiff(old, c); len(diff) > 0 {
 				return fmt.Errorf("stream %s differs from chatd's configuration (%s) and JetStream refused to update it: %w",
-					b.names.MessagesStream(), strings.Join(diff, "; "), err)
+					name, strings.Join(diff, "; "), err)
 			}
 			return fmt.Errorf("update to chatd's configuration: %w", err)
 		}
-		log = b.newLog(st, epoch, cfg, c)
+		part, got = b.newPart(p, st, epoch), st.CachedInfo().Config
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, got, err
 	}
-	return log, nil
+	b.warnUnsupported(name, sc, got)
+	return part, got, nil
 }
 
-// newLog wraps the stream JetStream created or updated from want. A
-// server older than 2.12 ignores the settings it does not know: then the
-// stream takes no atomic batches (group commit sends messages one by
-// one), and --durability fast keeps the default persist mode (replicated's
-// guarantee). Either is said in the log, not assumed.
-func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jetstream.StreamConfig) *MessageLog {
-	got := st.CachedInfo().Config
+func (b *Bus) newPart(p int, st jetstream.Stream, epoch uint64) *logPart {
+	name := b.names.MessagesStream(p)
+	return &logPart{name: name, subjects: b.names.messagesSubjects(p), stream: st, epoch: epoch,
+		directSubj: b.apiPrefix + "DIRECT.GET." + name}
+}
+
+// warnUnsupported says where the server ignored settings it does not
+// know (older than 2.12): then the stream takes no atomic batches (group
+// commit sends messages one by one), and --durability fast keeps the
+// default persist mode (replicated's guarantee).
+func (b *Bus) warnUnsupported(stream string, want, got jetstream.StreamConfig) {
 	if want.AllowAtomicPublish && !got.AllowAtomicPublish {
 		b.log.Warn("the NATS server does not support atomic batch publish (nats-server 2.12 or later does): "+
-			"group commit sends messages one by one", "stream", b.names.MessagesStream())
+			"group commit sends messages one by one", "stream", stream)
 	}
 	if want.PersistMode != got.PersistMode {
 		b.log.Warn("the NATS server does not support async persist mode (nats-server 2.12 or later does): "+
-			"--durability fast acts as replicated", "stream", b.names.MessagesStream())
+			"--durability fast acts as replicated", "stream", stream)
 	}
+}
+
+// newLog wraps the partitions' streams; got is the configuration
+// JetStream holds for them (all alike).
+func (b *Bus) newLog(parts []*logPart, cfg LogConfig, got jetstream.StreamConfig) *MessageLog {
 	return &MessageLog{
-		js:         b.js,
-		nc:         b.nc,
-		log:        b.log,
-		stream:     st,
-		epoch:      epoch,
-		cfg:        cfg,
-		directSubj: b.apiPrefix + "DIRECT.GET." + b.names.MessagesStream(),
+		js:    b.js,
+		nc:    b.nc,
+		log:   b.log,
+		parts: parts,
+		cfg:   cfg,
 		// A server that syncs every write syncs an atomic batch once; where
 		// chatd syncs (storeSync), single publishes are quicker: JetStream
 		// stages a one-replica atomic batch in a synced store of its own.
@@ -196,10 +288,11 @@ func (b *Bus) newLog(st jetstream.Stream, epoch uint64, cfg LogConfig, want jets
 	}
 }
 
-// sync returns once the messages JetStream acknowledged before the call
-// are on disk, where chatd syncs rather than the server (Bus.sync).
-func (l *MessageLog) sync(ctx context.Context) error {
-	return l.bus.sync(ctx, l.names.MessagesStream())
+// sync returns once the messages JetStream acknowledged in the
+// partition before the call are on disk, where chatd syncs rather than
+// the server (Bus.sync).
+func (l *MessageLog) sync(ctx context.Context, p *logPart) error {
+	return l.bus.sync(ctx, p.name)
 }
 
 // Config returns the configuration the log was opened with.
@@ -211,15 +304,15 @@ func (l *MessageLog) MaxPerRoom() int64 { return l.cfg.MaxPerRoom }
 // MaxMessageSize is the largest message the log stores, in bytes.
 func (l *MessageLog) MaxMessageSize() int { return int(l.cfg.MaxMsgSize) }
 
-// Epoch is the first id of this life of the stream.
-func (l *MessageLog) Epoch() uint64 { return l.epoch }
+// Partitions is how many streams hold the messages.
+func (l *MessageLog) Partitions() int { return len(l.parts) }
 
 // publishAsync stores a message in the room. A non-empty msgID is JetStream's
 // deduplication key: a repeat within the duplicate window is acknowledged
 // with the first copy's sequence and not stored again.
 func (l *MessageLog) publishAsync(room string, data []byte, msgID string) (jetstream.PubAckFuture, error) {
 	m := &nats.Msg{Subject: l.names.Room(room), Data: data}
-	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(l.names.MessagesStream())}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(l.part(room).name)}
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
@@ -340,19 +433,21 @@ func readErr(err error) error {
 	return err
 }
 
-// State returns the stream's current bounds.
-func (l *MessageLog) State(ctx context.Context) (storage.LogState, error) {
-	info, err := l.stream.Info(ctx)
+// State returns the current bounds of the stream holding the room's
+// messages.
+func (l *MessageLog) State(ctx context.Context, room string) (storage.LogState, error) {
+	p := l.part(room)
+	info, err := p.stream.Info(ctx)
 	if err != nil {
 		return storage.LogState{}, fmt.Errorf("stream info: %w", readErr(err))
 	}
-	return storage.LogState{Epoch: l.epoch, First: info.State.FirstSeq, Last: info.State.LastSeq}, nil
+	return storage.LogState{Epoch: p.epoch, First: info.State.FirstSeq, Last: info.State.LastSeq}, nil
 }
 
 // RoomCount returns how many messages the stream holds for the room.
 func (l *MessageLog) RoomCount(ctx context.Context, room string) (uint64, error) {
 	subj := l.names.Room(room)
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+	info, err := l.part(room).stream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		return 0, fmt.Errorf("stream info for %s: %w", subj, readErr(err))
 	}
@@ -374,37 +469,35 @@ const multiLastBytes = 4 << 20
 // subject index, without reading blocks back); a room is counted only if
 // its newest message is above the mark, for the rest are all read.
 func (l *MessageLog) RoomTails(ctx context.Context, marks []storage.RoomMark) ([]storage.RoomTail, error) {
-	latest := make(map[string]storage.Message, len(marks))
-	for chunk := range slices.Chunk(marks, maxMultiLast) {
-		ask := make(map[string]bool, len(chunk))
-		for _, m := range chunk {
-			ask[l.names.Room(m.Room)] = true
+	// Each partition's stream is asked for its rooms, all at once.
+	byPart := make([][]string, len(l.parts))
+	for _, m := range marks {
+		p := l.names.Partition(m.Room)
+		byPart[p] = append(byPart[p], l.names.Room(m.Room))
+	}
+	found := make([][]storage.Message, len(l.parts))
+	g, gctx := errgroup.WithContext(ctx)
+	for p, subjs := range byPart {
+		if len(subjs) == 0 {
+			continue
 		}
-		// A reply stops at multiLastBytes; ask again for the rest.
-		for len(ask) > 0 {
-			subjs := slices.Collect(maps.Keys(ask))
-			raw, left, err := l.directRaw(ctx, directReq{MultiLastFor: subjs, MaxBytes: multiLastBytes})
-			if err != nil {
-				return nil, fmt.Errorf("newest messages of %d rooms: %w", len(subjs), err)
-			}
-			for _, r := range raw {
-				m, err := l.names.storedFromDirect(r)
-				if err != nil {
-					return nil, err
-				}
-				latest[m.Room] = m
-				delete(ask, r.Header.Get(jetstream.SubjectHeader))
-			}
-			if left == 0 {
-				break
-			}
-			if len(raw) == 0 {
-				return nil, fmt.Errorf("newest messages of %d rooms: an empty reply left %d out", len(subjs), left)
-			}
+		g.Go(func() error {
+			var err error
+			found[p], err = l.lastOf(gctx, l.parts[p], subjs)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	latest := make(map[string]storage.Message, len(marks))
+	for _, msgs := range found {
+		for _, m := range msgs {
+			latest[m.Room] = m
 		}
 	}
 	out := make([]storage.RoomTail, len(marks))
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(roomCountWorkers)
 	for i, mk := range marks {
 		m, ok := latest[mk.Room]
@@ -430,6 +523,42 @@ func (l *MessageLog) RoomTails(ctx context.Context, marks []storage.RoomMark) ([
 	return out, nil
 }
 
+// lastOf returns the newest message of each of the subjects of the
+// partition's stream that has any: one direct get per maxMultiLast
+// subjects (multi_last).
+func (l *MessageLog) lastOf(ctx context.Context, p *logPart, subjs []string) ([]storage.Message, error) {
+	var out []storage.Message
+	for chunk := range slices.Chunk(subjs, maxMultiLast) {
+		ask := make(map[string]bool, len(chunk))
+		for _, s := range chunk {
+			ask[s] = true
+		}
+		// A reply stops at multiLastBytes; ask again for the rest.
+		for len(ask) > 0 {
+			subjs := slices.Collect(maps.Keys(ask))
+			raw, left, err := l.directRaw(ctx, p, directReq{MultiLastFor: subjs, MaxBytes: multiLastBytes})
+			if err != nil {
+				return nil, fmt.Errorf("newest messages of %d rooms: %w", len(subjs), err)
+			}
+			for _, r := range raw {
+				m, err := l.names.storedFromDirect(r)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, m)
+				delete(ask, r.Header.Get(jetstream.SubjectHeader))
+			}
+			if left == 0 {
+				break
+			}
+			if len(raw) == 0 {
+				return nil, fmt.Errorf("newest messages of %d rooms: an empty reply left %d out", len(subjs), left)
+			}
+		}
+	}
+	return out, nil
+}
+
 // roomCountWorkers bounds the counts RoomTails asks for at once.
 const roomCountWorkers = 8
 
@@ -444,7 +573,7 @@ const readCounted = 1
 // unread returns how many of the room's messages have ids above after,
 // where last, above after, is the room's newest.
 func (l *MessageLog) unread(ctx context.Context, room string, after, last uint64) (uint64, error) {
-	msgs, whole, err := l.forward(ctx, l.names.Room(room), after+1, last+1, readCounted)
+	msgs, whole, err := l.forward(ctx, room, after+1, last+1, readCounted)
 	if err != nil {
 		return 0, err
 	}
@@ -457,7 +586,7 @@ func (l *MessageLog) unread(ctx context.Context, room string, after, last uint64
 // countAfter returns how many of the room's messages have ids above after,
 // from one direct get: a batch reply tells how many more match.
 func (l *MessageLog) countAfter(ctx context.Context, room string, after uint64) (uint64, error) {
-	msgs, _, err := l.directRaw(ctx, directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: 1})
+	msgs, _, err := l.directRaw(ctx, l.part(room), directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: 1})
 	if err != nil || len(msgs) == 0 {
 		return 0, err
 	}
@@ -474,14 +603,14 @@ func (l *MessageLog) After(ctx context.Context, room string, after uint64, max i
 		return nil, nil
 	}
 	req := directReq{Seq: after + 1, NextFor: l.names.Room(room), Batch: max}
-	return l.direct(ctx, req)
+	return l.direct(ctx, l.part(room), req)
 }
 
 // Latest returns the room's newest message at or below upTo (0: the newest
 // of all), or nil when there is none.
 func (l *MessageLog) Latest(ctx context.Context, room string, upTo uint64) (*storage.Message, error) {
 	if upTo == 0 {
-		msgs, err := l.direct(ctx, directReq{LastFor: l.names.Room(room)})
+		msgs, err := l.direct(ctx, l.part(room), directReq{LastFor: l.names.Room(room)})
 		if err != nil || len(msgs) == 0 {
 			return nil, err
 		}
@@ -513,7 +642,6 @@ func (l *MessageLog) Before(ctx context.Context, room string, before uint64, lim
 	if limit <= 0 || before == 1 {
 		return nil, nil
 	}
-	subj := l.names.Room(room)
 	var tail []storage.Message // the page's end: all of the room's messages in [hi, before)
 	hi := before
 	if hi == 0 {
@@ -530,7 +658,7 @@ func (l *MessageLog) Before(ctx context.Context, room string, before uint64, lim
 		if hi > step {
 			from = hi - step
 		}
-		msgs, whole, err := l.forward(ctx, subj, from, hi, 2*need+8)
+		msgs, whole, err := l.forward(ctx, room, from, hi, 2*need+8)
 		if err != nil {
 			return nil, err
 		}
@@ -556,11 +684,11 @@ func (l *MessageLog) Before(ctx context.Context, room string, before uint64, lim
 	return tail, nil
 }
 
-// forward reads subj's messages with ids in [from, below), up to most of
-// them; whole reports that it read them all.
-func (l *MessageLog) forward(ctx context.Context, subj string, from, below uint64, most int) (msgs []storage.Message, whole bool, err error) {
+// forward reads the room's messages with ids in [from, below), up to most
+// of them; whole reports that it read them all.
+func (l *MessageLog) forward(ctx context.Context, room string, from, below uint64, most int) (msgs []storage.Message, whole bool, err error) {
 	for len(msgs) < most {
-		m, err := l.next(ctx, subj, from)
+		m, err := l.next(ctx, room, from)
 		if err != nil {
 			return nil, false, err
 		}
@@ -576,11 +704,11 @@ func (l *MessageLog) forward(ctx context.Context, subj string, from, below uint6
 	return msgs, false, nil
 }
 
-// next returns subj's first message with id from or above, or nil. It is
-// a single direct get, not a batch: JetStream counts what follows a batch,
-// which costs more than the read.
-func (l *MessageLog) next(ctx context.Context, subj string, from uint64) (*storage.Message, error) {
-	msgs, err := l.direct(ctx, directReq{Seq: from, NextFor: subj})
+// next returns the room's first message with id from or above, or nil. It
+// is a single direct get, not a batch: JetStream counts what follows a
+// batch, which costs more than the read.
+func (l *MessageLog) next(ctx context.Context, room string, from uint64) (*storage.Message, error) {
+	msgs, err := l.direct(ctx, l.part(room), directReq{Seq: from, NextFor: l.names.Room(room)})
 	if err != nil || len(msgs) == 0 {
 		return nil, err
 	}
@@ -601,9 +729,10 @@ type directReq struct {
 	MaxBytes     int      `json:"max_bytes,omitempty"`
 }
 
-// direct runs one direct get and returns the messages it found.
-func (l *MessageLog) direct(ctx context.Context, req directReq) ([]storage.Message, error) {
-	raw, _, err := l.directRaw(ctx, req)
+// direct runs one direct get on the partition's stream and returns the
+// messages it found.
+func (l *MessageLog) direct(ctx context.Context, p *logPart, req directReq) ([]storage.Message, error) {
+	raw, _, err := l.directRaw(ctx, p, req)
 	if err != nil || len(raw) == 0 {
 		return nil, err
 	}
@@ -616,9 +745,9 @@ func (l *MessageLog) direct(ctx context.Context, req directReq) ([]storage.Messa
 	return out, nil
 }
 
-// directRaw runs one direct get on the message stream.
-func (l *MessageLog) directRaw(ctx context.Context, req directReq) (msgs []*nats.Msg, left uint64, err error) {
-	return directGet(ctx, l.nc, l.directSubj, req)
+// directRaw runs one direct get on the partition's stream.
+func (l *MessageLog) directRaw(ctx context.Context, p *logPart, req directReq) (msgs []*nats.Msg, left uint64, err error) {
+	return directGet(ctx, l.nc, p.directSubj, req)
 }
 
 // directGet runs one direct get on the stream whose direct get subject is
@@ -721,7 +850,7 @@ func (l *MessageLog) LastID(ctx context.Context, room string) (uint64, error) {
 	began := time.Now()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err = l.nc.RequestWithContext(rctx, l.bus.apiPrefix+"STREAM.MSG.GET."+l.names.MessagesStream(), req)
+		resp, err = l.nc.RequestWithContext(rctx, l.bus.apiPrefix+"STREAM.MSG.GET."+l.part(room).name, req)
 		cancel()
 		if err == nil {
 			break

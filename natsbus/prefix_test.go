@@ -24,7 +24,7 @@ func TestNewNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for got, want := range map[string]string{
-		n.MessagesStream():        "TEAM-A_2_MESSAGES",
+		n.MessagesStream(0):       "TEAM-A_2_MESSAGES",
 		n.Bucket("MEMBERS"):       "TEAM-A_2_MEMBERS",
 		n.Room("lobby"):           "team-a_2.msg.lobby",
 		n.RoomLive("lobby"):       "team-a_2.live.lobby",
@@ -42,8 +42,8 @@ func TestNewNames(t *testing.T) {
 		t.Error("a room of another prefix's subject")
 	}
 	d := DefaultNames()
-	if d.MessagesStream() != "CHAT_MESSAGES" || d.Room("lobby") != "chat.msg.lobby" || d.Bucket("ROOMS") != "CHAT_ROOMS" {
-		t.Errorf("the default names changed: %s %s %s", d.MessagesStream(), d.Room("lobby"), d.Bucket("ROOMS"))
+	if d.MessagesStream(0) != "CHAT_MESSAGES" || d.Room("lobby") != "chat.msg.lobby" || d.Bucket("ROOMS") != "CHAT_ROOMS" {
+		t.Errorf("the default names changed: %s %s %s", d.MessagesStream(0), d.Room("lobby"), d.Bucket("ROOMS"))
 	}
 }
 

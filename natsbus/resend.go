@@ -72,11 +72,17 @@ func (s *resendSignal) waitSettled(ctx context.Context) error {
 	}
 }
 
-// watchLeaders fires the signal at each of the messages stream's leader
-// elections. The advisory reaches every node's connection; where the NATS
+// watchLeaders fires the signal at each leader election of the messages
+// streams. The advisory reaches every node's connection; where the NATS
 // account may not subscribe to it, publishes fall back on the timeout.
-func (s *resendSignal) watchLeaders(nc *nats.Conn, stream string) error {
-	// JetStream's advisory that the stream has a new leader.
-	_, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+stream, func(*nats.Msg) { s.fire() })
-	return err
+// One signal serves every partition: a publish sent again is dropped as a
+// repeat by its msgID.
+func (s *resendSignal) watchLeaders(nc *nats.Conn, streams []string) error {
+	for _, stream := range streams {
+		// JetStream's advisory that the stream has a new leader.
+		if _, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."+stream, func(*nats.Msg) { s.fire() }); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -103,7 +103,7 @@ func TestStoreSyncFollowsBlocks(t *testing.T) {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		if msgs == "" {
-			matches, _ := filepath.Glob(filepath.Join(bus.srv.JetStreamConfig().StoreDir, "*", "streams", bus.names.MessagesStream(), "msgs"))
+			matches, _ := filepath.Glob(filepath.Join(bus.srv.JetStreamConfig().StoreDir, "*", "streams", bus.names.MessagesStream(0), "msgs"))
 			if len(matches) != 1 {
 				t.Fatalf("messages stream's block directory: %v", matches)
 			}
@@ -174,7 +174,7 @@ func TestStoreSyncSharedRounds(t *testing.T) {
 					return
 				}
 				began := time.Now()
-				if err := bus.sync(ctx, bus.names.MessagesStream()); err != nil {
+				if err := bus.sync(ctx, bus.names.MessagesStream(0)); err != nil {
 					t.Error(err)
 					return
 				}
@@ -222,7 +222,7 @@ func TestStoreSyncOnlyUnclustered(t *testing.T) {
 		if bus.storeSync != nil {
 			t.Fatalf("--durability %s: chatd must not sync", d)
 		}
-		if err := bus.sync(context.Background(), bus.names.MessagesStream()); err != nil {
+		if err := bus.sync(context.Background(), bus.names.MessagesStream(0)); err != nil {
 			t.Fatalf("--durability %s: Sync: %v", d, err)
 		}
 	}

@@ -3,6 +3,8 @@ package natsbus
 import (
 	"encoding/base64"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"strings"
 )
 
@@ -23,7 +25,12 @@ const maxPrefixLen = 32
 type Names struct {
 	prefix string // "chat"
 	upper  string // "CHAT"
+	parts  int    // message streams; 0 stands for 1
 }
+
+// MaxPartitions bounds --partitions: each partition is a stream, a Raft
+// group in a cluster, with its own leader election and store.
+const MaxPartitions = 64
 
 // NewNames returns the names of prefix: 1 to 32 characters of [a-z0-9_-],
 // starting with a letter (lower case, so that its capitals name no other
@@ -43,19 +50,83 @@ func NewNames(prefix string) (Names, error) {
 // DefaultNames are the names of DefaultPrefix.
 func DefaultNames() Names { return Names{prefix: DefaultPrefix, upper: strings.ToUpper(DefaultPrefix)} }
 
+// WithPartitions returns the names with the room messages spread over
+// parts streams (--partitions).
+func (n Names) WithPartitions(parts int) (Names, error) {
+	if parts < 1 || parts > MaxPartitions {
+		return Names{}, fmt.Errorf("partitions %d: 1 to %d", parts, MaxPartitions)
+	}
+	n.parts = parts
+	return n, nil
+}
+
 // Prefix is the names' prefix.
 func (n Names) Prefix() string { return n.prefix }
 
-// MessagesStream is the one JetStream stream holding every room's
-// messages, over per-room subjects: CHAT_MESSAGES. One stream rather than
-// one per room: in a cluster every stream is a Raft group.
-func (n Names) MessagesStream() string { return n.upper + "_MESSAGES" }
+// Partitions is how many streams hold the room messages.
+func (n Names) Partitions() int { return max(n.parts, 1) }
+
+// Partition is the partition of a room's messages: FNV-1a (32 bits) of
+// the room id, modulo the partition count, which is what a NATS subject
+// mapping's partition(n,1) computes from the room's token, so that a
+// server-side mapping (docs/operations.md, Partitions) and chatd agree.
+func (n Names) Partition(room string) int {
+	if n.parts <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(room))
+	return int(h.Sum32() % uint32(n.parts))
+}
+
+// MessagesStream is the stream holding partition p's room messages, over
+// per-room subjects: CHAT_MESSAGES with one partition, CHAT_MESSAGES_<p>
+// with more. A few streams rather than one per room: in a cluster every
+// stream is a Raft group; more than one so that writes spread over as
+// many leaders.
+func (n Names) MessagesStream(p int) string {
+	if n.parts <= 1 {
+		return n.upper + "_MESSAGES"
+	}
+	return n.upper + "_MESSAGES_" + strconv.Itoa(p)
+}
+
+// partitionMapping is the NATS subject mapping that sends chat.msg.<room>
+// to the room's partition's subject: what Room computes, done by a NATS
+// server.
+func (n Names) partitionMapping() (src, dst string) {
+	return n.prefix + ".msg.*", n.prefix + ".msg.{{partition(" + strconv.Itoa(n.Partitions()) + ",1)}}.{{wildcard(1)}}"
+}
+
+// MessagesStreams are the streams of every partition.
+func (n Names) MessagesStreams() []string {
+	out := make([]string, n.Partitions())
+	for p := range out {
+		out[p] = n.MessagesStream(p)
+	}
+	return out
+}
+
+// messagesSubjects is what partition p's stream captures, with one
+// wildcard, the room.
+func (n Names) messagesSubjects(p int) string {
+	if n.parts <= 1 {
+		return n.prefix + ".msg.*"
+	}
+	return n.prefix + ".msg." + strconv.Itoa(p) + ".*"
+}
 
 // Bucket is the KV bucket of a backend's name: CHAT_<name>.
 func (n Names) Bucket(name string) string { return n.upper + "_" + name }
 
-// Room is where a room's messages are stored: chat.msg.<room>.
-func (n Names) Room(room string) string { return n.prefix + ".msg." + room }
+// Room is where a room's messages are stored: chat.msg.<room>, or
+// chat.msg.<partition>.<room> with more than one partition.
+func (n Names) Room(room string) string {
+	if n.parts <= 1 {
+		return n.prefix + ".msg." + room
+	}
+	return n.prefix + ".msg." + strconv.Itoa(n.Partition(room)) + "." + room
+}
 
 // RoomLive is where the stream republishes a room's messages once stored,
 // with their sequence: chat.live.<room>. Nodes subscribe to it only while
@@ -70,14 +141,24 @@ func (n Names) User(user, queue string) string {
 	return n.prefix + ".user." + UserToken(user) + "." + queue
 }
 
-// roomFromSubject returns the room of a chat.msg.<room> or chat.live.<room> subject.
+// roomFromSubject returns the room of a chat.live.<room> subject or of a
+// subject Room makes.
 func (n Names) roomFromSubject(subject string) (string, bool) {
-	for _, p := range []string{n.Room(""), n.RoomLive("")} {
-		if r, ok := strings.CutPrefix(subject, p); ok && validToken(r) {
-			return r, true
-		}
+	if r, ok := strings.CutPrefix(subject, n.RoomLive("")); ok && validToken(r) {
+		return r, true
 	}
-	return "", false
+	r, ok := strings.CutPrefix(subject, n.prefix+".msg.")
+	if !ok {
+		return "", false
+	}
+	if n.parts > 1 {
+		p, rest, ok := strings.Cut(r, ".")
+		if !ok || !validToken(rest) || p != strconv.Itoa(n.Partition(rest)) {
+			return "", false
+		}
+		r = rest
+	}
+	return r, validToken(r)
 }
 
 // maxTokenLen bounds the room ids and queue names natsbus builds subjects

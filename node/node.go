@@ -105,6 +105,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		ClientName:    "chatd " + name,
 		Logger:        log,
 		Prefix:        cfg.NATSPrefix,
+		Partitions:    cfg.Partitions,
 
 		ClusterTLSCert: cfg.ClusterTLSCert, ClusterTLSKey: cfg.ClusterTLSKey, ClusterTLSCA: cfg.ClusterTLSCA,
 		ClusterUser: cfg.ClusterUser, ClusterPassword: cfg.ClusterPassword,

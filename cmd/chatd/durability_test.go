@@ -39,17 +39,19 @@ func TestFsyncPrecedesReceipt(t *testing.T) {
 	bin := buildChatd(t)
 	for _, tc := range []struct {
 		durability string
+		partitions int  // the messages' rooms spread over this many streams, each synced on its own
 		synced     bool // every RECEIPT after an fsync of its message
 		written    bool // every RECEIPT after its message's write to the file
 	}{
-		{"fsync", true, true},
-		{"replicated", false, true},
-		{"fast", false, false},
+		{"fsync", 1, true, true},
+		{"fsync", 4, true, true},
+		{"replicated", 1, false, true},
+		{"fast", 1, false, false},
 	} {
-		t.Run(tc.durability, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/partitions=%d", tc.durability, tc.partitions), func(t *testing.T) {
 			dir := t.TempDir()
 			trace := runTraced(t, straceBin, [][]string{{bin, "--dev", "--http", "127.0.0.1:0",
-				"--data-dir", filepath.Join(dir, "n0"), "--durability", tc.durability}})
+				"--data-dir", filepath.Join(dir, "n0"), "--durability", tc.durability, "--partitions", strconv.Itoa(tc.partitions)}})
 			ev := parseTrace(t, trace)
 			var unsynced, unwritten []string
 			for i := range traceMessages {
@@ -155,8 +157,12 @@ func needStrace(t *testing.T) string {
 	return p
 }
 
-// traceMessages are sent: two alone, then a burst, then two alone.
-const traceMessages = 44
+// traceMessages are sent: two alone, then a burst, then two alone, to
+// traceRooms rooms in turn (with four partitions, one in each).
+const (
+	traceMessages = 44
+	traceRooms    = 4
+)
 
 func traceText(i int) string      { return fmt.Sprintf("durable-%d-end", i) }
 func traceReceiptID(i int) string { return fmt.Sprintf("rc-%d", i) }
@@ -239,8 +245,8 @@ func runTraced(t *testing.T, straceBin string, nodes [][]string) string {
 		return f
 	}
 	send := func(i int) string {
-		return fmt.Sprintf("SEND\ndestination:/app/chat.trace\ncontent-type:application/json\nreceipt:%s\n\n{\"message\":%q}\x00",
-			traceReceiptID(i), traceText(i))
+		return fmt.Sprintf("SEND\ndestination:/app/chat.trace-%d\ncontent-type:application/json\nreceipt:%s\n\n{\"message\":%q}\x00",
+			i%traceRooms, traceReceiptID(i), traceText(i))
 	}
 	expectReceipt := func(i int) {
 		if f := next(); !strings.HasPrefix(f, "RECEIPT\nreceipt-id:"+traceReceiptID(i)+"\n") {
@@ -394,9 +400,11 @@ func parseTrace(t *testing.T, path string) *traceEvents {
 
 // isStreamBlock: a message block of the messages stream, not the staging
 // store of an atomic batch (CHAT_MESSAGES/batches/...) nor an index.
-func isStreamBlock(path string) bool {
-	return strings.Contains(path, "/streams/CHAT_MESSAGES/msgs/") && strings.HasSuffix(path, ".blk")
-}
+func isStreamBlock(path string) bool { return streamBlock.MatchString(path) }
+
+// streamBlock matches the block files of the messages streams: one
+// stream, or one per partition.
+var streamBlock = regexp.MustCompile(`/streams/CHAT_MESSAGES(_[0-9]+)?/msgs/[0-9]+\.blk$`)
 
 // storedBeforeReceipt reports, for message i and the files that file
 // selects, whether the message was written to one of them before its

@@ -98,8 +98,8 @@ type Row struct {
 	Data      []byte
 }
 
-// Insert writes the rows in one statement; rows already archived (by id)
-// are left as they are. It returns how many it wrote.
+// Insert writes the rows in one statement; rows already archived (by room
+// and id) are left as they are. It returns how many it wrote.
 func (a *Archive) Insert(ctx context.Context, rows []Row) (int64, error) {
 	n := len(rows)
 	ids, rooms, users, texts := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
@@ -110,7 +110,7 @@ func (a *Archive) Insert(ctx context.Context, rows []Row) (int64, error) {
 	}
 	tag, err := a.db.pool.Exec(ctx, `INSERT INTO messages (id, room_id, user_id, message, created_at, stored_at, data)
 		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::bytea[])
-		ON CONFLICT (id) DO NOTHING`, ids, rooms, users, texts, created, stored, data)
+		ON CONFLICT (room_id, id) DO NOTHING`, ids, rooms, users, texts, created, stored, data)
 	if err != nil {
 		return 0, fmt.Errorf("insert %d messages: %w", n, err)
 	}

@@ -3,7 +3,10 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -129,19 +132,68 @@ func TestMigrations(t *testing.T) {
 		return out
 	}
 	first := applied()
-	if len(first) != 1 || first[1].IsZero() {
-		t.Fatalf("applied migrations %v, want version 1 once", first)
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("migration files %v %v", files, err)
+	}
+	if len(first) != len(files) {
+		t.Fatalf("applied migrations %v, want each of %d once", first, len(files))
+	}
+	for v := 1; v <= len(files); v++ {
+		if first[v].IsZero() {
+			t.Fatalf("migration %d not applied: %v", v, first)
+		}
 	}
 	var tables []string
 	rows, _ := c.Query(ctx(t), "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil || !slices.Equal(tables, []string{"chatd_migrations", "messages", "room_members", "rooms"}) {
 		t.Fatalf("tables %v %v", tables, err)
 	}
 	// Again: nothing to do (re-running 0001 would fail on its CREATE TABLEs).
 	openDB(t, url)
-	if again := applied(); len(again) != 1 || !again[1].Equal(first[1]) {
+	if again := applied(); !maps.EqualFunc(again, first, time.Time.Equal) {
 		t.Fatalf("second start changed the migrations: %v, was %v", again, first)
+	}
+}
+
+// TestMigrateArchive: an archive made by a chatd whose messages were keyed
+// by id alone is migrated to (room, id), its messages kept, so that rooms
+// of different partitions may archive the same id.
+func TestMigrateArchive(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	c := sqlConn(t, url)
+	v1, err := os.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, c, string(v1))
+	exec(t, c, `CREATE TABLE chatd_migrations (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`)
+	exec(t, c, "INSERT INTO chatd_migrations (version, name) VALUES (1, '0001_init')")
+	exec(t, c, `INSERT INTO messages (id, room_id, user_id, message, created_at, stored_at, data)
+		VALUES (7, 'a', 'alice', 'kept', now(), now(), '{}')`)
+	if _, err := c.Exec(ctx(t), `INSERT INTO messages (id, room_id, user_id, message, created_at, stored_at, data)
+		VALUES (7, 'b', 'bob', 'same id', now(), now(), '{}')`); err == nil {
+		t.Fatal("the old schema took a second message 7: the test does not start from it")
+	}
+
+	arch := openDB(t, url).Archive()
+	now := time.Now()
+	n, err := arch.Insert(ctx(t), []postgres.Row{{ID: 7, Room: "b", User: "bob", Text: "same id", CreatedAt: now, StoredAt: now, Data: []byte("{}")}})
+	if err != nil || n != 1 {
+		t.Fatalf("message 7 of another room: %d rows, %v", n, err)
+	}
+	for room, user := range map[string]string{"a": "alice", "b": "bob"} {
+		var got string
+		if err := c.QueryRow(ctx(t), "SELECT user_id FROM messages WHERE room_id = $1 AND id = 7", room).Scan(&got); err != nil || got != user {
+			t.Fatalf("room %s message 7: %q %v", room, got, err)
+		}
+	}
+	var indexes []string
+	rows, _ := c.Query(ctx(t), "SELECT indexname FROM pg_indexes WHERE tablename = 'messages' ORDER BY 1")
+	if indexes, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil || !slices.Equal(indexes, []string{"messages_pkey", "messages_search"}) {
+		t.Fatalf("indexes %v %v, want the primary key and search", indexes, err)
 	}
 }
 
