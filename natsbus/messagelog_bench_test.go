@@ -16,11 +16,15 @@ import (
 
 // benchLog opens chatd's message stream on a real embedded NATS server
 // with JetStream in a temporary directory.
-func benchLog(b *testing.B) *MessageLog {
+func benchLog(b *testing.B) *MessageLog { return benchLogOf(b, 1) }
+
+// benchLogOf is benchLog with the messages spread over parts streams.
+func benchLogOf(b *testing.B, parts int) *MessageLog {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bus, err := Start(ctx, Options{DataDir: b.TempDir(), ServerName: "bench", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	bus, err := Start(ctx, Options{DataDir: b.TempDir(), ServerName: "bench", Partitions: parts,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatalf("start embedded NATS: %v", err)
 	}
@@ -100,7 +104,8 @@ func BenchmarkPublishAckPipelined(b *testing.B) {
 // manyRooms is a message log holding scaleRooms rooms of a few messages
 // each, interleaved, and hotRooms rooms of hotMsgs messages each spread
 // evenly over the whole stream: what a history page or a room list reads
-// once the stream is shared by many rooms.
+// once the stream is shared by many rooms. With parts partitions, each
+// stream holds about a parts-th of them.
 const (
 	scaleRooms = 100_000
 	scalePer   = 3
@@ -108,9 +113,9 @@ const (
 	hotMsgs    = 400
 )
 
-func manyRooms(b *testing.B) *MessageLog {
+func manyRooms(b *testing.B, parts int) *MessageLog {
 	b.Helper()
-	log := benchLog(b)
+	log := benchLogOf(b, parts)
 	data := []byte(benchMsg)
 	every := scaleRooms * scalePer / (hotRooms * hotMsgs)
 	inflight := make([]jetstream.PubAckFuture, 0, 512)
@@ -191,9 +196,16 @@ func hotIDs(b *testing.B, log *MessageLog) [][]uint64 {
 // stream of 100k rooms, before a random message of a room whose messages
 // are spread over the whole stream, alone and beside a writer that stores
 // one message at a time into random rooms; and that writer's publish
-// latency without and with a reader paging all the while.
+// latency without and with a reader paging all the while. All of it with
+// one partition and with four.
 func BenchmarkHistoryScale(b *testing.B) {
-	log := manyRooms(b)
+	for _, parts := range []int{1, 4} {
+		b.Run(fmt.Sprintf("partitions=%d", parts), func(b *testing.B) { benchHistoryScale(b, parts) })
+	}
+}
+
+func benchHistoryScale(b *testing.B, parts int) {
+	log := manyRooms(b, parts)
 	ids := hotIDs(b, log)
 	ctx := context.Background()
 	page := func(i int, lat *latencies) {
@@ -268,9 +280,16 @@ func BenchmarkHistoryScale(b *testing.B) {
 
 // BenchmarkRoomListScale is the log's part of a room list (RoomTails) for a
 // user in 500 rooms of a stream of 100k rooms: all read, each with one
-// unread message, and each with 20 (more than RoomTails reads to count).
+// unread message, and each with 20 (more than RoomTails reads to count);
+// with one partition and with four.
 func BenchmarkRoomListScale(b *testing.B) {
-	log := manyRooms(b)
+	for _, parts := range []int{1, 4} {
+		b.Run(fmt.Sprintf("partitions=%d", parts), func(b *testing.B) { benchRoomListScale(b, parts) })
+	}
+}
+
+func benchRoomListScale(b *testing.B, parts int) {
+	log := manyRooms(b, parts)
 	ctx := context.Background()
 	for _, c := range []struct {
 		name   string

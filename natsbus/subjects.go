@@ -116,6 +116,16 @@ func (n Names) messagesSubjects(p int) string {
 	return n.prefix + ".msg." + strconv.Itoa(p) + ".*"
 }
 
+// PartitionBucket is the name (for Bucket) of partition p of a bucket
+// spread over the partitions like the messages: name itself with one
+// partition, name_<p> with more.
+func (n Names) PartitionBucket(name string, p int) string {
+	if n.parts <= 1 {
+		return name
+	}
+	return name + "_" + strconv.Itoa(p)
+}
+
 // Bucket is the KV bucket of a backend's name: CHAT_<name>.
 func (n Names) Bucket(name string) string { return n.upper + "_" + name }
 

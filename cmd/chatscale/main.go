@@ -56,6 +56,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	url := fs.String("nats-url", "", "NATS client `URL` of the deployment (chatd's --nats-listen)")
 	prefix := fs.String("nats-prefix", natsbus.DefaultPrefix, "the deployment's --nats-prefix")
+	parts := fs.Int("partitions", 1, "the deployment's --partitions: read positions are in its partitions' buckets")
 	var p plan
 	fs.IntVar(&p.Users, "users", 100000, "users")
 	fs.IntVar(&p.RoomsPerUser, "rooms-per-user", 20, "rooms each user is in")
@@ -72,6 +73,9 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case *url == "":
 		_, _ = fmt.Fprintln(stderr, "chatscale: --nats-url is required")
 		return 2
+	case *parts < 1 || *parts > natsbus.MaxPartitions:
+		_, _ = fmt.Fprintf(stderr, "chatscale: --partitions %d: 1 to %d\n", *parts, natsbus.MaxPartitions)
+		return 2
 	case p.Users < 1 || p.RoomsPerUser < 1 || p.RoomSize < 1 || p.WideRooms < 0 || *workers < 1:
 		_, _ = fmt.Fprintln(stderr, "chatscale: --users, --rooms-per-user, --room-size and --concurrency must be positive, --wide-rooms not negative")
 		return 2
@@ -80,7 +84,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	start := time.Now()
-	n, err := seed(ctx, *url, *prefix, p, *workers)
+	n, err := seed(ctx, *url, *prefix, *parts, p, *workers)
 	if err != nil {
 		_, _ = fmt.Fprintln(stderr, "chatscale:", err)
 		return 1
@@ -93,8 +97,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // seed writes the plan's memberships and read positions and returns how
 // many memberships it wrote.
-func seed(ctx context.Context, url, prefix string, p plan, workers int) (int, error) {
-	bus, err := natsbus.Start(ctx, natsbus.Options{URL: url, Prefix: prefix, ClientName: "chatscale",
+func seed(ctx context.Context, url, prefix string, parts int, p plan, workers int) (int, error) {
+	bus, err := natsbus.Start(ctx, natsbus.Options{URL: url, Prefix: prefix, Partitions: parts, ClientName: "chatscale",
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return 0, err

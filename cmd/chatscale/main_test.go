@@ -17,19 +17,26 @@ import (
 // TestSeed: the deployment chatscale writes is the one it says, as chatd's
 // own store reads it back: every user in its rooms, every room with its
 // members, the wide user in the first rooms, a read position for each;
-// and a second run changes nothing.
+// and a second run changes nothing. With partitions, the read positions
+// are in the buckets of their rooms' partitions, where chatd reads them.
 func TestSeed(t *testing.T) {
+	for _, parts := range []int{1, 3} {
+		t.Run("partitions="+strconv.Itoa(parts), func(t *testing.T) { testSeed(t, parts) })
+	}
+}
+
+func testSeed(t *testing.T, parts int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	listen := "127.0.0.1:" + strconv.Itoa(port.Free(t))
-	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ClientListen: listen,
+	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ClientListen: listen, Partitions: parts,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = bus.Close(context.Background()) }()
 	p := plan{Users: 30, RoomsPerUser: 4, RoomSize: 5, WideRooms: 7}
-	args := []string{"--nats-url", "nats://" + listen, "--users", "30", "--rooms-per-user", "4", "--room-size", "5", "--wide-rooms", "7", "--concurrency", "8"}
+	args := []string{"--nats-url", "nats://" + listen, "--partitions", strconv.Itoa(parts), "--users", "30", "--rooms-per-user", "4", "--room-size", "5", "--wide-rooms", "7", "--concurrency", "8"}
 	for run := range 2 {
 		var out, errs strings.Builder
 		if code := runMain(ctx, args, &out, &errs); code != 0 {

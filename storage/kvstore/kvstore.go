@@ -28,6 +28,7 @@ import (
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/workingset"
+	"golang.org/x/sync/errgroup"
 )
 
 // The buckets, part of chatd's contract (docs/protocol.md): backend
@@ -454,59 +455,75 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// ReadMarks is the read positions in the CHAT_READS bucket: for Store, and
-// for a backend that keeps rooms and memberships elsewhere
-// (storage/postgres), which holds them in its working set as Store does.
+// ReadMarks is the read positions in the CHAT_READS bucket, or, with
+// more than one partition (natsbus.Names.Partition), in CHAT_READS_<p>,
+// the bucket of the room's partition, so that read receipts are written
+// through as many Raft leaders as messages are: for Store, and for a
+// backend that keeps rooms and memberships elsewhere (storage/postgres),
+// which holds them in its working set as Store does.
 type ReadMarks struct {
-	reads *natsbus.Bucket
+	parts []*natsbus.Bucket // by partition
+	names natsbus.Names
 	log   *slog.Logger
-	stop  func()
+	stops []func()
 }
 
-// OpenReadMarks creates or updates the read positions bucket.
+// OpenReadMarks creates or updates the read positions buckets.
 func OpenReadMarks(ctx context.Context, bus *natsbus.Bus, cfg Config) (*ReadMarks, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	b, err := bus.OpenBucket(ctx, ReadsBucket, readsDescription, cfg.Replicas)
-	if err != nil {
-		return nil, err
+	names := bus.Names()
+	r := &ReadMarks{parts: make([]*natsbus.Bucket, names.Partitions()), names: names, log: log}
+	for p := range r.parts {
+		b, err := bus.OpenBucket(ctx, names.PartitionBucket(ReadsBucket, p), readsDescription, cfg.Replicas)
+		if err != nil {
+			return nil, err
+		}
+		r.parts[p] = b
 	}
-	return &ReadMarks{reads: b, log: log}, nil
+	return r, nil
 }
+
+// bucket is the bucket of the room's partition.
+func (r *ReadMarks) bucket(room string) *natsbus.Bucket { return r.parts[r.names.Partition(room)] }
 
 // Watch calls fn with every read position written from now on, by any
 // node, until Close: a working set's feed. It may be called once.
 func (r *ReadMarks) Watch(ctx context.Context, fn func(room, user string, pos, rev uint64)) error {
-	if r.stop != nil {
+	if r.stops != nil {
 		return errors.New("read positions: watched twice")
 	}
-	stop, err := r.reads.WatchUpdates(ctx, func(e natsbus.Entry) {
-		if room, user, mk, ok := r.entry(e); ok {
-			fn(room, user, mk.Pos, mk.Rev)
+	for _, b := range r.parts {
+		stop, err := b.WatchUpdates(ctx, func(e natsbus.Entry) {
+			if room, user, mk, ok := r.entry(b, e); ok {
+				fn(room, user, mk.Pos, mk.Rev)
+			}
+		})
+		if err != nil {
+			_ = r.Close()
+			return err
 		}
-	})
-	if err != nil {
-		return err
+		r.stops = append(r.stops, stop)
 	}
-	r.stop = stop
 	return nil
 }
 
-// entry reads a READS entry; ok is false for a malformed one, which it
-// logs. A deleted position is position 0.
-func (r *ReadMarks) entry(e natsbus.Entry) (room, user string, mk workingset.Mark, ok bool) {
+// entry reads an entry of bucket b; ok is false for a malformed one,
+// which it logs. A deleted position is position 0. A revision is of its
+// bucket: a room's positions are all in one.
+func (r *ReadMarks) entry(b *natsbus.Bucket, e natsbus.Entry) (room, user string, mk workingset.Mark, ok bool) {
 	room, user, ok = natsbus.SplitRoomUserKey(e.Key)
 	if !ok {
-		r.log.Warn("ignoring malformed KV key", "bucket", r.reads.Name(), "key", e.Key)
+		r.log.Warn("ignoring malformed KV key", "bucket", b.Name(), "key", e.Key)
 		return "", "", mk, false
 	}
 	mk = workingset.Mark{User: user, Rev: e.Revision}
 	if !e.Deleted {
 		p, err := strconv.ParseUint(string(e.Value), 10, 64)
 		if err != nil {
-			r.log.Warn("ignoring malformed KV value", "bucket", r.reads.Name(), "key", e.Key, "err", err)
+			r.log.Warn("ignoring malformed KV value", "bucket", b.Name(), "key", e.Key, "err", err)
 			return "", "", mk, false
 		}
 		mk.Pos = p
@@ -516,13 +533,14 @@ func (r *ReadMarks) entry(e natsbus.Entry) (room, user string, mk workingset.Mar
 
 // Room returns every read position in room, for a working set's load.
 func (r *ReadMarks) Room(ctx context.Context, room string) ([]workingset.Mark, error) {
-	entries, err := r.reads.Under(ctx, room)
+	b := r.bucket(room)
+	entries, err := b.Under(ctx, room)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]workingset.Mark, 0, len(entries))
 	for _, e := range entries {
-		if _, _, mk, ok := r.entry(e); ok {
+		if _, _, mk, ok := r.entry(b, e); ok {
 			out = append(out, mk)
 		}
 	}
@@ -530,20 +548,34 @@ func (r *ReadMarks) Room(ctx context.Context, room string) ([]workingset.Mark, e
 }
 
 // Of returns user's read positions in rooms (missing: 0), in one direct
-// get per 1,024 rooms.
+// get per partition and 1,024 rooms, the partitions' at once.
 func (r *ReadMarks) Of(ctx context.Context, user string, rooms []string) (map[string]uint64, error) {
-	keys := make([]string, len(rooms))
-	for i, room := range rooms {
-		keys[i] = natsbus.RoomUserKey(room, user)
+	keys := make([][]string, len(r.parts))
+	for _, room := range rooms {
+		p := r.names.Partition(room)
+		keys[p] = append(keys[p], natsbus.RoomUserKey(room, user))
 	}
-	entries, err := r.reads.GetMany(ctx, keys)
-	if err != nil {
+	found := make([][]natsbus.Entry, len(r.parts))
+	g, gctx := errgroup.WithContext(ctx)
+	for p, ks := range keys {
+		if len(ks) == 0 {
+			continue
+		}
+		g.Go(func() error {
+			var err error
+			found[p], err = r.parts[p].GetMany(gctx, ks)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	out := make(map[string]uint64, len(entries))
-	for _, e := range entries {
-		if room, _, mk, ok := r.entry(e); ok {
-			out[room] = mk.Pos
+	out := make(map[string]uint64, len(rooms))
+	for p, entries := range found {
+		for _, e := range entries {
+			if room, _, mk, ok := r.entry(r.parts[p], e); ok {
+				out[room] = mk.Pos
+			}
 		}
 	}
 	return out, nil
@@ -551,14 +583,15 @@ func (r *ReadMarks) Of(ctx context.Context, user string, rooms []string) (map[st
 
 // ReadMark returns user's read position in room, from the bucket.
 func (r *ReadMarks) ReadMark(ctx context.Context, room, user string) (uint64, error) {
-	e, err := r.reads.Get(ctx, natsbus.RoomUserKey(room, user))
+	b := r.bucket(room)
+	e, err := b.Get(ctx, natsbus.RoomUserKey(room, user))
 	if errors.Is(err, natsbus.ErrKeyNotFound) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("read position %s/%s: %w", room, user, err)
 	}
-	_, _, mk, ok := r.entry(e)
+	_, _, mk, ok := r.entry(b, e)
 	if !ok {
 		return 0, nil
 	}
@@ -571,8 +604,9 @@ func (r *ReadMarks) ReadMark(ctx context.Context, room, user string) (uint64, er
 // revision.
 func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) (pos, rev uint64, err error) {
 	key := natsbus.RoomUserKey(room, user)
+	b := r.bucket(room)
 	for range 20 {
-		cur, err := r.reads.Get(ctx, key)
+		cur, err := b.Get(ctx, key)
 		exists := err == nil
 		if err != nil && !errors.Is(err, natsbus.ErrKeyNotFound) {
 			return 0, 0, fmt.Errorf("read position %s/%s: %w", room, user, err)
@@ -584,9 +618,9 @@ func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) 
 		}
 		val := []byte(strconv.FormatUint(id, 10))
 		if exists {
-			rev, err = r.reads.Update(ctx, key, val, cur.Revision)
+			rev, err = b.Update(ctx, key, val, cur.Revision)
 		} else {
-			rev, err = r.reads.Create(ctx, key, val)
+			rev, err = b.Create(ctx, key, val)
 		}
 		if errors.Is(err, natsbus.ErrKeyExists) || errors.Is(err, natsbus.ErrRevisionChanged) {
 			continue // lost a race with another writer (or a retry of ours landed): read again
@@ -599,11 +633,11 @@ func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) 
 	return 0, 0, fmt.Errorf("store read position %s/%s: too much contention", room, user)
 }
 
-// Close stops the watch.
+// Close stops the watches.
 func (r *ReadMarks) Close() error {
-	if r.stop != nil {
-		r.stop()
-		r.stop = nil
+	for _, stop := range r.stops {
+		stop()
 	}
+	r.stops = nil
 	return nil
 }

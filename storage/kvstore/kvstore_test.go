@@ -26,11 +26,17 @@ func startBus(t testing.TB) *natsbus.Bus {
 // startBusAt is startBus with a client port, for a test that looks at
 // the server with a NATS client of its own; it returns the server's URL.
 func startBusAt(t testing.TB) (*natsbus.Bus, string) {
+	return startPartitioned(t, 1)
+}
+
+// startPartitioned is startBusAt with the messages and read positions
+// spread over parts partitions.
+func startPartitioned(t testing.TB, parts int) (*natsbus.Bus, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	addr := "127.0.0.1:" + strconv.Itoa(port.Free(t))
-	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ServerName: "kvtest", ClientListen: addr})
+	bus, err := natsbus.Start(ctx, natsbus.Options{DataDir: t.TempDir(), ServerName: "kvtest", ClientListen: addr, Partitions: parts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +57,15 @@ func open(t *testing.T, bus *natsbus.Bus) *Store {
 // TestConformance runs the behaviour every backend must show.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storage.Store { return open(t, startBus(t)) })
+}
+
+// TestConformancePartitioned: with read positions in the buckets of four
+// partitions, the store keeps every promise it keeps with one.
+func TestConformancePartitioned(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storage.Store {
+		bus, _ := startPartitioned(t, 4)
+		return open(t, bus)
+	})
 }
 
 // Two stores on one NATS stand for two nodes: each sees the other's

@@ -17,7 +17,8 @@ import (
 // encoding, without the working set a Store keeps: for tools that build a
 // large deployment (cmd/chatscale).
 type Seeder struct {
-	members, reads *natsbus.Bucket
+	members *natsbus.Bucket
+	reads   *ReadMarks
 }
 
 // OpenSeeder opens the buckets as Open does.
@@ -27,7 +28,7 @@ func OpenSeeder(ctx context.Context, bus *natsbus.Bus, cfg Config) (*Seeder, err
 	if s.members, err = bus.OpenBucket(ctx, MembersBucket, membersDescription, cfg.Replicas); err != nil {
 		return nil, err
 	}
-	if s.reads, err = bus.OpenBucket(ctx, ReadsBucket, readsDescription, cfg.Replicas); err != nil {
+	if s.reads, err = OpenReadMarks(ctx, bus, cfg); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -48,7 +49,7 @@ func (s *Seeder) Member(ctx context.Context, room, user string, role storage.Rol
 // ReadMark sets user's read position in room where it has none.
 func (s *Seeder) ReadMark(ctx context.Context, room, user string, id uint64) error {
 	val := []byte(strconv.FormatUint(id, 10))
-	if _, err := s.reads.Create(ctx, natsbus.RoomUserKey(room, user), val); err != nil && !errors.Is(err, natsbus.ErrKeyExists) {
+	if _, err := s.reads.bucket(room).Create(ctx, natsbus.RoomUserKey(room, user), val); err != nil && !errors.Is(err, natsbus.ErrKeyExists) {
 		return fmt.Errorf("read position %s/%s: %w", room, user, err)
 	}
 	return nil
