@@ -112,19 +112,23 @@ func (a *Archiver) Run(ctx context.Context) {
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		msgs, err := a.cons.Fetch(ctx, a.cfg.Batch, a.cfg.FetchWait)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			// Some partitions failed: what the others gave is archived
+			// below, and the failed ones' consumers made again if gone.
 			a.log.Warn("archive: fetch from JetStream failed; retrying", "err", err)
-			sleep(ctx, wait)
-			wait = min(2*wait, 5*time.Second)
+			if len(msgs) == 0 {
+				sleep(ctx, wait)
+				wait = min(2*wait, 5*time.Second)
+			}
 			if err := a.cons.Ensure(ctx); err != nil && ctx.Err() == nil {
 				a.log.Error("archive: consumer", "err", err)
 			}
-			continue
+		default:
+			wait = 100 * time.Millisecond
 		}
-		wait = 100 * time.Millisecond
 		if len(msgs) == 0 {
 			continue
 		}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 )
 
 // ConsumerConfig shapes a durable consumer of the messages stream.
@@ -90,26 +90,23 @@ func (c *Consumer) Ensure(ctx context.Context) error {
 }
 
 // Fetch takes up to max messages from each partition, waiting at most
-// wait for them; none is not an error. Only one goroutine may call Fetch
-// and Ensure.
+// wait for them; none is not an error. Where some partitions fail, what
+// the others fetched comes with the error, to be dealt with (unacknowledged,
+// it would only come again after AckWait); Ensure mends a consumer that is
+// gone. Only one goroutine may call Fetch and Ensure.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]Delivery, error) {
 	got := make([][]Delivery, len(c.cons))
-	g, gctx := errgroup.WithContext(ctx)
+	errs := make([]error, len(c.cons))
+	var wg sync.WaitGroup
 	for i, cons := range c.cons {
-		g.Go(func() error {
-			var err error
-			got[i], err = c.fetch(gctx, cons, max, wait)
-			return err
+		wg.Go(func() {
+			if got[i], errs[i] = c.fetch(ctx, cons, max, wait); errs[i] != nil {
+				errs[i] = fmt.Errorf("%s: %w", c.log.parts[i].name, errs[i])
+			}
 		})
 	}
-	err := g.Wait()
-	out := slices.Concat(got...)
-	if err != nil && len(out) == 0 {
-		return nil, err
-	}
-	// What was fetched is handed out even if another partition failed:
-	// unacknowledged, it would only come again after AckWait.
-	return out, nil
+	wg.Wait()
+	return slices.Concat(got...), errors.Join(errs...)
 }
 
 func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, max int, wait time.Duration) ([]Delivery, error) {

@@ -221,6 +221,44 @@ func testPartitions(t *testing.T, d Durability) {
 		pending, _, err := cons.Backlog(ctx)
 		return err == nil && pending == 0
 	})
+
+	// One partition's consumer gone: the others' messages still come,
+	// with an error naming it, and Ensure makes it again.
+	lost := bus.names.Partition(rooms[0])
+	if err := bus.js.DeleteConsumer(ctx, l.parts[lost].name, "parttest"); err != nil {
+		t.Fatal(err)
+	}
+	submitAll(t, c, rooms, 1)
+	batch, err := cons.Fetch(ctx, 100, time.Second)
+	if err == nil || !strings.Contains(err.Error(), l.parts[lost].name) {
+		t.Fatalf("fetch with %s's consumer gone: %v", l.parts[lost].name, err)
+	}
+	others := 0
+	for _, r := range rooms {
+		if bus.names.Partition(r) != lost {
+			others++
+		}
+	}
+	if len(batch) != others {
+		t.Fatalf("fetch with a partition's consumer gone gave %d messages, want the other partitions' %d", len(batch), others)
+	}
+	for _, dl := range batch {
+		if bus.names.Partition(dl.Room) == lost {
+			t.Fatalf("a message of %s from a consumer that is gone", dl.Room)
+		}
+		dl.Ack()
+	}
+	if err := cons.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Made again, it starts from its stream's first message.
+	again, err := cons.Fetch(ctx, 1000, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (len(rooms) - others) * (perRoom + 2); len(again) != want {
+		t.Fatalf("the consumer made again gave %d messages, want its partition's %d", len(again), want)
+	}
 }
 
 // TestPartitionCountIsFixed: a node started with another partition count
