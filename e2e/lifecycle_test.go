@@ -81,13 +81,21 @@ const externalNATS = "nats://127.0.0.1:4222"
 // hold anyone's data (a developer's own chatd): the node takes a prefix of
 // its own (--nats-prefix), so its stream and buckets are new ones, the
 // test deletes those and nothing else, and every stream that was there
-// before is there after.
+// before is there after. With four partitions too: that server may be
+// older than 2.10, which keeps no stream metadata, and a restart must still
+// find the deployment's partition count.
 func TestExternalNATS(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:4222", time.Second); err != nil {
 		t.Skipf("no NATS server at %s: %v", externalNATS, err)
 	} else {
 		_ = c.Close()
 	}
+	for _, parts := range []int{1, 4} {
+		t.Run("partitions="+strconv.Itoa(parts), func(t *testing.T) { testExternalNATS(t, parts) })
+	}
+}
+
+func testExternalNATS(t *testing.T, parts int) {
 	nc, err := nats.Connect(externalNATS)
 	if err != nil {
 		t.Fatal(err)
@@ -98,12 +106,18 @@ func TestExternalNATS(t *testing.T) {
 	_, _ = rand.Read(r[:])
 	prefix := "test" + hex.EncodeToString(r[:])
 	names, err := natsbus.NewNames(prefix)
+	if err == nil {
+		names, err = names.WithPartitions(parts)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine := []string{names.MessagesStream(0)}
-	for _, b := range []string{kvstore.RoomsBucket, kvstore.MembersBucket, kvstore.ReadsBucket, kvstore.UserRoomsBucket} {
+	mine := names.MessagesStreams()
+	for _, b := range []string{kvstore.RoomsBucket, kvstore.MembersBucket, kvstore.UserRoomsBucket} {
 		mine = append(mine, "KV_"+names.Bucket(b))
+	}
+	for p := range parts {
+		mine = append(mine, "KV_"+names.Bucket(names.PartitionBucket(kvstore.ReadsBucket, p)))
 	}
 	streams := func() map[string]bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -140,7 +154,9 @@ func TestExternalNATS(t *testing.T) {
 		}
 	})
 
-	n := startNode(t, func(c *config.Config) { c.NATSURL, c.NATSListen, c.NATSPrefix = externalNATS, "", prefix })
+	n := startNode(t, func(c *config.Config) {
+		c.NATSURL, c.NATSListen, c.NATSPrefix, c.Partitions = externalNATS, "", prefix, parts
+	})
 	alice, bob := dial(t, n, "alice"), dial(t, n, "bob")
 	sub := bob.subscribe("/topic/chat.ext")
 	alice.post("ext", "over external NATS")
@@ -148,7 +164,7 @@ func TestExternalNATS(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 	// The stream lives in the external server, visible to any NATS client.
-	info, err := js.Stream(context.Background(), names.MessagesStream(0))
+	info, err := js.Stream(context.Background(), names.MessagesStream(names.Partition("ext")))
 	if err != nil {
 		t.Fatalf("stream not in the external NATS: %v", err)
 	}

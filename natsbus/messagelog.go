@@ -1,6 +1,7 @@
 package natsbus
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -158,28 +159,42 @@ func (b *Bus) streamConfig(p int, cfg LogConfig) jetstream.StreamConfig {
 // checkPartitions refuses a partition count other than the one the
 // deployment's streams were made with: JetStream cannot move stored
 // messages between streams, and a room's messages would be looked for in
-// the wrong one.
+// the wrong one. The count is in the streams' metadata; a server older
+// than 2.10 keeps none, and then it is the number of partition streams.
 func (b *Bus) checkPartitions(ctx context.Context) error {
 	want := b.names.Partitions()
+	single := b.names.upper + "_MESSAGES"
+	var found string
+	recorded, parts := 0, 0
 	list := b.js.ListStreams(ctx, jetstream.WithStreamListSubject(b.names.prefix+".msg.>"))
 	for info := range list.Info() {
-		have := 1
-		if v, ok := info.Config.Metadata[partitionsKey]; ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return fmt.Errorf("stream %s: bad %s metadata %q", info.Config.Name, partitionsKey, v)
+		name := info.Config.Name
+		switch p, ok := strings.CutPrefix(name, single+"_"); {
+		case name == single:
+			found, recorded = name, 1
+		case ok && p != "" && strings.Trim(p, "0123456789") == "":
+			parts++
+			if v, ok := info.Config.Metadata[partitionsKey]; ok {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return fmt.Errorf("stream %s: bad %s metadata %q", name, partitionsKey, v)
+				}
+				recorded = n
 			}
-			have = n
-		}
-		if have != want {
-			return fmt.Errorf("--partitions %d: this deployment's messages are in %d partition(s) (stream %s), and "+
-				"JetStream cannot move stored messages between streams: start chatd with --partitions %d, or move the "+
-				"history to a deployment of its own (docs/operations.md, Partitions)",
-				want, have, info.Config.Name, have)
+			if found == "" {
+				found = name
+			}
 		}
 	}
 	if err := list.Err(); err != nil {
 		return fmt.Errorf("list the messages streams: %w", err)
+	}
+	have := cmp.Or(recorded, parts)
+	if found != "" && have != want {
+		return fmt.Errorf("--partitions %d: this deployment's messages are in %d partition(s) (stream %s), and "+
+			"JetStream cannot move stored messages between streams: start chatd with --partitions %d, or move the "+
+			"history to a deployment of its own (docs/operations.md, Partitions)",
+			want, have, found, have)
 	}
 	return nil
 }
