@@ -10,7 +10,7 @@ import (
 // where the node cannot tell (then the gauges are absent, not 0).
 type Replica func() (leading, current, partitions int, known bool)
 
-// WatchReplica exposes this node's replica of the messages stream
+// WatchReplica exposes this node's replicas of the messages streams
 // (docs/monitoring.md).
 func (m *Metrics) WatchReplica(r Replica) {
 	if _, _, _, known := r(); !known {

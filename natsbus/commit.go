@@ -152,15 +152,16 @@ func (l *MessageLog) NewCommitter(metrics CommitMetrics) *Committer {
 	}
 	c := &Committer{names: l.names, parts: make([]*committer, len(l.parts))}
 	for i, p := range l.parts {
-		c.parts[i] = l.newCommitter(p, metrics, commitTimeout)
+		c.parts[i] = l.newCommitter(p, metrics)
 	}
 	return c
 }
 
-func (l *MessageLog) newCommitter(part *logPart, metrics CommitMetrics, timeout time.Duration) *committer {
+// newCommitter starts the committer of one partition.
+func (l *MessageLog) newCommitter(part *logPart, metrics CommitMetrics) *committer {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &committer{
-		msgs: l, part: part, metrics: metrics, timeout: timeout, log: l.log, ctx: ctx, cancel: cancel,
+		msgs: l, part: part, metrics: metrics, timeout: commitTimeout, log: l.log, ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), wake: make(chan struct{}, 1), ids: nuid.New(),
 	}
 	if l.syncs {

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ConsumerConfig shapes a durable consumer of the messages stream.
+// ConsumerConfig shapes a durable consumer of the messages streams.
 type ConsumerConfig struct {
 	// Name is the durable name; every node asking for the same name shares
 	// the one consumer, and each message goes to one of them.

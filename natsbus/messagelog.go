@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// LogConfig shapes the messages stream.
+// LogConfig shapes the messages streams, every partition's alike.
 type LogConfig struct {
 	Replicas        int
 	MaxAge          time.Duration // 0: keep forever
@@ -36,7 +36,7 @@ const (
 	// epochKey records the first sequence of this life of the stream.
 	epochKey = "chatd.epoch"
 	// partitionsKey records how many streams the deployment's messages
-	// are partitioned over (absent: 1).
+	// are partitioned over, where there are more than one (checkPartitions).
 	partitionsKey = "chatd.partitions"
 )
 

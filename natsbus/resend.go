@@ -9,7 +9,7 @@ import (
 )
 
 // resendSignal tells publishers waiting for acknowledgements that theirs
-// may never come: the messages stream elected a leader (the old one may
+// may never come: a messages stream elected a leader (the old one may
 // have dropped what it had not yet proposed, and the new one acknowledges
 // only what it receives itself), or the connection to NATS was re-made
 // (replies in flight are lost). Without it such a publish waits out the

@@ -41,7 +41,8 @@ type Message struct {
 	Time time.Time
 }
 
-// LogState is a snapshot of the message log's bounds.
+// LogState is a snapshot of the bounds of the message log, or of the
+// partition of it that holds a room.
 type LogState struct {
 	Epoch uint64 // first id of this life of the log
 	First uint64 // oldest id still held
