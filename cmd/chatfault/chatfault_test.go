@@ -24,12 +24,26 @@ func TestFaults(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../chatd").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	type run struct {
+		sc   scenario
+		name string
+		args []string
+	}
+	var runs []run
 	for _, sc := range scenarioList() {
-		t.Run(sc.name, func(t *testing.T) {
+		runs = append(runs, run{sc, sc.name, nil})
+	}
+	// The leader of most of four partitions killed, with rooms in every
+	// partition: each stream's new leader takes over, nothing is lost.
+	kill, _ := scenarioByName("kill-leader")
+	runs = append(runs, run{kill, "kill-leader-partitions=4", []string{"--partitions", "4", "--rooms", "8", "--senders", "8"}})
+	for _, r := range runs {
+		sc := r.sc
+		t.Run(r.name, func(t *testing.T) {
 			if sc.tmpfs && os.Geteuid() != 0 {
 				t.Skip("needs root, to mount a small tmpfs as a node's data disk (CI runs as root)")
 			}
-			o, err := parseOptions([]string{"--scenario", sc.name, "--work", t.TempDir()}, os.Stderr)
+			o, err := parseOptions(append([]string{"--scenario", sc.name, "--work", t.TempDir()}, r.args...), os.Stderr)
 			if err != nil {
 				t.Fatal(err)
 			}

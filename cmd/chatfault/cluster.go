@@ -39,9 +39,10 @@ type node struct {
 
 // cluster is three chatd processes routed to each other.
 type cluster struct {
-	nodes  []*node
-	mounts []string // tmpfs mounts to undo
-	client *http.Client
+	nodes      []*node
+	mounts     []string // tmpfs mounts to undo
+	client     *http.Client
+	partitions int // the nodes' --partitions
 }
 
 // startCluster starts n chatd processes and waits until each is ready.
@@ -230,16 +231,22 @@ func (c *cluster) waitReady(ctx context.Context, nodes ...*node) error {
 	return nil
 }
 
-// leader is the node that leads the messages stream, by its
-// chatd_messages_stream_leader gauge, waiting for one if there is none.
+// leader is the node that leads the messages stream, or the most of the
+// partitions' streams, by its chatd_messages_stream_leader gauge, waiting
+// for one if there is none.
 func (c *cluster) leader(ctx context.Context) (*node, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
+		var most *node
+		top := 0.0
 		for _, n := range c.nodes {
-			if v, err := c.gauge(ctx, n, "chatd_messages_stream_leader"); err == nil && v == 1 {
-				return n, nil
+			if v, err := c.gauge(ctx, n, "chatd_messages_stream_leader"); err == nil && v > top {
+				most, top = n, v
 			}
+		}
+		if most != nil {
+			return most, nil
 		}
 		if ctx.Err() != nil {
 			return nil, errors.New("no node says it leads the messages stream")
@@ -248,15 +255,16 @@ func (c *cluster) leader(ctx context.Context) (*node, error) {
 	}
 }
 
-// waitCurrent waits until every node's replica of the messages stream is
-// current: a node that was down or had its JetStream off has caught up.
+// waitCurrent waits until every node's replicas of the messages streams
+// are current: a node that was down or had its JetStream off has caught
+// up.
 func (c *cluster) waitCurrent(ctx context.Context, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for _, n := range c.nodes {
 		for {
 			v, err := c.gauge(ctx, n, "chatd_messages_stream_current")
-			if err == nil && v == 1 {
+			if err == nil && v == float64(max(c.partitions, 1)) {
 				break
 			}
 			if ctx.Err() != nil {

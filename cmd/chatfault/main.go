@@ -29,9 +29,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/chatd/chatd/natsbus"
 )
 
 func main() {
@@ -48,9 +51,11 @@ type options struct {
 	rooms     int
 	window    int
 	rate      float64
-	work      string
-	keep      bool
-	json      bool
+	// partitions is the nodes' --partitions.
+	partitions int
+	work       string
+	keep       bool
+	json       bool
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -67,6 +72,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rooms, "rooms", 2, "rooms the senders share")
 	fs.IntVar(&o.window, "window", 500, "SENDs each sender may have awaiting a RECEIPT: at --rate, how long it goes on sending into an outage")
 	fs.Float64Var(&o.rate, "rate", 50, "new messages per second per sender")
+	fs.IntVar(&o.partitions, "partitions", 1, "the nodes' --partitions: the faults then hit the node leading the most of the messages streams")
 	fs.StringVar(&o.work, "work", "", "directory for the nodes' data and logs (default: a temporary one, removed after a clean run)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory after a clean run")
 	fs.BoolVar(&o.json, "json", false, "print the reports as JSON")
@@ -94,6 +100,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--senders, --rooms and --window: at least 1")
 	case o.rate <= 0:
 		return o, errors.New("--rate: more than 0")
+	case o.partitions < 1 || o.partitions > natsbus.MaxPartitions:
+		return o, fmt.Errorf("--partitions: 1 to %d", natsbus.MaxPartitions)
 	case o.down <= 0 || o.settle <= 0:
 		return o, errors.New("--down and --settle: more than 0")
 	}
@@ -198,10 +206,11 @@ func runScenario(ctx context.Context, o options, sc scenario, bin, work string, 
 	}
 	start := time.Now()
 	logf("%s: starting 3 nodes", sc.name)
-	c, err := startCluster(ctx, bin, work, 3, tmpfs, nil)
+	c, err := startCluster(ctx, bin, work, 3, tmpfs, []string{"--partitions", strconv.Itoa(o.partitions)})
 	if err != nil {
 		return rep, err
 	}
+	c.partitions = o.partitions
 	defer c.close()
 	var addrs []string
 	for _, n := range c.nodes {
