@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,34 +257,21 @@ func (k *Bucket) entryFromDirect(m *nats.Msg) (Entry, error) {
 // ones included, in no order: one direct get per maxMultiLast keys, each
 // found through the stream's subject index.
 func (k *Bucket) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
-	out := make([]Entry, 0, len(keys))
-	for chunk := range slices.Chunk(keys, maxMultiLast) {
-		ask := make(map[string]bool, len(chunk))
-		for _, key := range chunk {
-			ask[k.keySubject(key)] = true
+	subjs := make([]string, len(keys))
+	for i, key := range keys {
+		subjs[i] = k.keySubject(key)
+	}
+	raw, err := multiLast(ctx, k.bus.nc, k.direct, subjs)
+	if err != nil {
+		return nil, fmt.Errorf("read keys of %s: %w", k.name, err)
+	}
+	out := make([]Entry, 0, len(raw))
+	for _, m := range raw {
+		e, err := k.entryFromDirect(m)
+		if err != nil {
+			return nil, err
 		}
-		// A reply stops at multiLastBytes; ask again for the rest.
-		for len(ask) > 0 {
-			subjs := slices.Collect(maps.Keys(ask))
-			raw, left, err := directGet(ctx, k.bus.nc, k.direct, directReq{MultiLastFor: subjs, MaxBytes: multiLastBytes})
-			if err != nil {
-				return nil, fmt.Errorf("read %d keys of %s: %w", len(subjs), k.name, err)
-			}
-			for _, m := range raw {
-				e, err := k.entryFromDirect(m)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, e)
-				delete(ask, m.Header.Get(jetstream.SubjectHeader))
-			}
-			if left == 0 {
-				break
-			}
-			if len(raw) == 0 {
-				return nil, fmt.Errorf("read %d keys of %s: an empty reply left %d out", len(subjs), k.name, left)
-			}
-		}
+		out = append(out, e)
 	}
 	return out, nil
 }

@@ -539,35 +539,47 @@ func (l *MessageLog) RoomTails(ctx context.Context, marks []storage.RoomMark) ([
 }
 
 // lastOf returns the newest message of each of the subjects of the
-// partition's stream that has any: one direct get per maxMultiLast
-// subjects (multi_last).
+// partition's stream that has any.
 func (l *MessageLog) lastOf(ctx context.Context, p *logPart, subjs []string) ([]storage.Message, error) {
-	var out []storage.Message
-	for chunk := range slices.Chunk(subjs, maxMultiLast) {
+	raw, err := multiLast(ctx, l.nc, p.directSubj, subjs)
+	if err != nil {
+		return nil, fmt.Errorf("newest messages of rooms: %w", err)
+	}
+	out := make([]storage.Message, len(raw))
+	for i, r := range raw {
+		if out[i], err = l.names.storedFromDirect(r); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// multiLast returns the newest message of each of subjects that has any,
+// from the stream whose direct get subject is direct: one multi_last direct
+// get per maxMultiLast subjects, each found through the stream's subject
+// index, asked again for what a reply left out past multiLastBytes.
+func multiLast(ctx context.Context, nc *nats.Conn, direct string, subjects []string) ([]*nats.Msg, error) {
+	var out []*nats.Msg
+	for chunk := range slices.Chunk(subjects, maxMultiLast) {
 		ask := make(map[string]bool, len(chunk))
 		for _, s := range chunk {
 			ask[s] = true
 		}
-		// A reply stops at multiLastBytes; ask again for the rest.
 		for len(ask) > 0 {
 			subjs := slices.Collect(maps.Keys(ask))
-			raw, left, err := l.directRaw(ctx, p, directReq{MultiLastFor: subjs, MaxBytes: multiLastBytes})
+			raw, left, err := directGet(ctx, nc, direct, directReq{MultiLastFor: subjs, MaxBytes: multiLastBytes})
 			if err != nil {
-				return nil, fmt.Errorf("newest messages of %d rooms: %w", len(subjs), err)
+				return nil, fmt.Errorf("newest of %d subjects: %w", len(subjs), err)
 			}
-			for _, r := range raw {
-				m, err := l.names.storedFromDirect(r)
-				if err != nil {
-					return nil, err
-				}
+			for _, m := range raw {
 				out = append(out, m)
-				delete(ask, r.Header.Get(jetstream.SubjectHeader))
+				delete(ask, m.Header.Get(jetstream.SubjectHeader))
 			}
 			if left == 0 {
 				break
 			}
 			if len(raw) == 0 {
-				return nil, fmt.Errorf("newest messages of %d rooms: an empty reply left %d out", len(subjs), left)
+				return nil, fmt.Errorf("newest of %d subjects: an empty reply left %d out", len(subjs), left)
 			}
 		}
 	}
