@@ -245,3 +245,81 @@ func TestNATSURLThroughALeafNode(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 }
+
+// TestLeafNodePartitions: chatd nodes as leaf nodes keep a partitioned
+// deployment's streams in the hub. A backend that publishes
+// chat.msg.<room> reaches the room's subscribers on a node: through a
+// node's own NATS port, whose server maps it to the room's partition, and
+// through the hub once its account maps it as docs/operations.md says.
+func TestLeafNodePartitions(t *testing.T) {
+	t.Parallel()
+	const parts = 2
+	o := hubOptions(t)
+	hub := natstest.Run(t, o)
+	names, err := natsbus.NewNames(natsbus.DefaultPrefix)
+	if err == nil {
+		names, err = names.WithPartitions(parts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafClient := "127.0.0.1:" + strconv.Itoa(port.Free(t))
+	a := startNode(t, asLeaf("a", o.LeafNode.Port), func(c *config.Config) { c.Partitions, c.NATSListen = parts, leafClient })
+	b := startNode(t, asLeaf("b", o.LeafNode.Port), func(c *config.Config) { c.Partitions = parts })
+
+	hc, err := nats.Connect(hub.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	hjs, err := jetstream.New(hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, err := nats.Connect("nats://" + leafClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	ljs, err := jetstream.NewWithDomain(lc, "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bob, alice := dial(t, b, "bob"), dial(t, a, "alice")
+	rooms := []string{"east", "down", "west", "right"}
+	subs := map[string]*stomp.Subscription{}
+	used := map[int]bool{}
+	for _, room := range rooms {
+		used[names.Partition(room)] = true
+		subs[room] = bob.subscribe("/topic/chat." + room)
+		alice.post(room, "from a node")
+		if m := nextChat(t, subs[room]); m.Message != "from a node" || m.RoomID != room {
+			t.Fatalf("room %s: bob got %+v", room, m)
+		}
+	}
+	if len(used) != parts {
+		t.Fatalf("the rooms fell in partitions %v: want both", used)
+	}
+	publish := func(via string, js jetstream.JetStream) {
+		t.Helper()
+		for _, room := range rooms {
+			ack, err := js.Publish(ctx, "chat.msg."+room, []byte(`{"userId":"svc","message":"via `+via+`"}`))
+			if err != nil {
+				t.Fatalf("backend publish to %s via %s: %v", room, via, err)
+			}
+			if want := names.MessagesStream(names.Partition(room)); ack.Stream != want {
+				t.Fatalf("room %s: published via %s, stored in %s; chatd reads %s", room, via, ack.Stream, want)
+			}
+			if m := nextChat(t, subs[room]); m.Message != "via "+via || m.UserID != "svc" {
+				t.Fatalf("room %s: after the backend's publish via %s bob got %+v", room, via, m)
+			}
+		}
+	}
+	publish("node a's NATS port", ljs)
+	if err := hub.GlobalAccount().AddMapping("chat.msg.*", "chat.msg.{{partition(2,1)}}.{{wildcard(1)}}"); err != nil {
+		t.Fatal(err)
+	}
+	publish("the hub", hjs)
+}
