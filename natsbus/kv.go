@@ -265,15 +265,7 @@ func (k *Bucket) GetMany(ctx context.Context, keys []string) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read keys of %s: %w", k.name, err)
 	}
-	out := make([]Entry, 0, len(raw))
-	for _, m := range raw {
-		e, err := k.entryFromDirect(m)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return k.entriesFromDirect(raw)
 }
 
 // Under returns the latest entry of every key "<prefix>.<token>", deleted
@@ -293,6 +285,11 @@ func (k *Bucket) Under(ctx context.Context, prefix string) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s under %s: %w", k.name, prefix, err)
 	}
+	return k.entriesFromDirect(raw)
+}
+
+// entriesFromDirect reads the entries of a direct get's replies.
+func (k *Bucket) entriesFromDirect(raw []*nats.Msg) ([]Entry, error) {
 	out := make([]Entry, 0, len(raw))
 	for _, m := range raw {
 		e, err := k.entryFromDirect(m)

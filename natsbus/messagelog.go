@@ -163,7 +163,7 @@ func (b *Bus) streamConfig(p int, cfg LogConfig) jetstream.StreamConfig {
 // than 2.10 keeps none, and then it is the number of partition streams.
 func (b *Bus) checkPartitions(ctx context.Context) error {
 	want := b.names.Partitions()
-	single := b.names.upper + "_MESSAGES"
+	single := b.names.messagesStream()
 	var found string
 	recorded, parts := 0, 0
 	list := b.js.ListStreams(ctx, jetstream.WithStreamListSubject(b.names.prefix+".msg.>"))
@@ -318,9 +318,6 @@ func (l *MessageLog) MaxPerRoom() int64 { return l.cfg.MaxPerRoom }
 
 // MaxMessageSize is the largest message the log stores, in bytes.
 func (l *MessageLog) MaxMessageSize() int { return int(l.cfg.MaxMsgSize) }
-
-// Partitions is how many streams hold the messages.
-func (l *MessageLog) Partitions() int { return len(l.parts) }
 
 // publishAsync stores a message in the room. A non-empty msgID is JetStream's
 // deduplication key: a repeat within the duplicate window is acknowledged

@@ -3,7 +3,6 @@ package natsbus
 import (
 	"encoding/base64"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -70,13 +69,19 @@ func (n Names) Partitions() int { return max(n.parts, 1) }
 // the room id, modulo the partition count, which is what a NATS subject
 // mapping's partition(n,1) computes from the room's token, so that a
 // server-side mapping (docs/operations.md, Partitions) and chatd agree.
+// Written out rather than with hash/fnv: it runs several times per
+// message, and hash/fnv would allocate the hasher and a copy of the id.
 func (n Names) Partition(room string) int {
 	if n.parts <= 1 {
 		return 0
 	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(room))
-	return int(h.Sum32() % uint32(n.parts))
+	const offset32, prime32 = 2166136261, 16777619 // FNV-1a's, as hash/fnv has them
+	h := uint32(offset32)
+	for i := 0; i < len(room); i++ {
+		h ^= uint32(room[i])
+		h *= prime32
+	}
+	return int(h % uint32(n.parts))
 }
 
 // MessagesStream is the stream holding partition p's room messages, over
@@ -86,10 +91,14 @@ func (n Names) Partition(room string) int {
 // many leaders.
 func (n Names) MessagesStream(p int) string {
 	if n.parts <= 1 {
-		return n.upper + "_MESSAGES"
+		return n.messagesStream()
 	}
-	return n.upper + "_MESSAGES_" + strconv.Itoa(p)
+	return n.messagesStream() + "_" + strconv.Itoa(p)
 }
+
+// messagesStream is the one stream of a deployment of one partition, and
+// the start of the name of each partition's stream: CHAT_MESSAGES.
+func (n Names) messagesStream() string { return n.upper + "_MESSAGES" }
 
 // partitionMapping is the NATS subject mapping that sends chat.msg.<room>
 // to the room's partition's subject: what Room computes, done by a NATS
