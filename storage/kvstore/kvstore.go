@@ -405,6 +405,7 @@ func (s *Store) UserRooms(ctx context.Context, user string) ([]storage.UserRoom,
 	if err != nil {
 		return nil, fmt.Errorf("rooms of %s: %w", user, err)
 	}
+	s.set.RaiseMarks(user, ids, reads)
 	for i := range out {
 		out[i].Name, out[i].Read = names[out[i].ID], reads[out[i].ID]
 	}

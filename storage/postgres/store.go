@@ -522,6 +522,7 @@ func (s *Store) UserRooms(ctx context.Context, user string) ([]storage.UserRoom,
 	if err != nil {
 		return nil, fmt.Errorf("read positions of %s: %w", user, err)
 	}
+	s.set.RaiseMarks(user, ids, reads)
 	for i := range out {
 		out[i].Read = reads[out[i].ID]
 	}

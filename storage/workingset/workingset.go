@@ -571,6 +571,19 @@ func (s *Set) Mark(roomID, user string) (pos uint64, held bool) {
 	return r.marks[user].pos, true
 }
 
+// RaiseMarks raises user's read position in each of rooms, in reads (as
+// a store read them; missing: 0), to the one the set holds where it holds
+// the room, without loading any. A position this node just wrote is held
+// at once, while a replica that answers a read of the store may not have
+// it yet; positions only move forward, so the higher one is the newer.
+func (s *Set) RaiseMarks(user string, rooms []string, reads map[string]uint64) {
+	for _, roomID := range rooms {
+		if held, ok := s.Mark(roomID, user); ok && held > reads[roomID] {
+			reads[roomID] = held
+		}
+	}
+}
+
 // Stats is what a set holds and has done.
 type Stats struct {
 	Rooms     int    // rooms loaded

@@ -3,6 +3,7 @@ package workingset
 import (
 	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -457,6 +458,34 @@ func TestUnread(t *testing.T) {
 	}
 	if got, _ := s.Unread(ctx, "none", []storage.MessageRef{{ID: 1}}); !slices.Equal(got, []int{0}) {
 		t.Fatalf("unread in an empty room %v", got)
+	}
+}
+
+// TestRaiseMarks: a room list's read positions, as a store's replica
+// answered them, are raised to those the set holds (a position this node
+// just wrote), never lowered, and rooms the set does not hold are left
+// as read, and not loaded.
+func TestRaiseMarks(t *testing.T) {
+	st := newStore()
+	st.set("held", Snapshot{Members: []Member{{Member: plain("ann")}}, Marks: []Mark{{User: "ann", Pos: 10}}})
+	st.set("fresh", Snapshot{Members: []Member{{Member: plain("ann")}}})
+	st.set("ahead", Snapshot{Members: []Member{{Member: plain("ann")}}, Marks: []Mark{{User: "ann", Pos: 3}}})
+	st.set("away", Snapshot{Members: []Member{{Member: plain("ann")}}, Marks: []Mark{{User: "ann", Pos: 50}}})
+	s := newSet(t, st, 0)
+	ctx := context.Background()
+	for _, r := range []string{"held", "fresh", "ahead"} {
+		if _, err := s.Unread(ctx, r, nil); err != nil { // loads it
+			t.Fatal(err)
+		}
+	}
+	s.PutMark("fresh", "ann", 7, 0) // written on this node, not yet on the replica
+	reads := map[string]uint64{"held": 4, "ahead": 9, "away": 20}
+	s.RaiseMarks("ann", []string{"held", "fresh", "ahead", "away"}, reads)
+	if want := map[string]uint64{"held": 10, "fresh": 7, "ahead": 9, "away": 20}; !maps.Equal(reads, want) {
+		t.Fatalf("raised %v, want %v", reads, want)
+	}
+	if st := s.Stats(); st.Rooms != 3 {
+		t.Fatalf("the set holds %d rooms after raising, want the 3 it had loaded", st.Rooms)
 	}
 }
 
