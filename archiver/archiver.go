@@ -6,6 +6,7 @@ package archiver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/postgres"
+	"golang.org/x/sync/singleflight"
 )
 
 // Consumer is the durable JetStream consumer the archivers of every node
@@ -52,6 +55,11 @@ type Archiver struct {
 	cfg     Config
 	log     *slog.Logger
 
+	// reach is the consumer's ack floors as last asked (*reachSnap); reaches
+	// makes one ask for all callers at a time.
+	reach   atomic.Pointer[reachSnap]
+	reaches singleflight.Group
+
 	archived atomic.Uint64 // rows this node inserted
 	failures atomic.Uint64 // failed INSERTs
 	pending  atomic.Uint64 // messages not yet archived, cluster-wide
@@ -88,7 +96,122 @@ func New(ctx context.Context, archive *postgres.Archive, msgs *natsbus.MessageLo
 	if err != nil {
 		return nil, err
 	}
-	return &Archiver{archive: archive, cons: cons, cfg: cfg, log: cfg.Logger}, nil
+	a := &Archiver{archive: archive, cons: cons, cfg: cfg, log: cfg.Logger}
+	if err := a.verify(ctx); err != nil {
+		return nil, fmt.Errorf("archive consumer: %w", err)
+	}
+	return a, nil
+}
+
+// The Archiver is the archive as chat reads it (chat.Archive): the rows
+// in PostgreSQL, and how far they reach without a gap. Chat reads what the
+// archive holds from there, and only the rest from the log.
+var _ chat.Archive = (*Archiver)(nil)
+
+// Before returns up to limit of the room's archived messages with ids
+// below before (0: the newest), oldest first.
+func (a *Archiver) Before(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
+	return a.archive.Before(ctx, room, before, limit)
+}
+
+// Between returns up to limit of the room's archived messages with ids
+// above after and below below, oldest first.
+func (a *Archiver) Between(ctx context.Context, room string, after, below uint64, limit int) ([]storage.Message, error) {
+	return a.archive.Between(ctx, room, after, below, limit)
+}
+
+// Search returns up to limit of the room's archived messages matching
+// query, newest first, with ids below before (0: any).
+func (a *Archiver) Search(ctx context.Context, room, query string, before uint64, limit int) ([]storage.Message, error) {
+	return a.archive.Search(ctx, room, query, before, limit)
+}
+
+// Count returns, for each span, how many of its room's archived messages
+// have ids in it, counting no further than limit.
+func (a *Archiver) Count(ctx context.Context, spans []storage.RoomSpan, limit int) ([]int, error) {
+	return a.archive.Count(ctx, spans, limit)
+}
+
+// reachFresh is how long an answer of where the consumer stands is used
+// before it is asked again. Older floors are still right, only lower: a
+// read then takes more from the log.
+const reachFresh = 100 * time.Millisecond
+
+type reachSnap struct {
+	at     time.Time
+	states natsbus.ConsumerStates
+}
+
+// Reach returns, for each room, the id up to which the archive holds every
+// message of the room: a message is acknowledged only once committed here,
+// so the consumer's ack floor is such an id (for the database New found
+// the consumer's work in: verify). It trails the archive by up to
+// reachFresh; messages above it may be archived too.
+func (a *Archiver) Reach(ctx context.Context, rooms []string) ([]uint64, error) {
+	snap := a.reach.Load()
+	if snap == nil || time.Since(snap.at) >= reachFresh {
+		ch := a.reaches.DoChan("", func() (any, error) {
+			// The ask outlives a caller that gives up: others wait on it.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			s := &reachSnap{at: time.Now()}
+			var err error
+			if s.states, err = a.cons.States(rctx); err != nil {
+				return nil, err
+			}
+			a.reach.Store(s)
+			return s, nil
+		})
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case r := <-ch:
+			if r.Err != nil {
+				return nil, fmt.Errorf("archive reach: %w", r.Err)
+			}
+			snap = r.Val.(*reachSnap)
+		}
+	}
+	out := make([]uint64, len(rooms))
+	for i, room := range rooms {
+		out[i] = snap.states.Of(room).AckFloor
+	}
+	return out, nil
+}
+
+// verify makes sure the archive holds what each partition's consumer has
+// acknowledged, as far as the log can show it: the message at the ack
+// floor. A database that lacks it was not filled by this consumer (a new
+// one, one restored from a backup older than the floor, another
+// deployment's): the consumer is made again, to archive every message the
+// log still holds, so that its floor speaks for this database.
+func (a *Archiver) verify(ctx context.Context) error {
+	states, err := a.cons.States(ctx)
+	if err != nil {
+		return err
+	}
+	for _, st := range states.All() {
+		m, err := a.cons.FloorMessage(ctx, st)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			continue // nothing acknowledged, or the log no longer holds it
+		}
+		has, err := a.archive.Has(ctx, m.Room, m.ID)
+		if err != nil {
+			return err
+		}
+		if has {
+			continue
+		}
+		a.log.Warn("archive: the database lacks messages the log's archive consumer acknowledged (a new or restored database?); archiving every message the log holds again",
+			"stream", st.Stream, "room", m.Room, "id", m.ID)
+		if err := a.cons.Remake(ctx, st.Stream); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Archived is how many messages this node has written to the archive.

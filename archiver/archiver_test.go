@@ -34,6 +34,8 @@ func ctx(t testing.TB) context.Context {
 type archiveEnv struct {
 	t       testing.TB
 	natsURL string
+	bus     *natsbus.Bus
+	log     *natsbus.MessageLog
 	commit  *natsbus.Committer
 	url     string
 	sql     *pgx.Conn
@@ -57,7 +59,7 @@ func newArchiveEnv(t testing.TB) *archiveEnv {
 	t.Cleanup(func() { _ = commit.Close(context.Background()) })
 	url := pgtest.NewDatabase(t)
 	openDB(t, url) // migrated
-	return &archiveEnv{t: t, natsURL: addr, commit: commit, url: url, sql: sqlConn(t, url), bodies: map[uint64][]byte{}}
+	return &archiveEnv{t: t, natsURL: addr, bus: bus, log: log, commit: commit, url: url, sql: sqlConn(t, url), bodies: map[uint64][]byte{}}
 }
 
 // sqlConn is a plain connection, for looking at what was archived and for
@@ -394,6 +396,143 @@ func TestArchiveCatchesUpAfterOutage(t *testing.T) {
 	}
 	e.postMany(50)
 	e.waitComplete()
+}
+
+// lockWrites holds the messages table against writes, not reads, until
+// the returned func is called.
+func (e *archiveEnv) lockWrites() func() {
+	e.t.Helper()
+	c := sqlConn(e.t, e.url)
+	tx, err := c.Begin(ctx(e.t))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx(e.t), "LOCK TABLE messages IN SHARE MODE"); err != nil {
+		e.t.Fatal(err)
+	}
+	return func() {
+		if err := tx.Commit(ctx(e.t)); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// reach is the archiver's reach for each of the rooms postMany uses.
+func reach(t *testing.T, a *archiver.Archiver) []uint64 {
+	t.Helper()
+	r, err := a.Reach(ctx(t), []string{"room0", "room1", "room2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestReach: the reach never claims a message the archive lacks, and comes
+// to the newest message once everything is archived.
+func TestReach(t *testing.T) {
+	e := newArchiveEnv(t)
+	e.postMany(30)
+	a := e.startArchiver(openDB(t, e.url), fast())
+	e.waitComplete()
+	newest := e.sent[len(e.sent)-1]
+	wait.Until(t, "reach at the newest", func() error {
+		if r := reach(t, a.Archiver); slices.Min(r) != newest {
+			return fmt.Errorf("reach %v, want %d", r, newest)
+		}
+		return nil
+	})
+	unlock := e.lockWrites()
+	e.postMany(30)
+	e.waitBlocked()
+	// Long enough for a fresh ask of the consumer: it must not have moved.
+	time.Sleep(300 * time.Millisecond)
+	if r := reach(t, a.Archiver); slices.Max(r) != newest {
+		t.Fatalf("reach %v with nothing more archived, want %d", r, newest)
+	}
+	unlock()
+	e.waitComplete()
+	wait.Until(t, "reach at the newest again", func() error {
+		if r := reach(t, a.Archiver); slices.Min(r) != e.sent[len(e.sent)-1] {
+			return fmt.Errorf("reach %v, want %d", r, e.sent[len(e.sent)-1])
+		}
+		return nil
+	})
+}
+
+// TestReachOfAnotherDatabase: an archiver given a database that lacks
+// what its consumer acknowledged, here a new one, makes the consumer
+// again: the database gets every message the log holds, and the reach is
+// never the old consumer's. A database that holds it keeps the consumer.
+func TestReachOfAnotherDatabase(t *testing.T) {
+	e := newArchiveEnv(t)
+	e.postMany(30)
+	first := e.startArchiver(openDB(t, e.url), fast())
+	e.waitComplete()
+	e.waitAcked(first)
+	first.stop()
+
+	other := pgtest.NewDatabase(t)
+	otherSQL := sqlConn(t, other)
+	openDB(t, other) // migrated
+	// Writes held, so that the reach is seen before anything is archived.
+	unlock := (&archiveEnv{t: t, url: other}).lockWrites()
+	moved := e.startArchiver(openDB(t, other), fast())
+	if r := reach(t, moved.Archiver); slices.Max(r) >= e.sent[0] {
+		t.Fatalf("reach on a new database before anything is archived: %v, the first message %d", r, e.sent[0])
+	}
+	unlock()
+	wait.Until(t, "the new database holds every message", func() error {
+		var n int
+		if err := otherSQL.QueryRow(ctx(t), "SELECT count(*) FROM messages").Scan(&n); err != nil || n != len(e.sent) {
+			return fmt.Errorf("%d of %d (%v)", n, len(e.sent), err)
+		}
+		return nil
+	})
+	e.waitAcked(moved)
+	moved.stop()
+
+	// The first database holds every message the consumer acknowledged
+	// (into the other): it is taken as it is, nothing archived twice.
+	back := e.startArchiver(openDB(t, e.url), fast())
+	if r := reach(t, back.Archiver); slices.Min(r) != e.sent[len(e.sent)-1] {
+		t.Fatalf("reach %v, want %d", r, e.sent[len(e.sent)-1])
+	}
+	e.postMany(3)
+	e.waitComplete()
+	e.waitAcked(back)
+	if back.Archived() != 3 {
+		t.Fatalf("archived %d, want the 3 new", back.Archived())
+	}
+}
+
+// TestReachOfARestoredDatabase: a database restored from a backup taken
+// before the last messages were archived lacks them: they are archived
+// again, and the reach waits for them.
+func TestReachOfARestoredDatabase(t *testing.T) {
+	e := newArchiveEnv(t)
+	e.postMany(30)
+	first := e.startArchiver(openDB(t, e.url), fast())
+	e.waitComplete()
+	e.waitAcked(first)
+	first.stop()
+	exec(t, e.sql, "DELETE FROM messages WHERE id > $1", int64(e.sent[19]))
+	unlock := e.lockWrites()
+	second := e.startArchiver(openDB(t, e.url), fast())
+	if r := reach(t, second.Archiver); slices.Max(r) >= e.sent[0] {
+		t.Fatalf("reach %v before the lost messages are archived again, the first message %d", r, e.sent[0])
+	}
+	unlock()
+	e.waitComplete()
+	e.waitAcked(second)
+	if second.Archived() != 10 {
+		t.Fatalf("archived %d again, want the 10 lost", second.Archived())
+	}
+	wait.Until(t, "reach at the newest", func() error {
+		if r := reach(t, second.Archiver); slices.Min(r) != e.sent[len(e.sent)-1] {
+			return fmt.Errorf("reach %v, want %d", r, e.sent[len(e.sent)-1])
+		}
+		return nil
+	})
 }
 
 // BenchmarkArchive measures the archiver: b.N messages are stored in the

@@ -152,6 +152,16 @@ func (w *world) AfterUpTo(ctx context.Context, room string, after, _ uint64, lim
 	return w.After(ctx, room, after, limit)
 }
 
+func (w *world) Span(ctx context.Context, room string, after, upTo uint64, limit int) ([]storage.Message, error) {
+	msgs, err := w.After(ctx, room, after, limit)
+	for i, m := range msgs {
+		if m.ID > upTo {
+			return msgs[:i], err
+		}
+	}
+	return msgs, err
+}
+
 func (w *world) LastID(ctx context.Context, room string) (uint64, error) {
 	w.mu.Lock()
 	ch := w.block[room]

@@ -30,17 +30,78 @@ func (s *Service) History(ctx context.Context, user, room string, before uint64,
 		return nil, err
 	}
 	defer release()
+	stored, err := s.page(ctx, room, before, limit)
+	if err != nil {
+		return nil, err
+	}
+	msgs, _, err := s.chatMessages(ctx, room, stored)
+	return msgs, err
+}
+
+// page returns the stored messages of a history page. Where the archive
+// reaches, they are read from it (an index by room); the log gives the
+// rest, and all of the page when the archive cannot answer.
+func (s *Service) page(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
+	if s.cfg.Archive != nil {
+		stored, ok, err := s.archivedPage(ctx, room, before, limit)
+		if ok || err != nil {
+			return stored, err
+		}
+	}
 	stored, err := s.msgs.Page(ctx, room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", room, err)
 	}
 	if len(stored) < limit && s.cfg.Archive != nil {
-		if stored, err = s.withArchived(ctx, room, before, limit, stored); err != nil {
-			return nil, err
+		return s.withArchived(ctx, room, before, limit, stored)
+	}
+	return stored, nil
+}
+
+// archivedPage reads a history page from the archive, with what lies above
+// its reach from the log (the messages of the last moments, normally). ok
+// is false when the log should give the page: the archive cannot say what
+// it holds or does not answer, more than a page lies above its reach, an
+// older page is not all below it, or the log holds nothing of the room.
+func (s *Service) archivedPage(ctx context.Context, room string, before uint64, limit int) (page []storage.Message, ok bool, err error) {
+	reaches, err := s.cfg.Archive.Reach(ctx, []string{room})
+	if err != nil {
+		s.log.Debug("archive reach unknown; history from the log", "room", room, "err", err)
+		return nil, false, nil
+	}
+	reach := reaches[0]
+	top := before - 1 // the newest id the page may hold
+	if before == 0 {
+		// The room's newest as the log's leader knows it: a user who got
+		// the RECEIPT of a message sees it.
+		if top, err = s.msgs.LastID(ctx, room); err != nil {
+			return nil, false, fmt.Errorf("history of %s: %w", room, err)
+		}
+		if top == 0 {
+			return nil, false, nil
+		}
+	} else if top > reach {
+		// An older page that is not all archived yet: rare, and the log
+		// reads it as well as a span would.
+		return nil, false, nil
+	}
+	var recent []storage.Message
+	if top > reach {
+		if recent, err = s.msgs.Span(ctx, room, reach, top, limit); err != nil {
+			return nil, false, fmt.Errorf("history of %s: %w", room, err)
+		}
+		if len(recent) == limit {
+			// A page or more above the reach: the page is recent's,
+			// if recent ends at top.
+			return recent, recent[limit-1].ID == top, nil
 		}
 	}
-	msgs, _, err := s.chatMessages(ctx, room, stored)
-	return msgs, err
+	older, err := s.cfg.Archive.Before(ctx, room, min(top, reach)+1, limit-len(recent))
+	if err != nil {
+		s.log.Warn("archive read failed; history from the log", "room", room, "err", err)
+		return nil, false, nil
+	}
+	return append(older, recent...), true, nil
 }
 
 // chatMessages decodes stored messages and gives each its current unread

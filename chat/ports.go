@@ -26,6 +26,10 @@ type MessageLog interface {
 	// AfterUpTo is After for a caller that knows upTo is stored: a short
 	// read from a replica that lags is asked again.
 	AfterUpTo(ctx context.Context, room string, after, upTo uint64, max int) ([]storage.Message, error)
+	// Span returns up to max of the room's messages with ids in (after,
+	// upTo], oldest first, reading nothing beyond upTo, for a caller that
+	// knows upTo is stored.
+	Span(ctx context.Context, room string, after, upTo uint64, max int) ([]storage.Message, error)
 	// LastID is the room's newest id as the log's leader knows it (0: none).
 	LastID(ctx context.Context, room string) (uint64, error)
 	// Latest returns the room's newest message at or below upTo (0: of
@@ -81,9 +85,18 @@ type Bus interface {
 }
 
 // Archive keeps every room message for good, also those the log has
-// dropped under its retention (storage/postgres). Messages come back as
-// the log held them.
+// dropped under its retention (storage/postgres, filled by archiver).
+// Messages come back as the log held them. Where it reaches, history and
+// unread counts are read from it rather than from the log: an index by
+// room, where the log's reads walk blocks shared by every room.
 type Archive interface {
+	// Reach returns, for each room, an id up to which the archive holds
+	// every message of the room the log stored (0: none known). It may
+	// trail what the archive holds.
+	Reach(ctx context.Context, rooms []string) ([]uint64, error)
+	// Count returns, for each span in order, how many of its room's
+	// archived messages have ids in it, counting no further than limit.
+	Count(ctx context.Context, spans []storage.RoomSpan, limit int) ([]int, error)
 	// Before returns up to limit of the room's archived messages with ids
 	// below before (0: the newest), oldest first.
 	Before(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error)

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatd/chatd/storage"
+	"golang.org/x/sync/errgroup"
 )
 
 // maxRoomName bounds a room's display name, in bytes.
@@ -257,7 +258,7 @@ func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, er
 		out[i] = RoomSummary{ID: r.ID, Name: cmp.Or(r.Name, r.ID), Role: r.Role, LastReadID: r.Read}
 		marks[i] = storage.RoomMark{Room: r.ID, Read: r.Read}
 	}
-	tails, err := s.msgs.RoomTails(ctx, marks)
+	tails, err := s.roomTails(ctx, marks)
 	if err != nil {
 		return nil, fmt.Errorf("rooms of %s: %w", user, err)
 	}
@@ -287,4 +288,87 @@ func (s *Service) UserRooms(ctx context.Context, user string) ([]RoomSummary, er
 		return cmp.Or(at[b.ID].Compare(at[a.ID]), cmp.Compare(a.Name, b.Name))
 	})
 	return out, nil
+}
+
+// archiveCountLimit bounds a room's unread count in the archive, which
+// walks one index entry per message: a room further behind is counted by
+// the log, whose count adds whole blocks' totals.
+const archiveCountLimit = 256
+
+// roomTails is the log's RoomTails, with the unread messages that the
+// archive reaches counted there, by its index of each room's ids; the log
+// counts only those above the reach (normally the last moments'), whose
+// count walks the blocks the room shares with every other. Without the
+// archive, or when it cannot answer, the log counts them all.
+func (s *Service) roomTails(ctx context.Context, marks []storage.RoomMark) ([]storage.RoomTail, error) {
+	if s.cfg.Archive == nil || len(marks) == 0 {
+		return s.msgs.RoomTails(ctx, marks)
+	}
+	rooms := make([]string, len(marks))
+	for i, m := range marks {
+		rooms[i] = m.Room
+	}
+	reach, err := s.cfg.Archive.Reach(ctx, rooms)
+	if err != nil {
+		s.log.Debug("archive reach unknown; unread counts from the log", "err", err)
+		return s.msgs.RoomTails(ctx, marks)
+	}
+	above := make([]storage.RoomMark, len(marks)) // what the log counts
+	var spans []storage.RoomSpan                  // what the archive counts
+	var spanOf []int
+	for i, m := range marks {
+		above[i] = storage.RoomMark{Room: m.Room, Read: max(m.Read, reach[i])}
+		if reach[i] > m.Read {
+			spans = append(spans, storage.RoomSpan{Room: m.Room, After: m.Read, UpTo: reach[i]})
+			spanOf = append(spanOf, i)
+		}
+	}
+	var tails []storage.RoomTail
+	var counts []int
+	var countErr error
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		tails, err = s.msgs.RoomTails(gctx, above)
+		return err
+	})
+	g.Go(func() error {
+		counts, countErr = s.cfg.Archive.Count(gctx, spans, archiveCountLimit)
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if countErr != nil {
+		s.log.Warn("archive count failed; unread counts from the log", "err", countErr)
+		return s.msgs.RoomTails(ctx, marks)
+	}
+	var far []storage.RoomMark
+	var farOf []int
+	for j, i := range spanOf {
+		if counts[j] >= archiveCountLimit {
+			far, farOf = append(far, marks[i]), append(farOf, i)
+			continue
+		}
+		tails[i].Unread += uint64(counts[j])
+		if tails[i].Latest == nil && counts[j] > 0 {
+			// The log has dropped all of the room: its newest is archived.
+			newest, err := s.cfg.Archive.Before(ctx, marks[i].Room, 0, 1)
+			if err != nil {
+				return nil, fmt.Errorf("newest archived message of %s: %w", marks[i].Room, err)
+			}
+			if len(newest) == 1 {
+				tails[i].Latest = &newest[0]
+			}
+		}
+	}
+	if len(far) > 0 {
+		counted, err := s.msgs.RoomTails(ctx, far)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range farOf {
+			tails[i].Unread = counted[j].Unread
+		}
+	}
+	return tails, nil
 }

@@ -409,3 +409,113 @@ func TestSearchNeedsTheArchive(t *testing.T) {
 		t.Fatalf("search without PostgreSQL: %d %v, want 501 naming --postgres-url", code, body)
 	}
 }
+
+// TestHistoryAndUnreadFromArchive: with PostgreSQL, history pages and
+// room lists' unread counts read the archive as far as it holds every
+// message, and the log above that: the page is whole and in order while
+// the archive lags, and what comes from where shows, for the archived
+// rows are rewritten here. A restarted node trusts the archive at once.
+func TestHistoryAndUnreadFromArchive(t *testing.T) {
+	partitioned(t, testHistoryAndUnreadFromArchive)
+}
+
+func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Config)) {
+	dbURL := pgtest.NewDatabase(t)
+	n := startNode(t, partitions, func(c *config.Config) { c.PostgresURL = dbURL })
+	db := pgConn(t, dbURL)
+	alice := dial(t, n, "alice")
+	sub := alice.subscribe("/topic/chat.arch")
+	var all []uint64
+	for i := range 10 {
+		alice.post("arch", "old "+strconv.Itoa(i))
+		all = append(all, nextChat(t, sub).ID)
+	}
+	bob := dial(t, n, "bob")
+	bob.post("arch", "bob's")
+	all = append(all, nextChat(t, sub).ID)
+	waitArchived(t, db, "arch", all)
+	pgExec(t, db, `UPDATE messages SET data = convert_to(replace(convert_from(data, 'UTF8'), '"old ', '"archived '), 'UTF8')
+		WHERE room_id = 'arch'`)
+	page := func(query string) []chat.Message {
+		t.Helper()
+		var p []chat.Message
+		if code := api(t, n, "GET", "/api/rooms/arch/messages?"+query, "bob", "", &p); code != 200 {
+			t.Fatalf("GET messages?%s: %d", query, code)
+		}
+		return p
+	}
+	texts := func(ms []chat.Message) []string {
+		out := make([]string, len(ms))
+		for i, m := range ms {
+			out[i] = m.Message
+		}
+		return out
+	}
+	wait.Until(t, "the newest page from the archive", func() error {
+		if got := texts(page("limit=3")); !slices.Equal(got, []string{"archived 8", "archived 9", "bob's"}) {
+			return fmt.Errorf("newest page %q", got)
+		}
+		return nil
+	})
+	if got := page("limit=4&before=" + strconv.FormatUint(all[4], 10)); !slices.Equal(ids(got), all[:4]) || got[0].Message != "archived 0" {
+		t.Fatalf("older page %v %q, want %v from the archive", ids(got), texts(got), all[:4])
+	}
+
+	// The archive takes no writes: what follows is read from the log.
+	lock, err := db.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Rollback(context.Background()) }()
+	if _, err := lock.Exec(context.Background(), "LOCK TABLE messages IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		alice.post("arch", "new "+strconv.Itoa(i))
+		all = append(all, nextChat(t, sub).ID)
+	}
+	if got := page("limit=5"); !slices.Equal(ids(got), all[len(all)-5:]) ||
+		!slices.Equal(texts(got), []string{"archived 9", "bob's", "new 0", "new 1", "new 2"}) {
+		t.Fatalf("newest page while the archive lags: %v %q", ids(got), texts(got))
+	}
+	if got := page("limit=2"); !slices.Equal(ids(got), all[len(all)-2:]) {
+		t.Fatalf("newest page of 2 while the archive lags: %v", ids(got))
+	}
+	// Bob has read up to the fourth message: ten are unread, seven of them
+	// counted in the archive, three in the log.
+	if code := api(t, n, "POST", "/api/rooms/arch/read", "bob", `{"lastReadId":`+strconv.FormatUint(all[3], 10)+`}`, nil); code != 200 {
+		t.Fatalf("read: %d", code)
+	}
+	unread := func() uint64 {
+		t.Helper()
+		var list []chat.RoomSummary
+		if code := api(t, n, "GET", "/api/rooms", "bob", "", &list); code != 200 {
+			t.Fatalf("GET /api/rooms: %d", code)
+		}
+		for _, r := range list {
+			if r.ID == "arch" {
+				if r.LastMessage == nil || r.LastMessage.ID != all[len(all)-1] {
+					t.Fatalf("room list's newest message %+v, want %d", r.LastMessage, all[len(all)-1])
+				}
+				return r.UnreadCount
+			}
+		}
+		t.Fatalf("room arch not in bob's list %+v", list)
+		return 0
+	}
+	if got := unread(); got != uint64(len(all)-4) {
+		t.Fatalf("unread %d while the archive lags, want %d", got, len(all)-4)
+	}
+	if err := lock.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitArchived(t, db, "arch", all)
+	if got := unread(); got != uint64(len(all)-4) {
+		t.Fatalf("unread %d once archived, want %d", got, len(all)-4)
+	}
+
+	n.restart()
+	if got := page("limit=20"); !slices.Equal(ids(got), all) || got[0].Message != "archived 0" || got[len(got)-1].Message != "new 2" {
+		t.Fatalf("history after a restart: %v %q", ids(got), texts(got))
+	}
+}

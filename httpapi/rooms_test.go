@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/archiver"
 	"github.com/chatd/chatd/auth"
 	"github.com/chatd/chatd/chat"
 	"github.com/chatd/chatd/httpapi"
@@ -85,7 +86,21 @@ func startAPI(t *testing.T, backend string) *apiServer {
 		t.Cleanup(func() { _ = s.Close() })
 		store = s
 		if backend == pgArchiveBackend {
-			archive = db.Archive()
+			ar, err := archiver.New(ctx, db.Archive(), msgs, archiver.Config{Logger: testlog.New()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			actx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				ar.Run(actx)
+			}()
+			t.Cleanup(func() {
+				stop()
+				<-done
+			})
+			archive = ar
 		}
 	default:
 		t.Fatalf("no backend %q", backend)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // ConsumerConfig shapes a durable consumer of the messages streams.
@@ -67,26 +68,29 @@ func (l *MessageLog) Consumer(ctx context.Context, cfg ConsumerConfig) (*Consume
 // or someone deleted it); harmless if it is not.
 func (c *Consumer) Ensure(ctx context.Context) error {
 	for i, p := range c.log.parts {
-		err := retry(ctx, c.log.log, "consumer "+c.cfg.Name+" of "+p.name, func(ctx context.Context) error {
-			cons, err := c.log.js.CreateOrUpdateConsumer(ctx, p.name, jetstream.ConsumerConfig{
-				Durable:       c.cfg.Name,
-				Description:   c.cfg.Description,
-				DeliverPolicy: jetstream.DeliverAllPolicy,
-				AckPolicy:     jetstream.AckExplicitPolicy,
-				AckWait:       c.cfg.AckWait,
-				MaxDeliver:    -1,
-				MaxAckPending: c.cfg.MaxAckPending,
-			})
-			if err == nil {
-				c.cons[i] = cons
-			}
-			return err
-		})
-		if err != nil {
+		if err := c.ensure(ctx, i, p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (c *Consumer) ensure(ctx context.Context, i int, p *logPart) error {
+	return retry(ctx, c.log.log, "consumer "+c.cfg.Name+" of "+p.name, func(ctx context.Context) error {
+		cons, err := c.log.js.CreateOrUpdateConsumer(ctx, p.name, jetstream.ConsumerConfig{
+			Durable:       c.cfg.Name,
+			Description:   c.cfg.Description,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.cfg.AckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: c.cfg.MaxAckPending,
+		})
+		if err == nil {
+			c.cons[i] = cons
+		}
+		return err
+	})
 }
 
 // Fetch takes up to max messages from each partition, waiting at most
@@ -135,6 +139,97 @@ func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, max int, 
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	return out, nil
+}
+
+// ConsumerState is where one partition's consumer stands.
+type ConsumerState struct {
+	// Stream is the partition's stream.
+	Stream string
+	// AckFloor is the id up to which every message of the partition was
+	// acknowledged, by whichever node (JetStream's ack floor).
+	AckFloor uint64
+	// Acked reports whether any message was acknowledged yet: a consumer
+	// just made starts with its floor below the stream's first message.
+	Acked bool
+}
+
+// ConsumerStates are a consumer's states, partition by partition.
+type ConsumerStates struct {
+	names Names
+	parts []ConsumerState
+}
+
+// Of returns the state of the consumer of the room's partition.
+func (s ConsumerStates) Of(room string) ConsumerState {
+	if len(s.parts) == 0 {
+		return ConsumerState{}
+	}
+	return s.parts[s.names.Partition(room)]
+}
+
+// All returns every partition's.
+func (s ConsumerStates) All() []ConsumerState { return s.parts }
+
+// States asks each partition's consumer where it stands. An ack floor only
+// rises during a consumer's life.
+func (c *Consumer) States(ctx context.Context) (ConsumerStates, error) {
+	parts := make([]ConsumerState, len(c.log.parts))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, p := range c.log.parts {
+		g.Go(func() error {
+			// A fresh handle: the ones Fetch uses belong to its goroutine.
+			cons, err := c.log.js.Consumer(gctx, p.name, c.cfg.Name)
+			if err != nil {
+				return fmt.Errorf("consumer info of %s: %w", p.name, readErr(err))
+			}
+			info := cons.CachedInfo()
+			parts[i] = ConsumerState{
+				Stream:   p.name,
+				AckFloor: info.AckFloor.Stream,
+				Acked:    info.AckFloor.Consumer > 0,
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return ConsumerStates{}, err
+	}
+	return ConsumerStates{names: c.log.names, parts: parts}, nil
+}
+
+// FloorMessage returns the message at the state's ack floor, nil if none
+// was acknowledged or the stream no longer holds it.
+func (c *Consumer) FloorMessage(ctx context.Context, st ConsumerState) (*storage.Message, error) {
+	if !st.Acked {
+		return nil, nil
+	}
+	for _, p := range c.log.parts {
+		if p.name == st.Stream {
+			msgs, err := c.log.direct(ctx, p, directReq{Seq: st.AckFloor})
+			if err != nil || len(msgs) == 0 || msgs[0].ID != st.AckFloor {
+				return nil, err
+			}
+			return &msgs[0], nil
+		}
+	}
+	return nil, fmt.Errorf("consumer %s: no stream %s", c.cfg.Name, st.Stream)
+}
+
+// Remake deletes the consumer of stream and makes it again, to deliver
+// every message the stream holds from its first. Only the goroutine that
+// calls Fetch may call it.
+func (c *Consumer) Remake(ctx context.Context, stream string) error {
+	for i, p := range c.log.parts {
+		if p.name != stream {
+			continue
+		}
+		err := c.log.js.DeleteConsumer(ctx, p.name, c.cfg.Name)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("delete consumer %s of %s: %w", c.cfg.Name, p.name, readErr(err))
+		}
+		return c.ensure(ctx, i, p)
+	}
+	return fmt.Errorf("consumer %s: no stream %s", c.cfg.Name, stream)
 }
 
 // Backlog is how many messages the consumer has not had acknowledged, by

@@ -142,6 +142,43 @@ func TestBeforeAcrossInterleavedRooms(t *testing.T) {
 	}
 }
 
+// TestSpan: Span gives the room's messages in (after, upTo], oldest
+// first, up to max, and nothing of other rooms or beyond upTo.
+func TestSpan(t *testing.T) {
+	l := openTestLog(t, startTestBus(t, t.TempDir(), DurabilityFsync), DurabilityFsync)
+	ctx := context.Background()
+	ids := fill(t, l, layout())
+	for _, room := range []string{"sparse", "dense", "burst"} {
+		all := ids[room]
+		for _, tc := range []struct {
+			after, upTo uint64
+			max         int
+		}{
+			{0, all[len(all)-1], 1000},
+			{all[3], all[9], 1000},
+			{all[3] - 1, all[9], 1000},
+			{all[3] + 1, all[9], 4},
+			{all[5], all[5], 10},
+			{all[5], all[6], 10},
+			{all[len(all)-2], all[len(all)-1], 10},
+		} {
+			var want []uint64
+			for _, id := range all {
+				if id > tc.after && id <= tc.upTo && len(want) < tc.max {
+					want = append(want, id)
+				}
+			}
+			got, err := l.Span(ctx, room, tc.after, tc.upTo, tc.max)
+			if err != nil {
+				t.Fatalf("%s (%d, %d] max %d: %v", room, tc.after, tc.upTo, tc.max, err)
+			}
+			if !slices.Equal(idsOf(got), want) {
+				t.Fatalf("%s (%d, %d] max %d: got %v, want %v", room, tc.after, tc.upTo, tc.max, idsOf(got), want)
+			}
+		}
+	}
+}
+
 func TestBeforeSkipsRemovedMessages(t *testing.T) {
 	bus := startTestBus(t, t.TempDir(), DurabilityFsync)
 	l, err := bus.OpenMessageLog(context.Background(), LogConfig{Replicas: 1, DuplicateWindow: time.Minute, MaxPerRoom: 40})

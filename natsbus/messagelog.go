@@ -926,6 +926,22 @@ func (l *MessageLog) AfterUpTo(ctx context.Context, room string, after, upTo uin
 	})
 }
 
+// Span returns up to max of the room's messages with ids in (after, upTo],
+// oldest first, for a caller that knows upTo is stored: a short read from
+// a replica that lags is asked again. Unlike AfterUpTo it reads one
+// message at a time and stops at upTo, so nothing beyond the span is
+// walked or counted: the cheap read of a short span near the log's end.
+func (l *MessageLog) Span(ctx context.Context, room string, after, upTo uint64, max int) ([]storage.Message, error) {
+	if max <= 0 || upTo <= after {
+		return nil, nil
+	}
+	return untilCaughtUp(ctx, room, upTo, func() ([]storage.Message, bool, error) {
+		msgs, _, err := l.forward(ctx, room, after+1, upTo+1, max)
+		done := len(msgs) == max || len(msgs) > 0 && msgs[len(msgs)-1].ID >= upTo
+		return msgs, done, err
+	})
+}
+
 // Page returns up to limit of the room's messages before the id (0: the
 // newest), oldest first. The newest page includes the room's newest
 // message as the stream leader knows it: a user who just got a RECEIPT

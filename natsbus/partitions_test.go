@@ -221,6 +221,75 @@ func testPartitions(t *testing.T, d Durability) {
 		pending, _, err := cons.Backlog(ctx)
 		return err == nil && pending == 0
 	})
+	// Each partition's ack floor is its newest message, and a room's
+	// state is its partition's.
+	states, err := cons.States(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, st := range states.All() {
+		info, err := l.parts[p].stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Stream != l.parts[p].name || !st.Acked || st.AckFloor != info.State.LastSeq {
+			t.Fatalf("partition %d: %+v, want %s acknowledged up to %d", p, st, l.parts[p].name, info.State.LastSeq)
+		}
+	}
+	for _, r := range rooms {
+		st := states.Of(r)
+		if got, want := st.Stream, l.parts[bus.names.Partition(r)].name; got != want {
+			t.Fatalf("room %s: state of %s, want %s", r, got, want)
+		}
+		// The message at the floor is its partition's newest.
+		m, err := cons.FloorMessage(ctx, st)
+		if err != nil || m == nil || m.ID != st.AckFloor || bus.names.Partition(m.Room) != bus.names.Partition(r) {
+			t.Fatalf("room %s: message at the floor %d: %+v %v", r, st.AckFloor, m, err)
+		}
+	}
+	// Made again, a partition's consumer has acknowledged nothing (no
+	// message at its floor), and delivers its stream from the first
+	// message; the others are as they were.
+	remade := bus.names.Partition(rooms[1])
+	if err := cons.Remake(ctx, l.parts[remade].name); err != nil {
+		t.Fatal(err)
+	}
+	after, err := cons.States(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, st := range after.All() {
+		was := states.All()[p]
+		if p == remade {
+			if m, err := cons.FloorMessage(ctx, st); st.Acked || st.AckFloor >= was.AckFloor || m != nil || err != nil {
+				t.Fatalf("remade partition %d: %+v (floor message %v, %v), was %+v", p, st, m, err, was)
+			}
+		} else if st != was {
+			t.Fatalf("partition %d changed with another remade: %+v, was %+v", p, st, was)
+		}
+	}
+	redelivered, err := cons.Fetch(ctx, 1000, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inPart := 0
+	for _, r := range rooms {
+		if bus.names.Partition(r) == remade {
+			inPart++
+		}
+	}
+	if len(redelivered) != inPart*(perRoom+1) {
+		t.Fatalf("the remade consumer gave %d messages, want its partition's %d", len(redelivered), inPart*(perRoom+1))
+	}
+	for _, dl := range redelivered {
+		if bus.names.Partition(dl.Room) != remade {
+			t.Fatalf("a message of %s from another partition's consumer", dl.Room)
+		}
+		dl.Ack()
+	}
+	if err := cons.Remake(ctx, "NO_SUCH_STREAM"); err == nil {
+		t.Fatal("remade the consumer of a stream that is not the log's")
+	}
 
 	// One partition's consumer gone: the others' messages still come,
 	// with an error naming it, and Ensure makes it again.

@@ -321,7 +321,7 @@ func (n *Node) openBackend(ctx context.Context, msgs *natsbus.MessageLog, replic
 	}
 	n.metrics.WatchArchive(ar)
 	n.log.Info("rooms and memberships in PostgreSQL; every message archived there")
-	return store, db.Archive(), nil
+	return store, ar, nil
 }
 
 // newAuthenticator is dev mode's trusted login header, or JWT verification

@@ -55,6 +55,14 @@ type RoomMark struct {
 	Read uint64 // the id read up to (0: nothing)
 }
 
+// RoomSpan is a range of a room's message ids: those above After, up to
+// and with UpTo.
+type RoomSpan struct {
+	Room  string
+	After uint64
+	UpTo  uint64
+}
+
 // RoomTail is the end of a room's log as a room list shows it: the room's
 // newest message (nil: none) and how many of its messages have ids above
 // a read position.

@@ -69,6 +69,49 @@ func (a *Archive) Search(ctx context.Context, room, query string, before uint64,
 	return msgs, nil
 }
 
+// Count returns, for each span in order, how many of its room's archived
+// messages have ids in it, counting no further than limit: one statement
+// for all, each an index range of (room_id, id) as long as its count.
+func (a *Archive) Count(ctx context.Context, spans []storage.RoomSpan, limit int) ([]int, error) {
+	if len(spans) == 0 {
+		return nil, nil
+	}
+	rooms, after, upTo := make([]string, len(spans)), make([]int64, len(spans)), make([]int64, len(spans))
+	for i, sp := range spans {
+		rooms[i], after[i], upTo[i] = sp.Room, id(sp.After), id(sp.UpTo)
+	}
+	rows, err := a.db.pool.Query(ctx, `SELECT s.i, (SELECT count(*) FROM (SELECT 1 FROM messages m
+			WHERE m.room_id = s.room AND m.id > s.after AND m.id <= s.up_to LIMIT $4) c)
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS s(room, after, up_to, i)`,
+		rooms, after, upTo, limit)
+	if err != nil {
+		return nil, fmt.Errorf("count archived messages of %d rooms: %w", len(spans), err)
+	}
+	out := make([]int, len(spans))
+	var i, n int64
+	_, err = pgx.ForEachRow(rows, []any{&i, &n}, func() error {
+		if i < 1 || int(i) > len(out) {
+			return fmt.Errorf("row %d of %d", i, len(out))
+		}
+		out[i-1] = int(n)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count archived messages of %d rooms: %w", len(spans), err)
+	}
+	return out, nil
+}
+
+// Has reports whether the archive holds the room's message id.
+func (a *Archive) Has(ctx context.Context, room string, msg uint64) (bool, error) {
+	var has bool
+	if err := a.db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM messages WHERE room_id = $1 AND id = $2)`,
+		room, id(msg)).Scan(&has); err != nil {
+		return false, fmt.Errorf("archive of %s holds %d: %w", room, msg, err)
+	}
+	return has, nil
+}
+
 func (a *Archive) query(ctx context.Context, sql string, args ...any) ([]storage.Message, error) {
 	rows, err := a.db.pool.Query(ctx, sql, args...)
 	if err != nil {

@@ -97,3 +97,63 @@ func TestArchiveKeepsAnyText(t *testing.T) {
 		t.Fatalf("archived as %q by %q with data %q", text, user, data)
 	}
 }
+
+// TestArchiveCount: each span counts its own room's archived ids in it,
+// up to the limit, in the order asked.
+func TestArchiveCount(t *testing.T) {
+	db := openDB(t, pgtest.NewDatabase(t))
+	arch := db.Archive()
+	c := ctx(t)
+	var rows []postgres.Row
+	for i := range 40 {
+		// r: ids 10, 20, ..., 400; other: the same ids and more between.
+		rows = append(rows, postgres.Row{ID: uint64(10 * (i + 1)), Room: "r", CreatedAt: time.Now(), StoredAt: time.Now(), Data: []byte("{}")},
+			postgres.Row{ID: uint64(10 * (i + 1)), Room: "other", CreatedAt: time.Now(), StoredAt: time.Now(), Data: []byte("{}")},
+			postgres.Row{ID: uint64(10*(i+1) + 5), Room: "other", CreatedAt: time.Now(), StoredAt: time.Now(), Data: []byte("{}")})
+	}
+	if _, err := arch.Insert(c, rows); err != nil {
+		t.Fatal(err)
+	}
+	spans := []storage.RoomSpan{
+		{Room: "r", After: 0, UpTo: 400},     // all 40
+		{Room: "r", After: 10, UpTo: 20},     // 20
+		{Room: "r", After: 15, UpTo: 55},     // 20, 30, 40, 50
+		{Room: "other", After: 15, UpTo: 55}, // 20, 25, ..., 55
+		{Room: "r", After: 400, UpTo: 1000},  // none
+		{Room: "nobody", After: 0, UpTo: 1000},
+		{Room: "r", After: 0, UpTo: 9},
+	}
+	got, err := arch.Count(c, spans, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{40, 1, 4, 8, 0, 0, 0}; !slices.Equal(got, want) {
+		t.Fatalf("counts %v, want %v", got, want)
+	}
+	// The limit stops a count, not the others.
+	if got, err = arch.Count(c, spans, 5); err != nil || !slices.Equal(got, []int{5, 1, 4, 5, 0, 0, 0}) {
+		t.Fatalf("counts up to 5: %v %v", got, err)
+	}
+	if got, err = arch.Count(c, nil, 5); err != nil || len(got) != 0 {
+		t.Fatalf("no spans: %v %v", got, err)
+	}
+}
+
+// TestArchiveHas: a message is held by its room and id.
+func TestArchiveHas(t *testing.T) {
+	db := openDB(t, pgtest.NewDatabase(t))
+	arch := db.Archive()
+	c := ctx(t)
+	if _, err := arch.Insert(c, []postgres.Row{{ID: 7, Room: "r", CreatedAt: time.Now(), StoredAt: time.Now(), Data: []byte("{}")}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		room string
+		id   uint64
+		want bool
+	}{{"r", 7, true}, {"r", 8, false}, {"other", 7, false}} {
+		if got, err := arch.Has(c, tc.room, tc.id); err != nil || got != tc.want {
+			t.Fatalf("Has(%s, %d) = %v %v, want %v", tc.room, tc.id, got, err, tc.want)
+		}
+	}
+}
