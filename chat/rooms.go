@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatd/chatd/storage"
-	"golang.org/x/sync/errgroup"
 )
 
 // maxRoomName bounds a room's display name, in bytes.
@@ -298,8 +297,10 @@ const archiveCountLimit = 256
 // roomTails is the log's RoomTails, with the unread messages that the
 // archive reaches counted there, by its index of each room's ids; the log
 // counts only those above the reach (normally the last moments'), whose
-// count walks the blocks the room shares with every other. Without the
-// archive, or when it cannot answer, the log counts them all.
+// count walks the blocks the room shares with every other. The log's
+// newest messages come first, so that the archive counts only the rooms
+// that have unread messages. Without the archive, or when it cannot
+// answer, the log counts them all.
 func (s *Service) roomTails(ctx context.Context, marks []storage.RoomMark) ([]storage.RoomTail, error) {
 	if s.cfg.Archive == nil || len(marks) == 0 {
 		return s.msgs.RoomTails(ctx, marks)
@@ -313,33 +314,35 @@ func (s *Service) roomTails(ctx context.Context, marks []storage.RoomMark) ([]st
 		s.log.Debug("archive reach unknown; unread counts from the log", "err", err)
 		return s.msgs.RoomTails(ctx, marks)
 	}
-	above := make([]storage.RoomMark, len(marks)) // what the log counts
-	var spans []storage.RoomSpan                  // what the archive counts
-	var spanOf []int
+	above := make([]storage.RoomMark, len(marks))
 	for i, m := range marks {
 		above[i] = storage.RoomMark{Room: m.Room, Read: max(m.Read, reach[i])}
-		if reach[i] > m.Read {
-			spans = append(spans, storage.RoomSpan{Room: m.Room, After: m.Read, UpTo: reach[i]})
+	}
+	tails, err := s.msgs.RoomTails(ctx, above)
+	if err != nil {
+		return nil, err
+	}
+	// The archive counts (mark, reach] where the room has messages there:
+	// its newest is above the mark, or the log holds none of it any more.
+	var spans []storage.RoomSpan
+	var spanOf []int
+	for i, m := range marks {
+		latest := tails[i].Latest
+		if reach[i] > m.Read && (latest == nil || latest.ID > m.Read) {
+			upTo := reach[i]
+			if latest != nil {
+				upTo = min(upTo, latest.ID)
+			}
+			spans = append(spans, storage.RoomSpan{Room: m.Room, After: m.Read, UpTo: upTo})
 			spanOf = append(spanOf, i)
 		}
 	}
-	var tails []storage.RoomTail
-	var counts []int
-	var countErr error
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		tails, err = s.msgs.RoomTails(gctx, above)
-		return err
-	})
-	g.Go(func() error {
-		counts, countErr = s.cfg.Archive.Count(gctx, spans, archiveCountLimit)
-		return nil
-	})
-	if err := g.Wait(); err != nil {
-		return nil, err
+	if len(spans) == 0 {
+		return tails, nil
 	}
-	if countErr != nil {
-		s.log.Warn("archive count failed; unread counts from the log", "err", countErr)
+	counts, err := s.cfg.Archive.Count(ctx, spans, archiveCountLimit)
+	if err != nil {
+		s.log.Warn("archive count failed; unread counts from the log", "err", err)
 		return s.msgs.RoomTails(ctx, marks)
 	}
 	var far []storage.RoomMark
