@@ -296,14 +296,20 @@ func (e *archiveEnv) waitBlocked() {
 }
 
 // lockArchive holds the messages table until the returned func is called.
-func (e *archiveEnv) lockArchive() func() {
+func (e *archiveEnv) lockArchive() func() { return e.lock("ACCESS EXCLUSIVE") }
+
+// lockWrites holds the messages table against writes, not reads, until
+// the returned func is called.
+func (e *archiveEnv) lockWrites() func() { return e.lock("SHARE") }
+
+func (e *archiveEnv) lock(mode string) func() {
 	e.t.Helper()
 	c := sqlConn(e.t, e.url)
 	tx, err := c.Begin(ctx(e.t))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx(e.t), "LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"); err != nil {
+	if _, err := tx.Exec(ctx(e.t), "LOCK TABLE messages IN "+mode+" MODE"); err != nil {
 		e.t.Fatal(err)
 	}
 	return func() {
@@ -398,25 +404,6 @@ func TestArchiveCatchesUpAfterOutage(t *testing.T) {
 	e.waitComplete()
 }
 
-// lockWrites holds the messages table against writes, not reads, until
-// the returned func is called.
-func (e *archiveEnv) lockWrites() func() {
-	e.t.Helper()
-	c := sqlConn(e.t, e.url)
-	tx, err := c.Begin(ctx(e.t))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx(e.t), "LOCK TABLE messages IN SHARE MODE"); err != nil {
-		e.t.Fatal(err)
-	}
-	return func() {
-		if err := tx.Commit(ctx(e.t)); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-}
-
 // reach is the archiver's reach for each of the rooms postMany uses.
 func reach(t *testing.T, a *archiver.Archiver) []uint64 {
 	t.Helper()
@@ -427,6 +414,18 @@ func reach(t *testing.T, a *archiver.Archiver) []uint64 {
 	return r
 }
 
+// waitReach waits until every room's reach is want, the newest message:
+// the archive has caught up and the reach asked again.
+func waitReach(t *testing.T, a *archiver.Archiver, want uint64) {
+	t.Helper()
+	wait.Until(t, "reach at the newest", func() error {
+		if r := reach(t, a); slices.Min(r) != want || slices.Max(r) != want {
+			return fmt.Errorf("reach %v, want %d", r, want)
+		}
+		return nil
+	})
+}
+
 // TestReach: the reach never claims a message the archive lacks, and comes
 // to the newest message once everything is archived.
 func TestReach(t *testing.T) {
@@ -435,12 +434,7 @@ func TestReach(t *testing.T) {
 	a := e.startArchiver(openDB(t, e.url), fast())
 	e.waitComplete()
 	newest := e.sent[len(e.sent)-1]
-	wait.Until(t, "reach at the newest", func() error {
-		if r := reach(t, a.Archiver); slices.Min(r) != newest {
-			return fmt.Errorf("reach %v, want %d", r, newest)
-		}
-		return nil
-	})
+	waitReach(t, a.Archiver, newest)
 	unlock := e.lockWrites()
 	e.postMany(30)
 	e.waitBlocked()
@@ -451,12 +445,7 @@ func TestReach(t *testing.T) {
 	}
 	unlock()
 	e.waitComplete()
-	wait.Until(t, "reach at the newest again", func() error {
-		if r := reach(t, a.Archiver); slices.Min(r) != e.sent[len(e.sent)-1] {
-			return fmt.Errorf("reach %v, want %d", r, e.sent[len(e.sent)-1])
-		}
-		return nil
-	})
+	waitReach(t, a.Archiver, e.sent[len(e.sent)-1])
 }
 
 // TestReachOfAnotherDatabase: an archiver given a database that lacks
@@ -527,12 +516,7 @@ func TestReachOfARestoredDatabase(t *testing.T) {
 	if second.Archived() != 10 {
 		t.Fatalf("archived %d again, want the 10 lost", second.Archived())
 	}
-	wait.Until(t, "reach at the newest", func() error {
-		if r := reach(t, second.Archiver); slices.Min(r) != e.sent[len(e.sent)-1] {
-			return fmt.Errorf("reach %v, want %d", r, e.sent[len(e.sent)-1])
-		}
-		return nil
-	})
+	waitReach(t, second.Archiver, e.sent[len(e.sent)-1])
 }
 
 // BenchmarkArchive measures the archiver: b.N messages are stored in the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatd/chatd/archiver"
 	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/internal/testkit/latency"
 	"github.com/chatd/chatd/internal/testkit/testlog"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/kvstore"
@@ -124,7 +125,7 @@ func BenchmarkReadsScale(b *testing.B) {
 	for _, s := range services {
 		b.Cleanup(s.Close)
 	}
-	page := func(s *chat.Service, i int, lat *latencies) {
+	page := func(s *chat.Service, i int, lat *latency.Recorder) {
 		room := fmt.Sprintf("hot-%d", i%hotRooms)
 		before := uint64(0)
 		if i%2 == 1 {
@@ -132,12 +133,12 @@ func BenchmarkReadsScale(b *testing.B) {
 		}
 		t0 := time.Now()
 		msgs, err := s.History(ctx, reader, room, before, 20)
-		lat.add(time.Since(t0))
+		lat.Add(time.Since(t0))
 		if err != nil || len(msgs) == 0 && before != ids[room][0] {
 			b.Fatalf("page of %s before %d: %d messages, %v", room, before, len(msgs), err)
 		}
 	}
-	writer := func(stop <-chan struct{}, lat *latencies) {
+	writer := func(stop <-chan struct{}, lat *latency.Recorder) {
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
@@ -150,7 +151,7 @@ func BenchmarkReadsScale(b *testing.B) {
 			}
 			done := make(chan error, 1)
 			submit(e, room, func(_ uint64, d time.Duration, err error) {
-				lat.add(d)
+				lat.Add(d)
 				done <- err
 			})
 			if err := <-done; err != nil {
@@ -162,16 +163,16 @@ func BenchmarkReadsScale(b *testing.B) {
 	for _, mode := range []string{"log", "archive"} {
 		s := services[mode]
 		b.Run("page/"+mode, func(b *testing.B) {
-			var lat latencies
+			var lat latency.Recorder
 			i := 0
 			for b.Loop() {
 				page(s, i, &lat)
 				i++
 			}
-			lat.report(b, "page")
+			lat.Report(b, "page")
 		})
 		b.Run("page-beside-writer/"+mode, func(b *testing.B) {
-			var lat, pub latencies
+			var lat, pub latency.Recorder
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			wg.Go(func() { writer(stop, &pub) })
@@ -182,12 +183,12 @@ func BenchmarkReadsScale(b *testing.B) {
 			}
 			close(stop)
 			wg.Wait()
-			lat.report(b, "page")
-			pub.report(b, "publish")
+			lat.Report(b, "page")
+			pub.Report(b, "publish")
 		})
 	}
 	b.Run("publish-alone", func(b *testing.B) {
-		var pub latencies
+		var pub latency.Recorder
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() { writer(stop, &pub) })
@@ -196,7 +197,7 @@ func BenchmarkReadsScale(b *testing.B) {
 		}
 		close(stop)
 		wg.Wait()
-		pub.report(b, "publish")
+		pub.Report(b, "publish")
 	})
 	for _, c := range []struct {
 		name   string
@@ -212,11 +213,11 @@ func BenchmarkReadsScale(b *testing.B) {
 		for _, mode := range []string{"log", "archive"} {
 			s := services[mode]
 			b.Run("rooms/"+c.name+"/"+mode, func(b *testing.B) {
-				var lat latencies
+				var lat latency.Recorder
 				for b.Loop() {
 					t0 := time.Now()
 					rooms, err := s.UserRooms(ctx, reader)
-					lat.add(time.Since(t0))
+					lat.Add(time.Since(t0))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -226,7 +227,7 @@ func BenchmarkReadsScale(b *testing.B) {
 						}
 					}
 				}
-				lat.report(b, "list")
+				lat.Report(b, "list")
 			})
 		}
 	}
@@ -249,32 +250,4 @@ func (e *archiveEnv) waitCount(n int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// latencies collects durations from concurrent goroutines.
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-// report adds the p50 and p99 of what was collected as metrics named
-// prefix-p50-ms and prefix-p99-ms.
-func (l *latencies) report(b *testing.B, prefix string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.d) == 0 {
-		return
-	}
-	slices.Sort(l.d)
-	at := func(q float64) float64 {
-		return float64(l.d[min(len(l.d)-1, int(q*float64(len(l.d))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(at(0.50), prefix+"-p50-ms")
-	b.ReportMetric(at(0.99), prefix+"-p99-ms")
 }

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/latency"
 	"github.com/chatd/chatd/storage"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -148,34 +148,6 @@ func manyRooms(b *testing.B, parts int) *MessageLog {
 	return log
 }
 
-// latencies collects durations from concurrent goroutines.
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-// report adds the p50 and p99 of what was collected as metrics named
-// prefix-p50-ms and prefix-p99-ms.
-func (l *latencies) report(b *testing.B, prefix string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.d) == 0 {
-		return
-	}
-	slices.Sort(l.d)
-	at := func(q float64) float64 {
-		return float64(l.d[min(len(l.d)-1, int(q*float64(len(l.d))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(at(0.50), prefix+"-p50-ms")
-	b.ReportMetric(at(0.99), prefix+"-p99-ms")
-}
-
 // hotIDs returns the ids of every hot room's messages.
 func hotIDs(b *testing.B, log *MessageLog) [][]uint64 {
 	b.Helper()
@@ -208,7 +180,7 @@ func benchHistoryScale(b *testing.B, parts int) {
 	log := manyRooms(b, parts)
 	ids := hotIDs(b, log)
 	ctx := context.Background()
-	page := func(i int, lat *latencies) {
+	page := func(i int, lat *latency.Recorder) {
 		room := i % hotRooms
 		before := uint64(0)
 		if k := (i * 131) % (hotMsgs + 1); k < hotMsgs {
@@ -216,13 +188,13 @@ func benchHistoryScale(b *testing.B, parts int) {
 		}
 		began := time.Now()
 		msgs, err := log.Before(ctx, fmt.Sprintf("hot-%d", room), before, 20)
-		lat.add(time.Since(began))
+		lat.Add(time.Since(began))
 		if err != nil || len(msgs) == 0 && before != ids[room][0] {
 			b.Fatalf("page of hot-%d before %d: %d messages, %v", room, before, len(msgs), err)
 		}
 	}
 	// writer stores one message at a time until stop closes.
-	writer := func(stop <-chan struct{}, lat *latencies) {
+	writer := func(stop <-chan struct{}, lat *latency.Recorder) {
 		data := []byte(benchMsg)
 		for i := 0; ; i++ {
 			select {
@@ -237,20 +209,20 @@ func benchHistoryScale(b *testing.B, parts int) {
 				return
 			}
 			waitAck(b, f)
-			lat.add(time.Since(began))
+			lat.Add(time.Since(began))
 		}
 	}
 	b.Run("page", func(b *testing.B) {
-		var lat latencies
+		var lat latency.Recorder
 		i := 0
 		for b.Loop() {
 			page(i, &lat)
 			i++
 		}
-		lat.report(b, "page")
+		lat.Report(b, "page")
 	})
 	b.Run("page-beside-writer", func(b *testing.B) {
-		var lat, pub latencies
+		var lat, pub latency.Recorder
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() { writer(stop, &pub) })
@@ -261,11 +233,11 @@ func benchHistoryScale(b *testing.B, parts int) {
 		}
 		close(stop)
 		wg.Wait()
-		lat.report(b, "page")
-		pub.report(b, "publish")
+		lat.Report(b, "page")
+		pub.Report(b, "publish")
 	})
 	b.Run("publish-alone", func(b *testing.B) {
-		var pub latencies
+		var pub latency.Recorder
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() { writer(stop, &pub) })
@@ -274,7 +246,7 @@ func benchHistoryScale(b *testing.B, parts int) {
 		}
 		close(stop)
 		wg.Wait()
-		pub.report(b, "publish")
+		pub.Report(b, "publish")
 	})
 }
 
@@ -310,16 +282,16 @@ func benchRoomListScale(b *testing.B, parts int) {
 				}
 				marks[i].Read = msgs[0].ID
 			}
-			var lat latencies
+			var lat latency.Recorder
 			for b.Loop() {
 				began := time.Now()
 				tails, err := log.RoomTails(ctx, marks)
-				lat.add(time.Since(began))
+				lat.Add(time.Since(began))
 				if err != nil || len(tails) != len(marks) || tails[0].Unread != uint64(c.unread) {
 					b.Fatalf("room tails: %d, %v", len(tails), err)
 				}
 			}
-			lat.report(b, "list")
+			lat.Report(b, "list")
 		})
 	}
 }
