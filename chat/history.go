@@ -44,10 +44,14 @@ func (s *Service) History(ctx context.Context, user, room string, before uint64,
 func (s *Service) page(ctx context.Context, room string, before uint64, limit int) ([]storage.Message, error) {
 	if s.cfg.Archive != nil {
 		stored, ok, err := s.archivedPage(ctx, room, before, limit)
+		if ok {
+			s.cfg.Metrics.HistoryPage(HistoryFromArchive)
+		}
 		if ok || err != nil {
 			return stored, err
 		}
 	}
+	s.cfg.Metrics.HistoryPage(HistoryFromLog)
 	stored, err := s.msgs.Page(ctx, room, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", room, err)

@@ -24,7 +24,22 @@ type Metrics interface {
 	// Replayed is called once for every room subscription with a since
 	// id, with how the replay began.
 	Replayed(outcome ReplayOutcome)
+	// HistoryPage is called for each history page read, with where it
+	// was read from.
+	HistoryPage(from HistorySource)
 }
+
+// HistorySource says where a history page was read from.
+type HistorySource int
+
+// History sources.
+const (
+	// HistoryFromLog: the log, and the archive only past what the log
+	// holds.
+	HistoryFromLog HistorySource = iota
+	// HistoryFromArchive: the archive up to its reach, the log only above.
+	HistoryFromArchive
+)
 
 // DeliveryPath says how a delivered message reached a subscription.
 type DeliveryPath int
@@ -55,3 +70,4 @@ func (nopMetrics) LiveReceived()               {}
 func (nopMetrics) Delivered(DeliveryPath, int) {}
 func (nopMetrics) Dropped(int)                 {}
 func (nopMetrics) Replayed(ReplayOutcome)      {}
+func (nopMetrics) HistoryPage(HistorySource)   {}

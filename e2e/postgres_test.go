@@ -518,6 +518,10 @@ func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Confi
 	if got := page("limit=20"); !slices.Equal(ids(got), all) || got[0].Message != "archived 0" || got[len(got)-1].Message != "new 2" {
 		t.Fatalf("history after a restart: %v %q", ids(got), texts(got))
 	}
+	if m := scrape(t, n); m[`chatd_history_pages_total{from="archive"}`] != 1 || m[`chatd_history_pages_total{from="log"}`] != 0 {
+		t.Fatalf("history pages after a restart: %v from the archive, %v from the log; want the one from the archive",
+			m[`chatd_history_pages_total{from="archive"}`], m[`chatd_history_pages_total{from="log"}`])
+	}
 
 	// A room far behind, more unread than the archive counts: the log
 	// counts it, exactly.

@@ -44,6 +44,7 @@ type Metrics struct {
 	delivered        [3]prometheus.Counter // by chat.DeliveryPath
 	dropped          prometheus.Counter
 	replays          [4]prometheus.Counter // by chat.ReplayOutcome
+	historyPages     [2]prometheus.Counter // by chat.HistorySource
 }
 
 var (
@@ -167,6 +168,11 @@ func New(node, version string) *Metrics {
 	m.replays[chat.ReplayGap] = rep.WithLabelValues("gap")
 	m.replays[chat.ReplayReset] = rep.WithLabelValues("reset")
 	m.replays[chat.ReplayFailed] = rep.WithLabelValues("failed")
+	pages := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "chatd_history_pages_total", Help: "History pages read, by where from: the archive up to its reach, or the log.",
+	}, []string{"from"})
+	m.historyPages[chat.HistoryFromLog] = pages.WithLabelValues("log")
+	m.historyPages[chat.HistoryFromArchive] = pages.WithLabelValues("archive")
 	return m
 }
 
@@ -232,6 +238,7 @@ func (m *Metrics) Delivered(path chat.DeliveryPath, n int) {
 }
 func (m *Metrics) Dropped(n int)                       { m.dropped.Add(float64(n)) }
 func (m *Metrics) Replayed(outcome chat.ReplayOutcome) { m.replays[outcome].Inc() }
+func (m *Metrics) HistoryPage(from chat.HistorySource) { m.historyPages[from].Inc() }
 
 // natsbus.CommitMetrics
 
