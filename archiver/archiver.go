@@ -137,6 +137,9 @@ func (a *Archiver) Count(ctx context.Context, spans []storage.RoomSpan, limit in
 // read then takes more from the log.
 const reachFresh = 100 * time.Millisecond
 
+// reachWait bounds an ask of the consumer's state: a read waits for it.
+const reachWait = 2 * time.Second
+
 type reachSnap struct {
 	at     time.Time
 	states natsbus.ConsumerStates
@@ -152,12 +155,19 @@ func (a *Archiver) Reach(ctx context.Context, rooms []string) ([]uint64, error) 
 	if snap == nil || time.Since(snap.at) >= reachFresh {
 		ch := a.reaches.DoChan("", func() (any, error) {
 			// The ask outlives a caller that gives up: others wait on it.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reachWait)
 			defer cancel()
 			s := &reachSnap{at: time.Now()}
 			var err error
 			if s.states, err = a.cons.States(rctx); err != nil {
-				return nil, err
+				old := a.reach.Load()
+				if old == nil {
+					return nil, err
+				}
+				// Floors only rise: the last answer still holds. Ask again
+				// after reachFresh, not on every read meanwhile.
+				a.log.Debug("archive: consumer state not read; the last one serves", "err", err)
+				s.states = old.states
 			}
 			a.reach.Store(s)
 			return s, nil

@@ -446,6 +446,13 @@ func TestReach(t *testing.T) {
 	unlock()
 	e.waitComplete()
 	waitReach(t, a.Archiver, e.sent[len(e.sent)-1])
+	// Cut off from NATS, the archiver answers with the floors it last
+	// had: they still hold.
+	a.proxy.Cut()
+	time.Sleep(200 * time.Millisecond)
+	if r := reach(t, a.Archiver); slices.Min(r) != e.sent[len(e.sent)-1] {
+		t.Fatalf("reach cut off from NATS %v, want the last known %d", r, e.sent[len(e.sent)-1])
+	}
 }
 
 // TestReachOfAnotherDatabase: an archiver given a database that lacks
