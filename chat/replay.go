@@ -24,7 +24,7 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 	if err != nil {
 		return // the subscription or session ended while it waited
 	}
-	cursor, note, below, err := f.replayStart(ctx, since)
+	cursor, note, below, need, err := f.replayStart(ctx, since)
 	release()
 	if err != nil {
 		metrics.Replayed(ReplayFailed)
@@ -70,7 +70,7 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 			if err != nil {
 				return
 			}
-			batch, pubs, step, err := f.replayRead(ctx, &cursor, &below, upTo)
+			batch, pubs, step, err := f.replayRead(ctx, &cursor, &below, need, upTo)
 			release()
 			if err != nil {
 				fail(step, err)
@@ -120,13 +120,19 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 
 // replayRead reads a replay's next batch after *cursor: from the archive
 // below *below, else from the log up to upTo; and makes its
-// publications. A nil batch with no error has nothing to deliver: *cursor
-// or *below moved. step names what failed.
-func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, upTo uint64) ([]storage.Message, []*Publication, string, error) {
+// publications. Where the archive does not answer, the log reads what it
+// still holds (from need on). A nil batch with no error has nothing to
+// deliver: *cursor or *below moved. step names what failed.
+func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, need, upTo uint64) ([]storage.Message, []*Publication, string, error) {
 	var batch []storage.Message
 	var err error
 	if *below > *cursor+1 {
 		if batch, err = f.svc.cfg.Archive.Between(ctx, f.room, *cursor, *below, replayBatch); err != nil {
+			if *cursor+1 >= need {
+				f.svc.log.Warn("archive unavailable: replay reads the log", "room", f.room, "after", *cursor, "err", err)
+				*below = 0
+				return nil, nil, "", nil
+			}
 			return nil, nil, "archive", err
 		}
 		if len(batch) == 0 {
@@ -158,15 +164,16 @@ func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, upTo u
 // replayStart decides where a replay begins, whether the client must be
 // told that the history it asks for is incomplete, and, with an archive,
 // below which id the replay reads from the archive: where the log may
-// have dropped messages after the cursor, the archive has them.
-func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note Note, below uint64, err error) {
+// have dropped messages after the cursor, the archive has them, and up
+// to its reach it holds them all. Below need, only the archive has them.
+func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note Note, below, need uint64, err error) {
 	st, err := f.svc.msgs.State(ctx, f.room)
 	if err != nil {
-		return 0, Note{}, 0, err
+		return 0, Note{}, 0, 0, err
 	}
 	first, err := f.svc.msgs.After(ctx, f.room, 0, 1)
 	if err != nil {
-		return 0, Note{}, 0, err
+		return 0, Note{}, 0, 0, err
 	}
 	firstID := st.First
 	if len(first) > 0 {
@@ -183,7 +190,7 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 	if max := f.svc.msgs.MaxPerRoom(); !dropped && max > 0 && len(first) > 0 && first[0].ID > cursor+1 {
 		n, err := f.svc.msgs.RoomCount(ctx, f.room)
 		if err != nil {
-			return 0, Note{}, 0, err
+			return 0, Note{}, 0, 0, err
 		}
 		dropped = int64(n) >= max // the per-room cap removed older messages
 	}
@@ -205,8 +212,17 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 	if dropped && below == 0 && kind == NoteNone {
 		kind = NoteGap
 	}
+	need = below
+	if f.svc.cfg.Archive != nil && (!dropped || below > 0) && cursor+1 >= st.Epoch {
+		// What the archive holds without a gap is read from it (an index
+		// by room) rather than the log (blocks shared by every room); in
+		// this life of the log only, as the log would give it.
+		if reach, err := f.svc.cfg.Archive.Reach(ctx, []string{f.room}); err == nil && reach[0] >= cursor+1 {
+			below = max(below, reach[0]+1)
+		}
+	}
 	if kind != NoteNone {
 		note = Note{Kind: kind, FirstID: firstID}
 	}
-	return cursor, note, below, nil
+	return cursor, note, below, need, nil
 }

@@ -421,7 +421,8 @@ func TestHistoryAndUnreadFromArchive(t *testing.T) {
 
 func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Config)) {
 	dbURL := pgtest.NewDatabase(t)
-	n := startNode(t, partitions, func(c *config.Config) { c.PostgresURL = dbURL })
+	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
+	n := startNode(t, partitions, func(c *config.Config) { c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr()) })
 	db := pgConn(t, dbURL)
 	alice := dial(t, n, "alice")
 	sub := alice.subscribe("/topic/chat.arch")
@@ -523,6 +524,26 @@ func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Confi
 			m[`chatd_history_pages_total{from="archive"}`], m[`chatd_history_pages_total{from="log"}`])
 	}
 
+	// A since-id replay reads the archive up to its reach as well.
+	replayed := func(from string) {
+		t.Helper()
+		resumed := dial(t, n, "bob").subscribeSince("/topic/chat.arch", all[2])
+		for i, want := range all[3:] {
+			m := nextChat(t, resumed)
+			text := from + " " + strconv.Itoa(i+3)
+			switch {
+			case i+3 == 10:
+				text = "bob's"
+			case i+3 > 10:
+				text = "new " + strconv.Itoa(i+3-11)
+			}
+			if m.ID != want || m.Message != text {
+				t.Fatalf("replayed #%d: %d %q, want %d %q", i, m.ID, m.Message, want, text)
+			}
+		}
+	}
+	replayed("archived")
+
 	// A room far behind, more unread than the archive counts: the log
 	// counts it, exactly.
 	alice = dial(t, n, "alice")
@@ -558,4 +579,8 @@ func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Confi
 	if !found {
 		t.Fatal("room far not in bob's list")
 	}
+
+	// Without PostgreSQL, the replay reads the log, which holds it all.
+	proxy.Cut()
+	replayed("old")
 }
