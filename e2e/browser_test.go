@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -180,9 +181,21 @@ func (tb *tab) say(text string) {
 	)
 }
 
+// click clicks the element sel finds, in the page in one step: the room
+// list is drawn anew as messages and receipts arrive, and an element
+// found by one DevTools call may be gone by the next ("Could not find
+// node with given id").
 func (tb *tab) click(sel string) {
 	tb.t.Helper()
-	tb.do("click "+sel, chromedp.Click(chromedp.CSS(sel)))
+	q, err := json.Marshal(sel)
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	_, err = chromedp.Run(tb.ctx, chromedp.Poll[bool](pageExpr(`(e => e ? (e.click(), true) : false)(document.querySelector(`+string(q)+`))`),
+		chromedp.WithPollingTimeout(20*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)))
+	if err != nil {
+		tb.t.Fatalf("%s: click %s: %v", tb.user, sel, err)
+	}
 }
 
 func (tb *tab) reload() {
