@@ -163,42 +163,13 @@ func BenchmarkReadsScale(b *testing.B) {
 	for _, mode := range []string{"log", "archive"} {
 		s := services[mode]
 		b.Run("page/"+mode, func(b *testing.B) {
-			var lat latency.Recorder
-			i := 0
-			for b.Loop() {
-				page(s, i, &lat)
-				i++
-			}
-			lat.Report(b, "page")
+			latency.Loop(b, "page", func(i int, r *latency.Recorder) { page(s, i, r) }, "", nil)
 		})
 		b.Run("page-beside-writer/"+mode, func(b *testing.B) {
-			var lat, pub latency.Recorder
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Go(func() { writer(stop, &pub) })
-			i := 0
-			for b.Loop() {
-				page(s, i, &lat)
-				i++
-			}
-			close(stop)
-			wg.Wait()
-			lat.Report(b, "page")
-			pub.Report(b, "publish")
+			latency.Loop(b, "page", func(i int, r *latency.Recorder) { page(s, i, r) }, "publish", writer)
 		})
 	}
-	b.Run("publish-alone", func(b *testing.B) {
-		var pub latency.Recorder
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() { writer(stop, &pub) })
-		for b.Loop() {
-			time.Sleep(time.Millisecond)
-		}
-		close(stop)
-		wg.Wait()
-		pub.Report(b, "publish")
-	})
+	b.Run("publish-alone", func(b *testing.B) { latency.Loop(b, "", nil, "publish", writer) })
 	for _, c := range []struct {
 		name   string
 		unread int

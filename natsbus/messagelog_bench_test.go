@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -212,42 +211,9 @@ func benchHistoryScale(b *testing.B, parts int) {
 			lat.Add(time.Since(began))
 		}
 	}
-	b.Run("page", func(b *testing.B) {
-		var lat latency.Recorder
-		i := 0
-		for b.Loop() {
-			page(i, &lat)
-			i++
-		}
-		lat.Report(b, "page")
-	})
-	b.Run("page-beside-writer", func(b *testing.B) {
-		var lat, pub latency.Recorder
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() { writer(stop, &pub) })
-		i := 0
-		for b.Loop() {
-			page(i, &lat)
-			i++
-		}
-		close(stop)
-		wg.Wait()
-		lat.Report(b, "page")
-		pub.Report(b, "publish")
-	})
-	b.Run("publish-alone", func(b *testing.B) {
-		var pub latency.Recorder
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Go(func() { writer(stop, &pub) })
-		for b.Loop() {
-			time.Sleep(time.Millisecond)
-		}
-		close(stop)
-		wg.Wait()
-		pub.Report(b, "publish")
-	})
+	b.Run("page", func(b *testing.B) { latency.Loop(b, "page", page, "", nil) })
+	b.Run("page-beside-writer", func(b *testing.B) { latency.Loop(b, "page", page, "publish", writer) })
+	b.Run("publish-alone", func(b *testing.B) { latency.Loop(b, "", nil, "publish", writer) })
 }
 
 // BenchmarkRoomListScale is the log's part of a room list (RoomTails) for a

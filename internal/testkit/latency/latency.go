@@ -37,3 +37,27 @@ func (r *Recorder) Report(b *testing.B, prefix string) {
 	b.ReportMetric(at(0.50), prefix+"-p50-ms")
 	b.ReportMetric(at(0.99), prefix+"-p99-ms")
 }
+
+// Loop runs the benchmark's loop, calling each once an iteration with its
+// index (nil: an iteration only waits a millisecond), while background
+// runs beside it until the loop ends (nil: nothing runs beside it); then
+// it reports each's latencies as name and background's as bgName.
+func Loop(b *testing.B, name string, each func(i int, r *Recorder), bgName string, background func(stop <-chan struct{}, r *Recorder)) {
+	var fg, bg Recorder
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if background != nil {
+		wg.Go(func() { background(stop, &bg) })
+	}
+	for i := 0; b.Loop(); i++ {
+		if each == nil {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		each(i, &fg)
+	}
+	close(stop)
+	wg.Wait()
+	fg.Report(b, name)
+	bg.Report(b, bgName)
+}
