@@ -35,6 +35,16 @@ func pgConn(t *testing.T, dbURL string) *pgx.Conn {
 	return c
 }
 
+// pgNode starts a node on a database of its own, reached through a proxy
+// that a test can cut, and returns the proxy and the database's URL.
+func pgNode(t *testing.T, mutate ...func(*config.Config)) (*node, *tcpproxy.Proxy, string) {
+	t.Helper()
+	dbURL := pgtest.NewDatabase(t)
+	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
+	n := startNode(t, append(mutate, func(c *config.Config) { c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr()) })...)
+	return n, proxy, dbURL
+}
+
 func pgExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -148,9 +158,7 @@ func TestPostgresMembershipAcrossNodes(t *testing.T) {
 // TestArchiveSurvivesPostgresOutage cuts chatd off from PostgreSQL during
 // a steady send: chat goes on, and the archive ends complete.
 func TestArchiveSurvivesPostgresOutage(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
-	n := startNode(t, func(c *config.Config) { c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr()) })
+	n, proxy, dbURL := pgNode(t)
 	alice, bob := dial(t, n, "alice"), dial(t, n, "bob")
 	sub := bob.subscribe("/topic/chat.steady")
 	alice.post("steady", "before") // both joined while PostgreSQL is up
@@ -201,12 +209,7 @@ func TestHistoryAcrossArchiveBoundary(t *testing.T) {
 }
 
 func testHistoryAcrossArchiveBoundary(t *testing.T, partitions func(*config.Config)) {
-	dbURL := pgtest.NewDatabase(t)
-	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
-	n := startNode(t, partitions, func(c *config.Config) {
-		c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr())
-		c.HistoryMaxAge, c.DedupeWindow = 3*time.Second, time.Second
-	})
+	n, proxy, dbURL := pgNode(t, partitions, func(c *config.Config) { c.HistoryMaxAge, c.DedupeWindow = 3*time.Second, time.Second })
 	db := pgConn(t, dbURL)
 	alice := dial(t, n, "alice")
 	sub := alice.subscribe("/topic/chat.arc")
@@ -420,9 +423,7 @@ func TestHistoryAndUnreadFromArchive(t *testing.T) {
 }
 
 func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Config)) {
-	dbURL := pgtest.NewDatabase(t)
-	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, dbURL))
-	n := startNode(t, partitions, func(c *config.Config) { c.PostgresURL = pgtest.WithHost(t, dbURL, proxy.Addr()) })
+	n, proxy, dbURL := pgNode(t, partitions)
 	db := pgConn(t, dbURL)
 	alice := dial(t, n, "alice")
 	sub := alice.subscribe("/topic/chat.arch")
