@@ -426,6 +426,19 @@ func waitReach(t *testing.T, a *archiver.Archiver, want uint64) {
 	})
 }
 
+// archivedOnce is an archive of n messages, every one acknowledged, and
+// no archiver running.
+func archivedOnce(t *testing.T, n int) *archiveEnv {
+	t.Helper()
+	e := newArchiveEnv(t)
+	e.postMany(n)
+	first := e.startArchiver(openDB(t, e.url), fast())
+	e.waitComplete()
+	e.waitAcked(first)
+	first.stop()
+	return e
+}
+
 // TestReach: the reach never claims a message the archive lacks, and comes
 // to the newest message once everything is archived.
 func TestReach(t *testing.T) {
@@ -460,12 +473,7 @@ func TestReach(t *testing.T) {
 // again: the database gets every message the log holds, and the reach is
 // never the old consumer's. A database that holds it keeps the consumer.
 func TestReachOfAnotherDatabase(t *testing.T) {
-	e := newArchiveEnv(t)
-	e.postMany(30)
-	first := e.startArchiver(openDB(t, e.url), fast())
-	e.waitComplete()
-	e.waitAcked(first)
-	first.stop()
+	e := archivedOnce(t, 30)
 
 	other := pgtest.NewDatabase(t)
 	otherSQL := sqlConn(t, other)
@@ -505,12 +513,7 @@ func TestReachOfAnotherDatabase(t *testing.T) {
 // before the last messages were archived lacks them: they are archived
 // again, and the reach waits for them.
 func TestReachOfARestoredDatabase(t *testing.T) {
-	e := newArchiveEnv(t)
-	e.postMany(30)
-	first := e.startArchiver(openDB(t, e.url), fast())
-	e.waitComplete()
-	e.waitAcked(first)
-	first.stop()
+	e := archivedOnce(t, 30)
 	exec(t, e.sql, "DELETE FROM messages WHERE id > $1", int64(e.sent[19]))
 	unlock := e.lockWrites()
 	second := e.startArchiver(openDB(t, e.url), fast())
