@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"github.com/chatd/chatd/internal/testkit/port"
+	"github.com/chatd/chatd/internal/testkit/tcpproxy"
 	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // startTestCluster starts size embedded NATS servers routed to each other,
@@ -145,32 +148,79 @@ func TestLeaderChangesLoseNoMessage(t *testing.T) {
 }
 
 // TestReconnectLosesNoMessage: chatd on an external NATS whose server
-// restarts while messages are submitted. Publishes in flight when the
-// connection broke are sent again once it is re-made, and stored once:
-// the restarted server rebuilds its msgID memory from the stream.
+// restarts, or whose connection is cut and re-made, while messages are
+// submitted. Publishes in flight when the connection broke (nats.go fails
+// their acknowledgements with ErrDisconnected) are sent again once it is
+// re-made, and stored once: JetStream drops the repeat of one that was
+// stored, and a restarted server rebuilds its msgID memory from the
+// stream.
 func TestReconnectLosesNoMessage(t *testing.T) {
-	dir, port := t.TempDir(), port.Free(t)
-	start := func() *server.Server {
-		t.Helper()
-		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.SetLoggerV2(&serverLog{log: slog.New(slog.NewTextHandler(io.Discard, nil))}, false, false, false)
-		go srv.Start()
-		if !srv.ReadyForConnections(10 * time.Second) {
-			t.Fatal("NATS server not ready within 10s")
-		}
-		return srv
+	for _, through := range []string{"a server restart", "a connection cut with acknowledgements in flight"} {
+		t.Run(through, func(t *testing.T) {
+			dir, port := t.TempDir(), port.Free(t)
+			srv := startExternal(t, dir, port)
+			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			bus, l, proxy := externalLog(ctx, t, srv)
+			c := l.NewCommitter(nil)
+			ld := startLoad(c)
+			time.Sleep(300 * time.Millisecond)
+			if through == "a server restart" {
+				srv.Shutdown()
+				srv.WaitForShutdown()
+				srv = startExternal(t, dir, port)
+			} else {
+				// The server stores what it is sent, but its
+				// acknowledgements are held back and lost at the cut.
+				proxy.Hold()
+				time.Sleep(200 * time.Millisecond)
+				proxy.Cut()
+				time.Sleep(300 * time.Millisecond)
+				proxy.Restore()
+			}
+			wait.Until(t, "reconnected", func() error {
+				if !bus.nc.IsConnected() {
+					return errors.New(bus.nc.Status().String())
+				}
+				return nil
+			})
+			time.Sleep(500 * time.Millisecond)
+			ld.stop()
+			if err := c.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ld.check(t, l, through)
+		})
 	}
-	srv := start()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	bus, err := Start(ctx, Options{URL: srv.ClientURL(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
+// startExternal starts a NATS server with JetStream, storing in dir and
+// listening on port, as an external NATS chatd connects to.
+func startExternal(t *testing.T, dir string, port int) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = bus.Close(context.Background()) }()
+	srv.SetLoggerV2(&serverLog{log: slog.New(slog.NewTextHandler(io.Discard, nil))}, false, false, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready within 10s")
+	}
+	return srv
+}
+
+// externalLog connects a bus to srv through a proxy and opens its message
+// log, synced on every write (one replica); the test's end closes the bus.
+func externalLog(ctx context.Context, t *testing.T, srv *server.Server) (*Bus, *MessageLog, *tcpproxy.Proxy) {
+	t.Helper()
+	proxy := tcpproxy.New(t, srv.Addr().String())
+	bus, err := Start(ctx, Options{URL: "nats://" + proxy.Addr(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bus.Close(context.Background()) })
 	l, err := bus.OpenMessageLog(ctx, LogConfig{Replicas: 1, DuplicateWindow: time.Minute, MaxMsgSize: 1024, Durability: DurabilityFsync})
 	if err != nil {
 		t.Fatal(err)
@@ -178,25 +228,81 @@ func TestReconnectLosesNoMessage(t *testing.T) {
 	if !l.failover {
 		t.Fatal("a log on an external NATS does not count on failover")
 	}
-	c := l.NewCommitter(nil)
-	ld := startLoad(c)
-	time.Sleep(300 * time.Millisecond)
-	srv.Shutdown()
-	srv.WaitForShutdown()
-	srv = start()
+	return bus, l, proxy
+}
+
+// TestAcknowledgementsLostWithTheConnection: messages published one by one
+// (a batch too small to be atomic), stored by the server, whose
+// acknowledgements are lost with the connection. nats.go fails each with
+// ErrDisconnected; its fate is unknown, so the committer sends it again
+// once the connection is back, and JetStream acknowledges the repeat with
+// the id it stored it under: every submitter hears success, and each
+// message is stored once.
+func TestAcknowledgementsLostWithTheConnection(t *testing.T) {
+	srv := startExternal(t, t.TempDir(), port.Free(t))
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	wait.Until(t, "reconnected", func() error {
-		if !bus.nc.IsConnected() {
-			return errors.New(bus.nc.Status().String())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, l, proxy := externalLog(ctx, t, srv)
+	c := l.NewCommitter(nil)
+	defer func() { _ = c.Close(ctx) }()
+	const n = atomicMin / 2
+	proxy.Hold()
+	type result struct {
+		seq uint64
+		err error
+	}
+	results := make(chan result, n)
+	for i := range n {
+		c.Submit("r", fmt.Appendf(nil, "m%d", i), "", "", nil, func(seq uint64, err error) { results <- result{seq, err} })
+	}
+	// The server stores the first batch; its acknowledgements are held
+	// back, and the committer sends the next batch only after them.
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, "the server stored messages", func() error {
+		info, err := js.Stream(ctx, l.part("r").name)
+		if err != nil {
+			return err
+		}
+		if info.CachedInfo().State.Msgs == 0 {
+			return errors.New("none stored")
 		}
 		return nil
 	})
-	time.Sleep(500 * time.Millisecond)
-	ld.stop()
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
+	select {
+	case r := <-results:
+		t.Fatalf("a submitter heard (%d, %v) with every acknowledgement held back", r.seq, r.err)
+	default:
 	}
-	ld.check(t, l, "a server restart")
+	proxy.Cut()
+	time.Sleep(300 * time.Millisecond)
+	proxy.Restore()
+	seqs := map[uint64]bool{}
+	for range n {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				t.Fatalf("a message whose acknowledgement was lost with the connection failed: %v", r.err)
+			}
+			seqs[r.seq] = true
+		case <-ctx.Done():
+			t.Fatal("not every submitter heard")
+		}
+	}
+	if len(seqs) != n {
+		t.Errorf("%d distinct ids for %d messages: %v", len(seqs), n, seqs)
+	}
+	if got := roomData(t, l, "r"); len(got) != n {
+		t.Errorf("the room holds %d messages, want %d: %q", len(got), n, got)
+	}
 }
 
 // loadSubmitters is how many goroutines a load submits from.

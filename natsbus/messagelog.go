@@ -416,13 +416,15 @@ func (l *MessageLog) resendOn() <-chan struct{} {
 // JetStream refused it unstored (503: no leader or no quorum for the
 // moment), or its msgID's first copy is still being stored (a new leader
 // got it from the old one), so it is safe to send again, after a pause;
-// lost, no answer came, so it may or may not be stored.
+// lost, no answer came, so it may or may not be stored: nats.go fails an
+// asynchronous publish still awaiting its answer with ErrDisconnected when
+// the connection breaks.
 func classify(err error) (notStored, lost bool) {
 	var apiErr *jetstream.APIError
 	notStored = errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errCodeMsgIDInProcess)
 	lost = errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errResend)
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errResend) || errors.Is(err, nats.ErrDisconnected)
 	return notStored, lost
 }
 

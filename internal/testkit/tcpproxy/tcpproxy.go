@@ -26,6 +26,7 @@ type Proxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+	held  chan struct{} // while Hold holds the server's bytes; closed by Cut
 	wg    sync.WaitGroup
 }
 
@@ -93,13 +94,16 @@ func (p *Proxy) pipe(c net.Conn) {
 	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
-	copyClose := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		_ = dst.Close()
-		_ = src.Close()
-	}
-	wg.Go(func() { copyClose(s, c) })
-	wg.Go(func() { copyClose(c, s) })
+	wg.Go(func() {
+		_, _ = io.Copy(s, c)
+		_ = s.Close()
+		_ = c.Close()
+	})
+	wg.Go(func() {
+		p.copyHeld(c, s)
+		_ = c.Close()
+		_ = s.Close()
+	})
 	wg.Wait()
 	p.mu.Lock()
 	delete(p.conns, c)
@@ -107,7 +111,42 @@ func (p *Proxy) pipe(c net.Conn) {
 	p.mu.Unlock()
 }
 
-// Cut closes every proxied connection and stops accepting new ones.
+// copyHeld copies what the server sends to the client, holding it back
+// while the proxy is held.
+func (p *Proxy) copyHeld(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			held := p.held
+			p.mu.Unlock()
+			if held != nil {
+				<-held
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Hold keeps back every byte the servers send, from now until Cut, while
+// what clients send still reaches them: replies in flight at the Cut are
+// lost, as when a network fails after the server acted on a request.
+func (p *Proxy) Hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held == nil {
+		p.held = make(chan struct{})
+	}
+}
+
+// Cut closes every proxied connection and stops accepting new ones; what
+// Hold kept back is dropped.
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -117,6 +156,10 @@ func (p *Proxy) Cut() {
 	}
 	for c := range p.conns {
 		_ = c.Close()
+	}
+	if p.held != nil {
+		close(p.held)
+		p.held = nil
 	}
 }
 

@@ -66,3 +66,52 @@ func TestProxyCutsAndRestores(t *testing.T) {
 		t.Fatalf("after Restore: %v", err)
 	}
 }
+
+// TestProxyHolds: while held, what the client sends reaches the server
+// but the server's answer does not reach the client, and Cut drops it.
+func TestProxyHolds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = c.Close() }()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		got <- line
+		_, _ = c.Write([]byte("pong\n"))
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	p := New(t, ln.Addr().String())
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	p.Hold()
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case line := <-got:
+		if line != "ping\n" {
+			t.Fatalf("the server read %q", line)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a held proxy kept back what the client sent")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("a held proxy passed %d bytes of the server's answer", n)
+	}
+	p.Cut()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 16)); err == nil {
+		t.Fatalf("after Cut the client read %d bytes of what was held", n)
+	}
+}
