@@ -186,6 +186,12 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 		// the room holds is new to this client.
 		kind, cursor = NoteReset, 0
 	}
+	// Everything is everything of this life: ids below its epoch are
+	// another life's, which the log does not hold. From the epoch on, the
+	// archive can serve the replay as far as it reaches.
+	if st.Epoch > 0 {
+		cursor = max(cursor, st.Epoch-1)
+	}
 	dropped := cursor+1 < st.First && st.First > st.Epoch
 	if max := f.svc.msgs.MaxPerRoom(); !dropped && max > 0 && len(first) > 0 && first[0].ID > cursor+1 {
 		n, err := f.svc.msgs.RoomCount(ctx, f.room)

@@ -525,25 +525,31 @@ func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Confi
 			m[`chatd_history_pages_total{from="archive"}`], m[`chatd_history_pages_total{from="log"}`])
 	}
 
-	// A since-id replay reads the archive up to its reach as well.
-	replayed := func(from string) {
+	// A since-id replay reads the archive up to its reach as well, and so
+	// does a replay of everything (since-id 0).
+	replayed := func(from string, first int) {
 		t.Helper()
-		resumed := dial(t, n, "bob").subscribeSince("/topic/chat.arch", all[2])
-		for i, want := range all[3:] {
+		since := uint64(0)
+		if first > 0 {
+			since = all[first-1]
+		}
+		resumed := dial(t, n, "bob").subscribeSince("/topic/chat.arch", since)
+		for i, want := range all[first:] {
 			m := nextChat(t, resumed)
-			text := from + " " + strconv.Itoa(i+3)
+			text := from + " " + strconv.Itoa(i+first)
 			switch {
-			case i+3 == 10:
+			case i+first == 10:
 				text = "bob's"
-			case i+3 > 10:
-				text = "new " + strconv.Itoa(i+3-11)
+			case i+first > 10:
+				text = "new " + strconv.Itoa(i+first-11)
 			}
 			if m.ID != want || m.Message != text {
-				t.Fatalf("replayed #%d: %d %q, want %d %q", i, m.ID, m.Message, want, text)
+				t.Fatalf("replayed since %d, #%d: %d %q, want %d %q", since, i, m.ID, m.Message, want, text)
 			}
 		}
 	}
-	replayed("archived")
+	replayed("archived", 3)
+	replayed("archived", 0)
 
 	// A room far behind, more unread than the archive counts: the log
 	// counts it, exactly.
@@ -583,5 +589,6 @@ func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Confi
 
 	// Without PostgreSQL, the replay reads the log, which holds it all.
 	proxy.Cut()
-	replayed("old")
+	replayed("old", 3)
+	replayed("old", 0)
 }
