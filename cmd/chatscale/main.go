@@ -1,9 +1,11 @@
-// Command chatscale builds a large deployment in chatd's embedded store,
-// as a backend may write it (docs/protocol.md): users x rooms each, every
+// Command chatscale builds a large deployment in chatd's store, as a
+// backend may write it (docs/protocol.md): users x rooms each, every
 // membership with a read position, plus one user in many rooms, so that
 // scripts/bench scale can measure what a node pays for them at start, in
 // memory and on a room list. It writes through a NATS client port (chatd's
-// --nats-listen, or an external NATS) and never deletes anything.
+// --nats-listen, or an external NATS), memberships to PostgreSQL instead
+// with --postgres-url (a database chatd has migrated), and never deletes
+// anything.
 //
 //	chatscale --nats-url nats://127.0.0.1:4333 --users 100000 --rooms-per-user 20
 package main
@@ -24,6 +26,7 @@ import (
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/kvstore"
+	"github.com/chatd/chatd/storage/postgres"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -63,6 +66,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&p.RoomSize, "room-size", 10, "members per room")
 	fs.IntVar(&p.WideRooms, "wide-rooms", 500, "rooms the user \"wide\" is in as well")
 	workers := fs.Int("concurrency", 64, "writes in flight")
+	pgURL := fs.String("postgres-url", "", "the deployment's --postgres-url: memberships go there (read positions stay in NATS); the role must be allowed to skip triggers (a superuser)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -84,7 +88,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	start := time.Now()
-	n, err := seed(ctx, *url, *prefix, *parts, p, *workers)
+	n, err := seed(ctx, *url, *prefix, *parts, *pgURL, p, *workers)
 	if err != nil {
 		_, _ = fmt.Fprintln(stderr, "chatscale:", err)
 		return 1
@@ -96,8 +100,9 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // seed writes the plan's memberships and read positions and returns how
-// many memberships it wrote.
-func seed(ctx context.Context, url, prefix string, parts int, p plan, workers int) (int, error) {
+// many memberships it wrote: memberships to PostgreSQL where pgURL is set,
+// else to NATS with the read positions.
+func seed(ctx context.Context, url, prefix string, parts int, pgURL string, p plan, workers int) (int, error) {
 	bus, err := natsbus.Start(ctx, natsbus.Options{URL: url, Prefix: prefix, Partitions: parts, ClientName: "chatscale",
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
@@ -108,25 +113,54 @@ func seed(ctx context.Context, url, prefix string, parts int, p plan, workers in
 	if err != nil {
 		return 0, err
 	}
-	at := time.Now()
-	put := func(ctx context.Context, room, u string) error {
-		if err := s.Member(ctx, room, u, storage.RoleMember, at); err != nil {
-			return err
+	var db *postgres.DB
+	if pgURL != "" {
+		if db, err = postgres.Open(ctx, postgres.Options{URL: pgURL,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}); err != nil {
+			return 0, err
 		}
-		return s.ReadMark(ctx, room, u, 1)
+		defer db.Close()
 	}
+	at := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
+	var rooms, users []string
+	flush := func() {
+		rs, us := rooms, users
+		rooms, users = nil, nil
+		g.Go(func() error { return db.SeedMembers(gctx, rs, us, storage.RoleMember, at) })
+	}
+	put := func(room, u string) {
+		if db != nil {
+			if rooms, users = append(rooms, room), append(users, u); len(rooms) == seedChunk {
+				flush()
+			}
+		}
+		g.Go(func() error {
+			if db == nil {
+				if err := s.Member(gctx, room, u, storage.RoleMember, at); err != nil {
+					return err
+				}
+			}
+			return s.ReadMark(gctx, room, u, 1)
+		})
+	}
 	for u := range p.Users {
 		for k := range p.RoomsPerUser {
-			g.Go(func() error { return put(gctx, p.room(u, k), user(u)) })
+			put(p.room(u, k), user(u))
 		}
 	}
 	for r := range p.WideRooms {
-		g.Go(func() error { return put(gctx, "s"+strconv.Itoa(r), wideUser) })
+		put("s"+strconv.Itoa(r), wideUser)
+	}
+	if len(rooms) > 0 {
+		flush()
 	}
 	if err := g.Wait(); err != nil {
 		return 0, err
 	}
 	return p.Users*p.RoomsPerUser + p.WideRooms, nil
 }
+
+// seedChunk is how many memberships one PostgreSQL statement adds.
+const seedChunk = 10_000

@@ -9,23 +9,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd/chatd/internal/testkit/pgtest"
 	"github.com/chatd/chatd/internal/testkit/port"
 	"github.com/chatd/chatd/natsbus"
+	"github.com/chatd/chatd/storage"
 	"github.com/chatd/chatd/storage/kvstore"
+	"github.com/chatd/chatd/storage/postgres"
 )
 
 // TestSeed: the deployment chatscale writes is the one it says, as chatd's
 // own store reads it back: every user in its rooms, every room with its
 // members, the wide user in the first rooms, a read position for each;
 // and a second run changes nothing. With partitions, the read positions
-// are in the buckets of their rooms' partitions, where chatd reads them.
+// are in the buckets of their rooms' partitions, where chatd reads them;
+// with PostgreSQL, the memberships are in its tables.
 func TestSeed(t *testing.T) {
 	for _, parts := range []int{1, 3} {
-		t.Run("partitions="+strconv.Itoa(parts), func(t *testing.T) { testSeed(t, parts) })
+		t.Run("partitions="+strconv.Itoa(parts), func(t *testing.T) { testSeed(t, parts, false) })
 	}
+	t.Run("postgres", func(t *testing.T) {
+		testSeed(t, 1, true)
+	})
 }
 
-func testSeed(t *testing.T, parts int) {
+func testSeed(t *testing.T, parts int, pg bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	listen := "127.0.0.1:" + strconv.Itoa(port.Free(t))
@@ -37,6 +44,15 @@ func testSeed(t *testing.T, parts int) {
 	defer func() { _ = bus.Close(context.Background()) }()
 	p := plan{Users: 30, RoomsPerUser: 4, RoomSize: 5, WideRooms: 7}
 	args := []string{"--nats-url", "nats://" + listen, "--partitions", strconv.Itoa(parts), "--users", "30", "--rooms-per-user", "4", "--room-size", "5", "--wide-rooms", "7", "--concurrency", "8"}
+	var db *postgres.DB
+	if pg {
+		url := pgtest.NewDatabase(t)
+		if db, err = postgres.Open(ctx, postgres.Options{URL: url, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+			t.Fatal(err) // and migrated, as chatd does
+		}
+		defer db.Close()
+		args = append(args, "--postgres-url", url)
+	}
 	for run := range 2 {
 		var out, errs strings.Builder
 		if code := runMain(ctx, args, &out, &errs); code != 0 {
@@ -47,8 +63,17 @@ func testSeed(t *testing.T, parts int) {
 		}
 	}
 
-	store, err := kvstore.Open(ctx, bus, kvstore.Config{})
-	if err != nil {
+	var store storage.Store
+	if pg {
+		marks, err := kvstore.OpenReadMarks(ctx, bus, kvstore.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = marks.Close() }()
+		if store, err = postgres.NewStore(ctx, db, marks, 0); err != nil {
+			t.Fatal(err)
+		}
+	} else if store, err = kvstore.Open(ctx, bus, kvstore.Config{}); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = store.Close() }()
