@@ -247,6 +247,25 @@ func TestAcknowledgementsLostWithTheConnection(t *testing.T) {
 	c := l.NewCommitter(nil)
 	defer func() { _ = c.Close(ctx) }()
 	const n = atomicMin / 2
+	// Every copy of the room's messages that reaches the server.
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	copies := map[string]int{}
+	counted, err := nc.Subscribe(l.names.Room("r"), func(m *nats.Msg) {
+		mu.Lock()
+		copies[string(m.Data)]++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	proxy.Hold()
 	type result struct {
 		seq uint64
@@ -258,11 +277,6 @@ func TestAcknowledgementsLostWithTheConnection(t *testing.T) {
 	}
 	// The server stores the first batch; its acknowledgements are held
 	// back, and the committer sends the next batch only after them.
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -282,8 +296,10 @@ func TestAcknowledgementsLostWithTheConnection(t *testing.T) {
 		t.Fatalf("a submitter heard (%d, %v) with every acknowledgement held back", r.seq, r.err)
 	default:
 	}
+	// Cut long enough that a publish sent again on a timer, rather than
+	// at the reconnect, would pile copies up in the reconnect buffer.
 	proxy.Cut()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(2 * time.Second)
 	proxy.Restore()
 	seqs := map[uint64]bool{}
 	for range n {
@@ -302,6 +318,19 @@ func TestAcknowledgementsLostWithTheConnection(t *testing.T) {
 	}
 	if got := roomData(t, l, "r"); len(got) != n {
 		t.Errorf("the room holds %d messages, want %d: %q", len(got), n, got)
+	}
+	// Each message went out at most twice: first, and once again after the
+	// reconnect, not also on a timer while the connection was down.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = counted.Unsubscribe()
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if got := copies[fmt.Sprintf("m%d", i)]; got < 1 || got > 2 {
+			t.Errorf("the server got %d copies of m%d, want one or two", got, i)
+		}
 	}
 }
 

@@ -380,6 +380,13 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 		if !notStored && (!lost || p.msgID == "") {
 			return nil, fmt.Errorf("publish to room %s: %w", p.room, err)
 		}
+		// While the connection is down, a copy sent now would only wait
+		// in nats.go's reconnect buffer beside the first: the reconnect
+		// (resend) sends it again, once.
+		var retry <-chan time.Time
+		if !errors.Is(err, nats.ErrDisconnected) || resend == nil {
+			retry = time.After(wait)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, ctx.Err())
@@ -387,7 +394,7 @@ func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *p
 			if serr := l.bus.resend.waitSettled(ctx); serr != nil {
 				return nil, fmt.Errorf("publish to room %s: %w (gave up: %v)", p.room, err, serr)
 			}
-		case <-time.After(wait):
+		case <-retry:
 		}
 		wait = min(2*wait, time.Second)
 		resend = l.resendOn()
