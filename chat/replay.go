@@ -186,13 +186,12 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 		// the room holds is new to this client.
 		kind, cursor = NoteReset, 0
 	}
-	// Everything is everything of this life: ids below its epoch are
-	// another life's, which the log does not hold. From the epoch on, the
-	// archive can serve the replay as far as it reaches.
+	// A replay is of this life of the log: ids below its epoch are another
+	// life's, which the log does not hold and the replay does not give.
 	if st.Epoch > 0 {
 		cursor = max(cursor, st.Epoch-1)
 	}
-	dropped := cursor+1 < st.First && st.First > st.Epoch
+	dropped := cursor+1 < st.First
 	if max := f.svc.msgs.MaxPerRoom(); !dropped && max > 0 && len(first) > 0 && first[0].ID > cursor+1 {
 		n, err := f.svc.msgs.RoomCount(ctx, f.room)
 		if err != nil {
@@ -219,10 +218,9 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 		kind = NoteGap
 	}
 	need = below
-	if f.svc.cfg.Archive != nil && (!dropped || below > 0) && cursor+1 >= st.Epoch {
+	if f.svc.cfg.Archive != nil && (!dropped || below > 0) {
 		// What the archive holds without a gap is read from it (an index
-		// by room) rather than the log (blocks shared by every room); in
-		// this life of the log only, as the log would give it.
+		// by room) rather than the log (blocks shared by every room).
 		if reach, err := f.svc.cfg.Archive.Reach(ctx, []string{f.room}); err == nil && reach[0] >= cursor+1 {
 			below = max(below, reach[0]+1)
 		}
