@@ -25,8 +25,8 @@ type CommitMetrics interface {
 	// whether it went to JetStream as one atomic batch.
 	BatchCommitted(n int, atomic bool)
 	// BatchSplit: JetStream refused an atomic batch, storing none of it;
-	// its messages were sent again one by one so that only the culprit
-	// fails.
+	// its messages were sent again in parts (halves on replicated streams,
+	// single messages elsewhere) so that only the culprit fails.
 	BatchSplit()
 }
 
@@ -45,9 +45,10 @@ const (
 	batchAckWait = 10 * time.Second
 )
 
-// atomicMin is the smallest batch written as a JetStream atomic batch
-// (where the log takes them: replicated streams, or a server that syncs
-// every write); smaller ones go message by message. On one server syncing
+// atomicMin is the smallest batch written as a JetStream atomic batch on a
+// server that syncs every write; smaller ones go message by message
+// (replicated streams write every batch of two or more atomically,
+// MessageLog.ordered). On one server syncing
 // every write an atomic batch costs 3.5-4 ms up to 16 messages (JetStream
 // stages it in a store of its own, with several syncs), a single synced
 // message 0.36 ms: 16 cost the same either way (BenchmarkBatchWrite,
@@ -75,15 +76,19 @@ type Committer struct {
 // whatever arrives meanwhile (up to maxBatch), so a lone message waits for
 // at most the batch ahead of it and a busy node writes large batches. One
 // batch at a time also keeps order: messages are stored in the order they
-// were submitted, unless a message sent on its own had to be sent again
-// (see MessageLog.await).
+// were submitted. On replicated streams every batch of two or more goes to
+// JetStream as one atomic batch (one Raft proposal instead of one per
+// message), stored whole or not at all, so a change of leader cannot
+// store a later message before an earlier one; one that JetStream refuses
+// (it stores none of it) is halved until the message at fault stands
+// alone, each part stored before the next is sent. Elsewhere singles are
+// pipelined, and a connection to an external server cut between two of
+// them can store the later first (see MessageLog.await).
 //
-// A batch of atomicMin or more goes to JetStream as one atomic batch where
-// that is quicker: on replicated streams (one Raft proposal instead of one
-// per message) and on a server that syncs every write (synced once, not
-// per message). A batch JetStream refuses (it stores none of it) is sent
-// again message by message, so that only the message at fault fails. One
-// unreplicated replica gains nothing: JetStream stages each atomic batch
+// A server that syncs every write takes batches of atomicMin or more
+// atomically too (synced once, not per message); a batch it refuses is
+// sent again message by message, so that only the message at fault fails.
+// One unreplicated replica gains nothing: JetStream stages each atomic batch
 // in a synced store of its own, which costs more than single publishes, so
 // these are pipelined; with --durability fsync chatd then syncs the
 // stream's block file once per batch (MessageLog.syncs), on a goroutine of
@@ -366,7 +371,7 @@ func (c *committer) commit(batch []*pending) {
 	// The oldest message bounds the batch's retries.
 	ctx, cancel := context.WithDeadline(c.ctx, batch[0].deadline)
 	defer cancel()
-	atomic := c.msgs.atomic && len(batch) >= atomicMin
+	atomic := c.msgs.atomic && (len(batch) >= atomicMin || c.msgs.ordered && len(batch) > 1)
 	if atomic {
 		c.commitAtomic(ctx, batch)
 	} else {
@@ -492,11 +497,10 @@ func (c *committer) commitAtomic(ctx context.Context, batch []*pending) {
 		case errors.As(err, &apiErr):
 			// JetStream answered with an error: it stored nothing. A
 			// message it refuses (too large, a duplicate msgID) or a batch
-			// broken by a change of leader: single publishes tell which.
-			c.log.Debug("atomic batch refused: sending its messages one by one", "messages", len(batch), "err", err)
+			// broken by a change of leader: smaller parts tell which.
+			c.log.Debug("atomic batch refused: sending it again in parts", "messages", len(batch), "err", err)
 			c.metrics.BatchSplit()
-			c.stamp(batch)
-			c.commitEach(ctx, batch)
+			c.split(ctx, batch)
 			return
 		case lost && marked:
 			if errors.Is(err, errResend) {
@@ -506,7 +510,7 @@ func (c *committer) commitAtomic(ctx context.Context, batch []*pending) {
 			return
 		case lost:
 			if errors.Is(err, errResend) {
-				_ = c.msgs.bus.resend.waitSettled(ctx) // commitEach fails the batch if ctx ended
+				_ = c.msgs.bus.resend.waitSettled(ctx) // the resend fails the batch if ctx ended
 			}
 			var again []*pending
 			for _, p := range batch {
@@ -516,7 +520,9 @@ func (c *committer) commitAtomic(ctx context.Context, batch []*pending) {
 					p.done(0, fmt.Errorf("publish to room %s: %w", p.room, err))
 				}
 			}
-			c.commitEach(ctx, again)
+			// Stored before, the batch is refused as a repeat and split
+			// until each message is acknowledged with its first id.
+			c.commitRest(ctx, again)
 			return
 		default:
 			for _, p := range batch {
@@ -558,11 +564,9 @@ func (c *committer) resolveMarked(ctx context.Context, batch []*pending, cause e
 	switch {
 	case errors.As(err, &apiErr):
 		// Refused alone (too large, say): it stored nothing, so neither
-		// was the batch. The rest is sent one by one.
+		// was the batch. The rest is sent again.
 		first.done(0, err)
-		rest := batch[1:]
-		c.stamp(rest)
-		c.commitEach(ctx, rest)
+		c.commitRest(ctx, batch[1:])
 		return false
 	case err != nil:
 		err = fmt.Errorf("%w (sending an atomic batch: %v)", err, cause)
@@ -580,10 +584,52 @@ func (c *committer) resolveMarked(ctx context.Context, batch []*pending, cause e
 		return true
 	}
 	c.stored(batch[:1], []uint64{ack.Sequence})
-	rest := batch[1:]
-	c.stamp(rest)
-	c.commitEach(ctx, rest)
+	if errors.As(cause, &apiErr) && apiErr.ErrorCode == errCodeBatchDuplicate {
+		// The marker was new, so a client's msgID in the rest repeats.
+		c.split(ctx, batch[1:])
+		return false
+	}
+	c.commitRest(ctx, batch[1:])
 	return false
+}
+
+// split sends a batch JetStream refused again in parts, so that only the
+// message at fault fails. Where order needs atomic batches
+// (MessageLog.ordered) it is halved, each half stored before the next is
+// sent, until the culprit stands alone; elsewhere its messages go as
+// pipelined singles, which keep their order without leader changes.
+func (c *committer) split(ctx context.Context, batch []*pending) {
+	if !c.msgs.ordered || len(batch) < 2 {
+		c.commitRest(ctx, batch)
+		return
+	}
+	half := len(batch) / 2
+	c.commitRest(ctx, batch[:half])
+	c.commitRest(ctx, batch[half:])
+}
+
+// commitRest stores messages of a batch that the stream did not take
+// whole: as one atomic batch where order needs it (MessageLog.ordered),
+// else as singles. Messages abandoned meanwhile (an earlier message of
+// their submitter's failed) are told and left out.
+func (c *committer) commitRest(ctx context.Context, batch []*pending) {
+	if c.msgs.ordered && len(batch) > 1 {
+		kept := make([]*pending, 0, len(batch))
+		for _, p := range batch {
+			if err := p.abandoned(); err != nil {
+				p.done(0, err)
+				continue
+			}
+			kept = append(kept, p)
+		}
+		if len(kept) > 1 {
+			c.commitAtomic(ctx, kept)
+			return
+		}
+		batch = kept
+	}
+	c.stamp(batch)
+	c.commitEach(ctx, batch)
 }
 
 // stored tells the submitters of stored messages, after the sync where

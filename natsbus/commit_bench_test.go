@@ -28,7 +28,7 @@ func BenchmarkBatchWrite(b *testing.B) {
 				c := l.NewCommitter(nil)
 				b.Cleanup(func() { _ = c.Close(context.Background()) })
 				for _, write := range []string{"atomic", "single"} {
-					for _, n := range []int{1, 16, 100, 500} {
+					for _, n := range []int{1, 2, 4, 8, 16, 100, 500} {
 						b.Run(fmt.Sprintf("write=%s/batch=%d", write, n), func(b *testing.B) { benchBatch(b, only(b, c), write, n) })
 					}
 				}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -194,10 +195,11 @@ func TestAtomicBatchStoresInOrder(t *testing.T) {
 
 // TestRefusedBatchFailsOnlyTheCulprit: JetStream refuses a whole atomic
 // batch when one message breaks a limit (here the stream's maximum message
-// size); the committer sends the rest again, one by one, and only that
-// message's sender hears of a failure.
+// size); the committer sends the rest again (one by one, or in halves
+// where order needs atomic batches), and only that message's sender hears
+// of a failure.
 func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
-	withAndWithoutFailover(t, func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder) {
+	inEachMode(t, func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder) {
 		for _, culprit := range []int{0, 7, 2*atomicMin - 1} { // first, middle, the committing message
 			room := fmt.Sprintf("r%d", culprit)
 			outs := make([]outcome, 2*atomicMin)
@@ -221,21 +223,32 @@ func TestRefusedBatchFailsOnlyTheCulprit(t *testing.T) {
 				t.Fatalf("culprit %d: stored %v\nwant %v", culprit, got, want)
 			}
 		}
-		if _, splits := rec.get(); splits != 3 {
-			t.Fatalf("%d batches split, want 3", splits)
+		// Halved, a batch of 2*atomicMin with one culprit is refused at
+		// each size down to two messages.
+		want := 3
+		if l.ordered {
+			want *= bits.Len(2*atomicMin) - 1
+		}
+		if _, splits := rec.get(); splits != want {
+			t.Fatalf("%d batches split, want %d", splits, want)
 		}
 	})
 }
 
-// withAndWithoutFailover runs f on a log that writes atomic batches and
-// its committer twice: on one node, and where publishes can go unanswered
-// (MessageLog.failover), where a batch carries chatd's marker and a
-// refused or unanswered one is resolved through it (commitAtomic).
-func withAndWithoutFailover(t *testing.T, f func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder)) {
-	for _, failover := range []bool{false, true} {
-		t.Run(fmt.Sprintf("failover=%v", failover), func(t *testing.T) {
+// inEachMode runs f on a log that writes atomic batches and its committer
+// in each of the committer's modes: on one node; where publishes can go
+// unanswered (MessageLog.failover), where a batch carries chatd's marker
+// and a refused or unanswered one is resolved through it (commitAtomic);
+// and as on replicated streams (MessageLog.ordered), where refused batches
+// are halved.
+func inEachMode(t *testing.T, f func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder)) {
+	for _, mode := range []struct {
+		name              string
+		failover, ordered bool
+	}{{"one node", false, false}, {"failover", true, false}, {"replicated", true, true}} {
+		t.Run(mode.name, func(t *testing.T) {
 			l := atomicTestLog(t)
-			l.failover = failover
+			l.failover, l.ordered = mode.failover, mode.ordered
 			rec := &batchRecorder{}
 			c := l.NewCommitter(rec)
 			t.Cleanup(func() { _ = c.Close(context.Background()) })
@@ -249,7 +262,7 @@ func withAndWithoutFailover(t *testing.T, f func(t *testing.T, l *MessageLog, c 
 // with the first copy's id (as a single publish would be), and the rest
 // of the batch stored.
 func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
-	withAndWithoutFailover(t, func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder) {
+	inEachMode(t, func(t *testing.T, l *MessageLog, c *Committer, rec *batchRecorder) {
 		first := make([]outcome, 1)
 		b := testBatch("r", 1, first)
 		b[0].msgID = "alice:m1"
@@ -273,8 +286,15 @@ func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
 		if got, want := roomData(t, l, "r"), atomicMin; len(got) != want {
 			t.Fatalf("stored %d messages, want %d (the repeat not again)", len(got), want)
 		}
-		if _, splits := rec.get(); splits != 1 {
-			t.Fatalf("%d batches split, want 1: JetStream refuses an atomic batch with a repeated msg id", splits)
+		// Where order needs atomic batches the parts holding the repeat
+		// are refused until it stands alone: the batch (its marker sent
+		// alone, the rest halved), messages 1-7 (likewise), then 5-7.
+		want := 1
+		if l.ordered {
+			want = 3
+		}
+		if _, splits := rec.get(); splits != want {
+			t.Fatalf("%d batches split, want %d: JetStream refuses an atomic batch with a repeated msg id", splits, want)
 		}
 	})
 }
@@ -285,8 +305,14 @@ func TestDuplicateInBatchIsAcknowledged(t *testing.T) {
 // submitter hears its message's first id and nothing is stored twice; if
 // it was not, the batch is stored now, in order.
 func TestMarkedBatchOfUnknownFate(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ordered=%v", ordered), func(t *testing.T) { testMarkedBatchOfUnknownFate(t, ordered) })
+	}
+}
+
+func testMarkedBatchOfUnknownFate(t *testing.T, ordered bool) {
 	l := atomicTestLog(t)
-	l.failover = true
+	l.failover, l.ordered = true, ordered
 	c := l.NewCommitter(nil)
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	const n = 2 * atomicMin
@@ -335,6 +361,43 @@ func TestMarkedBatchOfUnknownFate(t *testing.T) {
 	}
 	if got := roomData(t, l, "never"); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("stored %v\nwant %v", got, want)
+	}
+}
+
+// TestReplicatedStreamsWriteSmallBatchesWhole: where order needs atomic
+// batches (MessageLog.ordered) every batch of two or more is one, so that a
+// change of leader cannot store a later message before an earlier one;
+// elsewhere batches under atomicMin go as singles.
+func TestReplicatedStreamsWriteSmallBatchesWhole(t *testing.T) {
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ordered=%v", ordered), func(t *testing.T) {
+			l := atomicTestLog(t)
+			l.failover, l.ordered = true, ordered
+			rec := &batchRecorder{}
+			c := l.NewCommitter(rec)
+			t.Cleanup(func() { _ = c.Close(context.Background()) })
+			var want []string
+			for _, n := range []int{2, 1, atomicMin - 1, atomicMin} {
+				outs := make([]outcome, n)
+				commitWait(t, c, testBatch("r", n, outs))
+				for i, o := range outs {
+					if o.calls != 1 || o.err != nil || i > 0 && o.seq != outs[i-1].seq+1 {
+						t.Fatalf("batch of %d, message %d: %+v", n, i, o)
+					}
+					want = append(want, fmt.Sprintf(`{"n":%d}`, i))
+				}
+			}
+			wantBatches := []int{-2, -1, -(atomicMin - 1), atomicMin}
+			if ordered {
+				wantBatches = []int{2, -1, atomicMin - 1, atomicMin}
+			}
+			if got, _ := rec.get(); !slices.Equal(got, wantBatches) {
+				t.Fatalf("batches %v (negative: singles), want %v", got, wantBatches)
+			}
+			if got := roomData(t, l, "r"); strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Fatalf("stored %v\nwant %v", got, want)
+			}
+		})
 	}
 }
 

@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -114,8 +115,8 @@ func TestLeaderChangesLoseNoMessage(t *testing.T) {
 				from = 1
 			}
 			l := logs[from]
-			if !l.failover {
-				t.Fatal("a clustered node's log does not count on failover")
+			if !l.failover || !l.ordered {
+				t.Fatalf("a clustered node's log: failover %v, ordered %v; want both", l.failover, l.ordered)
 			}
 			c := l.NewCommitter(nil)
 
@@ -405,11 +406,21 @@ func (ld *load) check(t *testing.T, l *MessageLog, through string) {
 		total += ld.sent[s]
 	}
 	wait.Until(t, "every message stored once", func() error {
-		missing, twice, example := 0, 0, ""
+		missing, twice, reordered, example := 0, 0, 0, ""
 		for s := range loadSubmitters {
 			seen := make(map[string]int)
+			last := -1
 			for _, d := range roomData(t, l, "r"+strconv.Itoa(s)) {
 				seen[d]++
+				var m struct{ I int }
+				if err := json.Unmarshal([]byte(d), &m); err != nil {
+					return fmt.Errorf("stored %q: %w", d, err)
+				}
+				if m.I < last {
+					reordered++
+					example = fmt.Sprintf("submitter %d message %d stored after %d", s, m.I, last)
+				}
+				last = max(last, m.I)
 			}
 			for i := range ld.sent[s] {
 				switch n := seen[fmt.Sprintf(`{"s":%d,"i":%d}`, s, i)]; {
@@ -422,8 +433,8 @@ func (ld *load) check(t *testing.T, l *MessageLog, through string) {
 				}
 			}
 		}
-		if missing > 0 || twice > 0 {
-			return fmt.Errorf("of %d messages %d not stored and %d stored more than once, e.g. %s", total, missing, twice, example)
+		if missing > 0 || twice > 0 || reordered > 0 {
+			return fmt.Errorf("of %d messages %d not stored, %d stored more than once and %d stored after a later one of their submitter, e.g. %s", total, missing, twice, reordered, example)
 		}
 		return nil
 	})

@@ -56,6 +56,13 @@ type MessageLog struct {
 	// server), or one Raft proposal instead of one per message (replicated
 	// streams).
 	atomic bool
+	// ordered: every batch of two or more goes as one atomic batch, not
+	// only from atomicMin up, and a batch JetStream refuses is halved,
+	// not sent as pipelined singles. On a replicated stream an atomic batch
+	// costs about what the same singles do, and singles in flight while a
+	// new leader is elected can be stored out of their order: an earlier
+	// one refused for want of a leader, a later one stored by the new one.
+	ordered bool
 	// syncs: acknowledged messages are on disk only after Bus.Sync (one
 	// embedded server with --durability fsync).
 	syncs bool
@@ -296,6 +303,7 @@ func (b *Bus) newLog(parts []*logPart, cfg LogConfig, got jetstream.StreamConfig
 		// chatd syncs (storeSync), single publishes are quicker: JetStream
 		// stages a one-replica atomic batch in a synced store of its own.
 		atomic:   got.AllowAtomicPublish && ((cfg.Durability == DurabilityFsync && b.storeSync == nil) || got.Replicas > 1),
+		ordered:  got.AllowAtomicPublish && got.Replicas > 1,
 		syncs:    b.storeSync != nil,
 		failover: b.srv == nil || b.clustered,
 		bus:      b,
@@ -344,9 +352,10 @@ func (l *MessageLog) publishAsync(room string, data []byte, msgID string) (jetst
 // stored. resend, from MessageLog.resendOn before the publish, closes when
 // the acknowledgement may never come (a new leader, a new connection): a
 // message with a msgID is then sent again, resendSettle after the event,
-// rather than after the publish timeout. Callers start publishes in order
-// and await them anywhere, so a sender's messages keep their order unless
-// a retry was needed.
+// rather than after the publish timeout. A publish sent again may be
+// stored after a later one already on its way: on replicated streams,
+// where leaders change, the committer therefore sends every batch of two
+// or more atomically (MessageLog.ordered).
 func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *pending, resend <-chan struct{}) (*jetstream.PubAck, error) {
 	wait := 50 * time.Millisecond
 	for {
