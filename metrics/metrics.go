@@ -144,7 +144,7 @@ func New(node, version string) *Metrics {
 	m.batchSingle = batch.WithLabelValues("single")
 	m.batchSplits = f.NewCounter(prometheus.CounterOpts{
 		Name: "chatd_jetstream_batch_splits_total",
-		Help: "Atomic batches JetStream refused (storing none of them) whose messages were sent again one by one, so that only the one at fault failed.",
+		Help: "Atomic batches JetStream refused (storing none of them) and sent again in parts (halves on replicated streams, single messages elsewhere), so that only the message at fault failed.",
 	})
 	m.liveReceived = f.NewCounter(prometheus.CounterOpts{
 		Name: "chatd_live_messages_received_total",

@@ -45,10 +45,9 @@ const (
 	batchAckWait = 10 * time.Second
 )
 
-// atomicMin is the smallest batch written as a JetStream atomic batch on a
-// server that syncs every write; smaller ones go message by message
-// (replicated streams write every batch of two or more atomically,
-// MessageLog.ordered). On one server syncing
+// atomicMin is the smallest batch written as a JetStream atomic batch;
+// smaller ones go message by message, except on replicated streams where
+// two share a sender (MessageLog.ordered). On one server syncing
 // every write an atomic batch costs 3.5-4 ms up to 16 messages (JetStream
 // stages it in a store of its own, with several syncs), a single synced
 // message 0.36 ms: 16 cost the same either way (BenchmarkBatchWrite,
@@ -76,14 +75,14 @@ type Committer struct {
 // whatever arrives meanwhile (up to maxBatch), so a lone message waits for
 // at most the batch ahead of it and a busy node writes large batches. One
 // batch at a time also keeps order: messages are stored in the order they
-// were submitted. On replicated streams every batch of two or more goes to
-// JetStream as one atomic batch (one Raft proposal instead of one per
-// message), stored whole or not at all, so a change of leader cannot
-// store a later message before an earlier one; one that JetStream refuses
-// (it stores none of it) is halved until the message at fault stands
-// alone, each part stored before the next is sent. Elsewhere singles are
-// pipelined, and a connection to an external server cut between two of
-// them can store the later first (see MessageLog.await).
+// were submitted. On replicated streams a batch with two messages of one
+// sender goes to JetStream as one atomic batch (one Raft proposal instead
+// of one per message), stored whole or not at all, so a change of leader
+// cannot store a sender's later message before an earlier one; one that
+// JetStream refuses (it stores none of it) is halved until the message at
+// fault stands alone, each part stored before the next is sent. Elsewhere
+// singles are pipelined, and a connection to an external server cut
+// between two of them can store the later first (see MessageLog.await).
 //
 // A server that syncs every write takes batches of atomicMin or more
 // atomically too (synced once, not per message); a batch it refuses is
@@ -133,6 +132,7 @@ const maxUnsynced = 8
 // pending is one submitted message.
 type pending struct {
 	room     string
+	sender   string
 	data     []byte
 	msgID    string
 	deadline time.Time
@@ -223,7 +223,7 @@ func (c *committer) submit(room string, data []byte, sender, clientID string, ab
 	if clientID != "" {
 		msgID = UserToken(sender) + ":" + clientID
 	}
-	p := &pending{room: room, data: data, msgID: msgID, deadline: time.Now().Add(c.timeout), abandon: abandon}
+	p := &pending{room: room, sender: sender, data: data, msgID: msgID, deadline: time.Now().Add(c.timeout), abandon: abandon}
 	p.done = func(seq uint64, err error) {
 		switch {
 		case err == nil:
@@ -371,7 +371,7 @@ func (c *committer) commit(batch []*pending) {
 	// The oldest message bounds the batch's retries.
 	ctx, cancel := context.WithDeadline(c.ctx, batch[0].deadline)
 	defer cancel()
-	atomic := c.msgs.atomic && (len(batch) >= atomicMin || c.msgs.ordered && len(batch) > 1)
+	atomic := c.msgs.atomic && (len(batch) >= atomicMin || c.inOrder(batch))
 	if atomic {
 		c.commitAtomic(ctx, batch)
 	} else {
@@ -599,7 +599,7 @@ func (c *committer) resolveMarked(ctx context.Context, batch []*pending, cause e
 // sent, until the culprit stands alone; elsewhere its messages go as
 // pipelined singles, which keep their order without leader changes.
 func (c *committer) split(ctx context.Context, batch []*pending) {
-	if !c.msgs.ordered || len(batch) < 2 {
+	if !c.inOrder(batch) {
 		c.commitRest(ctx, batch)
 		return
 	}
@@ -613,7 +613,7 @@ func (c *committer) split(ctx context.Context, batch []*pending) {
 // else as singles. Messages abandoned meanwhile (an earlier message of
 // their submitter's failed) are told and left out.
 func (c *committer) commitRest(ctx context.Context, batch []*pending) {
-	if c.msgs.ordered && len(batch) > 1 {
+	if c.inOrder(batch) {
 		kept := make([]*pending, 0, len(batch))
 		for _, p := range batch {
 			if err := p.abandoned(); err != nil {
@@ -622,7 +622,7 @@ func (c *committer) commitRest(ctx context.Context, batch []*pending) {
 			}
 			kept = append(kept, p)
 		}
-		if len(kept) > 1 {
+		if c.inOrder(kept) {
 			c.commitAtomic(ctx, kept)
 			return
 		}
@@ -630,6 +630,23 @@ func (c *committer) commitRest(ctx context.Context, batch []*pending) {
 	}
 	c.stamp(batch)
 	c.commitEach(ctx, batch)
+}
+
+// inOrder reports whether the messages must go as one atomic batch to keep
+// their order (MessageLog.ordered): where two of them have one sender.
+// Pipelined singles of different senders may be stored in any order.
+func (c *committer) inOrder(batch []*pending) bool {
+	if !c.msgs.ordered {
+		return false
+	}
+	for i := 1; i < len(batch); i++ {
+		for _, p := range batch[:i] {
+			if p.sender == batch[i].sender {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stored tells the submitters of stored messages, after the sync where

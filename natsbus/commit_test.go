@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -365,9 +366,10 @@ func testMarkedBatchOfUnknownFate(t *testing.T, ordered bool) {
 }
 
 // TestReplicatedStreamsWriteSmallBatchesWhole: where order needs atomic
-// batches (MessageLog.ordered) every batch of two or more is one, so that a
-// change of leader cannot store a later message before an earlier one;
-// elsewhere batches under atomicMin go as singles.
+// batches (MessageLog.ordered) a batch with two messages of one sender is
+// one, so that a change of leader cannot store the later before the
+// earlier; messages of different senders, and every batch under atomicMin
+// elsewhere, go as singles.
 func TestReplicatedStreamsWriteSmallBatchesWhole(t *testing.T) {
 	for _, ordered := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ordered=%v", ordered), func(t *testing.T) {
@@ -377,19 +379,26 @@ func TestReplicatedStreamsWriteSmallBatchesWhole(t *testing.T) {
 			c := l.NewCommitter(rec)
 			t.Cleanup(func() { _ = c.Close(context.Background()) })
 			var want []string
-			for _, n := range []int{2, 1, atomicMin - 1, atomicMin} {
-				outs := make([]outcome, n)
-				commitWait(t, c, testBatch("r", n, outs))
+			for _, b := range []struct {
+				n       int
+				senders int // the batch's messages take turns among this many senders
+			}{{2, 1}, {1, 1}, {3, 3}, {4, 3}, {atomicMin - 1, 1}, {atomicMin, atomicMin}} {
+				outs := make([]outcome, b.n)
+				batch := testBatch("r", b.n, outs)
+				for i, p := range batch {
+					p.sender = "u" + strconv.Itoa(i%b.senders)
+				}
+				commitWait(t, c, batch)
 				for i, o := range outs {
 					if o.calls != 1 || o.err != nil || i > 0 && o.seq != outs[i-1].seq+1 {
-						t.Fatalf("batch of %d, message %d: %+v", n, i, o)
+						t.Fatalf("batch of %d, message %d: %+v", b.n, i, o)
 					}
 					want = append(want, fmt.Sprintf(`{"n":%d}`, i))
 				}
 			}
-			wantBatches := []int{-2, -1, -(atomicMin - 1), atomicMin}
+			wantBatches := []int{-2, -1, -3, -4, -(atomicMin - 1), atomicMin}
 			if ordered {
-				wantBatches = []int{2, -1, atomicMin - 1, atomicMin}
+				wantBatches = []int{2, -1, -3, 4, atomicMin - 1, atomicMin}
 			}
 			if got, _ := rec.get(); !slices.Equal(got, wantBatches) {
 				t.Fatalf("batches %v (negative: singles), want %v", got, wantBatches)

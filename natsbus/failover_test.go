@@ -369,7 +369,7 @@ func (ld *load) submit(s int) {
 		}
 		inFlight.Add(1)
 		began := time.Now()
-		ld.c.Submit("r"+strconv.Itoa(s), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "", "", nil, func(_ uint64, err error) {
+		ld.c.Submit("r"+strconv.Itoa(s), fmt.Appendf(nil, `{"s":%d,"i":%d}`, s, i), "u"+strconv.Itoa(s), "", nil, func(_ uint64, err error) {
 			defer inFlight.Done()
 			ld.mu.Lock()
 			defer ld.mu.Unlock()

@@ -56,12 +56,13 @@ type MessageLog struct {
 	// server), or one Raft proposal instead of one per message (replicated
 	// streams).
 	atomic bool
-	// ordered: every batch of two or more goes as one atomic batch, not
-	// only from atomicMin up, and a batch JetStream refuses is halved,
-	// not sent as pipelined singles. On a replicated stream an atomic batch
-	// costs about what the same singles do, and singles in flight while a
-	// new leader is elected can be stored out of their order: an earlier
-	// one refused for want of a leader, a later one stored by the new one.
+	// ordered: a batch with two messages of one sender goes as one atomic
+	// batch, not only from atomicMin up, and a batch JetStream refuses is
+	// halved, not sent as pipelined singles. Singles in flight while a new
+	// leader is elected can be stored out of their order (an earlier one
+	// refused for want of a leader, a later one stored by the new one); on
+	// a replicated stream an atomic batch costs about what the same
+	// singles do.
 	ordered bool
 	// syncs: acknowledged messages are on disk only after Bus.Sync (one
 	// embedded server with --durability fsync).
@@ -354,8 +355,8 @@ func (l *MessageLog) publishAsync(room string, data []byte, msgID string) (jetst
 // message with a msgID is then sent again, resendSettle after the event,
 // rather than after the publish timeout. A publish sent again may be
 // stored after a later one already on its way: on replicated streams,
-// where leaders change, the committer therefore sends every batch of two
-// or more atomically (MessageLog.ordered).
+// where leaders change, the committer therefore sends a batch with two
+// messages of one sender atomically (MessageLog.ordered).
 func (l *MessageLog) await(ctx context.Context, fut jetstream.PubAckFuture, p *pending, resend <-chan struct{}) (*jetstream.PubAck, error) {
 	wait := 50 * time.Millisecond
 	for {
