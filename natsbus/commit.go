@@ -520,8 +520,9 @@ func (c *committer) commitAtomic(ctx context.Context, batch []*pending) {
 					p.done(0, fmt.Errorf("publish to room %s: %w", p.room, err))
 				}
 			}
-			// Stored before, the batch is refused as a repeat and split
-			// until each message is acknowledged with its first id.
+			// Sent again whole where order needs it (commitRest): if it
+			// was stored before, it is refused as a repeat and split until
+			// each message is acknowledged with its first id.
 			c.commitRest(ctx, again)
 			return
 		default:
