@@ -475,9 +475,7 @@ func TestReadYourWrites(t *testing.T) {
 			if m.Message != text2 {
 				t.Fatalf("replay right after sending %q starts with %q", text2, m.Message)
 			}
-			if err := sub.Unsubscribe(); err != nil {
-				t.Fatal(err)
-			}
+			c.unsubscribe(sub)
 		}
 	}
 }

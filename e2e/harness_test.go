@@ -179,6 +179,30 @@ func (c *client) subscribeSince(dest string, since uint64) *stomp.Subscription {
 	return sub
 }
 
+// unsubscribe ends sub and waits for the server's RECEIPT, on which
+// go-stomp closes sub.C. That channel is what is awaited, not Unsubscribe:
+// go-stomp v3.1.5 wakes Unsubscribe's wait without its lock, so the wait
+// can miss the RECEIPT and run out its timeout though the RECEIPT came
+// (fixed upstream in go-stomp/stomp#151, in no release yet).
+func (c *client) unsubscribe(sub *stomp.Subscription) {
+	c.t.Helper()
+	go func() { _ = sub.Unsubscribe() }()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case m, ok := <-sub.C:
+			if !ok {
+				return
+			}
+			if m.Err != nil {
+				c.t.Fatalf("%s unsubscribe %s: %v", c.user, sub.Destination(), m.Err)
+			}
+		case <-timeout:
+			c.t.Fatalf("%s unsubscribe %s: no RECEIPT within 30s", c.user, sub.Destination())
+		}
+	}
+}
+
 // barrier returns once the server has handled every frame sent before it.
 func (c *client) barrier() {
 	c.t.Helper()
