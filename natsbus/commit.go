@@ -614,7 +614,7 @@ func (c *committer) split(ctx context.Context, batch []*pending) {
 // else as singles. Messages abandoned meanwhile (an earlier message of
 // their submitter's failed) are told and left out.
 func (c *committer) commitRest(ctx context.Context, batch []*pending) {
-	if c.inOrder(batch) {
+	if c.msgs.ordered {
 		kept := make([]*pending, 0, len(batch))
 		for _, p := range batch {
 			if err := p.abandoned(); err != nil {
@@ -623,11 +623,10 @@ func (c *committer) commitRest(ctx context.Context, batch []*pending) {
 			}
 			kept = append(kept, p)
 		}
-		if c.inOrder(kept) {
-			c.commitAtomic(ctx, kept)
+		if batch = kept; c.inOrder(batch) {
+			c.commitAtomic(ctx, batch)
 			return
 		}
-		batch = kept
 	}
 	c.stamp(batch)
 	c.commitEach(ctx, batch)
