@@ -117,19 +117,14 @@ func BenchmarkReadsScale(b *testing.B) {
 	if _, err := e.sql.Exec(ctx, "VACUUM (ANALYZE) messages"); err != nil {
 		b.Fatal(err)
 	}
-	// Each as deployed: rooms and memberships in JetStream KV without
-	// PostgreSQL, in PostgreSQL with it; read positions in KV either way.
+	// Each as deployed: rooms, memberships and read positions in JetStream
+	// KV without PostgreSQL, in PostgreSQL with it.
 	kv, err := kvstore.Open(ctx, e.bus, kvstore.Config{Logger: testlog.New()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = kv.Close() })
-	marks, err := kvstore.OpenReadMarks(ctx, e.bus, kvstore.Config{Logger: testlog.New()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = marks.Close() })
-	pg, err := postgres.NewStore(ctx, openDB(b, e.url), marks, 0)
+	pg, err := postgres.NewStore(ctx, openDB(b, e.url), 0)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -48,8 +48,8 @@ type Config struct {
 	// Partitions is how many streams the room messages are spread over
 	// (natsbus.Names.Partition).
 	Partitions int
-	// PostgresURL, when set, keeps rooms, memberships and an archive of
-	// every message in PostgreSQL (storage/postgres).
+	// PostgresURL, when set, keeps rooms, memberships, read positions and
+	// an archive of every message in PostgreSQL (storage/postgres).
 	PostgresURL      string
 	DedupeWindow     time.Duration
 	HeartBeat        time.Duration
@@ -329,7 +329,7 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 	group("Storage", "JetStream, PostgreSQL and what a RECEIPT waits for", func() {
 		fs.StringVar(&c.DataDir, "data-dir", "./chatd-data", "`directory` for the embedded NATS JetStream store")
 		fs.StringVar(&c.Durability, "durability", "fsync", "what a RECEIPT waits for: fsync (on disk on every replica that acknowledged), replicated (in memory on a quorum of replicas) or fast (single replica, in memory)")
-		fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL connection `URL`: rooms, memberships and an archive of every message go there (default: none, rooms and memberships in JetStream KV)")
+		fs.StringVar(&c.PostgresURL, "postgres-url", "", "PostgreSQL connection `URL`: rooms, memberships, read positions and an archive of every message go there (default: none, all but messages in JetStream KV)")
 		fs.DurationVar(&c.HistoryMaxAge, "history-max-age", 0, "drop room messages older than this from JetStream (0: keep)")
 		fs.Int64Var(&c.HistoryMaxPerRoom, "history-max-per-room", 0, "keep at most this many messages per room in JetStream (0: no cap)")
 		fs.IntVar(&c.Partitions, "partitions", 1, "how many JetStream streams the room messages are spread over, each room in one of them, each stream with its own leader so that writes spread over the cluster; fixed when the deployment is first started: a node started with another count refuses to start; the same on every node")

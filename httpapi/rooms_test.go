@@ -74,13 +74,8 @@ func startAPI(t *testing.T, backend string) *apiServer {
 			t.Fatal(err)
 		}
 		t.Cleanup(db.Close)
-		marks, err := kvstore.OpenReadMarks(ctx, bus, kvstore.Config{Logger: testlog.New()})
+		s, err := postgres.NewStore(ctx, db, 0)
 		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := postgres.NewStore(ctx, db, marks, 0)
-		if err != nil {
-			_ = marks.Close()
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = s.Close() })

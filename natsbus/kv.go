@@ -93,6 +93,25 @@ func (b *Bus) OpenSwappedBucket(ctx context.Context, name, description string, s
 	return k, nil
 }
 
+// ExistingBucket returns the bucket if it exists, as it is, without
+// creating or changing it: ok is false if there is none.
+func (b *Bus) ExistingBucket(ctx context.Context, name string) (k *Bucket, ok bool, err error) {
+	name = b.names.Bucket(name)
+	var kv jetstream.KeyValue
+	err = retry(ctx, b.log, "look up KV bucket "+name, func(ctx context.Context) error {
+		var err error
+		kv, err = b.js.KeyValue(ctx, name)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil || kv == nil {
+		return nil, false, err
+	}
+	return &Bucket{bus: b, kv: kv, name: name, direct: b.apiPrefix + "DIRECT.GET.KV_" + name}, true, nil
+}
+
 func (b *Bus) openBucket(ctx context.Context, name, description string, replicas int, sources []*jetstream.StreamSource) (*Bucket, error) {
 	name = b.names.Bucket(name)
 	var kv jetstream.KeyValue
@@ -324,6 +343,35 @@ func (k *Bucket) underByWatch(ctx context.Context, prefix string) ([]Entry, erro
 				return out, nil
 			}
 			out = append(out, Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut})
+		}
+	}
+}
+
+// Each calls fn with the latest value of every key that has one, in
+// revision order, streamed by an ordered consumer; it stops at fn's first
+// error.
+func (k *Bucket) Each(ctx context.Context, fn func(Entry) error) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := k.kv.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", k.name, err)
+	}
+	defer func() { go func() { _ = w.Stop() }() }() // as in watch: stopping may wait
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("read %s: %w", k.name, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("read %s: the watch ended", k.name)
+			}
+			if e == nil {
+				return nil
+			}
+			if err := fn(Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -264,9 +264,9 @@ func stompConfig(cfg config.Config, version string, log *slog.Logger, obs stompw
 	return sc
 }
 
-// openStore opens where rooms and memberships live: with --postgres-url,
-// PostgreSQL (read positions staying in JetStream KV), with the message
-// archive and its archiver; else JetStream KV alone, and no archive.
+// openStore opens where rooms, memberships and read positions live: with
+// --postgres-url, PostgreSQL, with the message archive and its archiver;
+// else JetStream KV alone, and no archive.
 func (n *Node) openStore(ctx context.Context, msgs *natsbus.MessageLog, replicas int) (chat.Store, chat.Archive, error) {
 	store, archive, err := n.openBackend(ctx, msgs, replicas)
 	if err != nil {
@@ -295,13 +295,11 @@ func (n *Node) openBackend(ctx context.Context, msgs *natsbus.MessageLog, replic
 		return nil, nil, fmt.Errorf("--postgres-url: %w", err)
 	}
 	n.pg = db
-	marks, err := kvstore.OpenReadMarks(ctx, n.bus, kv)
-	if err != nil {
-		return nil, nil, err
+	if err := n.importReadMarks(ctx, db, kv); err != nil {
+		return nil, nil, fmt.Errorf("--postgres-url: %w", err)
 	}
-	store, err := postgres.NewStore(ctx, db, marks, n.cfg.WorkingSet)
+	store, err := postgres.NewStore(ctx, db, n.cfg.WorkingSet)
 	if err != nil {
-		_ = marks.Close()
 		return nil, nil, fmt.Errorf("--postgres-url: %w", err)
 	}
 	n.store = store
@@ -320,8 +318,31 @@ func (n *Node) openBackend(ctx context.Context, msgs *natsbus.MessageLog, replic
 		<-done
 	}
 	n.metrics.WatchArchive(ar)
-	n.log.Info("rooms and memberships in PostgreSQL; every message archived there")
+	n.log.Info("rooms, memberships and read positions in PostgreSQL; every message archived there")
 	return store, ar, nil
+}
+
+// readsImport names the import of read positions from JetStream KV, where
+// chatd kept them with --postgres-url before it kept them in PostgreSQL.
+const readsImport = "read positions from JetStream KV"
+
+// importReadMarks moves the read positions of a deployment that kept them
+// in JetStream KV into PostgreSQL, once; the buckets stay as they were.
+func (n *Node) importReadMarks(ctx context.Context, db *postgres.DB, kv kvstore.Config) error {
+	var buckets int
+	rows, skipped, done, err := db.ImportReadPositions(ctx, readsImport, func(fn func(room, user string, pos uint64) error) error {
+		var err error
+		buckets, err = kvstore.EachReadMark(ctx, n.bus, kv, fn)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if done && buckets > 0 {
+		n.log.Info("read positions moved from JetStream KV to PostgreSQL; the KV buckets are no longer used",
+			"positions", rows, "skipped", skipped, "buckets", buckets)
+	}
+	return nil
 }
 
 // newAuthenticator is dev mode's trusted login header, or JWT verification

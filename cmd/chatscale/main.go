@@ -3,8 +3,8 @@
 // membership with a read position, plus one user in many rooms, so that
 // scripts/bench scale can measure what a node pays for them at start, in
 // memory and on a room list. It writes through a NATS client port (chatd's
-// --nats-listen, or an external NATS), memberships to PostgreSQL instead
-// with --postgres-url (a database chatd has migrated), and never deletes
+// --nats-listen, or an external NATS), or to PostgreSQL with
+// --postgres-url (a database chatd has migrated), and never deletes
 // anything.
 //
 //	chatscale --nats-url nats://127.0.0.1:4333 --users 100000 --rooms-per-user 20
@@ -59,14 +59,14 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	url := fs.String("nats-url", "", "NATS client `URL` of the deployment (chatd's --nats-listen)")
 	prefix := fs.String("nats-prefix", natsbus.DefaultPrefix, "the deployment's --nats-prefix")
-	parts := fs.Int("partitions", 1, "the deployment's --partitions: read positions are in its partitions' buckets")
+	parts := fs.Int("partitions", 1, "the deployment's --partitions: read positions in NATS are in its partitions' buckets")
 	var p plan
 	fs.IntVar(&p.Users, "users", 100000, "users")
 	fs.IntVar(&p.RoomsPerUser, "rooms-per-user", 20, "rooms each user is in")
 	fs.IntVar(&p.RoomSize, "room-size", 10, "members per room")
 	fs.IntVar(&p.WideRooms, "wide-rooms", 500, "rooms the user \"wide\" is in as well")
 	workers := fs.Int("concurrency", 64, "writes in flight")
-	pgURL := fs.String("postgres-url", "", "the deployment's --postgres-url: memberships go there (read positions stay in NATS); the role must be allowed to skip triggers (a superuser)")
+	pgURL := fs.String("postgres-url", "", "the deployment's --postgres-url: memberships and read positions go there; the role must be allowed to skip triggers (a superuser)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -74,8 +74,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch {
-	case *url == "":
-		_, _ = fmt.Fprintln(stderr, "chatscale: --nats-url is required")
+	case *url == "" && *pgURL == "":
+		_, _ = fmt.Fprintln(stderr, "chatscale: --nats-url or --postgres-url is required")
 		return 2
 	case *parts < 1 || *parts > natsbus.MaxPartitions:
 		_, _ = fmt.Fprintf(stderr, "chatscale: --partitions %d: 1 to %d\n", *parts, natsbus.MaxPartitions)
@@ -100,26 +100,27 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // seed writes the plan's memberships and read positions and returns how
-// many memberships it wrote: memberships to PostgreSQL where pgURL is set,
-// else to NATS with the read positions.
+// many memberships it wrote: to PostgreSQL where pgURL is set, else to
+// NATS.
 func seed(ctx context.Context, url, prefix string, parts int, pgURL string, p plan, workers int) (int, error) {
-	bus, err := natsbus.Start(ctx, natsbus.Options{URL: url, Prefix: prefix, Partitions: parts, ClientName: "chatscale",
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = bus.Close(context.Background()) }()
-	s, err := kvstore.OpenSeeder(ctx, bus, kvstore.Config{})
-	if err != nil {
-		return 0, err
-	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var s *kvstore.Seeder
 	var db *postgres.DB
 	if pgURL != "" {
-		if db, err = postgres.Open(ctx, postgres.Options{URL: pgURL,
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}); err != nil {
+		var err error
+		if db, err = postgres.Open(ctx, postgres.Options{URL: pgURL, Logger: log}); err != nil {
 			return 0, err
 		}
 		defer db.Close()
+	} else {
+		bus, err := natsbus.Start(ctx, natsbus.Options{URL: url, Prefix: prefix, Partitions: parts, ClientName: "chatscale", Logger: log})
+		if err != nil {
+			return 0, err
+		}
+		defer func() { _ = bus.Close(context.Background()) }()
+		if s, err = kvstore.OpenSeeder(ctx, bus, kvstore.Config{}); err != nil {
+			return 0, err
+		}
 	}
 	at := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
@@ -128,19 +129,18 @@ func seed(ctx context.Context, url, prefix string, parts int, pgURL string, p pl
 	flush := func() {
 		rs, us := rooms, users
 		rooms, users = nil, nil
-		g.Go(func() error { return db.SeedMembers(gctx, rs, us, storage.RoleMember, at) })
+		g.Go(func() error { return db.SeedMembers(gctx, rs, us, storage.RoleMember, at, 1) })
 	}
 	put := func(room, u string) {
 		if db != nil {
 			if rooms, users = append(rooms, room), append(users, u); len(rooms) == seedChunk {
 				flush()
 			}
+			return
 		}
 		g.Go(func() error {
-			if db == nil {
-				if err := s.Member(gctx, room, u, storage.RoleMember, at); err != nil {
-					return err
-				}
+			if err := s.Member(gctx, room, u, storage.RoleMember, at); err != nil {
+				return err
 			}
 			return s.ReadMark(gctx, room, u, 1)
 		})

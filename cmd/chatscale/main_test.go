@@ -22,7 +22,8 @@ import (
 // members, the wide user in the first rooms, a read position for each;
 // and a second run changes nothing. With partitions, the read positions
 // are in the buckets of their rooms' partitions, where chatd reads them;
-// with PostgreSQL, the memberships are in its tables.
+// with PostgreSQL, memberships and read positions are in its tables, and
+// NATS is not needed.
 func TestSeed(t *testing.T) {
 	for _, parts := range []int{1, 3} {
 		t.Run("partitions="+strconv.Itoa(parts), func(t *testing.T) { testSeed(t, parts, false) })
@@ -51,7 +52,7 @@ func testSeed(t *testing.T, parts int, pg bool) {
 			t.Fatal(err) // and migrated, as chatd does
 		}
 		defer db.Close()
-		args = append(args, "--postgres-url", url)
+		args = append(args[2:], "--postgres-url", url) // no --nats-url
 	}
 	for run := range 2 {
 		var out, errs strings.Builder
@@ -65,12 +66,7 @@ func testSeed(t *testing.T, parts int, pg bool) {
 
 	var store storage.Store
 	if pg {
-		marks, err := kvstore.OpenReadMarks(ctx, bus, kvstore.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = marks.Close() }()
-		if store, err = postgres.NewStore(ctx, db, marks, 0); err != nil {
+		if store, err = postgres.NewStore(ctx, db, 0); err != nil {
 			t.Fatal(err)
 		}
 	} else if store, err = kvstore.Open(ctx, bus, kvstore.Config{}); err != nil {

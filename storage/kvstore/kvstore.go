@@ -634,6 +634,39 @@ func (r *ReadMarks) MarkRead(ctx context.Context, room, user string, id uint64) 
 	return 0, 0, fmt.Errorf("store read position %s/%s: too much contention", room, user)
 }
 
+// EachReadMark calls fn with every read position in the read positions
+// buckets that exist, creating none: for a backend that takes them over
+// (storage/postgres). It returns how many buckets it read.
+func EachReadMark(ctx context.Context, bus *natsbus.Bus, cfg Config, fn func(room, user string, pos uint64) error) (int, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	names := bus.Names()
+	r := &ReadMarks{names: names, log: log}
+	read := 0
+	for p := range names.Partitions() {
+		b, ok, err := bus.ExistingBucket(ctx, names.PartitionBucket(ReadsBucket, p))
+		if err != nil {
+			return read, err
+		}
+		if !ok {
+			continue
+		}
+		read++
+		err = b.Each(ctx, func(e natsbus.Entry) error {
+			if room, user, mk, ok := r.entry(b, e); ok && mk.Pos > 0 {
+				return fn(room, user, mk.Pos)
+			}
+			return nil
+		})
+		if err != nil {
+			return read, err
+		}
+	}
+	return read, nil
+}
+
 // Close stops the watches.
 func (r *ReadMarks) Close() error {
 	for _, stop := range r.stops {

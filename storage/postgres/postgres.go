@@ -1,12 +1,11 @@
-// Package postgres keeps chatd's rooms, memberships and message archive in
-// PostgreSQL, through pgx.
+// Package postgres keeps chatd's rooms, memberships, read positions and
+// message archive in PostgreSQL, through pgx.
 //
 //   - DB is the connection pool, with the schema migrated at Open.
-//   - Store implements storage.Store: rooms and memberships in PostgreSQL,
-//     the rooms in use on a node held in memory (storage/workingset) and
-//     kept current by LISTEN/NOTIFY, so that membership checks and unread
-//     counts cost no round trip; read positions stay in JetStream KV
-//     (kvstore.ReadMarks).
+//   - Store implements storage.Store: rooms, memberships and read positions
+//     in PostgreSQL, the rooms in use on a node held in memory
+//     (storage/workingset) and kept current by LISTEN/NOTIFY, so that
+//     membership checks and unread counts cost no round trip.
 //   - Archiver copies every room message from the JetStream stream into the
 //     messages table through a durable consumer; Archive reads it back for
 //     history beyond the stream's retention, and for search.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd/chatd/storage"
@@ -15,22 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ReadMarks is where a Store keeps read positions: kvstore.ReadMarks.
-type ReadMarks interface {
-	// MarkRead moves a position forward and returns it, with its revision.
-	MarkRead(ctx context.Context, room, user string, id uint64) (pos, rev uint64, err error)
-	ReadMark(ctx context.Context, room, user string) (uint64, error)
-	// Room returns every position in room, for the working set's load.
-	Room(ctx context.Context, room string) ([]workingset.Mark, error)
-	// Of returns user's positions in rooms, for a room list.
-	Of(ctx context.Context, user string, rooms []string) (map[string]uint64, error)
-	// Watch feeds every position written from now on to fn.
-	Watch(ctx context.Context, fn func(room, user string, pos, rev uint64)) error
-	Close() error
-}
-
-// Store implements storage.Store: rooms and memberships in PostgreSQL, read
-// positions in marks.
+// Store implements storage.Store: rooms, memberships and read positions in
+// PostgreSQL.
 //
 // A node holds the rooms in use on it (storage/workingset), each loaded
 // with one query when first used, so that the checks made on every SEND
@@ -42,10 +29,16 @@ type ReadMarks interface {
 // a node reads its own writes, and every change made before them.
 type Store struct {
 	db     *DB
-	marks  ReadMarks
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// MarkRead's queue and its writers (reads.go).
+	markq                     chan *markReq
+	closing                   chan struct{} // closed when Close begins
+	stopMarks                 context.CancelFunc
+	markersDone               chan struct{} // closed once the writers are gone
+	marksWritten, markBatches atomic.Uint64
 	// set tells its OnLeave callbacks of every membership that ends,
 	// whichever node or SQL session ended it.
 	set *workingset.Set
@@ -71,29 +64,36 @@ const (
 )
 
 // NewStore starts following changes, and returns once the change feed
-// listens; marks belongs to the store from now on and is closed with it.
-// maxEntries bounds the working set (0: workingset.DefaultMaxEntries).
-func NewStore(ctx context.Context, db *DB, marks ReadMarks, maxEntries int) (*Store, error) {
+// listens. maxEntries bounds the working set (0:
+// workingset.DefaultMaxEntries).
+func NewStore(ctx context.Context, db *DB, maxEntries int) (*Store, error) {
 	fctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		db: db, marks: marks, log: db.log, cancel: cancel, done: make(chan struct{}),
+		db: db, log: db.log, cancel: cancel, done: make(chan struct{}),
+		markq: make(chan *markReq, maxMarkBatch), closing: make(chan struct{}), markersDone: make(chan struct{}),
 		waiters: map[uint64]chan struct{}{},
 	}
 	s.set = workingset.New(workingset.Config{Load: s.load, MaxEntries: maxEntries})
-	if err := marks.Watch(ctx, s.set.PutMark); err != nil {
-		cancel()
-		return nil, err
-	}
 	listening := make(chan struct{})
 	go s.follow(fctx, listening)
 	select {
 	case <-listening:
-		return s, nil
 	case <-ctx.Done():
 		cancel()
 		<-s.done
 		return nil, fmt.Errorf("start the change feed: %w", ctx.Err())
 	}
+	mctx, stopMarks := context.WithCancel(context.Background())
+	s.stopMarks = stopMarks
+	var wg sync.WaitGroup
+	for range markWriters {
+		wg.Go(func() { s.markWriter(mctx) })
+	}
+	go func() {
+		wg.Wait()
+		close(s.markersDone)
+	}()
+	return s, nil
 }
 
 // follow runs the change feed until ctx ends, reconnecting as needed.
@@ -199,8 +199,9 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-// change is one notification: a row of rooms or room_members changed, a
-// table was truncated, or a writer's transaction ends (Commit).
+// change is one notification: a row of rooms, room_members or
+// read_positions changed, a table was truncated, or a writer's transaction
+// ends (Commit).
 type change struct {
 	XID      string `json:"xid"`
 	Table    string `json:"table"`
@@ -211,7 +212,8 @@ type change struct {
 }
 
 // row is a changed row as the trigger describes it: ID, Name and CreatedBy
-// for rooms; Room, User and Role for room_members; At in Unix microseconds.
+// for rooms; Room, User and Role for room_members; Room, User and Pos for
+// read_positions; At in Unix microseconds.
 type row struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
@@ -220,6 +222,7 @@ type row struct {
 	User      string `json:"user"`
 	Role      string `json:"role"`
 	At        int64  `json:"at"`
+	Pos       uint64 `json:"pos"`
 }
 
 // snapshot tells which transactions a loaded snapshot holds (the rules of
@@ -275,13 +278,14 @@ func (s *Store) reload(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
 	return sn, nil
 }
 
-// load reads one room for the working set: its record and members in one
-// round trip, then its read positions from marks.
+// load reads one room for the working set: its record, members and read
+// positions in one round trip.
 func (s *Store) load(ctx context.Context, room string) (workingset.Snapshot, error) {
 	var snap workingset.Snapshot
 	batch := &pgx.Batch{}
 	batch.Queue("SELECT id, name, created_by, created_at FROM rooms WHERE id = $1", room)
 	batch.Queue("SELECT user_id, role, joined_at FROM room_members WHERE room_id = $1", room)
+	batch.Queue("SELECT user_id, pos FROM read_positions WHERE room_id = $1", room)
 	br := s.db.pool.SendBatch(ctx, batch)
 	defer func() { _ = br.Close() }()
 	var rm storage.Room
@@ -311,7 +315,20 @@ func (s *Store) load(ctx context.Context, room string) (workingset.Snapshot, err
 	if err := rows.Err(); err != nil {
 		return snap, fmt.Errorf("load members of %s: %w", room, err)
 	}
-	if snap.Marks, err = s.marks.Room(ctx, room); err != nil {
+	if rows, err = br.Query(); err != nil {
+		return snap, fmt.Errorf("load read positions of %s: %w", room, err)
+	}
+	for rows.Next() {
+		var mk workingset.Mark
+		var pos int64
+		if err := rows.Scan(&mk.User, &pos); err != nil {
+			rows.Close()
+			return snap, fmt.Errorf("load read positions of %s: %w", room, err)
+		}
+		mk.Pos = uint64(pos)
+		snap.Marks = append(snap.Marks, mk)
+	}
+	if err := rows.Err(); err != nil {
 		return snap, fmt.Errorf("load read positions of %s: %w", room, err)
 	}
 	return snap, nil
@@ -337,6 +354,14 @@ func (s *Store) apply(c change) {
 				role = storage.RoleMember
 			}
 			s.set.PutMember(n.Room, storage.Member{User: n.User, Role: role, JoinedAt: time.UnixMicro(n.At).UTC()}, 0)
+		}
+	case "read_positions":
+		// Moved in SQL by hand, a position may go back, or away (0).
+		if o := c.Old; o != nil && (c.New == nil || o.Room != c.New.Room || o.User != c.New.User) {
+			s.set.PutMark(o.Room, o.User, 0, 0)
+		}
+		if n := c.New; n != nil {
+			s.set.PutMark(n.Room, n.User, n.Pos, 0)
 		}
 	}
 }
@@ -492,63 +517,38 @@ func (s *Store) Members(ctx context.Context, roomID string) ([]storage.Member, e
 }
 
 // UserRooms implements storage.Memberships: one query by the members'
-// user index, then the read positions from marks. None of the rooms is
-// loaded.
+// user index, with each room's record and read position by primary key.
+// None of the rooms is loaded.
 func (s *Store) UserRooms(ctx context.Context, user string) ([]storage.UserRoom, error) {
-	rows, err := s.db.pool.Query(ctx, `SELECT m.room_id, coalesce(r.name, ''), m.role
+	rows, err := s.db.pool.Query(ctx, `SELECT m.room_id, coalesce(r.name, ''), m.role, coalesce(p.pos, 0)
 		FROM room_members m LEFT JOIN rooms r ON r.id = m.room_id
+		LEFT JOIN read_positions p ON p.room_id = m.room_id AND p.user_id = m.user_id
 		WHERE m.user_id = $1 ORDER BY m.room_id`, user)
 	if err != nil {
 		return nil, fmt.Errorf("rooms of %s: %w", user, err)
 	}
 	var out []storage.UserRoom
-	var ids []string
 	for rows.Next() {
 		var ur storage.UserRoom
-		if err := rows.Scan(&ur.ID, &ur.Name, &ur.Role); err != nil {
+		var read int64
+		if err := rows.Scan(&ur.ID, &ur.Name, &ur.Role, &read); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("rooms of %s: %w", user, err)
 		}
 		if !ur.Role.Valid() {
 			ur.Role = storage.RoleMember
 		}
+		ur.Read = uint64(read)
 		out = append(out, ur)
-		ids = append(ids, ur.ID)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("rooms of %s: %w", user, err)
-	}
-	reads, err := s.marks.Of(ctx, user, ids)
-	if err != nil {
-		return nil, fmt.Errorf("read positions of %s: %w", user, err)
-	}
-	s.set.RaiseMarks(user, ids, reads)
-	for i := range out {
-		out[i].Read = reads[out[i].ID]
 	}
 	return out, nil
 }
 
 // OnLeave implements storage.LeaveNotifier.
 func (s *Store) OnLeave(fn func(room, user string)) { s.set.OnLeave(fn) }
-
-// MarkRead implements storage.ReadMarks in marks.
-func (s *Store) MarkRead(ctx context.Context, roomID, user string, id uint64) (uint64, error) {
-	pos, rev, err := s.marks.MarkRead(ctx, roomID, user, id)
-	if err == nil {
-		s.set.PutMark(roomID, user, pos, rev)
-	}
-	return pos, err
-}
-
-// ReadMark implements storage.ReadMarks: from the working set where it
-// holds the room, else from marks.
-func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, error) {
-	if pos, ok := s.set.Mark(roomID, user); ok {
-		return pos, nil
-	}
-	return s.marks.ReadMark(ctx, roomID, user)
-}
 
 // Unread implements storage.ReadMarks: the members and their positions
 // from the working set.
@@ -563,9 +563,13 @@ func (s *Store) Keep(room string) (release func()) { return s.set.Keep(room) }
 // WorkingSet reports what the node holds.
 func (s *Store) WorkingSet() workingset.Stats { return s.set.Stats() }
 
-// Close stops the change feed and closes the read marks.
+// Close stops the read position writers, then the change feed. A
+// MarkRead still waiting fails.
 func (s *Store) Close() error {
+	close(s.closing)
+	s.stopMarks()
+	<-s.markersDone
 	s.cancel()
 	<-s.done
-	return s.marks.Close()
+	return nil
 }

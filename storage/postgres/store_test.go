@@ -19,7 +19,6 @@ import (
 	"github.com/chatd/chatd/internal/testkit/wait"
 	"github.com/chatd/chatd/natsbus"
 	"github.com/chatd/chatd/storage"
-	"github.com/chatd/chatd/storage/kvstore"
 	"github.com/chatd/chatd/storage/postgres"
 	"github.com/chatd/chatd/storage/storetest"
 	"github.com/jackc/pgx/v5"
@@ -59,15 +58,10 @@ func openDB(t testing.TB, url string) *postgres.DB {
 	return db
 }
 
-func openStore(t *testing.T, db *postgres.DB, bus *natsbus.Bus) *postgres.Store {
+func openStore(t testing.TB, db *postgres.DB) *postgres.Store {
 	t.Helper()
-	marks, err := kvstore.OpenReadMarks(ctx(t), bus, kvstore.Config{Logger: testlog.New()})
+	s, err := postgres.NewStore(ctx(t), db, 0)
 	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := postgres.NewStore(ctx(t), db, marks, 0)
-	if err != nil {
-		_ = marks.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
@@ -147,7 +141,7 @@ func TestMigrations(t *testing.T) {
 	var tables []string
 	rows, _ := c.Query(ctx(t), "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
 	tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || !slices.Equal(tables, []string{"chatd_migrations", "messages", "room_members", "rooms"}) {
+	if err != nil || !slices.Equal(tables, []string{"chatd_imports", "chatd_migrations", "messages", "read_positions", "room_members", "rooms"}) {
 		t.Fatalf("tables %v %v", tables, err)
 	}
 	// Again: nothing to do (re-running 0001 would fail on its CREATE TABLEs).
@@ -199,8 +193,7 @@ func TestMigrateArchive(t *testing.T) {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storage.Store {
-		bus, _ := startBus(t)
-		return openStore(t, openDB(t, pgtest.NewDatabase(t)), bus)
+		return openStore(t, openDB(t, pgtest.NewDatabase(t)))
 	})
 }
 
@@ -242,6 +235,20 @@ func expectLeaves(t *testing.T, name string, c chan leave, want ...leave) {
 	}
 }
 
+// readMark is the read position s gives for user in room, which it holds.
+func readMark(s *postgres.Store, room, user string, want uint64) func() error {
+	return func() error {
+		if _, err := s.Unread(context.Background(), room, nil); err != nil { // holds the room
+			return err
+		}
+		got, err := s.ReadMark(context.Background(), room, user)
+		if err != nil || got != want {
+			return fmt.Errorf("read position of %s in %s: %d %v, want %d", user, room, got, err, want)
+		}
+		return nil
+	}
+}
+
 func member(s *postgres.Store, room, user string, role storage.Role) func() error {
 	return func() error {
 		m, ok, err := s.Membership(context.Background(), room, user)
@@ -256,8 +263,7 @@ func member(s *postgres.Store, room, user string, role storage.Role) func() erro
 // other's changes, and changes made in SQL by hand, through the feed.
 func TestWorkingSetFollowsOtherNodesAndSQL(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	bus, _ := startBus(t)
-	a, b := openStore(t, openDB(t, url), bus), openStore(t, openDB(t, url), bus)
+	a, b := openStore(t, openDB(t, url)), openStore(t, openDB(t, url))
 	aLeft, bLeft := leaves(a), leaves(b)
 	c := ctx(t)
 	if err := a.CreateRoom(c, storage.Room{ID: "team", Name: "Team", CreatedBy: "alice", CreatedAt: time.Now()}); err != nil {
@@ -304,7 +310,7 @@ func TestWorkingSetFollowsOtherNodesAndSQL(t *testing.T) {
 	exec(t, db, "UPDATE room_members SET user_id = 'alice2' WHERE user_id = 'alice'")
 	expectLeave(t, "a", aLeft, leave{"team", "alice"})
 	wait.Until(t, "a sees alice2", member(a, "team", "alice2", storage.RoleOwner))
-	// Unread counts: members from PostgreSQL, read positions from KV.
+	// Unread counts: members and read positions from PostgreSQL.
 	if _, err := a.Join(c, "team", "dave", storage.RoleMember); err != nil {
 		t.Fatal(err)
 	}
@@ -318,6 +324,20 @@ func TestWorkingSetFollowsOtherNodesAndSQL(t *testing.T) {
 		}
 		return nil
 	})
+	if got, err := a.ReadMark(c, "team", "dave"); err != nil || got != 10 {
+		t.Fatalf("a's own MarkRead not in its working set when it returns: %d %v", got, err)
+	}
+	// A position moved back in SQL by hand, then deleted.
+	exec(t, db, "UPDATE read_positions SET pos = 4 WHERE user_id = 'dave'")
+	wait.Until(t, "b sees dave's position moved back", readMark(b, "team", "dave", 4))
+	exec(t, db, "DELETE FROM read_positions WHERE user_id = 'dave'")
+	wait.Until(t, "a sees dave's position gone", readMark(a, "team", "dave", 0))
+	if _, err := b.MarkRead(c, "team", "dave", 12); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, "a sees dave's new position", readMark(a, "team", "dave", 12))
+	exec(t, db, "TRUNCATE read_positions")
+	wait.Until(t, "b reloads after TRUNCATE read_positions", readMark(b, "team", "dave", 0))
 	// TRUNCATE fires no row triggers; the nodes reload.
 	exec(t, db, "TRUNCATE room_members")
 	expectLeaves(t, "b after TRUNCATE", bLeft, leave{"team", "alice2"}, leave{"team", "dave"})
@@ -334,8 +354,7 @@ func TestWorkingSetFollowsOtherNodesAndSQL(t *testing.T) {
 func TestWorkingSetReloadsAfterReconnect(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	proxy := tcpproxy.New(t, pgtest.ServerAddr(t, url))
-	bus, _ := startBus(t)
-	s := openStore(t, openDB(t, pgtest.WithHost(t, url, proxy.Addr())), bus)
+	s := openStore(t, openDB(t, pgtest.WithHost(t, url, proxy.Addr())))
 	left := leaves(s)
 	c := ctx(t)
 	for _, u := range []string{"alice", "bob"} {
@@ -368,8 +387,7 @@ func TestWorkingSetReloadsAfterReconnect(t *testing.T) {
 // brought it yet, still reads back at once.
 func TestWritesReadBack(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	bus, _ := startBus(t)
-	a, b := openStore(t, openDB(t, url), bus), openStore(t, openDB(t, url), bus)
+	a, b := openStore(t, openDB(t, url)), openStore(t, openDB(t, url))
 	c := ctx(t)
 	for i := range 20 {
 		room := "r" + strconv.Itoa(i)
