@@ -17,6 +17,7 @@ import (
 	"github.com/chatd/chatd/internal/testkit/pgtest"
 	"github.com/chatd/chatd/internal/testkit/tcpproxy"
 	"github.com/chatd/chatd/internal/testkit/wait"
+	"github.com/go-stomp/stomp/v3"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -591,4 +592,112 @@ func testHistoryAndUnreadFromArchive(t *testing.T, partitions func(*config.Confi
 	proxy.Cut()
 	replayed("old", 3)
 	replayed("old", 0)
+}
+
+// TestUpgradeMovesReadPositionsToPostgres: a deployment whose read
+// positions are in JetStream KV (as chatd kept them with --postgres-url
+// before they moved) restarts on PostgreSQL and keeps them: each user's
+// unread counts are what they were, they are copied once, and a read
+// receipt after the upgrade moves them on in PostgreSQL.
+func TestUpgradeMovesReadPositionsToPostgres(t *testing.T) {
+	n := startNode(t) // read positions in the READS buckets
+	alice, bob := dial(t, n, "alice"), dial(t, n, "bob")
+	sub := bob.subscribe("/topic/chat.up")
+	var ids []uint64
+	for i := range 5 {
+		alice.post("up", "m"+strconv.Itoa(i))
+		ids = append(ids, nextChat(t, sub).ID)
+	}
+	if code := api(t, n, "POST", "/api/rooms/up/read", "bob", `{"lastReadId":`+strconv.FormatUint(ids[1], 10)+`}`, nil); code != 200 {
+		t.Fatalf("read: %d", code)
+	}
+	_ = alice.Disconnect()
+	_ = bob.Disconnect()
+	n.stop()
+
+	// What the earlier chatd had in PostgreSQL: the memberships.
+	dbURL := pgtest.NewDatabase(t)
+	db := pgConn(t, dbURL)
+	n.cfg.PostgresURL = dbURL
+	n.start() // migrates, then copies the positions
+	pgExec(t, db, "INSERT INTO room_members (room_id, user_id) VALUES ('up', 'alice'), ('up', 'bob')")
+	unread := func(user string) uint64 {
+		t.Helper()
+		var list []chat.RoomSummary
+		if code := api(t, n, "GET", "/api/rooms", user, "", &list); code != 200 || len(list) != 1 {
+			t.Fatalf("GET /api/rooms as %s: %d %+v", user, code, list)
+		}
+		return list[0].UnreadCount
+	}
+	if got := unread("bob"); got != 3 {
+		t.Fatalf("bob's unread count after the upgrade: %d, want 3", got)
+	}
+	var copied, rows int
+	if err := db.QueryRow(context.Background(), "SELECT count(*) FROM read_positions").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(context.Background(), "SELECT rows FROM chatd_imports").Scan(&copied); err != nil || copied != rows || rows == 0 {
+		t.Fatalf("import recorded %d positions (%v), the table holds %d", copied, err, rows)
+	}
+	if code := api(t, n, "POST", "/api/rooms/up/read", "bob", `{"lastReadId":`+strconv.FormatUint(ids[3], 10)+`}`, nil); code != 200 {
+		t.Fatalf("read: %d", code)
+	}
+	if got := unread("bob"); got != 1 {
+		t.Fatalf("bob's unread count after reading on: %d, want 1", got)
+	}
+	// A restart copies nothing again: the position stays where bob moved it.
+	n.restart()
+	if got := unread("bob"); got != 1 {
+		t.Fatalf("bob's unread count after a restart: %d, want 1", got)
+	}
+}
+
+// TestReadReceiptWaitsOutPostgresOutage: a read receipt sent while chatd
+// is cut off from PostgreSQL gets its RECEIPT once PostgreSQL is back, and
+// the session goes on; chat in the room goes on meanwhile.
+func TestReadReceiptWaitsOutPostgresOutage(t *testing.T) {
+	n, proxy, _ := pgNode(t)
+	alice, bob := dial(t, n, "alice"), dial(t, n, "bob")
+	sub := bob.subscribe("/topic/chat.out")
+	alice.post("out", "before")
+	first := nextChat(t, sub)
+	d, err := n.cfg.Destinations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	receipted := make(chan error, 1)
+	go func() {
+		receipted <- bob.Send(d.Read.Expand("out"), "application/json",
+			[]byte(`{"lastReadId":`+strconv.FormatUint(first.ID, 10)+`}`), stomp.SendOpt.Receipt)
+	}()
+	alice.post("out", "during") // the room is loaded: SENDs need no PostgreSQL
+	if m := nextChat(t, sub); m.Message != "during" {
+		t.Fatalf("bob got %q during the outage", m.Message)
+	}
+	select {
+	case err := <-receipted:
+		t.Fatalf("read receipt answered while PostgreSQL was away: %v", err)
+	case <-time.After(time.Second):
+	}
+	proxy.Restore()
+	select {
+	case err := <-receipted:
+		if err != nil {
+			t.Fatalf("read receipt after the outage: %v", err)
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatal("no RECEIPT for the read receipt once PostgreSQL was back")
+	}
+	bob.post("out", "still here")
+	if m := nextChat(t, sub); m.Message != "still here" {
+		t.Fatalf("bob got %q after the outage", m.Message)
+	}
+	var list []chat.RoomSummary
+	if code := api(t, n, "GET", "/api/rooms", "bob", "", &list); code != 200 {
+		t.Fatalf("GET /api/rooms: %d", code)
+	}
+	if i := slices.IndexFunc(list, func(r chat.RoomSummary) bool { return r.ID == "out" }); i < 0 || list[i].LastReadID != first.ID {
+		t.Fatalf("bob's rooms after the outage: %+v, want room out read up to %d", list, first.ID)
+	}
 }
