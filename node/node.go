@@ -329,10 +329,18 @@ const readsImport = "read positions from JetStream KV"
 // importReadMarks moves the read positions of a deployment that kept them
 // in JetStream KV into PostgreSQL, once; the buckets stay as they were.
 func (n *Node) importReadMarks(ctx context.Context, db *postgres.DB, kv kvstore.Config) error {
-	var buckets int
+	var buckets, read int
+	var said time.Time
 	rows, skipped, done, err := db.ImportReadPositions(ctx, readsImport, func(fn func(room, user string, pos uint64) error) error {
 		var err error
-		buckets, err = kvstore.EachReadMark(ctx, n.bus, kv, fn)
+		buckets, err = kvstore.EachReadMark(ctx, n.bus, kv, func(room, user string, pos uint64) error {
+			// A large deployment's copy takes a while, before the node is ready.
+			if read++; read == 1 || time.Since(said) >= 10*time.Second {
+				n.log.Info("copying read positions from JetStream KV to PostgreSQL, once; the node is ready when done", "read", read)
+				said = time.Now()
+			}
+			return fn(room, user, pos)
+		})
 		return err
 	})
 	if err != nil {
