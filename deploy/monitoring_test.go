@@ -105,6 +105,11 @@ var alertCases = map[string][]alertCase{
 		{`chatd_archive_write_failures_total{job="chatd",instance="a"} 0+1x10`, 10 * time.Minute, true},
 		{`chatd_archive_write_failures_total{job="chatd",instance="a"} 5x10`, 10 * time.Minute, false},
 	},
+	"ChatdPostgresNotifyQueueFilling": {
+		{`chatd_postgres_notify_queue_usage{job="chatd",instance="a"} 0.3x10`, 10 * time.Minute, true},
+		{`chatd_postgres_notify_queue_usage{job="chatd",instance="a"} 0.01x10`, 10 * time.Minute, false},
+		{`chatd_postgres_notify_queue_usage{job="chatd",instance="a"} -1x10`, 10 * time.Minute, false},
+	},
 	"ChatdErrorRate": {
 		{"chatd_errors_total{job=\"chatd\",instance=\"a\",kind=\"internal\"} 0+10x10\nchatd_frames_received_total{job=\"chatd\",instance=\"a\",command=\"SEND\"} 0+100x10", 10 * time.Minute, true},
 		{"chatd_errors_total{job=\"chatd\",instance=\"a\",kind=\"internal\"} 0+1x10\nchatd_frames_received_total{job=\"chatd\",instance=\"a\",command=\"SEND\"} 0+1000x10", 10 * time.Minute, false},
@@ -374,7 +379,7 @@ func metricNames(t *testing.T, where, expr string) []string {
 // the dashboard use against what a running chatd exports on /metrics: a
 // renamed metric would leave a panel empty and an alert silent. chatd runs
 // in dev mode, with PostgreSQL where the tests have one (the archive's
-// metrics exist only then).
+// and the PostgreSQL store's metrics exist only then).
 func TestQueriesNameExportedMetrics(t *testing.T) {
 	used := map[string][]string{} // metric name: where
 	for _, r := range alertRules(t) {
@@ -400,7 +405,7 @@ func TestQueriesNameExportedMetrics(t *testing.T) {
 		slices.Sort(where)
 		switch {
 		case exported[name] || notChatds[name]:
-		case !withPostgres && strings.HasPrefix(name, "chatd_archive"):
+		case !withPostgres && (strings.HasPrefix(name, "chatd_archive") || strings.HasPrefix(name, "chatd_postgres")):
 			unchecked = append(unchecked, name)
 		default:
 			t.Errorf("%s, used by %s, is not among chatd's metrics", name, strings.Join(slices.Compact(where), ", "))

@@ -150,9 +150,18 @@ func TestPostgresMembershipAcrossNodes(t *testing.T) {
 	// The shared archive consumer stored the message once.
 	waitArchived(t, db, "team", []uint64{m.ID})
 	for _, n := range nodes {
-		if _, ok := scrape(t, n)["chatd_archive_lag_seconds"]; !ok {
-			t.Fatal("no archive metrics")
+		m := scrape(t, n)
+		for _, name := range []string{"chatd_archive_lag_seconds", "chatd_postgres_notify_queue_usage", "chatd_read_position_transactions_total"} {
+			if _, ok := m[name]; !ok {
+				t.Fatalf("no %s", name)
+			}
 		}
+		wait.Until(t, "the notification queue read", func() error {
+			if u := scrape(t, n)["chatd_postgres_notify_queue_usage"]; u < 0 || u > 0.01 {
+				return fmt.Errorf("notification queue usage %v on an idle deployment", u)
+			}
+			return nil
+		})
 	}
 }
 

@@ -318,6 +318,7 @@ func (n *Node) openBackend(ctx context.Context, msgs *natsbus.MessageLog, replic
 		<-done
 	}
 	n.metrics.WatchArchive(ar)
+	n.metrics.WatchPostgres(store)
 	n.log.Info("rooms, memberships and read positions in PostgreSQL; every message archived there")
 	return store, ar, nil
 }

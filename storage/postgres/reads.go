@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -210,15 +211,50 @@ func (s *Store) ReadMark(ctx context.Context, roomID, user string) (uint64, erro
 	return uint64(pos), nil
 }
 
-// MarkStats is what the store's read position writers have done.
-type MarkStats struct {
-	Written uint64 // positions stored (each once per batch)
-	Batches uint64 // transactions that stored them
+// ReadPositions counts the read positions this store has written (each
+// once per transaction) and the transactions that wrote them.
+func (s *Store) ReadPositions() (written, transactions uint64) {
+	return s.marksWritten.Load(), s.markBatches.Load()
 }
 
-// MarkStats reports what the read position writers have done.
-func (s *Store) MarkStats() MarkStats {
-	return MarkStats{Written: s.marksWritten.Load(), Batches: s.markBatches.Load()}
+// notifyQueueEvery is how often the store reads how full PostgreSQL's
+// notification queue is.
+const notifyQueueEvery = 15 * time.Second
+
+// NotifyQueueUsage is how full PostgreSQL's notification queue was when
+// last read (0 to 1), or -1 before the first read succeeds. PostgreSQL
+// keeps every notification until each listener has read it; a listener
+// that stops reading (a node paused but still connected) holds the queue
+// back, and once it is full every write that notifies fails: every read
+// receipt and membership change, on every node.
+func (s *Store) NotifyQueueUsage() float64 {
+	return math.Float64frombits(s.notifyQueue.Load())
+}
+
+// watchNotifyQueue reads the queue's usage every notifyQueueEvery until ctx
+// ends.
+func (s *Store) watchNotifyQueue(ctx context.Context, every time.Duration) {
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var usage float64
+		err := s.db.pool.QueryRow(qctx, "SELECT pg_notification_queue_usage()").Scan(&usage)
+		cancel()
+		switch {
+		case err == nil:
+			s.notifyQueue.Store(math.Float64bits(usage))
+			if usage >= 0.5 {
+				s.log.Warn("PostgreSQL's notification queue is filling: a listener is not reading (a node paused but connected?); when full, read receipts and membership changes fail",
+					"usage", usage)
+			}
+		case ctx.Err() == nil:
+			s.log.Debug("notification queue usage unknown", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
 
 // importBatch is how many positions ImportReadPositions writes in one

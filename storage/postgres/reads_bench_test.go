@@ -32,8 +32,8 @@ func BenchmarkMarkRead(b *testing.B) {
 		{"postgres", func(b *testing.B) (marker, func()) {
 			s := openStore(b, openDB(b, pgtest.NewDatabase(b)))
 			return s.MarkRead, func() {
-				if st := s.MarkStats(); st.Batches > 0 {
-					b.ReportMetric(float64(st.Written)/float64(st.Batches), "positions/txn")
+				if w, txns := s.ReadPositions(); txns > 0 {
+					b.ReportMetric(float64(w)/float64(txns), "positions/txn")
 				}
 			}
 		}},

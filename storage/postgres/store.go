@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,8 +38,9 @@ type Store struct {
 	markq                     chan *markReq
 	closing                   chan struct{} // closed when Close begins
 	stopMarks                 context.CancelFunc
-	markersDone               chan struct{} // closed once the writers are gone
+	markersDone               chan struct{} // closed once the writers (and the queue watch) are gone
 	marksWritten, markBatches atomic.Uint64
+	notifyQueue               atomic.Uint64 // float64 bits (NotifyQueueUsage)
 	// set tells its OnLeave callbacks of every membership that ends,
 	// whichever node or SQL session ended it.
 	set *workingset.Set
@@ -73,6 +75,7 @@ func NewStore(ctx context.Context, db *DB, maxEntries int) (*Store, error) {
 		markq: make(chan *markReq, maxMarkBatch), closing: make(chan struct{}), markersDone: make(chan struct{}),
 		waiters: map[uint64]chan struct{}{},
 	}
+	s.notifyQueue.Store(math.Float64bits(-1))
 	s.set = workingset.New(workingset.Config{Load: s.load, MaxEntries: maxEntries})
 	listening := make(chan struct{})
 	go s.follow(fctx, listening)
@@ -89,6 +92,7 @@ func NewStore(ctx context.Context, db *DB, maxEntries int) (*Store, error) {
 	for range markWriters {
 		wg.Go(func() { s.markWriter(mctx) })
 	}
+	wg.Go(func() { s.watchNotifyQueue(mctx, notifyQueueEvery) })
 	go func() {
 		wg.Wait()
 		close(s.markersDone)
