@@ -710,3 +710,47 @@ func TestReadReceiptWaitsOutPostgresOutage(t *testing.T) {
 		t.Fatalf("bob's rooms after the outage: %+v, want room out read up to %d", list, first.ID)
 	}
 }
+
+// TestReadPositionsAcrossNodes: a read receipt made on one node moves the
+// unread counts that another node gives for the room, through PostgreSQL.
+func TestReadPositionsAcrossNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2-node cluster: skipped with -short")
+	}
+	dbURL := pgtest.NewDatabase(t)
+	nodes := startCluster(t, 2, func(c *config.Config) { c.PostgresURL = dbURL })
+	alice, bob := dial(t, nodes[0], "alice"), dial(t, nodes[1], "bob")
+	sub := bob.subscribe("/topic/chat.rp") // joins bob, on first use
+	alice.post("rp", "one")
+	alice.post("rp", "two")
+	first, second := nextChat(t, sub), nextChat(t, sub)
+	unread := func() []int {
+		t.Helper()
+		var page []chat.Message
+		if code := api(t, nodes[0], "GET", "/api/rooms/rp/messages?limit=10", "alice", "", &page); code != 200 || len(page) != 2 {
+			t.Fatalf("history on node 0: %d %+v", code, page)
+		}
+		return []int{page[0].UnreadCount, page[1].UnreadCount}
+	}
+	if got := unread(); !slices.Equal(got, []int{1, 1}) {
+		t.Fatalf("unread counts before bob reads: %v, want [1 1]", got)
+	}
+	if code := api(t, nodes[1], "POST", "/api/rooms/rp/read", "bob", `{"lastReadId":`+strconv.FormatUint(first.ID, 10)+`}`, nil); code != 200 {
+		t.Fatalf("read: %d", code)
+	}
+	wait.Until(t, "node 0 sees bob's read receipt", func() error {
+		if got := unread(); !slices.Equal(got, []int{0, 1}) {
+			return fmt.Errorf("unread counts %v, want [0 1]", got)
+		}
+		return nil
+	})
+	if code := api(t, nodes[1], "POST", "/api/rooms/rp/read", "bob", `{"lastReadId":`+strconv.FormatUint(second.ID, 10)+`}`, nil); code != 200 {
+		t.Fatalf("read: %d", code)
+	}
+	wait.Until(t, "node 0 sees bob's second read receipt", func() error {
+		if got := unread(); !slices.Equal(got, []int{0, 0}) {
+			return fmt.Errorf("unread counts %v, want [0 0]", got)
+		}
+		return nil
+	})
+}
