@@ -28,9 +28,12 @@ func TestNotifyQueueUsage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = s.Close() }()
+	// The queue is the server's, shared with every other database's
+	// listeners (other tests'), so the test compares readings rather than
+	// expect exactly 0.
 	wait.Until(t, "the first reading", func() error {
-		if u := s.NotifyQueueUsage(); u != 0 {
-			return fmt.Errorf("usage %v, want 0", u)
+		if u := s.NotifyQueueUsage(); u < 0 {
+			return fmt.Errorf("usage %v: not read yet", u)
 		}
 		return nil
 	})
@@ -53,9 +56,10 @@ func TestNotifyQueueUsage(t *testing.T) {
 		SELECT 'r', 'u' || g, 1 FROM generate_series(1, 20000) g`); err != nil {
 		t.Fatal(err)
 	}
+	var held float64
 	wait.Until(t, "the queue held back", func() error {
-		if u := s.NotifyQueueUsage(); u <= 0 {
-			return fmt.Errorf("usage %v", u)
+		if held = s.NotifyQueueUsage(); held <= 0 {
+			return fmt.Errorf("usage %v", held)
 		}
 		return nil
 	})
@@ -64,8 +68,8 @@ func TestNotifyQueueUsage(t *testing.T) {
 	}
 	_ = stuck.Close(ctx)
 	wait.Until(t, "the queue emptied", func() error {
-		if u := s.NotifyQueueUsage(); u != 0 {
-			return fmt.Errorf("usage %v", u)
+		if u := s.NotifyQueueUsage(); u >= held/2 {
+			return fmt.Errorf("usage %v, held back %v", u, held)
 		}
 		return nil
 	})
