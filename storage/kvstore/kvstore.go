@@ -511,20 +511,25 @@ func (r *ReadMarks) Watch(ctx context.Context, fn func(room, user string, pos, r
 	return nil
 }
 
-// entry reads an entry of bucket b; ok is false for a malformed one,
-// which it logs. A deleted position is position 0. A revision is of its
-// bucket: a room's positions are all in one.
+// entry reads an entry of bucket b (markEntry).
 func (r *ReadMarks) entry(b *natsbus.Bucket, e natsbus.Entry) (room, user string, mk workingset.Mark, ok bool) {
+	return markEntry(r.log, b, e)
+}
+
+// markEntry reads an entry of read positions bucket b; ok is false for a
+// malformed one, which it logs. A deleted position is position 0. A
+// revision is of its bucket: a room's positions are all in one.
+func markEntry(log *slog.Logger, b *natsbus.Bucket, e natsbus.Entry) (room, user string, mk workingset.Mark, ok bool) {
 	room, user, ok = natsbus.SplitRoomUserKey(e.Key)
 	if !ok {
-		r.log.Warn("ignoring malformed KV key", "bucket", b.Name(), "key", e.Key)
+		log.Warn("ignoring malformed KV key", "bucket", b.Name(), "key", e.Key)
 		return "", "", mk, false
 	}
 	mk = workingset.Mark{User: user, Rev: e.Revision}
 	if !e.Deleted {
 		p, err := strconv.ParseUint(string(e.Value), 10, 64)
 		if err != nil {
-			r.log.Warn("ignoring malformed KV value", "bucket", b.Name(), "key", e.Key, "err", err)
+			log.Warn("ignoring malformed KV value", "bucket", b.Name(), "key", e.Key, "err", err)
 			return "", "", mk, false
 		}
 		mk.Pos = p
@@ -643,7 +648,6 @@ func EachReadMark(ctx context.Context, bus *natsbus.Bus, cfg Config, fn func(roo
 		log = slog.Default()
 	}
 	names := bus.Names()
-	r := &ReadMarks{names: names, log: log}
 	read := 0
 	for p := range names.Partitions() {
 		b, ok, err := bus.ExistingBucket(ctx, names.PartitionBucket(ReadsBucket, p))
@@ -655,7 +659,7 @@ func EachReadMark(ctx context.Context, bus *natsbus.Bus, cfg Config, fn func(roo
 		}
 		read++
 		err = b.Each(ctx, func(e natsbus.Entry) error {
-			if room, user, mk, ok := r.entry(b, e); ok && mk.Pos > 0 {
+			if room, user, mk, ok := markEntry(log, b, e); ok && mk.Pos > 0 {
 				return fn(room, user, mk.Pos)
 			}
 			return nil

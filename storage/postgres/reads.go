@@ -1,10 +1,10 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -101,15 +101,7 @@ func (s *Store) writeMarks(ctx context.Context, batch []*markReq) {
 		k := markKey{r.room, r.user}
 		want[k] = max(want[k], r.id)
 	}
-	// In one order in every batch, so that two batches that share
-	// positions lock their rows in the same order and never deadlock.
-	keys := slices.SortedFunc(func(yield func(markKey) bool) {
-		for k := range want {
-			if !yield(k) {
-				return
-			}
-		}
-	}, func(a, b markKey) int { return cmp.Or(cmp.Compare(a.room, b.room), cmp.Compare(a.user, b.user)) })
+	keys := slices.Collect(maps.Keys(want)) // the statement orders them (moveForward)
 	rooms, users, ids := make([]string, len(keys)), make([]string, len(keys)), make([]int64, len(keys))
 	for i, k := range keys {
 		rooms[i], users[i], ids[i] = k.room, k.user, int64(min(want[k], 1<<63-1))
@@ -146,17 +138,22 @@ func (s *Store) writeMarks(ctx context.Context, batch []*markReq) {
 	}
 }
 
+// moveForward moves positions ($1 rooms, $2 users, $3 positions) forward,
+// creating those that are missing, and leaves those already at or past the
+// one given as they are (no new row version, no notification). Rows are
+// locked in one order in every statement, so that two that share
+// positions never deadlock.
+const moveForward = `INSERT INTO read_positions AS p (room_id, user_id, pos)
+	SELECT room, "user", pos FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(room, "user", pos)
+	ORDER BY room COLLATE "C", "user" COLLATE "C"
+	ON CONFLICT (room_id, user_id) DO UPDATE SET pos = excluded.pos WHERE p.pos < excluded.pos`
+
 // upsertMarks moves the positions keys (rooms, users, ids, in that order)
 // forward in tx and reads every one into got.
 func upsertMarks(ctx context.Context, tx pgx.Tx, keys []markKey, rooms, users []string, ids []int64, got map[markKey]uint64) error {
 	clear(got) // of an attempt that failed
-	// Positions already at or past the one asked for are left as they
-	// are (no new row version, no notification) and read after.
-	rows, err := tx.Query(ctx, `INSERT INTO read_positions AS p (room_id, user_id, pos)
-		SELECT room, "user", pos FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(room, "user", pos)
-		ORDER BY room COLLATE "C", "user" COLLATE "C"
-		ON CONFLICT (room_id, user_id) DO UPDATE SET pos = excluded.pos WHERE p.pos < excluded.pos
-		RETURNING room_id, user_id, pos`, rooms, users, ids)
+	// Positions already at or past the one asked for are read after.
+	rows, err := tx.Query(ctx, moveForward+" RETURNING room_id, user_id, pos", rooms, users, ids)
 	if err != nil {
 		return err
 	}
@@ -282,10 +279,7 @@ func (db *DB) ImportReadPositions(ctx context.Context, name string, each func(fn
 		if len(rooms) == 0 {
 			return nil
 		}
-		_, err := db.pool.Exec(ctx, `INSERT INTO read_positions AS p (room_id, user_id, pos)
-			SELECT room, "user", pos FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(room, "user", pos)
-			ORDER BY room COLLATE "C", "user" COLLATE "C"
-			ON CONFLICT (room_id, user_id) DO UPDATE SET pos = excluded.pos WHERE p.pos < excluded.pos`, rooms, users, ids)
+		_, err := db.pool.Exec(ctx, moveForward, rooms, users, ids)
 		if err != nil {
 			return err
 		}

@@ -11,9 +11,10 @@ import (
 
 // SeedMembers adds each users[i] to rooms[i] with role, and with read
 // position read (0: none), in one transaction, as a backend importing a
-// deployment would; pairs already there are left as they are. No change notification is sent (the rows' triggers are
-// skipped), so it is for tools that build a deployment before any node
-// runs on it (cmd/chatscale). Skipping triggers takes a role that may set
+// deployment would; pairs already there are left as they are. No change
+// notification is sent (the rows' triggers are skipped), so it is for
+// tools that build a deployment before any node runs on it
+// (cmd/chatscale). Skipping triggers takes a role that may set
 // session_replication_role: a superuser, or one granted it.
 func (db *DB) SeedMembers(ctx context.Context, rooms, users []string, role storage.Role, at time.Time, read uint64) error {
 	if len(rooms) != len(users) {
