@@ -7,8 +7,8 @@
 // Where things are: rooms.go (rooms and membership rules), post.go
 // (storing a message), history.go (history pages and search), reads.go
 // (read positions), subscribe.go (subscriptions and their end when a
-// member is removed), feed.go and replay.go (a room's live messages and
-// the catch-up before them), topics.go (user queues and read events),
+// member is removed), feed.go, replay.go and replayshare.go (a room's
+// live messages and the catch-up before them), topics.go (user queues and read events),
 // registry.go (one feed or topic per key while it has subscribers).
 package chat
 
@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd/chatd/storage"
@@ -55,6 +56,10 @@ type Config struct {
 	// a storm of reconnecting clients makes replays slower, never failed,
 	// and leaves the store free for writes.
 	StoreReads int
+	// ReplayShare bounds the bytes of history that the replays running on
+	// this node hold for the other replays of their rooms (replayShare;
+	// 0: 64 MiB, negative: none).
+	ReplayShare int64
 }
 
 // History page sizes.
@@ -74,6 +79,8 @@ type Service struct {
 
 	// reads admits store reads (Config.StoreReads).
 	reads *semaphore.Weighted
+	// replayHeld is what the rooms' replay shares hold (Config.ReplayShare).
+	replayHeld atomic.Int64
 
 	feeds  registry[*roomFeed]
 	topics registry[*topic]
@@ -101,6 +108,9 @@ func NewService(msgs MessageLog, commit Committer, bus Bus, store Store, cfg Con
 	if cfg.StoreReads <= 0 {
 		cfg.StoreReads = defaultStoreReads
 	}
+	if cfg.ReplayShare == 0 {
+		cfg.ReplayShare = defaultReplayShare
+	}
 	s := &Service{
 		msgs: msgs, commit: commit, bus: bus, store: store, cfg: cfg, log: cfg.Logger,
 		reads:   semaphore.NewWeighted(int64(cfg.StoreReads)),
@@ -115,6 +125,10 @@ func NewService(msgs MessageLog, commit Committer, bus Bus, store Store, cfg Con
 // defaultStoreReads is Config.StoreReads' default: enough to keep the
 // store busy, few enough that writes still get through.
 const defaultStoreReads = 32
+
+// defaultReplayShare is Config.ReplayShare's default: a storm's replays
+// of a few rooms' recent history, for a node's memory a little.
+const defaultReplayShare = 64 << 20
 
 // admitRead waits for a turn to read the store (Config.StoreReads) and
 // returns its release; it fails only when ctx ends.

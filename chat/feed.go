@@ -45,6 +45,9 @@ type roomFeed struct {
 	flushed    time.Time
 	flushLater *time.Timer
 	waiting    bool
+
+	// share holds what the room's replays on this node have read.
+	share replayShare
 }
 
 // roomSub is one subscription's place in the feed.

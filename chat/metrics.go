@@ -27,7 +27,23 @@ type Metrics interface {
 	// HistoryPage is called for each history page read, with where it
 	// was read from.
 	HistoryPage(from HistorySource)
+	// ReplayRead is called for each batch a replay reads, with where it
+	// came from; ReplayShareHeld with the bytes the rooms' replays hold
+	// for each other on this node, whenever that changes.
+	ReplayRead(from ReplaySource)
+	ReplayShareHeld(bytes int64)
 }
+
+// ReplaySource says where a replay's batch came from.
+type ReplaySource int
+
+// Replay sources.
+const (
+	// ReplayFromStore: the log or the archive.
+	ReplayFromStore ReplaySource = iota
+	// ReplayShared: what another replay of the room on this node read.
+	ReplayShared
+)
 
 // HistorySource says where a history page was read from.
 type HistorySource int
@@ -71,3 +87,5 @@ func (nopMetrics) Delivered(DeliveryPath, int) {}
 func (nopMetrics) Dropped(int)                 {}
 func (nopMetrics) Replayed(ReplayOutcome)      {}
 func (nopMetrics) HistoryPage(HistorySource)   {}
+func (nopMetrics) ReplayRead(ReplaySource)     {}
+func (nopMetrics) ReplayShareHeld(int64)       {}

@@ -20,11 +20,13 @@ var errHistoryUnavailable = &Error{Kind: Unavailable, Msg: "history unavailable,
 func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 	log := rs.sub.Logger()
 	metrics := f.svc.cfg.Metrics
+	f.replayJoin()
+	defer f.replayLeave()
 	release, err := f.svc.admitRead(ctx)
 	if err != nil {
 		return // the subscription or session ended while it waited
 	}
-	cursor, note, below, need, err := f.replayStart(ctx, since)
+	cursor, note, below, need, epoch, err := f.replayStart(ctx, since)
 	release()
 	if err != nil {
 		metrics.Replayed(ReplayFailed)
@@ -66,20 +68,15 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 		// Ids below below that the log no longer holds come from the
 		// archive (replayStart).
 		for cursor < upTo || below > cursor+1 {
-			release, err := f.svc.admitRead(ctx)
-			if err != nil {
-				return
-			}
-			batch, pubs, step, err := f.replayRead(ctx, &cursor, &below, need, upTo)
-			release()
+			c, ok, step, err := f.replayNext(ctx, epoch, &cursor, &below, need, upTo)
 			if err != nil {
 				fail(step, err)
 				return
 			}
-			if batch == nil {
+			if !ok {
 				continue // the cursor or the archive's bound moved
 			}
-			for i, p := range pubs {
+			for i, p := range c.pubs {
 				f.mu.Lock()
 				n := rs.note
 				rs.note = Note{}
@@ -89,8 +86,8 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 					return // the subscription or session ended
 				}
 			}
-			metrics.Delivered(DeliveryReplay, len(pubs))
-			cursor = batch[len(batch)-1].ID
+			metrics.Delivered(DeliveryReplay, len(c.pubs))
+			cursor = c.next
 		}
 		// Caught up: switch to live under the feed's lock. Anything stored
 		// after upTo was handed to the feed after this subscription joined
@@ -166,14 +163,14 @@ func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, need, 
 // below which id the replay reads from the archive: where the log may
 // have dropped messages after the cursor, the archive has them, and up
 // to its reach it holds them all. Below need, only the archive has them.
-func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note Note, below, need uint64, err error) {
+func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note Note, below, need, epoch uint64, err error) {
 	st, err := f.svc.msgs.State(ctx, f.room)
 	if err != nil {
-		return 0, Note{}, 0, 0, err
+		return 0, Note{}, 0, 0, 0, err
 	}
 	first, err := f.svc.msgs.After(ctx, f.room, 0, 1)
 	if err != nil {
-		return 0, Note{}, 0, 0, err
+		return 0, Note{}, 0, 0, 0, err
 	}
 	firstID := st.First
 	if len(first) > 0 {
@@ -195,7 +192,7 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 	if max := f.svc.msgs.MaxPerRoom(); !dropped && max > 0 && len(first) > 0 && first[0].ID > cursor+1 {
 		n, err := f.svc.msgs.RoomCount(ctx, f.room)
 		if err != nil {
-			return 0, Note{}, 0, 0, err
+			return 0, Note{}, 0, 0, 0, err
 		}
 		dropped = int64(n) >= max // the per-room cap removed older messages
 	}
@@ -228,5 +225,5 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 	if kind != NoteNone {
 		note = Note{Kind: kind, FirstID: firstID}
 	}
-	return cursor, note, below, need, nil
+	return cursor, note, below, need, st.Epoch, nil
 }

@@ -118,6 +118,9 @@ type Config struct {
 	// StoreReads bounds the store reads replays and history requests make
 	// at once on a node; more wait their turn.
 	StoreReads int
+	// ReplayShareMiB bounds the history running replays hold for the
+	// other replays of their rooms on this node, in MiB (0: none).
+	ReplayShareMiB int
 	// LogFormat is "text" or "json" (default: text with --dev, else json).
 	LogFormat string
 	// ConfigFile is the TOML file read below the environment and flags.
@@ -342,6 +345,7 @@ func (c *Config) groupedFlags(level *string) (*flag.FlagSet, []flagGroup) {
 		fs.IntVar(&c.MaxFrameSize, "max-frame-size", 64<<10, "largest STOMP frame accepted after CONNECT, in bytes")
 		fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", 64, "subscriptions per STOMP session")
 		fs.IntVar(&c.StoreReads, "store-reads", 32, "store reads that replays and history requests make at once on this node; more wait their turn, first come first served")
+		fs.IntVar(&c.ReplayShareMiB, "replay-share", 64, "MiB of history that a room's replays running on this node hold for each other, so that clients reconnecting together read each message from the store once (0: every replay reads its own)")
 		fs.DurationVar(&c.HeartBeat, "heartbeat", 10*time.Second, "STOMP heart-beat interval the server offers and asks for")
 		fs.DurationVar(&c.HeartBeatMin, "heartbeat-min", time.Second, "shortest STOMP heart-beat interval a client may ask for, either way")
 		fs.DurationVar(&c.HeartBeatGrace, "heartbeat-grace", 5*time.Second, "how long past the agreed heart-beat interval a silent client is kept")
@@ -642,6 +646,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: invalid --send-burst %d: at least 1", c.SendBurst)
 	case c.StoreReads < 1:
 		return fmt.Errorf("config: invalid --store-reads %d: at least 1", c.StoreReads)
+	case c.ReplayShareMiB < 0 || c.ReplayShareMiB > 1<<20:
+		return fmt.Errorf("config: invalid --replay-share %d: 0 to %d MiB", c.ReplayShareMiB, 1<<20)
 	case c.MaxConnectionsPerUser < 0:
 		return fmt.Errorf("config: invalid --max-connections-per-user %d: must not be negative", c.MaxConnectionsPerUser)
 	case c.ShutdownTimeout <= 0:

@@ -45,6 +45,8 @@ type Metrics struct {
 	dropped          prometheus.Counter
 	replays          [4]prometheus.Counter // by chat.ReplayOutcome
 	historyPages     [2]prometheus.Counter // by chat.HistorySource
+	replayReads      [2]prometheus.Counter // by chat.ReplaySource
+	replayShared     prometheus.Gauge
 }
 
 var (
@@ -173,6 +175,16 @@ func New(node, version string) *Metrics {
 	}, []string{"from"})
 	m.historyPages[chat.HistoryFromLog] = pages.WithLabelValues("log")
 	m.historyPages[chat.HistoryFromArchive] = pages.WithLabelValues("archive")
+	rr := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "chatd_replay_reads_total",
+		Help: "Batches replays read, by where from: the store (log or archive), or shared, read by another replay of the room on this node.",
+	}, []string{"from"})
+	m.replayReads[chat.ReplayFromStore] = rr.WithLabelValues("store")
+	m.replayReads[chat.ReplayShared] = rr.WithLabelValues("shared")
+	m.replayShared = f.NewGauge(prometheus.GaugeOpts{
+		Name: "chatd_replay_share_bytes",
+		Help: "History that running replays hold for the other replays of their rooms on this node (bounded by --replay-share).",
+	})
 	return m
 }
 
@@ -239,6 +251,8 @@ func (m *Metrics) Delivered(path chat.DeliveryPath, n int) {
 func (m *Metrics) Dropped(n int)                       { m.dropped.Add(float64(n)) }
 func (m *Metrics) Replayed(outcome chat.ReplayOutcome) { m.replays[outcome].Inc() }
 func (m *Metrics) HistoryPage(from chat.HistorySource) { m.historyPages[from].Inc() }
+func (m *Metrics) ReplayRead(from chat.ReplaySource)   { m.replayReads[from].Inc() }
+func (m *Metrics) ReplayShareHeld(bytes int64)         { m.replayShared.Set(float64(bytes)) }
 
 // natsbus.CommitMetrics
 

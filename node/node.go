@@ -169,6 +169,7 @@ func Start(ctx context.Context, cfg config.Config, version string, log *slog.Log
 		},
 		KeepClientFields: cfg.KeepClientFields,
 		StoreReads:       cfg.StoreReads,
+		ReplayShare:      replayShare(cfg.ReplayShareMiB),
 		FlushWindow:      cfg.FlushWindow,
 	})
 	dests, err := cfg.Destinations()
@@ -525,4 +526,13 @@ func leafRemotes(s string) []string {
 		}
 	}
 	return out
+}
+
+// replayShare is chat.Config.ReplayShare for --replay-share MiB: 0 turns
+// the sharing off, which chat spells negative.
+func replayShare(mib int) int64 {
+	if mib == 0 {
+		return -1
+	}
+	return int64(mib) << 20
 }

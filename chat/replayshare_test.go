@@ -1,0 +1,210 @@
+package chat_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatd/chatd/chat"
+	"github.com/chatd/chatd/storage"
+)
+
+// countingLog counts the batches replays read from the log, each taking a
+// moment, as a store's read does.
+type countingLog struct {
+	chat.MessageLog
+	reads atomic.Int64
+}
+
+func (l *countingLog) AfterUpTo(ctx context.Context, room string, after, upTo uint64, n int) ([]storage.Message, error) {
+	l.reads.Add(1)
+	time.Sleep(time.Millisecond)
+	return l.MessageLog.AfterUpTo(ctx, room, after, upTo, n)
+}
+
+// replayMetrics records what a Service says of replay reads.
+type replayMetrics struct {
+	mu     sync.Mutex
+	reads  [2]int
+	held   int64
+	peaked int64
+}
+
+func (m *replayMetrics) ReplayRead(from chat.ReplaySource) {
+	m.mu.Lock()
+	m.reads[from]++
+	m.mu.Unlock()
+}
+
+func (m *replayMetrics) ReplayShareHeld(n int64) {
+	m.mu.Lock()
+	m.held, m.peaked = n, max(m.peaked, n)
+	m.mu.Unlock()
+}
+
+func (m *replayMetrics) MessageStored(time.Duration)      {}
+func (m *replayMetrics) PublishFailed()                   {}
+func (m *replayMetrics) LiveReceived()                    {}
+func (m *replayMetrics) Delivered(chat.DeliveryPath, int) {}
+func (m *replayMetrics) Dropped(int)                      {}
+func (m *replayMetrics) Replayed(chat.ReplayOutcome)      {}
+func (m *replayMetrics) HistoryPage(chat.HistorySource)   {}
+func (m *replayMetrics) snapshot() (reads [2]int, held, peak int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reads, m.held, m.peaked
+}
+
+// stormRun is one replay storm: clients u0..un-1, members of room "r"
+// holding stored messages, resubscribe at once, each from its own id,
+// while more messages are posted.
+type stormRun struct {
+	log     *countingLog
+	metrics *replayMetrics
+	all     []uint64   // every id the room holds at the end
+	got     [][]uint64 // what each client was given
+	since   []uint64
+}
+
+// replayStorm stores 600 messages (three replay batches), then has 40
+// clients replay the room at once: half of them everything, the others
+// from ids spread over it, none aligned with another's batches; 30 more
+// messages are posted meanwhile.
+func replayStorm(t *testing.T, b backend, share int64) stormRun {
+	t.Helper()
+	run := stormRun{log: &countingLog{MessageLog: b.log}, metrics: &replayMetrics{}}
+	b.log = run.log
+	s := b.service(t, chat.Config{ReplayShare: share, Metrics: run.metrics, StoreReads: 8})
+	const clients, stored, posted = 40, 600, 30
+	users := []string{"poster"}
+	for i := range clients {
+		users = append(users, fmt.Sprintf("u%d", i))
+	}
+	b.join(t, "r", users...)
+	for i := range stored {
+		post(t, s, "poster", "r", fmt.Sprintf("m%d", i))
+	}
+	// The reference subscriber's live feed gives every id, and keeps the
+	// room's feed up across the storm, as a room's other clients would.
+	ref := subscribe(t, s, "poster", "r", nil)
+	page, err := s.History(context.Background(), "poster", "r", 0, 1)
+	if err != nil || len(page) != 1 {
+		t.Fatalf("history: %d, %v", len(page), err)
+	}
+	newest := page[0].ID
+	run.since = make([]uint64, clients)
+	for i := range run.since {
+		if i%2 == 1 {
+			// Somewhere in the room's history: odd offsets, so that no two
+			// clients' batches line up.
+			run.since[i] = newest - uint64(stored-1) + uint64(i*13)
+		}
+	}
+	run.log.reads.Store(0)
+	run.got = make([][]uint64, clients)
+	sinks := make([]*sink, clients)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range clients {
+		sinks[i] = newSink()
+		wg.Go(func() {
+			<-start
+			stop, err := s.SubscribeRoom(context.Background(), fmt.Sprintf("u%d", i), "r", &run.since[i], sinks[i])
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(stop)
+		})
+	}
+	wg.Go(func() {
+		<-start
+		for i := range posted {
+			post(t, s, "poster", "r", fmt.Sprintf("live%d", i))
+		}
+	})
+	close(start)
+	wg.Wait()
+	ids, err := ref.awaitIDs(posted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := ids[len(ids)-1]
+	for i, k := range sinks {
+		err := k.await(func() bool { return k.ended != nil || len(k.pubs) > 0 && k.pubs[len(k.pubs)-1].ID >= last })
+		if err != nil || k.ended != nil {
+			t.Fatalf("u%d's replay from %d: %v (ended: %v)", i, run.since[i], err, k.ended)
+		}
+		run.got[i] = k.ids()
+	}
+	full := run.got[0] // u0 replayed everything
+	if len(full) != stored+posted || !ascending(full) || full[len(full)-1] != last {
+		t.Fatalf("u0 got %d ids, want %d ascending up to %d", len(full), stored+posted, last)
+	}
+	run.all = full
+	return run
+}
+
+// check says whether every client got every id after its since, once,
+// in order.
+func (run stormRun) check(t *testing.T) {
+	t.Helper()
+	for i, got := range run.got {
+		i0, _ := slices.BinarySearch(run.all, run.since[i]+1)
+		if want := run.all[i0:]; !slices.Equal(got, want) {
+			t.Errorf("u%d from %d: got %d ids (%v...), want %d", i, run.since[i], len(got), got[:min(3, len(got))], len(want))
+		}
+	}
+}
+
+// TestReplaysOfARoomShareReads: clients replaying a room at once, each
+// from its own id, read each stretch of it from the log about once
+// between them, not once each; and each gets every message after its id
+// once, in order, the live ones posted meanwhile too. With the sharing
+// off, each reads its own.
+func TestReplaysOfARoomShareReads(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backend func(*testing.T) backend
+	}{{"fake", fakeBackend}, {"jetstream", jetStreamBackend}} {
+		t.Run(tc.name, func(t *testing.T) {
+			shared := replayStorm(t, tc.backend(t), 0)
+			shared.check(t)
+			alone := replayStorm(t, tc.backend(t), -1)
+			alone.check(t)
+			sr, held, _ := shared.metrics.snapshot()
+			ar, _, _ := alone.metrics.snapshot()
+			t.Logf("log reads: %d shared (%d batches shared), %d alone", shared.log.reads.Load(), sr[chat.ReplayShared], alone.log.reads.Load())
+			// Alone, each of the 40 reads two or three batches.
+			if n := alone.log.reads.Load(); n < 80 || ar[chat.ReplayShared] != 0 {
+				t.Fatalf("alone: %d log reads, %d shared: want each replay's own", n, ar[chat.ReplayShared])
+			}
+			if n := shared.log.reads.Load(); n > 20 || sr[chat.ReplayShared] < 60 {
+				t.Fatalf("shared: %d log reads and %d shared batches: want the storm to read the room about once", n, sr[chat.ReplayShared])
+			}
+			if held != 0 {
+				t.Fatalf("the share still holds %d bytes after every replay ended", held)
+			}
+		})
+	}
+}
+
+// TestReplayShareIsBounded: what replays hold for each other stays within
+// Config.ReplayShare; beyond it they read for themselves, and every
+// client still gets all it asked for.
+func TestReplayShareIsBounded(t *testing.T) {
+	const bound = 64 << 10 // about a batch of these messages
+	run := replayStorm(t, fakeBackend(t), bound)
+	run.check(t)
+	reads, held, peak := run.metrics.snapshot()
+	if peak == 0 || peak > bound || held != 0 {
+		t.Fatalf("held at most %d bytes (bound %d), %d at the end", peak, bound, held)
+	}
+	if reads[chat.ReplayShared] == 0 {
+		t.Fatal("nothing shared within the bound")
+	}
+}
