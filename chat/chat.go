@@ -58,8 +58,10 @@ type Config struct {
 	StoreReads int
 	// ReplayShare bounds the bytes of history that the replays running on
 	// this node hold for the other replays of their rooms (replayShare;
-	// 0: 64 MiB, negative: none).
-	ReplayShare int64
+	// 0: 64 MiB, negative: none), and for how long after the last of a
+	// room's replays ended (0: 10 s).
+	ReplayShare       int64
+	ReplayShareLinger time.Duration
 }
 
 // History page sizes.
@@ -111,6 +113,9 @@ func NewService(msgs MessageLog, commit Committer, bus Bus, store Store, cfg Con
 	if cfg.ReplayShare == 0 {
 		cfg.ReplayShare = defaultReplayShare
 	}
+	if cfg.ReplayShareLinger <= 0 {
+		cfg.ReplayShareLinger = defaultReplayShareLinger
+	}
 	s := &Service{
 		msgs: msgs, commit: commit, bus: bus, store: store, cfg: cfg, log: cfg.Logger,
 		reads:   semaphore.NewWeighted(int64(cfg.StoreReads)),
@@ -129,6 +134,10 @@ const defaultStoreReads = 32
 // defaultReplayShare is Config.ReplayShare's default: a storm's replays
 // of a few rooms' recent history, for a node's memory a little.
 const defaultReplayShare = 64 << 20
+
+// defaultReplayShareLinger is Config.ReplayShareLinger's default: long
+// enough for a room's clients to come back, each after its own back-off.
+const defaultReplayShareLinger = 10 * time.Second
 
 // admitRead waits for a turn to read the store (Config.StoreReads) and
 // returns its release; it fails only when ctx ends.

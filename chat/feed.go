@@ -172,6 +172,7 @@ func (f *roomFeed) stop() {
 		f.probe.Stop()
 		f.watch()
 		f.release()
+		f.replayDrop()
 		f.mu.Lock()
 		if f.flushLater != nil {
 			f.flushLater.Stop()

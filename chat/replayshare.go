@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"time"
 )
 
 // replayShare lets a room's replays on this node read each stretch of its
@@ -12,8 +13,12 @@ import (
 // them reads and encodes every one from the store, which the room's
 // writers share, once per client. A room's replays take turns at the
 // store: while one reads, the others wait for what it brings rather than
-// read the same. What the running replays have read stays until the last
-// of them ends, within Config.ReplayShare bytes on the node.
+// read the same. What they have read stays, within Config.ReplayShare
+// bytes on the node, until Config.ReplayShareLinger after the last of
+// them ended: a room's clients reconnect over seconds (each after its
+// own back-off), and most replays end within milliseconds. A span never
+// goes stale: it holds stored messages, which do not change, of one life
+// of the log.
 type replayShare struct {
 	mu      sync.Mutex
 	running int
@@ -21,6 +26,8 @@ type replayShare struct {
 	size    int64
 	// reading is closed when the store read in progress ends; nil: none.
 	reading chan struct{}
+	// idle drops the spans once no replay has run for the linger.
+	idle *time.Timer
 }
 
 // replaySpan is one store read of a replay: every publication a replay
@@ -57,24 +64,43 @@ func (sh *replayShare) findLocked(epoch, cursor, upTo uint64) (c replayChunk, ok
 	return replayChunk{}, false
 }
 
-// replayJoin counts a replay in; replayLeave counts it out, and the last to leave
-// drops what the share holds.
+// replayJoin counts a replay in; replayLeave counts it out, and once the
+// last has left for Config.ReplayShareLinger, replayDrop drops what the
+// share holds.
 func (f *roomFeed) replayJoin() {
-	f.share.mu.Lock()
-	f.share.running++
-	f.share.mu.Unlock()
+	sh := &f.share
+	sh.mu.Lock()
+	sh.running++
+	if sh.idle != nil {
+		sh.idle.Stop()
+	}
+	sh.mu.Unlock()
 }
 
 func (f *roomFeed) replayLeave() {
 	sh := &f.share
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.running--; sh.running > 0 {
+	if sh.running--; sh.running > 0 || len(sh.spans) == 0 {
 		return
 	}
-	if sh.size > 0 {
-		f.svc.cfg.Metrics.ReplayShareHeld(f.svc.replayHeld.Add(-sh.size))
+	if sh.idle == nil {
+		sh.idle = time.AfterFunc(f.svc.cfg.ReplayShareLinger, f.replayDrop)
+	} else {
+		sh.idle.Reset(f.svc.cfg.ReplayShareLinger)
 	}
+}
+
+// replayDrop drops what the share holds, unless a replay runs; the feed's
+// stop calls it too.
+func (f *roomFeed) replayDrop() {
+	sh := &f.share
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.running > 0 || sh.size == 0 {
+		return
+	}
+	f.svc.cfg.Metrics.ReplayShareHeld(f.svc.replayHeld.Add(-sh.size))
 	sh.spans, sh.size = nil, 0
 }
 

@@ -59,6 +59,18 @@ func (m *replayMetrics) snapshot() (reads [2]int, held, peak int64) {
 	return m.reads, m.held, m.peaked
 }
 
+// awaitReleased waits until the shares hold nothing, and says whether
+// they came to.
+func (m *replayMetrics) awaitReleased() bool {
+	for range 500 {
+		if _, held, _ := m.snapshot(); held == 0 {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
 // stormRun is one replay storm: clients u0..un-1, members of room "r"
 // holding stored messages, resubscribe at once, each from its own id,
 // while more messages are posted.
@@ -78,7 +90,7 @@ func replayStorm(t *testing.T, b backend, share int64) stormRun {
 	t.Helper()
 	run := stormRun{log: &countingLog{MessageLog: b.log}, metrics: &replayMetrics{}}
 	b.log = run.log
-	s := b.service(t, chat.Config{ReplayShare: share, Metrics: run.metrics, StoreReads: 8})
+	s := b.service(t, chat.Config{ReplayShare: share, ReplayShareLinger: 100 * time.Millisecond, Metrics: run.metrics, StoreReads: 8})
 	const clients, stored, posted = 40, 600, 30
 	users := []string{"poster"}
 	for i := range clients {
@@ -176,7 +188,7 @@ func TestReplaysOfARoomShareReads(t *testing.T) {
 			shared.check(t)
 			alone := replayStorm(t, tc.backend(t), -1)
 			alone.check(t)
-			sr, held, _ := shared.metrics.snapshot()
+			sr, _, _ := shared.metrics.snapshot()
 			ar, _, _ := alone.metrics.snapshot()
 			t.Logf("log reads: %d shared (%d batches shared), %d alone", shared.log.reads.Load(), sr[chat.ReplayShared], alone.log.reads.Load())
 			// Alone, each of the 40 reads two or three batches.
@@ -186,8 +198,8 @@ func TestReplaysOfARoomShareReads(t *testing.T) {
 			if n := shared.log.reads.Load(); n > 20 || sr[chat.ReplayShared] < 60 {
 				t.Fatalf("shared: %d log reads and %d shared batches: want the storm to read the room about once", n, sr[chat.ReplayShared])
 			}
-			if held != 0 {
-				t.Fatalf("the share still holds %d bytes after every replay ended", held)
+			if !shared.metrics.awaitReleased() {
+				t.Fatal("the share still holds history after every replay ended and its linger passed")
 			}
 		})
 	}
@@ -200,11 +212,61 @@ func TestReplayShareIsBounded(t *testing.T) {
 	const bound = 64 << 10 // about a batch of these messages
 	run := replayStorm(t, fakeBackend(t), bound)
 	run.check(t)
-	reads, held, peak := run.metrics.snapshot()
-	if peak == 0 || peak > bound || held != 0 {
-		t.Fatalf("held at most %d bytes (bound %d), %d at the end", peak, bound, held)
+	reads, _, peak := run.metrics.snapshot()
+	if peak == 0 || peak > bound || !run.metrics.awaitReleased() {
+		t.Fatalf("held at most %d bytes (bound %d), released: %v", peak, bound, run.metrics.awaitReleased())
 	}
 	if reads[chat.ReplayShared] == 0 {
 		t.Fatal("nothing shared within the bound")
+	}
+}
+
+// TestReplaysInTurnShareReads: clients of a room coming back one after
+// another, each replay done before the next begins (as a room's clients
+// reconnect over seconds, each after its own back-off), read the room
+// once between them while the share lingers; once the room's feed stops
+// (its last subscriber gone), the share holds nothing.
+func TestReplaysInTurnShareReads(t *testing.T) {
+	b := fakeBackend(t)
+	log := &countingLog{MessageLog: b.log}
+	b.log = log
+	m := &replayMetrics{}
+	s := b.service(t, chat.Config{Metrics: m})
+	users := []string{"poster", "u0", "u1", "u2", "u3", "u4", "u5"}
+	b.join(t, "r", users...)
+	for i := range 600 {
+		post(t, s, "poster", "r", fmt.Sprintf("m%d", i))
+	}
+	ref := subscribe(t, s, "poster", "r", nil) // keeps the room's feed up
+	_ = ref
+	since := uint64(0)
+	var want []uint64
+	for i, u := range users[1:] {
+		k := newSink()
+		stop, err := s.SubscribeRoom(context.Background(), u, "r", &since, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := k.awaitIDs(600)
+		stop()
+		if err != nil || !ascending(ids) {
+			t.Fatalf("%s: %d ids, %v", u, len(ids), err)
+		}
+		if i == 0 {
+			want = ids
+		} else if !slices.Equal(ids, want) {
+			t.Fatalf("%s got other ids than u0", u)
+		}
+	}
+	// u0 read three batches; the others took them from the share.
+	if n := log.reads.Load(); n != 3 {
+		t.Fatalf("%d log reads for six replays in turn: want u0's three", n)
+	}
+	if _, held, _ := m.snapshot(); held == 0 {
+		t.Fatal("the share was dropped while the room's feed is up and its linger not over")
+	}
+	s.Close()
+	if !m.awaitReleased() {
+		t.Fatal("the share still holds history after the room's feed stopped")
 	}
 }

@@ -337,6 +337,56 @@ func testSinceIDReplayWhileOthersSend(t *testing.T, partitions func(*config.Conf
 	}
 }
 
+// TestReconnectStormSharesReads: a room's clients reconnecting together,
+// as after a node's restart, each get every message after the id they
+// saw, once, in order; and the node reads the room's history from the
+// store about once between them (--replay-share), not once each.
+func TestReconnectStormSharesReads(t *testing.T) {
+	partitioned(t, testReconnectStormSharesReads)
+}
+
+func testReconnectStormSharesReads(t *testing.T, partitions func(*config.Config)) {
+	n := startNode(t, partitions)
+	ref := dial(t, n, "watcher").subscribe("/topic/chat.storm")
+	alice := dial(t, n, "alice")
+	const stored, clients = 600, 24 // three replay batches
+	for i := range stored {
+		alice.post("storm", "m"+strconv.Itoa(i))
+	}
+	var ids []uint64
+	for range stored {
+		ids = append(ids, nextChat(t, ref).ID)
+	}
+	before := scrape(t, n)
+	since := make([]uint64, clients)
+	subs := make([]*stomp.Subscription, clients)
+	for i := range clients {
+		if i%2 == 1 {
+			since[i] = ids[i*17] // ids no two batches line up on
+		}
+		subs[i] = dial(t, n, fmt.Sprintf("u%d", i)).subscribeSince("/topic/chat.storm", since[i])
+	}
+	for i, sub := range subs {
+		var got []uint64
+		for _, id := range ids {
+			if id > since[i] {
+				got = append(got, nextChat(t, sub).ID)
+			}
+		}
+		want := slices.DeleteFunc(slices.Clone(ids), func(id uint64) bool { return id <= since[i] })
+		if !slices.Equal(got, want) {
+			t.Fatalf("u%d from %d got %d ids, want %d; first difference at %d", i, since[i], len(got), len(want), firstDiff(got, want))
+		}
+	}
+	after := scrape(t, n)
+	store := after[`chatd_replay_reads_total{from="store"}`] - before[`chatd_replay_reads_total{from="store"}`]
+	shared := after[`chatd_replay_reads_total{from="shared"}`] - before[`chatd_replay_reads_total{from="shared"}`]
+	// Each reading its own: 24 replays of two or three batches.
+	if store > 12 || shared < 30 {
+		t.Fatalf("replays read %v batches from the store and shared %v: want the room read about once", store, shared)
+	}
+}
+
 func firstDiff(a, b []uint64) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
