@@ -211,18 +211,20 @@ func (sub *Subscription) Queue(m *Message, extra ...frame.Header) bool {
 }
 
 // DeliverWait is Queue and Flush for backlogs (replays): it waits while the
-// session's queue is more than half full instead of overflowing it, so a
-// long replay is paced by the client; a client that pauses reading but
-// keeps sending is waited for too, up to WriteStallMax (checkStall).
+// session's queue holds a full write (paceFrames, maxWSMessage) or is
+// half full, instead of overflowing it, so a long replay is paced by the
+// client; a client that pauses reading but keeps sending is waited for
+// too, up to WriteStallMax (checkStall).
 func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...frame.Header) error {
 	s := sub.s
+	frames, bytes := min(s.cfg.OutboundFrames/2, paceFrames), min(s.cfg.OutboundBytes/2, maxWSMessage)
 	for {
 		s.mu.Lock()
 		if s.closing || sub.closed {
 			s.mu.Unlock()
 			return ErrSubscriptionClosed
 		}
-		if len(s.queue) == 0 || len(s.queue) < s.cfg.OutboundFrames/2 && s.queueBytes+m.size <= s.cfg.OutboundBytes/2 {
+		if len(s.queue) == 0 || len(s.queue) < frames && s.queueBytes+m.size <= bytes {
 			ok := s.deliverLocked(sub, m, extra)
 			s.mu.Unlock()
 			s.flush()
@@ -246,6 +248,11 @@ func (sub *Subscription) DeliverWait(ctx context.Context, m *Message, extra ...f
 		}
 	}
 }
+
+// paceFrames is how many frames a backlog keeps queued for its session's
+// writer (DeliverWait): enough that each write is a full one, few enough
+// that thousands of clients replaying at once hold little each.
+const paceFrames = 512
 
 func (s *Session) deliverLocked(sub *Subscription, m *Message, extra []frame.Header) bool {
 	if s.closing || sub.closed {

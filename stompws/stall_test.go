@@ -245,3 +245,63 @@ func logLine(logs, msg string) string {
 	}
 	return ""
 }
+
+// TestReplayQueueStaysSmall: a backlog sent to a client that does not
+// keep up waits once its session holds a full write's frames, not half
+// of what the session may queue; and once it is written, the session does
+// not keep a queue the size of that burst: thousands of clients replaying
+// at once, then idle, hold little each.
+func TestReplayQueueStaysSmall(t *testing.T) {
+	var logs testlog.Buffer
+	cfg := stallConfig(&logs, &closeCounter{})
+	cfg.OutboundBytes = 64 << 20 // bounded by frames here, not bytes
+	w, sub := openStalling(t, cfg, "100,0")
+	stop := w.beat(100 * time.Millisecond)
+	defer stop()
+	const n = 60000 // small messages, more than the sockets take
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := range n {
+			if err := sub.DeliverWait(ctx, stompws.NewMessage("/topic/room", nil, fmt.Appendf(nil, "%06d", i))); err != nil {
+				res <- err
+				return
+			}
+		}
+		res <- nil
+	}()
+	most := 0
+	for range 50 { // 500 ms of reading nothing
+		time.Sleep(10 * time.Millisecond)
+		queued, _ := sub.QueueState()
+		most = max(most, queued)
+	}
+	select {
+	case err := <-res:
+		t.Fatalf("the replay ended (%v) while the client read nothing", err)
+	default:
+	}
+	if most == 0 || most > 512 {
+		t.Fatalf("the session held up to %d frames of the replay: want it to wait at a write's worth, 512", most)
+	}
+	next := 0
+	for next < n {
+		_, p := w.read()
+		for f := range strings.SplitSeq(string(p), "\x00") {
+			if f = strings.TrimLeft(f, "\n"); f == "" {
+				continue
+			}
+			if want := fmt.Sprintf("\n\n%06d", next); !strings.HasSuffix(f, want) {
+				t.Fatalf("message %d: got %q", next, f[max(0, len(f)-20):])
+			}
+			next++
+		}
+	}
+	if err := waitResult(t, res); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if queued, retained := sub.QueueState(); queued != 0 || retained > 256 {
+		t.Fatalf("after the replay: %d frames queued, room for %d kept", queued, retained)
+	}
+}

@@ -19,6 +19,19 @@ func (s *Session) enqueueRaw(b []byte) {
 	s.flush()
 }
 
+// spareMax bounds the queue a session keeps for its next burst: a burst
+// larger than that (a replay, a busy room) allocates its own, so that a
+// session does not hold its largest burst's queue for good.
+const spareMax = 256
+
+// keepSpare keeps items, written, as the queue's next buffer, if it has
+// none and items is not larger than spareMax. The caller holds s.mu.
+func (s *Session) keepSpare(items []outItem) {
+	if s.spare == nil && cap(items) <= spareMax {
+		s.spare = items[:0]
+	}
+}
+
 // pushLocked queues an item; the caller holds s.mu and sees to it.
 func (s *Session) pushLocked(it outItem) {
 	s.queue = append(s.queue, it)
@@ -80,9 +93,7 @@ func (s *Session) writeLoop() {
 			err = s.writeItems(items)
 			clear(items)
 			s.mu.Lock()
-			if s.spare == nil {
-				s.spare = items[:0]
-			}
+			s.keepSpare(items)
 			s.mu.Unlock()
 		} else if !closing {
 			var hb [wsHeaderMax + 8]byte
@@ -270,9 +281,7 @@ func (s *Session) writeInline(coalesce bool) bool {
 	}
 	clear(items)
 	s.mu.Lock()
-	if s.spare == nil {
-		s.spare = items[:0]
-	}
+	s.keepSpare(items)
 	s.mu.Unlock()
 
 	wf := wsFrame(buf, bin)
