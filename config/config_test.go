@@ -115,6 +115,7 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--dev", "--heartbeat-min", "10ms"}, nil, "--heartbeat-min"},
 		{[]string{"--dev", "--flush-window", "2s"}, nil, "--flush-window"},
 		{[]string{"--dev", "--working-set", "10"}, nil, "--working-set"},
+		{[]string{"--dev", "--replay-share", "-1"}, nil, "--replay-share"},
 		{[]string{"--dev", "--partitions", "0"}, nil, "--partitions"},
 		{[]string{"--dev", "--partitions", "65"}, nil, "--partitions"},
 		{[]string{"--dev", "--flush-window", "-1ms"}, nil, "--flush-window"},
