@@ -28,10 +28,10 @@ type Metrics interface {
 	// was read from.
 	HistoryPage(from HistorySource)
 	// ReplayRead is called for each batch a replay reads, with where it
-	// came from; ReplayShareHeld with the bytes the rooms' replays hold
-	// for each other on this node, whenever that changes.
+	// came from; ReplayShareChanged with how much what the rooms'
+	// replays hold for each other on this node grew (or, negative, shrank).
 	ReplayRead(from ReplaySource)
-	ReplayShareHeld(bytes int64)
+	ReplayShareChanged(delta int64)
 }
 
 // ReplaySource says where a replay's batch came from.
@@ -88,4 +88,4 @@ func (nopMetrics) Dropped(int)                 {}
 func (nopMetrics) Replayed(ReplayOutcome)      {}
 func (nopMetrics) HistoryPage(HistorySource)   {}
 func (nopMetrics) ReplayRead(ReplaySource)     {}
-func (nopMetrics) ReplayShareHeld(int64)       {}
+func (nopMetrics) ReplayShareChanged(int64)    {}

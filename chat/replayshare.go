@@ -100,7 +100,8 @@ func (f *roomFeed) replayDrop() {
 	if sh.running > 0 || sh.size == 0 {
 		return
 	}
-	f.svc.cfg.Metrics.ReplayShareHeld(f.svc.replayHeld.Add(-sh.size))
+	f.svc.replayHeld.Add(-sh.size)
+	f.svc.cfg.Metrics.ReplayShareChanged(-sh.size)
 	sh.spans, sh.size = nil, 0
 }
 
@@ -172,7 +173,7 @@ func (f *roomFeed) keepSpan(s replaySpan) {
 	}
 	sh.spans = append(sh.spans, s)
 	sh.size += s.size
-	f.svc.cfg.Metrics.ReplayShareHeld(held)
+	f.svc.cfg.Metrics.ReplayShareChanged(s.size)
 }
 
 // publicationSize estimates the memory p holds: its body, its headers

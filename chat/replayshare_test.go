@@ -40,9 +40,10 @@ func (m *replayMetrics) ReplayRead(from chat.ReplaySource) {
 	m.mu.Unlock()
 }
 
-func (m *replayMetrics) ReplayShareHeld(n int64) {
+func (m *replayMetrics) ReplayShareChanged(delta int64) {
 	m.mu.Lock()
-	m.held, m.peaked = n, max(m.peaked, n)
+	m.held += delta
+	m.peaked = max(m.peaked, m.held)
 	m.mu.Unlock()
 }
 

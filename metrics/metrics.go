@@ -252,7 +252,7 @@ func (m *Metrics) Dropped(n int)                       { m.dropped.Add(float64(n
 func (m *Metrics) Replayed(outcome chat.ReplayOutcome) { m.replays[outcome].Inc() }
 func (m *Metrics) HistoryPage(from chat.HistorySource) { m.historyPages[from].Inc() }
 func (m *Metrics) ReplayRead(from chat.ReplaySource)   { m.replayReads[from].Inc() }
-func (m *Metrics) ReplayShareHeld(bytes int64)         { m.replayShared.Set(float64(bytes)) }
+func (m *Metrics) ReplayShareChanged(delta int64)      { m.replayShared.Add(float64(delta)) }
 
 // natsbus.CommitMetrics
 
