@@ -26,7 +26,7 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 	if err != nil {
 		return // the subscription or session ended while it waited
 	}
-	cursor, note, below, need, epoch, err := f.replayStart(ctx, since)
+	plan, err := f.replayStart(ctx, since)
 	release()
 	if err != nil {
 		metrics.Replayed(ReplayFailed)
@@ -34,7 +34,7 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 		rs.sub.End(errHistoryUnavailable)
 		return
 	}
-	switch note.Kind {
+	switch plan.note.Kind {
 	case NoteNone:
 		metrics.Replayed(ReplayComplete)
 	case NoteGap:
@@ -43,8 +43,9 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 		metrics.Replayed(ReplayReset)
 	}
 	f.mu.Lock()
-	rs.note = note
+	rs.note = plan.note
 	f.mu.Unlock()
+	cursor, below := plan.cursor, plan.below
 	fail := func(what string, err error) {
 		if ctx.Err() == nil {
 			log.Warn("replay failed", "room", f.room, "step", what, "after", cursor, "err", err)
@@ -68,7 +69,7 @@ func (f *roomFeed) replay(ctx context.Context, rs *roomSub, since uint64) {
 		// Ids below below that the log no longer holds come from the
 		// archive (replayStart).
 		for cursor < upTo || below > cursor+1 {
-			c, ok, step, err := f.replayNext(ctx, epoch, &cursor, &below, need, upTo)
+			c, ok, step, err := f.replayNext(ctx, plan, &cursor, &below, upTo)
 			if err != nil {
 				fail(step, err)
 				return
@@ -158,26 +159,42 @@ func (f *roomFeed) replayRead(ctx context.Context, cursor, below *uint64, need, 
 	return batch, pubs, "", nil
 }
 
+// replayPlan is where a replay begins and where it reads (replayStart).
+type replayPlan struct {
+	cursor uint64 // the replay gives what the room holds after it
+	note   Note   // goes with the first message: the history is incomplete
+	// Below below the replay reads the archive; below need, only the
+	// archive has the messages (replayRead).
+	below, need uint64
+	epoch       uint64 // the life of the log it reads
+	// partial: the log dropped some of what the replay asks for and the
+	// archive does not fill it in, so its reads lack what other replays
+	// of the room may hold (replayNext).
+	partial bool
+}
+
 // replayStart decides where a replay begins, whether the client must be
 // told that the history it asks for is incomplete, and, with an archive,
 // below which id the replay reads from the archive: where the log may
 // have dropped messages after the cursor, the archive has them, and up
 // to its reach it holds them all. Below need, only the archive has them.
-func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64, note Note, below, need, epoch uint64, err error) {
+func (f *roomFeed) replayStart(ctx context.Context, since uint64) (replayPlan, error) {
+	var p replayPlan
 	st, err := f.svc.msgs.State(ctx, f.room)
 	if err != nil {
-		return 0, Note{}, 0, 0, 0, err
+		return p, err
 	}
+	p.epoch = st.Epoch
 	first, err := f.svc.msgs.After(ctx, f.room, 0, 1)
 	if err != nil {
-		return 0, Note{}, 0, 0, 0, err
+		return p, err
 	}
 	firstID := st.First
 	if len(first) > 0 {
 		firstID = first[0].ID
 	}
 	kind := NoteNone
-	cursor = since
+	cursor := since
 	if since > st.Last || since != 0 && since+1 < st.Epoch {
 		// Ids from another life of the log name nothing here: everything
 		// the room holds is new to this client.
@@ -192,10 +209,11 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 	if max := f.svc.msgs.MaxPerRoom(); !dropped && max > 0 && len(first) > 0 && first[0].ID > cursor+1 {
 		n, err := f.svc.msgs.RoomCount(ctx, f.room)
 		if err != nil {
-			return 0, Note{}, 0, 0, 0, err
+			return p, err
 		}
 		dropped = int64(n) >= max // the per-room cap removed older messages
 	}
+	var below uint64
 	if dropped && f.svc.cfg.Archive != nil {
 		below = firstID
 		if len(first) == 0 {
@@ -211,10 +229,11 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 			firstID = oldest[0].ID
 		}
 	}
-	if dropped && below == 0 && kind == NoteNone {
+	p.partial = dropped && below == 0
+	if p.partial && kind == NoteNone {
 		kind = NoteGap
 	}
-	need = below
+	p.need = below
 	if f.svc.cfg.Archive != nil && (!dropped || below > 0) {
 		// What the archive holds without a gap is read from it (an index
 		// by room) rather than the log (blocks shared by every room).
@@ -223,7 +242,8 @@ func (f *roomFeed) replayStart(ctx context.Context, since uint64) (cursor uint64
 		}
 	}
 	if kind != NoteNone {
-		note = Note{Kind: kind, FirstID: firstID}
+		p.note = Note{Kind: kind, FirstID: firstID}
 	}
-	return cursor, note, below, need, st.Epoch, nil
+	p.cursor, p.below = cursor, below
+	return p, nil
 }

@@ -107,13 +107,19 @@ func (f *roomFeed) replayDrop() {
 
 // replayNext returns a replay's next chunk after *cursor: shared, when
 // another replay of the room on this node has read it, or read from the
-// store (replayRead), and kept for the others. ok false: nothing to
+// store (replayRead), and kept for the others. A partial replay (the log
+// dropped some of what it asks for, and the archive does not fill it in)
+// neither shares nor takes a share: its reads lack what others' may hold,
+// and its note names the first id it gives. ok false: nothing to
 // deliver, *cursor or *below moved. step names what failed.
-func (f *roomFeed) replayNext(ctx context.Context, epoch uint64, cursor, below *uint64, need, upTo uint64) (c replayChunk, ok bool, step string, err error) {
+func (f *roomFeed) replayNext(ctx context.Context, plan replayPlan, cursor, below *uint64, upTo uint64) (c replayChunk, ok bool, step string, err error) {
+	if plan.partial {
+		return f.readStore(ctx, cursor, below, plan.need, upTo)
+	}
 	sh := &f.share
 	for {
 		sh.mu.Lock()
-		if c, ok := sh.findLocked(epoch, *cursor, upTo); ok {
+		if c, ok := sh.findLocked(plan.epoch, *cursor, upTo); ok {
 			sh.mu.Unlock()
 			f.svc.cfg.Metrics.ReplayRead(ReplayShared)
 			return c, true, "", nil
@@ -138,20 +144,27 @@ func (f *roomFeed) replayNext(ctx context.Context, epoch uint64, cursor, below *
 		sh.mu.Unlock()
 		close(done)
 	}()
+	from := *cursor
+	if c, ok, step, err = f.readStore(ctx, cursor, below, plan.need, upTo); ok {
+		f.keepSpan(replaySpan{epoch: plan.epoch, after: from, last: c.next, pubs: c.pubs})
+	}
+	return c, ok, step, err
+}
+
+// readStore reads a replay's next chunk from the store (replayRead), in
+// its turn (Config.StoreReads).
+func (f *roomFeed) readStore(ctx context.Context, cursor, below *uint64, need, upTo uint64) (c replayChunk, ok bool, step string, err error) {
 	release, err := f.svc.admitRead(ctx)
 	if err != nil {
 		return c, false, "", err
 	}
-	from := *cursor
 	batch, pubs, step, err := f.replayRead(ctx, cursor, below, need, upTo)
 	release()
 	if err != nil || batch == nil {
 		return c, false, step, err
 	}
 	f.svc.cfg.Metrics.ReplayRead(ReplayFromStore)
-	c = replayChunk{pubs: pubs, next: batch[len(batch)-1].ID}
-	f.keepSpan(replaySpan{epoch: epoch, after: from, last: c.next, pubs: pubs})
-	return c, true, "", nil
+	return replayChunk{pubs: pubs, next: batch[len(batch)-1].ID}, true, "", nil
 }
 
 // keepSpan keeps s for the room's other replays, if the node's bound

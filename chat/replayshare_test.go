@@ -271,3 +271,40 @@ func TestReplaysInTurnShareReads(t *testing.T) {
 		t.Fatal("the share still holds history after the room's feed stopped")
 	}
 }
+
+// TestGapReplayTakesNoShare: a replay that reports a gap or a reset
+// where retention dropped what it asks for, with no archive to fill it
+// in, reads the log itself: what an earlier replay read before the drop
+// would give it messages below the first id its note names.
+func TestGapReplayTakesNoShare(t *testing.T) {
+	b := fakeBackend(t)
+	s := b.service(t, chat.Config{AutoJoin: true})
+	for i := range 600 {
+		post(t, s, "ann", "r", fmt.Sprintf("m%d", i))
+	}
+	subscribe(t, s, "ann", "r", nil) // keeps the room's feed, and its share, up
+	since := uint64(0)
+	before := subscribe(t, s, "ben", "r", &since)
+	if _, err := before.awaitIDs(600); err != nil {
+		t.Fatal(err)
+	}
+	b.w.trim(300) // retention drops the older half
+	gap := subscribe(t, s, "cat", "r", &since)
+	ids, err := gap.awaitIDs(300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := gap.notes[0]
+	if first.Kind != chat.NoteGap || ids[0] != first.FirstID || len(gap.ids()) != 300 {
+		t.Fatalf("after the drop: note %+v, first id %d, %d ids: want a gap from the first id given, and the 300 held", first, ids[0], len(gap.ids()))
+	}
+	// An id of another life of the log: a reset, from the first id held.
+	stale := ids[len(ids)-1] + 1000
+	reset := subscribe(t, s, "dan", "r", &stale)
+	if ids, err = reset.awaitIDs(300); err != nil {
+		t.Fatal(err)
+	}
+	if first := reset.notes[0]; first.Kind != chat.NoteReset || ids[0] != first.FirstID || len(reset.ids()) != 300 {
+		t.Fatalf("a reset after the drop: note %+v, first id %d, %d ids: want the 300 held, from the first id given", first, ids[0], len(reset.ids()))
+	}
+}
