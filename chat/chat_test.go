@@ -698,3 +698,41 @@ func TestUnavailableOnEveryPath(t *testing.T) {
 		t.Fatalf("subscribing while the store fails: %v (%s), want internal", err, chat.KindOf(err))
 	}
 }
+
+// keepingStore is a store with a working set (storage.Keeper) that lets a
+// test act while a room's feed starts.
+type keepingStore struct {
+	chat.Store
+	onKeep func(room string)
+}
+
+func (k keepingStore) Keep(room string) func() {
+	k.onKeep(room)
+	return func() {}
+}
+
+// TestMessageWhileFeedStarts: a message that arrives while a room's feed
+// is still starting (its watch already delivering, the store still
+// keeping the room) finds the feed ready for it, and the room goes on;
+// before, it found no probe timer and panicked on the watch's goroutine.
+// The subscription is not in place until the subscribe returns, so that
+// message may or may not reach it; the next one does, once.
+func TestMessageWhileFeedStarts(t *testing.T) {
+	b := fakeBackend(t)
+	var s *chat.Service
+	b.store = keepingStore{Store: b.store, onKeep: func(room string) {
+		if err := tryPost(s, "ann", room, "while starting", ""); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(50 * time.Millisecond) // the watch hands it to the feed meanwhile
+	}}
+	s = b.service(t, chat.Config{AutoJoin: true})
+	k := subscribe(t, s, "ann", "r", nil)
+	post(t, s, "ann", "r", "after")
+	err := k.await(func() bool {
+		return len(k.pubs) > 0 && strings.Contains(string(k.pubs[len(k.pubs)-1].Body), `"after"`)
+	})
+	if ids := k.ids(); err != nil || len(ids) > 2 || !ascending(ids) {
+		t.Fatalf("got %v, %v: want the message after the subscribe, once", ids, err)
+	}
+}

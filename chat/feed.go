@@ -149,17 +149,24 @@ func (f *roomFeed) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Set before the watch starts: its first message may come at once,
+	// and onLive reads both.
+	f.mu.Lock()
 	f.last = last
+	f.probe = time.AfterFunc(f.svc.cfg.ProbeDelay, f.runProbe)
+	f.mu.Unlock()
 	stop, err := f.svc.bus.WatchRoom(f.room, f.onLive)
 	if err != nil {
+		f.probe.Stop()
 		return err
 	}
-	f.watch = stop
-	f.release = func() {}
+	release := func() {}
 	if k, ok := f.svc.store.(storage.Keeper); ok {
-		f.release = k.Keep(f.room)
+		release = k.Keep(f.room)
 	}
-	f.probe = time.AfterFunc(f.svc.cfg.ProbeDelay, f.runProbe)
+	f.mu.Lock()
+	f.watch, f.release = stop, release
+	f.mu.Unlock()
 	return nil
 }
 

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -16,27 +17,29 @@ import (
 // read the same. What they have read stays, within Config.ReplayShare
 // bytes on the node, until Config.ReplayShareLinger after the last of
 // them ended: a room's clients reconnect over seconds (each after its
-// own back-off), and most replays end within milliseconds. A span never
-// goes stale: it holds stored messages, which do not change, of one life
-// of the log.
+// own back-off), and most replays end within milliseconds. Stored
+// messages do not change, and spans of another life of the log are
+// dropped, so what the share holds does not go stale.
 type replayShare struct {
 	mu      sync.Mutex
 	running int
-	spans   []replaySpan
-	size    int64
+	// spans are disjoint, in id order, of the log's life that began at
+	// epoch; each holds every publication a replay gives in (after, last].
+	epoch uint64
+	spans []replaySpan
+	size  int64
 	// reading is closed when the store read in progress ends; nil: none.
 	reading chan struct{}
 	// idle drops the spans once no replay has run for the linger.
 	idle *time.Timer
 }
 
-// replaySpan is one store read of a replay: every publication a replay
-// gives after the cursor after up to last, in id order, in the log's life
-// that began at epoch.
+// replaySpan is what replays read of a stretch of the room: every
+// publication a replay gives after the id after up to last, in id order.
 type replaySpan struct {
-	epoch, after, last uint64
-	pubs               []*Publication
-	size               int64
+	after, last uint64
+	pubs        []*Publication
+	size        int64
 }
 
 // replayChunk is what a replay delivers next: pubs, then it goes on after
@@ -46,22 +49,79 @@ type replayChunk struct {
 	next uint64
 }
 
-// findLocked returns the next chunk of a replay at cursor that reads up
-// to upTo, from a span that covers cursor; ok is false if none does. A
-// span holds one read, so a chunk is never longer than a read's batch.
-// Called with sh.mu held.
+// findLocked returns the next chunk, at most a read's batch, of a replay
+// at cursor that reads up to upTo, from the span that covers cursor; ok
+// is false if none does. Called with sh.mu held.
 func (sh *replayShare) findLocked(epoch, cursor, upTo uint64) (c replayChunk, ok bool) {
-	for _, s := range sh.spans {
-		if s.epoch != epoch || s.after > cursor || s.last <= cursor || upTo <= cursor {
-			continue
-		}
-		i := sort.Search(len(s.pubs), func(i int) bool { return s.pubs[i].ID > cursor })
-		j := sort.Search(len(s.pubs), func(j int) bool { return s.pubs[j].ID > upTo })
-		// Every message of the room in (cursor, min(last, upTo)] is in the
-		// span.
-		return replayChunk{pubs: s.pubs[i:max(i, j)], next: min(s.last, upTo)}, true
+	if epoch != sh.epoch || upTo <= cursor {
+		return c, false
 	}
-	return replayChunk{}, false
+	k := sort.Search(len(sh.spans), func(k int) bool { return sh.spans[k].after > cursor }) - 1
+	if k < 0 || sh.spans[k].last <= cursor {
+		return c, false
+	}
+	s := sh.spans[k]
+	i := sort.Search(len(s.pubs), func(i int) bool { return s.pubs[i].ID > cursor })
+	j := max(i, sort.Search(len(s.pubs), func(j int) bool { return s.pubs[j].ID > upTo }))
+	if j-i > replayBatch {
+		j = i + replayBatch
+		return replayChunk{pubs: s.pubs[i:j], next: s.pubs[j-1].ID}, true
+	}
+	// Every message of the room in (cursor, min(last, upTo)] is in the span.
+	return replayChunk{pubs: s.pubs[i:j], next: min(s.last, upTo)}, true
+}
+
+// addLocked adds a read of the epoch's (after, last], merged with the
+// spans it overlaps or touches, and returns by how many bytes the share
+// grew (negative where it dropped another epoch's spans). Called with
+// sh.mu held.
+func (sh *replayShare) addLocked(epoch, after, last uint64, pubs []*Publication) (grown int64) {
+	if epoch != sh.epoch {
+		grown = -sh.size
+		sh.epoch, sh.spans, sh.size = epoch, nil, 0
+	}
+	lo := sort.Search(len(sh.spans), func(k int) bool { return sh.spans[k].last >= after })
+	hi := sort.Search(len(sh.spans), func(k int) bool { return sh.spans[k].after > last })
+	m := replaySpan{after: after, last: last}
+	var old int64
+	switch {
+	case lo == hi: // touches none
+		m.pubs = pubs
+		for _, p := range pubs {
+			m.size += publicationSize(p)
+		}
+	case hi-lo == 1 && sh.spans[lo].last == after: // follows on from one, as a replay reads
+		m = sh.spans[lo]
+		old = m.size
+		m.last = last
+		for _, p := range pubs {
+			m.pubs = append(m.pubs, p)
+			m.size += publicationSize(p)
+		}
+	default:
+		m.after, m.last = min(after, sh.spans[lo].after), max(last, sh.spans[hi-1].last)
+		var held []*Publication
+		for _, s := range sh.spans[lo:hi] {
+			held = append(held, s.pubs...)
+			old += s.size
+		}
+		for i, j := 0, 0; i < len(held) || j < len(pubs); {
+			var p *Publication
+			switch {
+			case j == len(pubs) || i < len(held) && held[i].ID < pubs[j].ID:
+				p, i = held[i], i+1
+			case i == len(held) || pubs[j].ID < held[i].ID:
+				p, j = pubs[j], j+1
+			default: // the same message, read twice
+				p, i, j = held[i], i+1, j+1
+			}
+			m.pubs = append(m.pubs, p)
+			m.size += publicationSize(p)
+		}
+	}
+	sh.spans = slices.Replace(sh.spans, lo, hi, m)
+	sh.size += m.size - old
+	return grown + m.size - old
 }
 
 // replayJoin counts a replay in; replayLeave counts it out, and once the
@@ -146,7 +206,7 @@ func (f *roomFeed) replayNext(ctx context.Context, plan replayPlan, cursor, belo
 	}()
 	from := *cursor
 	if c, ok, step, err = f.readStore(ctx, cursor, below, plan.need, upTo); ok {
-		f.keepSpan(replaySpan{epoch: plan.epoch, after: from, last: c.next, pubs: c.pubs})
+		f.keepRead(plan.epoch, from, c.next, c.pubs)
 	}
 	return c, ok, step, err
 }
@@ -167,26 +227,25 @@ func (f *roomFeed) readStore(ctx context.Context, cursor, below *uint64, need, u
 	return replayChunk{pubs: pubs, next: batch[len(batch)-1].ID}, true, "", nil
 }
 
-// keepSpan keeps s for the room's other replays, if the node's bound
-// (Config.ReplayShare) leaves room for it.
-func (f *roomFeed) keepSpan(s replaySpan) {
-	for _, p := range s.pubs {
-		s.size += publicationSize(p)
+// keepRead keeps a read of (after, last] for the room's other replays,
+// if the node's bound (Config.ReplayShare) leaves room for it.
+func (f *roomFeed) keepRead(epoch, after, last uint64, pubs []*Publication) {
+	var size int64
+	for _, p := range pubs {
+		size += publicationSize(p)
 	}
-	if s.size == 0 || f.svc.cfg.ReplayShare <= 0 {
+	if size == 0 || f.svc.cfg.ReplayShare <= 0 {
 		return
 	}
 	sh := &f.share
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	held := f.svc.replayHeld.Add(s.size)
-	if held > f.svc.cfg.ReplayShare {
-		f.svc.replayHeld.Add(-s.size)
+	if f.svc.replayHeld.Load()+size > f.svc.cfg.ReplayShare {
 		return
 	}
-	sh.spans = append(sh.spans, s)
-	sh.size += s.size
-	f.svc.cfg.Metrics.ReplayShareChanged(s.size)
+	grown := sh.addLocked(epoch, after, last, pubs)
+	f.svc.replayHeld.Add(grown)
+	f.svc.cfg.Metrics.ReplayShareChanged(grown)
 }
 
 // publicationSize estimates the memory p holds: its body, its headers
