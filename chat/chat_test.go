@@ -176,7 +176,10 @@ func TestFeedKeepsItsRoom(t *testing.T) {
 // feed's bound), and each reaches its subscriber once, in order.
 // (Flushed once a message, 101 flushes; unbounded, one of 100.)
 func testBurstFlushedOnce(t *testing.T, b backend) {
-	s := b.service(t, chat.Config{AutoJoin: true})
+	// No probe while the first message is held: on a busy machine it
+	// could fire meanwhile and catch the room up from the log in one go
+	// ([1 100] once, in CI), which is not the live burst this is about.
+	s := b.service(t, chat.Config{AutoJoin: true, ProbeDelay: time.Minute})
 	k := newSink()
 	hold := make(chan struct{})
 	k.hold = hold
@@ -200,11 +203,12 @@ func testBurstFlushedOnce(t *testing.T, b backend) {
 	k.mu.Lock()
 	flushes := slices.Clone(k.flushes)
 	k.mu.Unlock()
-	// The held first message may have had company already, and on a busy
-	// machine the last of the 100 may reach the feed after it has flushed
-	// what was there ([1 64 31 5] once, in CI): a few flushes, not 101.
-	if len(flushes) > 6 || !slices.Contains(flushes, 64) || slices.Max(flushes) > 64 {
-		t.Fatalf("deliveries per flush %v, want bursts of at most and mostly 64", flushes)
+	// The held first message may have had company already, and the bus
+	// may hand the feed the rest in more than one run, flushing whenever
+	// nothing more waits ([1 64 31 5] and [58 43] once each): a few
+	// flushes of at most 64, not 101 of one.
+	if len(flushes) > 6 || slices.Max(flushes) > 64 {
+		t.Fatalf("deliveries per flush %v, want a few bursts of at most 64", flushes)
 	}
 }
 
