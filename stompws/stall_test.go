@@ -255,16 +255,27 @@ func TestReplayQueueStaysSmall(t *testing.T) {
 	var logs testlog.Buffer
 	cfg := stallConfig(&logs, &closeCounter{})
 	cfg.OutboundBytes = 64 << 20 // bounded by frames here, not bytes
-	w, sub := openStalling(t, cfg, "100,0")
+	// The client's socket keeps its own size: one shrunk after connecting
+	// (openStalling) drops what the kernel had let the sender send, whose
+	// retransmits back off for seconds under load.
+	w, h := openRawBeating(t, cfg, "100,0")
+	subs := h.members()
+	if len(subs) != 1 {
+		t.Fatalf("%d subscriptions", len(subs))
+	}
+	sub := subs[0]
 	stop := w.beat(100 * time.Millisecond)
 	defer stop()
-	const n = 60000 // small messages, more than the sockets take
+	// Small messages (a write's worth of frames is under the bytes
+	// bound), more than the sockets of both ends take together.
+	const n = 60000
+	body := func(i int) string { return fmt.Sprintf("%06d", i) + strings.Repeat("z", 250) }
 	res := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		for i := range n {
-			if err := sub.DeliverWait(ctx, stompws.NewMessage("/topic/room", nil, fmt.Appendf(nil, "%06d", i))); err != nil {
+			if err := sub.DeliverWait(ctx, stompws.NewMessage("/topic/room", nil, []byte(body(i)))); err != nil {
 				res <- err
 				return
 			}
@@ -292,7 +303,7 @@ func TestReplayQueueStaysSmall(t *testing.T) {
 			if f = strings.TrimLeft(f, "\n"); f == "" {
 				continue
 			}
-			if want := fmt.Sprintf("\n\n%06d", next); !strings.HasSuffix(f, want) {
+			if want := "\n\n" + body(next); !strings.HasSuffix(f, want) {
 				t.Fatalf("message %d: got %q", next, f[max(0, len(f)-20):])
 			}
 			next++

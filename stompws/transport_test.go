@@ -69,8 +69,8 @@ func (w *rawWS) read() (byte, []byte) {
 		n = binary.BigEndian.Uint64(l[:])
 	}
 	p := make([]byte, n)
-	if _, err := io.ReadFull(w.br, p); err != nil {
-		w.t.Fatalf("read frame payload: %v", err)
+	if got, err := io.ReadFull(w.br, p); err != nil {
+		w.t.Fatalf("read frame payload (%d of %d bytes, opcode %#x): %v", got, n, h[0], err)
 	}
 	return h[0] & 0x0f, p
 }
