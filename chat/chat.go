@@ -8,8 +8,9 @@
 // (storing a message), history.go (history pages and search), reads.go
 // (read positions), subscribe.go (subscriptions and their end when a
 // member is removed), feed.go, replay.go and replayshare.go (a room's
-// live messages and the catch-up before them), topics.go (user queues and read events),
-// registry.go (one feed or topic per key while it has subscribers).
+// live messages and the catch-up before them), topics.go (user queues
+// and read events), registry.go (one feed or topic per key while it has
+// subscribers).
 package chat
 
 import (

@@ -723,12 +723,23 @@ func (k keepingStore) Keep(room string) func() {
 // message may or may not reach it; the next one does, once.
 func TestMessageWhileFeedStarts(t *testing.T) {
 	b := fakeBackend(t)
+	handed := make(chan struct{}, 1)
+	b.w.afterLive.Store(func() {
+		select {
+		case handed <- struct{}{}:
+		default:
+		}
+	})
 	var s *chat.Service
 	b.store = keepingStore{Store: b.store, onKeep: func(room string) {
 		if err := tryPost(s, "ann", room, "while starting", ""); err != nil {
 			t.Error(err)
 		}
-		time.Sleep(50 * time.Millisecond) // the watch hands it to the feed meanwhile
+		select { // the watch has handed it to the starting feed
+		case <-handed:
+		case <-time.After(10 * time.Second):
+			t.Error("the message never reached the starting feed")
+		}
 	}}
 	s = b.service(t, chat.Config{AutoJoin: true})
 	k := subscribe(t, s, "ann", "r", nil)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd/chatd/chat"
@@ -32,6 +33,9 @@ type world struct {
 	failNew map[string]error         // room -> Latest fails with it
 	failed  map[string]int           // room -> Latest calls failNew failed
 	perRoom int64
+	// afterLive, if set (a func()), is called once a watch has handed a
+	// live message over.
+	afterLive atomic.Value
 }
 
 func newWorld() *world {
@@ -241,6 +245,9 @@ func (w *world) WatchRoom(room string, fn func(storage.Message, uint64, int)) (f
 			select {
 			case l := <-wt.ch:
 				fn(l.m, l.prev, len(wt.ch))
+				if h, ok := w.afterLive.Load().(func()); ok {
+					h()
+				}
 			case <-wt.quit:
 				return
 			}

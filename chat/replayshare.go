@@ -237,14 +237,17 @@ func (f *roomFeed) keepRead(epoch, after, last uint64, pubs []*Publication) {
 	if size == 0 || f.svc.cfg.ReplayShare <= 0 {
 		return
 	}
+	// Reserved before it is added, so that rooms adding at once stay
+	// within the bound together; what merging saved is given back.
+	if f.svc.replayHeld.Add(size) > f.svc.cfg.ReplayShare {
+		f.svc.replayHeld.Add(-size)
+		return
+	}
 	sh := &f.share
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if f.svc.replayHeld.Load()+size > f.svc.cfg.ReplayShare {
-		return
-	}
 	grown := sh.addLocked(epoch, after, last, pubs)
-	f.svc.replayHeld.Add(grown)
+	f.svc.replayHeld.Add(grown - size)
 	f.svc.cfg.Metrics.ReplayShareChanged(grown)
 }
 

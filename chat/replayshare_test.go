@@ -238,8 +238,7 @@ func TestReplaysInTurnShareReads(t *testing.T) {
 	for i := range 600 {
 		post(t, s, "poster", "r", fmt.Sprintf("m%d", i))
 	}
-	ref := subscribe(t, s, "poster", "r", nil) // keeps the room's feed up
-	_ = ref
+	subscribe(t, s, "poster", "r", nil) // keeps the room's feed up
 	since := uint64(0)
 	var want []uint64
 	for i, u := range users[1:] {
